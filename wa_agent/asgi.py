@@ -1,0 +1,343 @@
+"""The webhook HTTP contract as a tiny hand-written ASGI app (no framework).
+
+Routes, relative to wherever the app is mounted:
+
+* ``GET  /webhook`` — Meta's verification handshake.
+* ``POST /webhook`` — signed event notifications, handed to a :class:`WebhookConsumer`.
+* ``GET  /health``  — live counters as JSON.
+
+Status codes and bodies (SPEC §3): challenge echoed as ``text/plain`` or ``403``; ``500``
+when no verify token is configured; ``403`` for a missing/invalid signature when an app
+secret is set; ``413`` over the body cap (checked from ``Content-Length`` and again while
+streaming); ``200 {"status": "invalid_payload"}`` for a non-WhatsApp body (a 4xx would make
+Meta retry for 7 days); ``200 {"status": "ignored"}`` or ``200 {"status": "processing"}``
+once the consumer has durably recorded the messages; ``500`` when it could not
+(:class:`~wa_agent.StoreError`, so Meta redelivers); ``503`` when it is overloaded.
+
+The app never raises out of its ASGI callable: an unexpected error is logged and answered
+with ``500``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol, final
+from urllib.parse import parse_qs
+
+from .events import Event, Message
+from .exceptions import InvalidPayload, StoreError
+from .parser import MessageParser
+from .secret import Secret
+from .signature import SignatureVerifier
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "CallbackConsumer",
+    "Overloaded",
+    "WebhookApp",
+    "WebhookConsumer",
+]
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+
+#: Meta's documented maximum webhook payload.
+DEFAULT_MAX_BODY = 3 * 1024 * 1024
+
+
+class Overloaded(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a consumer that cannot even record the message now (answered ``503``)."""
+
+
+class WebhookConsumer(Protocol):
+    """What the webhook app hands parsed events to."""
+
+    async def accept(self, events: list[Event]) -> str:
+        """Durably record what needs processing and schedule it; return ``"processing"``
+        if at least one message was accepted, else ``"ignored"``. Must not wait for the
+        agent. Raise :class:`~wa_agent.StoreError` if recording failed, :class:`Overloaded`
+        if it cannot take the messages now."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Counters and state for ``GET /health``."""
+        ...
+
+
+class CallbackConsumer:
+    """A minimal consumer: calls ``callback(message)`` for every new message in a
+    background task (deduplicated by wamid in memory). Useful for tests and quick hacks;
+    :class:`~wa_agent.WhatsAppInterface` is the durable one."""
+
+    def __init__(self, callback: Callable[[Message], Awaitable[Any]], name: str = "webhook") -> None:
+        self._callback = callback
+        self._seen: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.name = name
+        self.received = 0
+        self.processed = 0
+        self.duplicates = 0
+        self.failures = 0
+
+    async def accept(self, events: list[Event]) -> str:
+        status = "ignored"
+        for event in events:
+            if not isinstance(event, Message):
+                continue
+            if event.id in self._seen:
+                self.duplicates += 1
+                continue
+            self._seen.add(event.id)
+            self.received += 1
+            status = "processing"
+            task = asyncio.get_running_loop().create_task(self._run(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return status
+
+    async def _run(self, message: Message) -> None:
+        try:
+            await self._callback(message)
+            self.processed += 1
+        except Exception:
+            self.failures += 1
+            logger.exception("webhook callback failed for message %s", message.id)
+
+    async def drain(self) -> None:
+        """Wait for every callback started so far."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok", "interface": self.name, "received": self.received,
+            "processed": self.processed, "in_flight": len(self._tasks),
+            "duplicates": self.duplicates, "send_failures": self.failures,
+        }
+
+
+def _json_body(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+_JSON = [(b"content-type", b"application/json")]
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+_PROCESSING = b'{"status":"processing"}'
+_IGNORED = b'{"status":"ignored"}'
+_INVALID = b'{"status":"invalid_payload"}'
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@final
+class WebhookApp:
+    """ASGI app serving one interface's webhook (see the module docstring).
+
+    ``verify_token`` answers the GET handshake; ``app_secret`` (recommended) makes every
+    POST carry a valid signature. ``consumer`` receives the parsed events. ``on_startup`` /
+    ``on_shutdown`` run on ASGI lifespan; ``on_first_request`` runs once before the first
+    request is handled (for apps mounted where lifespan does not reach, e.g. a sub-mount in
+    Starlette/FastAPI).
+    """
+
+    def __init__(
+        self,
+        consumer: WebhookConsumer,
+        *,
+        verify_token: str | Secret | None = None,
+        app_secret: str | Secret | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        parser: MessageParser | None = None,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        on_first_request: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self._verify_token = Secret(verify_token) if verify_token else None
+        self._verifier = SignatureVerifier(app_secret) if app_secret else None
+        self.max_body = max_body
+        self.parser = parser or MessageParser()
+        self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
+        self._on_first_request = on_first_request
+        self._ready: asyncio.Future[None] | None = None
+
+    @property
+    def signature_required(self) -> bool:
+        return self._verifier is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            try:
+                await self._http(scope, receive, send)
+            except Exception:
+                logger.exception("unexpected error handling %s %s", scope.get("method"),
+                                 scope.get("path"))
+                try:
+                    await _respond(send, 500, b'{"status":"error"}', _JSON)
+                except Exception:  # response already started or client gone
+                    logger.debug("could not send the 500 response", exc_info=True)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self._on_startup is not None:
+                        await self._on_startup()
+                except Exception as exc:
+                    logger.exception("webhook app startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    if self._on_shutdown is not None:
+                        await self._on_shutdown()
+                except Exception as exc:
+                    logger.exception("webhook app shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _ensure_ready(self) -> None:
+        if self._on_first_request is None:
+            return
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            try:
+                await self._on_first_request()
+            except BaseException as exc:
+                self._ready.set_exception(exc)
+                self._ready.exception()  # mark retrieved
+                self._ready = None
+                raise
+            self._ready.set_result(None)
+        elif not self._ready.done():
+            await asyncio.shield(self._ready)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        path = path.rstrip("/") or "/"
+        method = scope.get("method", "GET")
+        if path == "/webhook":
+            if method == "POST":
+                await self._post(scope, receive, send)
+            elif method in ("GET", "HEAD"):
+                await self._verify(scope, send)
+            else:
+                await _respond(send, 405, b"method not allowed", _TEXT + [(b"allow", b"GET, POST")])
+        elif path == "/health" and method in ("GET", "HEAD"):
+            await _respond(send, 200, _json_body(self.consumer.health()), _JSON)
+        else:
+            await _respond(send, 404, b"not found", _TEXT)
+
+    async def _verify(self, scope: Scope, send: Send) -> None:
+        if self._verify_token is None:
+            await _respond(
+                send, 500,
+                b"no verify token configured: set WHATSAPP_VERIFY_TOKEN (or verify_token=) "
+                b"to the string you entered in Meta's dashboard", _TEXT)
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        mode = query.get("hub.mode", [""])[0]
+        token = query.get("hub.verify_token", [""])[0]
+        challenge = query.get("hub.challenge", [""])[0]
+        expected = self._verify_token.reveal().encode()
+        token_ok = hmac.compare_digest(expected, token.encode())
+        if mode != "subscribe" or not token_ok:
+            logger.warning("webhook verification refused (mode=%r, token %s)", mode,
+                           "matched" if token_ok else "did not match")
+            await _respond(send, 403, b"verification failed", _TEXT)
+            return
+        logger.info("webhook verified by Meta")
+        await _respond(send, 200, challenge.encode(), _TEXT)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_body:
+                    raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body:
+                    raise _TooLarge
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await self._read_body(scope, receive)
+        except _TooLarge:
+            await _respond(send, 413, b'{"status":"too_large"}', _JSON)
+            return
+        if self._verifier is not None:
+            header = None
+            for name, value in scope.get("headers", ()):
+                if name == b"x-hub-signature-256":
+                    header = value.decode("latin-1")
+                    break
+            if not self._verifier.is_valid(body, header):
+                logger.warning("webhook refused: %s X-Hub-Signature-256",
+                               "missing" if header is None else "invalid")
+                await _respond(send, 403, b'{"status":"invalid_signature"}', _JSON)
+                return
+        try:
+            events = self.parser.parse(body)
+        except InvalidPayload as exc:
+            logger.warning("webhook body is not a WhatsApp payload: %s", exc.reason)
+            await _respond(send, 200, _INVALID, _JSON)
+            return
+        if self._on_first_request is not None:
+            await self._ensure_ready()
+        try:
+            status = await self.consumer.accept(events)
+        except StoreError:
+            logger.exception("could not record webhook messages; answering 500 so Meta retries")
+            await _respond(send, 500, b'{"status":"store_error"}', _JSON)
+            return
+        except Overloaded:
+            logger.warning("overloaded: answering 503 so Meta retries later")
+            await _respond(send, 503, b'{"status":"overloaded"}', _JSON)
+            return
+        await _respond(send, 200, _PROCESSING if status == "processing" else _IGNORED, _JSON)
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   headers: list[tuple[bytes, bytes]]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,136 @@
+"""The :class:`SessionStore` protocol shared by every backend.
+
+A store keeps, per ``(interface, sender)``: the conversation history and the last inbound
+time (for the 24-hour window); and per interface: the durable inbox of acknowledged but
+unfinished messages, dedupe marks (7-day TTL), delivery states, the heartbeat recipient and
+named leases (per-sender locks, heartbeat election).
+
+Every method is async and safe to call concurrently from many tasks; for the SQLite and
+Redis backends also from several processes sharing the same file or server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from ..agents import Turn
+
+__all__ = ["DEFAULT_DEDUPE_TTL", "InboxItem", "SessionStore"]
+
+#: Meta retries a webhook for up to 7 days; dedupe marks must outlive that.
+DEFAULT_DEDUPE_TTL = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One acknowledged message waiting for its reply.
+
+    ``payload`` is the message event as JSON (``Message.model_dump_json()``); ``progress``
+    is opaque JSON the hosting layer saves while answering (e.g. the reply computed and how
+    many of its parts were accepted), so a restart resumes instead of starting over.
+    ``seq`` orders items of one sender by arrival (assigned by the store on insert).
+    """
+
+    id: str
+    sender: str
+    payload: str
+    received_at: float
+    seq: int = 0
+    attempts: int = 0
+    progress: str | None = None
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Storage behind an interface. See the module docstring."""
+
+    async def open(self) -> None:
+        """Connect / create tables. Idempotent. Called by the interface's lifespan."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+    # -- inbox and dedupe -------------------------------------------------------------
+    async def add_inbound(self, interface: str, items: Sequence[InboxItem]) -> list[bool]:
+        """Record messages durably, skipping duplicates.
+
+        For each item, atomically: if its id was seen for this interface within the dedupe
+        TTL, answer ``False``; otherwise set the dedupe mark, append it to the inbox (its
+        sender's queue, in order) and answer ``True``. When this returns, every ``True`` item
+        survives a crash. Raises :class:`~wa_agent.StoreError` if it could not write.
+        """
+        ...
+
+    async def pending(self, interface: str, sender: str | None = None) -> list[InboxItem]:
+        """Inbox items of one sender (or all), oldest first."""
+        ...
+
+    async def pending_senders(self, interface: str) -> list[str]:
+        """Senders with at least one item in the inbox."""
+        ...
+
+    async def save_progress(self, interface: str, item_id: str, progress: str) -> None:
+        """Store the item's progress JSON and count one more attempt."""
+        ...
+
+    async def complete(
+        self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
+    ) -> None:
+        """Remove the item from the inbox and append ``turns`` to the sender's history,
+        in one atomic step."""
+        ...
+
+    async def seen(self, interface: str, key: str) -> bool:
+        """Dedupe for non-message keys (e.g. ``status:<id>:<status>``): ``True`` if ``key``
+        was already marked within the TTL, else mark it and answer ``False``."""
+        ...
+
+    # -- statuses -----------------------------------------------------------------------
+    async def advance_status(self, interface: str, message_id: str, status: str) -> bool:
+        """Move an outbound message's delivery state forward (sent < delivered < read <
+        played; failed is final). Answer ``False`` if the state would not advance."""
+        ...
+
+    async def get_status(self, interface: str, message_id: str) -> str | None: ...
+
+    # -- history and window -------------------------------------------------------------
+    async def get_history(
+        self, interface: str, sender: str, limit: int | None = None
+    ) -> list[Turn]:
+        """The sender's turns, oldest first (the last ``limit`` if given)."""
+        ...
+
+    async def append_history(self, interface: str, sender: str, turns: Sequence[Turn]) -> None: ...
+
+    async def clear_history(self, interface: str, sender: str) -> None:
+        """Forget this sender's history only."""
+        ...
+
+    async def touch_inbound(self, interface: str, sender: str, at: datetime) -> None:
+        """Record an inbound message time (kept if later than the stored one)."""
+        ...
+
+    async def last_inbound(self, interface: str, sender: str) -> datetime | None: ...
+
+    # -- heartbeat and leases -----------------------------------------------------------
+    async def get_heartbeat_recipient(self, interface: str) -> str | None: ...
+
+    async def set_heartbeat_recipient(
+        self, interface: str, sender: str, *, overwrite: bool = False
+    ) -> str:
+        """Set the recipient unless one is set (or ``overwrite``); answer the one in force."""
+        ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the named lease for ``owner`` for ``ttl`` seconds. ``False`` if
+        another owner holds an unexpired lease."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Release the lease if ``owner`` holds it."""
+        ...
