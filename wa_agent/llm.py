@@ -1,0 +1,787 @@
+"""A small agent over a language model's HTTP API: no agent framework needed.
+
+:class:`LLMAgent` answers an :class:`~wa_agent.agents.AgentRequest` by calling one of
+
+* ``anthropic/<model>``: the Anthropic Messages API (``POST /v1/messages``);
+* ``openai/<model>``: the OpenAI Chat Completions API (``POST /chat/completions``);
+* ``openai-compatible/<model>``: the same protocol against any server that speaks it
+  (Ollama, vLLM, LM Studio, llama.cpp), at the ``base_url`` you give.
+
+It sends the system prompt, the sender's history (CHAT mode) and the new message with its
+images (and PDFs where the API takes them); media a model cannot take (voice notes, video,
+other documents) is described in text instead, e.g. ``[voice note, audio/ogg, 12 KB]``.
+
+Errors::
+
+    AgentError                  (wa_agent.exceptions) the hosting layer apologises to the user
+     └─ LLMError                the model API failed  (.provider .http_status .error_type
+         │                       .request_id .retryable)
+         └─ LLMAuthError        401/403: the API key is wrong or lacks permission
+
+Throttling (429), overload (529, ``overloaded_error``), 5xx, timeouts and connection errors
+are retried with exponential backoff that honours ``Retry-After``, at most ``max_retries``
+times; then :class:`LLMError` is raised. Every attempt is bounded by ``timeout`` seconds.
+
+Importing this module is cheap: ``httpx`` is imported when the first request is made.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, final
+
+import anyio
+
+from .agents import AgentReply, AgentRequest, Attachment, Turn
+from .exceptions import AgentError, ConfigurationError
+from .secret import Secret
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_MESSAGE",
+    "LLMAgent",
+    "LLMAuthError",
+    "LLMError",
+    "describe_attachment",
+]
+
+logger = logging.getLogger(__name__)
+
+Provider = Literal["anthropic", "openai", "openai-compatible"]
+
+ANTHROPIC_VERSION: Final = "2023-06-01"
+ANTHROPIC_BASE_URL: Final = "https://api.anthropic.com"
+OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
+_ENV_KEYS: Final[dict[str, str]] = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+DEFAULT_HEARTBEAT_MESSAGE: Final = (
+    "It is time for your scheduled check-in. Send the user one short, useful proactive "
+    "message: follow up on the conversation so far, or a friendly check-in if there is "
+    "nothing to follow up on."
+)
+_DEFAULT_SYSTEM: Final = (
+    "You are {who}, chatting with a person on WhatsApp. Answer helpfully and concisely, "
+    "as in a chat: short paragraphs, plain text, light Markdown at most. Media you cannot "
+    "see or hear arrives as a bracketed description such as [voice note, audio/ogg, 12 KB]; "
+    "if the user expects you to understand it, say that you cannot open it and ask them to "
+    "write it out."
+)
+_HEARTBEAT_PREFIX: Final = (
+    "[Scheduled heartbeat: the user did not write this. Your answer is sent to them as a "
+    "proactive message.]\n"
+)
+_GREETING_PREFIX: Final = (
+    "[The user just reset the conversation. Write your first message to them: a greeting. "
+    "Base it on the following.]\n"
+)
+_GREETING_DEFAULT: Final = (
+    "[The user just reset the conversation. Greet them briefly and say you are ready for a "
+    "fresh start.]"
+)
+_CONVERSATION_START: Final = "[The conversation starts with a message from you.]"
+_EMPTY_MESSAGE: Final = "[empty message]"
+
+# What each API takes inline (images by MIME type; WhatsApp sends JPEG/PNG, stickers WebP).
+_ANTHROPIC_IMAGES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_OPENAI_IMAGES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_MAX_IMAGE_BYTES: Final = {"anthropic": 5 * 1024 * 1024, "openai": 20 * 1024 * 1024}
+_MAX_PDF_BYTES: Final = 32 * 1024 * 1024
+_MAX_TEXT_CHARS: Final = 100_000
+_TEXT_MIME_EXTRA: Final = frozenset({"application/json", "application/xml", "application/csv"})
+
+_RETRY_STATUSES: Final = frozenset({408, 409, 429, 529})
+_INITIAL_BACKOFF: Final = 0.5
+_MAX_BACKOFF: Final = 8.0
+_THINK_RE: Final = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
+
+
+class LLMError(AgentError):
+    """The language model's API failed to give an answer.
+
+    ``provider`` is ``anthropic``, ``openai`` or ``openai-compatible``; ``http_status`` the
+    last HTTP status (``None`` for a timeout or connection error); ``error_type`` the API's
+    error type (``overloaded_error``, ``rate_limit_error``, ``insufficient_quota``...);
+    ``request_id`` the provider's request id to quote to its support; ``retryable`` whether
+    the same request can succeed later. The hosting layer turns it into a short apology.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.http_status = http_status
+        self.error_type = error_type
+        self.request_id = request_id
+        self.retryable = retryable
+
+
+class LLMAuthError(LLMError):
+    """401/403: the model API refused the API key. Check the key (the message names the
+    environment variable) and that it may use the model."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Image:
+    mime_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Pdf:
+    data: bytes
+    filename: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _TextDocument:
+    text: str
+    filename: str | None
+
+
+_Part = _Text | _Image | _Pdf | _TextDocument
+
+
+@dataclass(slots=True)
+class _Msg:
+    role: Literal["user", "assistant"]
+    parts: list[_Part]
+
+
+def _parse_model(model: str) -> tuple[Provider, str]:
+    provider, sep, name = model.partition("/")
+    if not sep or not name:
+        raise ConfigurationError(
+            f"model {model!r} must be '<provider>/<model>', e.g. 'anthropic/claude-sonnet-4-6', "
+            "'openai/gpt-4o-mini' or 'openai-compatible/llama3.2' (with base_url=...)"
+        )
+    if provider == "anthropic":
+        return "anthropic", name
+    if provider == "openai":
+        return "openai", name
+    if provider == "openai-compatible":
+        return "openai-compatible", name
+    raise ConfigurationError(
+        f"unknown model provider {provider!r} in {model!r}: use 'anthropic/...', 'openai/...' "
+        "or 'openai-compatible/...' (with base_url= for Ollama, vLLM, LM Studio, llama.cpp)"
+    )
+
+
+def _read_first(folder: Path, names: Sequence[str]) -> str | None:
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8").strip()
+            if text:
+                return text
+    return None
+
+
+def _human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{max(1, round(size / 1024))} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def describe_attachment(attachment: Attachment, *, with_caption: bool = True) -> str:
+    """A one-line text stand-in for media the model cannot take.
+
+    ``[voice note, audio/ogg, 12 KB]``; with a file name and caption:
+    ``[document "a.docx", application/msword, 1.2 MB, caption: "for Monday"]``. (The
+    duration of audio or video is unknown without decoding it, so the size is given.)
+    """
+    label = "voice note" if attachment.voice else attachment.kind or "file"
+    bits = [label]
+    if attachment.filename:
+        bits[0] = f'{label} "{attachment.filename}"'
+    bits.append(attachment.mime_type or "unknown type")
+    bits.append(_human_size(len(attachment.data)))
+    if with_caption and attachment.caption:
+        bits.append(f'caption: "{attachment.caption}"')
+    return "[" + ", ".join(bits) + "]"
+
+
+def _base_mime(mime_type: str | None) -> str:
+    return (mime_type or "").split(";", 1)[0].strip().lower()
+
+
+def _is_text_mime(mime: str) -> bool:
+    return mime.startswith("text/") or mime in _TEXT_MIME_EXTRA
+
+
+def _parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait (``retry-after-ms``, ``retry-after`` seconds or
+    HTTP date), or ``None``."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(value):
+                return max(0.0, value)
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        import email.utils
+
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, value) if math.isfinite(value) else None
+
+
+def _strip_thinking(text: str) -> str:
+    """Drop a leading ``<think>...</think>`` block (reasoning models served by Ollama/vLLM)."""
+    return _THINK_RE.sub("", text, count=1)
+
+
+@final
+class LLMAgent:
+    """An agent backed by a language model API, for :class:`~wa_agent.WhatsAppInterface`.
+
+    ``model`` is ``"anthropic/<model>"``, ``"openai/<model>"`` or
+    ``"openai-compatible/<model>"`` (the latter needs ``base_url``, e.g.
+    ``"http://localhost:11434/v1"`` for Ollama). ``api_key`` defaults to
+    ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``; a missing key raises
+    :class:`~wa_agent.exceptions.ConfigurationError` naming the variable. An
+    ``openai-compatible`` server gets only the ``api_key`` you pass (never your OpenAI key).
+
+    ``system`` is the system prompt; ``workspace`` is a folder whose ``SYSTEM.md`` /
+    ``PERSONA.md`` supply it and whose ``GREETING.md`` / ``greeting.txt`` supply ``greeting``
+    when those arguments are not given. ``greeting`` (the text a greeting after ``/reset`` is
+    generated from) and ``heartbeat``, ``heartbeat_period`` (minutes), ``heartbeat_message``
+    and ``name`` are read by the hosting layer.
+
+    ``timeout`` bounds each attempt in seconds; ``max_retries`` bounds the retries of
+    throttled, overloaded, failed (5xx) and timed-out requests; a ``Retry-After`` longer than
+    ``max_retry_delay`` seconds fails at once. ``client`` lets you share an
+    ``httpx.AsyncClient`` (it is then yours to close); otherwise one is created on first use
+    and closed by :meth:`aclose` or ``async with``. ``sleep`` replaces ``anyio.sleep`` between
+    retries (tests, custom clocks).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | Secret | None = None,
+        base_url: str | None = None,
+        system: str | None = None,
+        name: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int = 1024,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        max_retry_delay: float = 60.0,
+        heartbeat: bool = False,
+        heartbeat_period: float = 30,
+        heartbeat_message: str = DEFAULT_HEARTBEAT_MESSAGE,
+        greeting: str | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+        client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        provider, model_id = _parse_model(model)
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+        if heartbeat and not heartbeat_period > 0:
+            raise ValueError(f"heartbeat_period must be a positive number of minutes, "
+                             f"not {heartbeat_period}")
+        self.model = model
+        self.provider: Provider = provider
+        self.model_id = model_id
+        self.name = name
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.max_retry_delay = float(max_retry_delay)
+        self.heartbeat = heartbeat
+        self.heartbeat_period = heartbeat_period
+        self.heartbeat_message = heartbeat_message
+
+        if provider == "openai-compatible":
+            if not base_url:
+                raise ConfigurationError(
+                    f"model {model!r} needs base_url=..., the server's OpenAI-compatible "
+                    "endpoint, e.g. 'http://localhost:11434/v1' (Ollama), "
+                    "'http://localhost:8000/v1' (vLLM), 'http://localhost:1234/v1' (LM Studio)"
+                )
+            key: str | Secret | None = api_key
+        else:
+            env = _ENV_KEYS[provider]
+            key = api_key if api_key is not None else os.environ.get(env)
+            if not key:
+                raise ConfigurationError(
+                    f"no API key for {model!r}: set the {env} environment variable "
+                    "or pass api_key=..."
+                )
+        self._api_key: Secret | None = Secret(key) if key else None
+        default_base = ANTHROPIC_BASE_URL if provider == "anthropic" else OPENAI_BASE_URL
+        self.base_url = (base_url or default_base).rstrip("/")
+        path = "/v1/messages" if provider == "anthropic" else "/chat/completions"
+        self._url = self.base_url + path
+
+        self.workspace = Path(workspace) if workspace is not None else None
+        if self.workspace is not None:
+            if not self.workspace.is_dir():
+                raise ConfigurationError(f"workspace {str(self.workspace)!r} is not a folder")
+            if system is None:
+                parts = [
+                    t for t in (_read_first(self.workspace, ("SYSTEM.md", "system.md")),
+                                _read_first(self.workspace, ("PERSONA.md", "persona.md")))
+                    if t
+                ]
+                system = "\n\n".join(parts) or None
+            if greeting is None:
+                greeting = _read_first(
+                    self.workspace, ("GREETING.md", "greeting.md", "GREETING.txt", "greeting.txt")
+                )
+        self.system = system
+        self.greeting = greeting
+
+        self._client = client
+        self._owns_client = client is None
+        self._sleep: Callable[[float], Awaitable[None]] = sleep or anyio.sleep
+
+    def __repr__(self) -> str:
+        return (
+            f"LLMAgent(model={self.model!r}, name={self.name!r}, base_url={self.base_url!r}, "
+            f"api_key={self._api_key!r})"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client this agent created (a client passed in is left open).
+
+        Idempotent; a later :meth:`answer` opens a new client.
+        """
+        if self._client is not None and self._owns_client:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
+            )
+            self._owns_client = True
+        return self._client
+
+    # -- the agent -----------------------------------------------------------------------
+
+    async def answer(self, request: AgentRequest) -> AgentReply:
+        """Ask the model; return its text. Raises :class:`LLMError` when the API fails."""
+        messages = self._conversation(request)
+        system = self._system_prompt(request)
+        if self.provider == "anthropic":
+            body = self._anthropic_body(system, messages)
+            data = await self._post(body)
+            text = self._anthropic_text(data)
+        else:
+            body = self._openai_body(system, messages)
+            data = await self._post(body)
+            text = self._openai_text(data)
+        return AgentReply(text=text)
+
+    def _system_prompt(self, request: AgentRequest) -> str:
+        if self.system is not None:
+            return self.system
+        who = self.name or "a helpful assistant"
+        prompt = _DEFAULT_SYSTEM.format(who=who)
+        if request.profile_name:
+            prompt += f" The user's WhatsApp name is {request.profile_name}."
+        return prompt
+
+    def _conversation(self, request: AgentRequest) -> list[_Msg]:
+        msgs: list[_Msg] = []
+        history: Sequence[Turn] = () if request.purpose == "greeting" else request.history
+        for turn in history:
+            if turn.text and turn.text.strip():
+                _append(msgs, _Msg(turn.role, [_Text(turn.text)]))
+        _append(msgs, _Msg("user", self._current_parts(request)))
+        if msgs[0].role != "user":
+            msgs.insert(0, _Msg("user", [_Text(_CONVERSATION_START)]))
+        return msgs
+
+    def _current_parts(self, request: AgentRequest) -> list[_Part]:
+        if request.purpose == "greeting":
+            if self.greeting:
+                return [_Text(_GREETING_PREFIX + self.greeting)]
+            return [_Text(_GREETING_DEFAULT)]
+        if request.purpose == "heartbeat":
+            return [_Text(_HEARTBEAT_PREFIX + (request.text or self.heartbeat_message))]
+        parts: list[_Part] = []
+        notes: list[str] = []
+        for att in request.attachments:
+            part = self._media_part(att, request)
+            if part is None:
+                notes.append(describe_attachment(att, with_caption=att.caption != request.text))
+                continue
+            parts.append(part)
+            if att.caption and att.caption != request.text:
+                notes.append(f"[caption: {att.caption}]")
+        text = "\n".join([*notes, request.text] if request.text else notes)
+        if text.strip():
+            parts.append(_Text(text))
+        elif not parts:
+            parts.append(_Text(_EMPTY_MESSAGE))
+        return parts
+
+    def _media_part(self, att: Attachment, request: AgentRequest) -> _Part | None:
+        """The content part for ``att``, or ``None`` when it must be described in text."""
+        mime = _base_mime(att.mime_type)
+        kind = att.kind
+        if kind in ("image", "sticker") and mime.startswith("image/"):
+            if kind == "sticker":
+                media = request.message.media if request.message is not None else None
+                if media is not None and media.animated:
+                    return None  # animated WebP: neither API takes it
+            allowed = _ANTHROPIC_IMAGES if self.provider == "anthropic" else _OPENAI_IMAGES
+            limit = _MAX_IMAGE_BYTES["anthropic" if self.provider == "anthropic" else "openai"]
+            if mime in allowed and 0 < len(att.data) <= limit:
+                return _Image(mime, att.data)
+            return None
+        if kind == "document" or kind == "file":
+            if mime == "application/pdf" and self.provider != "openai-compatible":
+                if 0 < len(att.data) <= _MAX_PDF_BYTES:
+                    return _Pdf(att.data, att.filename)
+                return None
+            if _is_text_mime(mime):
+                text = att.data.decode("utf-8", errors="replace")
+                if len(text) > _MAX_TEXT_CHARS:
+                    text = text[:_MAX_TEXT_CHARS] + "\n[... truncated]"
+                return _TextDocument(text, att.filename)
+        return None
+
+    # -- Anthropic Messages API ----------------------------------------------------------
+
+    def _anthropic_body(self, system: str, messages: list[_Msg]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "max_tokens": self.max_tokens,
+        }
+        if system:
+            body["system"] = system
+        body["messages"] = [
+            {"role": m.role, "content": _anthropic_content(m.parts)} for m in messages
+        ]
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        return body
+
+    def _anthropic_text(self, data: Any) -> str:
+        content = data.get("content") if isinstance(data, dict) else None
+        stop = data.get("stop_reason") if isinstance(data, dict) else None
+        texts = [
+            block["text"]
+            for block in (content if isinstance(content, list) else [])
+            if isinstance(block, dict) and block.get("type") == "text"
+            and isinstance(block.get("text"), str)
+        ]
+        text = "".join(texts).strip()
+        if stop == "max_tokens":
+            logger.warning("%s reply cut off at max_tokens=%d", self.model, self.max_tokens)
+        if not text:
+            raise LLMError(
+                f"{self.model} returned no text (stop_reason={stop!r})",
+                provider=self.provider, http_status=200,
+            )
+        return text
+
+    # -- OpenAI Chat Completions ---------------------------------------------------------
+
+    def _openai_body(self, system: str, messages: list[_Msg]) -> dict[str, Any]:
+        wire: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+        for m in messages:
+            wire.append({"role": m.role, "content": _openai_content(m.parts, m.role)})
+        body: dict[str, Any] = {"model": self.model_id, "messages": wire}
+        # OpenAI's own API deprecates max_tokens (reasoning models reject it); compatible
+        # servers know only max_tokens.
+        key = "max_completion_tokens" if self.provider == "openai" else "max_tokens"
+        body[key] = self.max_tokens
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        return body
+
+    def _openai_text(self, data: Any) -> str:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+        text = ""
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str):
+                text = content
+            elif isinstance(content, list):  # some compatible servers answer with parts
+                text = "".join(
+                    p.get("text", "") for p in content
+                    if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+            if not text.strip() and isinstance(message.get("refusal"), str):
+                text = message["refusal"]
+        text = _strip_thinking(text).strip()
+        if finish == "length":
+            logger.warning("%s reply cut off at max_tokens=%d", self.model, self.max_tokens)
+        if not text:
+            raise LLMError(
+                f"{self.model} returned no text (finish_reason={finish!r})",
+                provider=self.provider, http_status=200,
+            )
+        return text
+
+    # -- HTTP with retries ---------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self.provider == "anthropic":
+            if self._api_key is not None:
+                headers["x-api-key"] = self._api_key.reveal()
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+        elif self._api_key is not None:
+            headers["authorization"] = f"Bearer {self._api_key.reveal()}"
+        return headers
+
+    async def _post(self, body: dict[str, Any]) -> Any:
+        import httpx
+
+        client = self._get_client()
+        content = json.dumps(body, ensure_ascii=False).encode()
+        attempts = self.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            started = time.perf_counter()
+            delay: float | None = None
+            try:
+                with anyio.fail_after(self.timeout):
+                    response = await client.post(
+                        self._url, content=content, headers=self._headers(),
+                        timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+                    )
+            except (httpx.TimeoutException, TimeoutError):
+                failure = LLMError(
+                    f"{self.model} did not answer within {self.timeout:g} s "
+                    f"(attempt {attempt} of {attempts})",
+                    provider=self.provider, retryable=True,
+                )
+            except httpx.TransportError as exc:
+                failure = LLMError(
+                    f"could not reach {self.base_url} for {self.model}: {type(exc).__name__}",
+                    provider=self.provider, retryable=True,
+                )
+            else:
+                ms = (time.perf_counter() - started) * 1000
+                logger.info("%s POST %s -> %d in %.0f ms (attempt %d)", self.provider,
+                            self.model_id, response.status_code, ms, attempt)
+                if response.is_success:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise LLMError(
+                            f"{self.model} answered HTTP {response.status_code} with a body "
+                            "that is not JSON (is base_url pointing at the API?)",
+                            provider=self.provider, http_status=response.status_code,
+                        ) from None
+                failure = self._error_from_response(response)
+                delay = _parse_retry_after(response.headers)
+            if not failure.retryable or attempt == attempts:
+                raise failure
+            if delay is None:
+                backoff = min(_INITIAL_BACKOFF * 2 ** (attempt - 1), _MAX_BACKOFF)
+                delay = backoff * (1 - 0.25 * random.random())
+            elif delay > self.max_retry_delay:
+                raise LLMError(
+                    f"{failure} (the server asks to wait {delay:g} s, more than "
+                    f"max_retry_delay={self.max_retry_delay:g} s)",
+                    provider=failure.provider, http_status=failure.http_status,
+                    error_type=failure.error_type, request_id=failure.request_id,
+                    retryable=True,
+                )
+            logger.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", self.model,
+                           failure, delay, attempt, attempts)
+            await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error_from_response(self, response: httpx.Response) -> LLMError:
+        status = response.status_code
+        error_type: str | None = None
+        message: str | None = None
+        code: str | None = None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            raw_type, raw_msg, raw_code = err.get("type"), err.get("message"), err.get("code")
+            error_type = raw_type if isinstance(raw_type, str) else None
+            message = raw_msg if isinstance(raw_msg, str) else None
+            code = raw_code if isinstance(raw_code, str) else None
+            details = err.get("details")
+            if isinstance(details, dict) and isinstance(details.get("error_code"), str):
+                code = details["error_code"]
+        elif isinstance(err, str):  # some compatible servers: {"error": "model not found"}
+            message = err
+        request_id = response.headers.get("request-id") or response.headers.get("x-request-id")
+        if request_id is None and isinstance(data, dict):
+            rid = data.get("request_id")
+            request_id = rid if isinstance(rid, str) else None
+        if message is not None:
+            message = self._redact(message)[:300]
+
+        detail = f"HTTP {status}"
+        if error_type or code:
+            detail += " " + "/".join(x for x in (error_type, code) if x)
+        if message:
+            detail += f": {message}"
+        elif data is None:
+            ctype = response.headers.get("content-type", "no content type")
+            detail += f" (non-JSON body, {ctype.split(';')[0]})"
+
+        if status in (401, 403):
+            env = _ENV_KEYS.get(self.provider)
+            where = (f"the {env} environment variable or the api_key argument" if env
+                     else "the api_key argument and the server's API key setting")
+            what = ("rejected the API key" if status == 401
+                    else "refused the API key (no permission)")
+            return LLMAuthError(
+                f"{self.model}: {self.base_url} {what} ({detail}); check {where}",
+                provider=self.provider, http_status=status, error_type=error_type or code,
+                request_id=request_id, retryable=False,
+            )
+        quota = code in ("insufficient_quota", "enforced_spend_limit_reached") or (
+            error_type == "insufficient_quota"
+        )
+        retryable = (status in _RETRY_STATUSES or status >= 500 or
+                     error_type == "overloaded_error") and not quota
+        should_retry = response.headers.get("x-should-retry")
+        if should_retry == "false":
+            retryable = False
+        elif should_retry == "true" and not quota:
+            retryable = True
+        text = f"{self.model} request failed ({detail})"
+        if quota:
+            text += "; the account's quota or spend limit is used up: check billing"
+        elif status == 404:
+            text += f"; check the model name {self.model_id!r} and base_url"
+        return LLMError(text, provider=self.provider, http_status=status,
+                        error_type=error_type or code, request_id=request_id,
+                        retryable=retryable)
+
+    def _redact(self, text: str) -> str:
+        if self._api_key is not None and self._api_key.reveal():
+            text = text.replace(self._api_key.reveal(), "**********")
+        return text
+
+
+def _append(msgs: list[_Msg], msg: _Msg) -> None:
+    """Append ``msg``, merging it into the previous message when the role repeats."""
+    if msgs and msgs[-1].role == msg.role:
+        prev = msgs[-1].parts
+        for part in msg.parts:
+            if prev and isinstance(prev[-1], _Text) and isinstance(part, _Text):
+                prev[-1] = _Text(prev[-1].text + "\n\n" + part.text)
+            else:
+                prev.append(part)
+    else:
+        msgs.append(_Msg(msg.role, list(msg.parts)))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _anthropic_content(parts: list[_Part]) -> str | list[dict[str, Any]]:
+    if len(parts) == 1 and isinstance(parts[0], _Text):
+        return parts[0].text
+    blocks: list[dict[str, Any]] = []
+    for p in parts:
+        if isinstance(p, _Text):
+            blocks.append({"type": "text", "text": p.text})
+        elif isinstance(p, _Image):
+            blocks.append({"type": "image", "source": {
+                "type": "base64", "media_type": p.mime_type, "data": _b64(p.data)}})
+        elif isinstance(p, _Pdf):
+            block: dict[str, Any] = {"type": "document", "source": {
+                "type": "base64", "media_type": "application/pdf", "data": _b64(p.data)}}
+            if p.filename:
+                block["title"] = p.filename
+            blocks.append(block)
+        else:
+            block = {"type": "document", "source": {
+                "type": "text", "media_type": "text/plain", "data": p.text}}
+            if p.filename:
+                block["title"] = p.filename
+            blocks.append(block)
+    return blocks
+
+
+def _openai_content(parts: list[_Part], role: str) -> str | list[dict[str, Any]]:
+    if role == "assistant" or (len(parts) == 1 and isinstance(parts[0], _Text)):
+        return "\n\n".join(p.text for p in parts if isinstance(p, _Text))
+    out: list[dict[str, Any]] = []
+    for p in parts:
+        if isinstance(p, _Text):
+            out.append({"type": "text", "text": p.text})
+        elif isinstance(p, _Image):
+            out.append({"type": "image_url",
+                        "image_url": {"url": f"data:{p.mime_type};base64,{_b64(p.data)}"}})
+        elif isinstance(p, _Pdf):
+            out.append({"type": "file", "file": {
+                "filename": p.filename or "document.pdf",
+                "file_data": f"data:application/pdf;base64,{_b64(p.data)}"}})
+        else:
+            name = f' "{p.filename}"' if p.filename else ""
+            out.append({"type": "text", "text": f"[document{name}]\n{p.text}"})
+    return out
