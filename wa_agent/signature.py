@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import string
 from typing import final
 
 from .exceptions import InvalidSignature
@@ -13,6 +14,7 @@ __all__ = ["SIGNATURE_HEADER", "SignatureVerifier"]
 
 SIGNATURE_HEADER = "x-hub-signature-256"
 _PREFIX = "sha256="
+_HEX = frozenset(string.hexdigits)
 
 
 @final
@@ -62,7 +64,8 @@ class SignatureVerifier:
                 "missing X-Hub-Signature-256 header: the request was not signed by Meta"
             )
         stripped = header.strip()
-        if stripped[:7].lower() != _PREFIX or len(stripped) != 71:
+        if (stripped[:7].lower() != _PREFIX or len(stripped) != 71
+                or not _HEX.issuperset(stripped[7:])):
             raise InvalidSignature(
                 "malformed X-Hub-Signature-256 header: expected 'sha256=' and 64 hex digits"
             )
