@@ -1,0 +1,1047 @@
+"""``WhatsAppInterface``: one agent served on one WhatsApp number.
+
+The life of an inbound message:
+
+1. ``POST /webhook`` (see :mod:`wa_agent.asgi`) verifies and parses the body; the
+   interface records every new message in the store's durable inbox (deduplicated by
+   wamid) and only then answers ``200 {"status": "processing"}``.
+2. A per-sender drain task takes the sender's inbox items in arrival order, one at a time;
+   different senders run concurrently under ``max_concurrency``. Across processes sharing a
+   store, a per-sender lease keeps one drainer per sender.
+3. Each item: mark read + typing indicator, download media, call the agent (with the
+   sender's own history in CHAT mode), convert Markdown, split, send; the reply is saved as
+   progress before the first of several parts is sent, so a restart resumes rather than
+   asks the agent again; the item leaves the inbox (and the turns enter the history) in one
+   step once the Cloud API accepted the reply.
+4. Leftovers from a crash are picked up at start-up and by a periodic sweep.
+
+Replies are built only from the item being processed, never from shared agent state, so
+one user's answer cannot reach another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+from .agents import (
+    Agent,
+    AgentReply,
+    AgentRequest,
+    Attachment,
+    Media,
+    Turn,
+    agent_attribute,
+    as_agent,
+)
+from .asgi import DEFAULT_MAX_BODY, WebhookApp
+from .events import MEDIA_TYPES, STATUS_RANK, Event, Message, StatusUpdate
+from .exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    MediaError,
+    StoreError,
+    TransportError,
+    WAAgentError,
+    WhatsAppAPIError,
+)
+from .parser import MessageParser
+from .secret import Secret
+from .stores.base import InboxItem, SessionStore
+
+if TYPE_CHECKING:
+    from .heartbeat import HeartbeatScheduler
+    from .sender import Sender
+
+__all__ = [
+    "NOT_ALLOWED_MESSAGE",
+    "ConversationListener",
+    "InterfaceMode",
+    "WhatsAppInterface",
+    "normalize_number",
+]
+
+logger = logging.getLogger(__name__)
+
+NOT_ALLOWED_MESSAGE = "This operation not allowed"
+DEFAULT_APOLOGY = "Sorry, something went wrong while answering. Please try again in a moment."
+DEFAULT_RESET_MESSAGE = "Conversation reset. Let's start over!"
+#: Message types answered by default; others (reaction, edit, revoke, system, unsupported,
+#: unknown future types) reach the agent only when listed in ``answer_types``.
+DEFAULT_ANSWER_TYPES = frozenset(
+    {"text", "image", "video", "audio", "document", "sticker", "location", "contacts",
+     "interactive", "button", "order"}
+)
+_TYPING_REFRESH = 20.0  # Meta hides the typing indicator after 25 s
+_MAX_ATTEMPTS = 8
+
+
+class InterfaceMode(StrEnum):
+    """TASK: each message stands alone. CHAT: per-sender conversation history."""
+
+    TASK = "task"
+    CHAT = "chat"
+
+
+class ConversationListener(Protocol):
+    """What the live widget (or any observer) is told. Every method must be cheap and
+    must not raise; they run on the event loop."""
+
+    def inbound(self, message: Message) -> None: ...
+    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
+                 media_info: dict[str, Any] | None = None) -> None: ...
+    def status(self, update: StatusUpdate) -> None: ...
+    def thinking(self, contact: str, on: bool) -> None: ...
+    def error(self, contact: str, text: str) -> None: ...
+
+
+def normalize_number(number: str | int) -> str:
+    """International digits only: ``"+49 151-234 567"`` → ``"49151234567"``.
+
+    Business-scoped user ids (``"US.1349…"``) are returned unchanged but stripped.
+    """
+    text = str(number).strip()
+    digits = re.sub(r"[\s\-().+]", "", text)
+    if digits.startswith("00") and digits.isdigit():
+        digits = digits[2:]
+    return digits if digits.isdigit() else text
+
+
+def _env(value: str | Secret | None, var: str) -> str | None:
+    if isinstance(value, Secret):
+        return value.reveal() or None
+    if value:
+        return value
+    return os.environ.get(var) or None
+
+
+def _mask(number: str) -> str:
+    return number[:3] + "…" + number[-2:] if len(number) > 6 else "…"
+
+
+class _Stats:
+    __slots__ = ("agent_errors", "duplicates", "ignored", "processed", "received", "refused",
+                 "send_failures", "statuses")
+
+    def __init__(self) -> None:
+        self.received = self.processed = self.duplicates = self.send_failures = 0
+        self.refused = self.ignored = self.agent_errors = self.statuses = 0
+
+
+class _Retry(Exception):
+    """Processing of an item must be retried later (transient failure)."""
+
+
+class WhatsAppInterface:
+    """Serves ``agent`` on one WhatsApp Business number.
+
+    :param agent: anything :func:`~wa_agent.as_agent` accepts (function, async function,
+        framework agent, :class:`~wa_agent.LLMAgent`).
+    :param verify_token: the string typed in Meta's dashboard; default
+        ``WHATSAPP_VERIFY_TOKEN``.
+    :param app_secret: the Meta app secret used to verify signatures; default
+        ``WHATSAPP_APP_SECRET``. Without one, unsigned POSTs are accepted (one loud warning).
+    :param name: the interface's name (health, logs, store keys).
+    :param mode: ``InterfaceMode.TASK``/``"task"`` or ``InterfaceMode.CHAT``/``"chat"``.
+    :param reset_command: in CHAT mode, a message equal to it clears the sender's history;
+        ``None`` disables it.
+    :param storage: a :class:`~wa_agent.SessionStore`, a path (SQLite file, durable), or
+        ``None`` (in memory: fine for notebooks, lost on restart).
+    :param allowed_numbers: only these senders are answered (``+``, spaces, dashes
+        tolerated); others get exactly ``"This operation not allowed"``.
+    :param heartbeat_recipient: where heartbeat messages go; default: the first allowed
+        sender, remembered in the store.
+    :param access_token: Cloud API token; default ``WHATSAPP_ACCESS_TOKEN``.
+    :param phone_number_id: the business number's id; default ``WHATSAPP_PHONE_NUMBER_ID``.
+    :param sender: a ready :class:`~wa_agent.Sender` (then the two above are not needed).
+    :param prefix: where the routes live when hosted by an :class:`InterfaceManager`.
+
+    Further keyword-only options tune delivery: ``max_concurrency`` (senders processed at
+    once), ``agent_timeout``, ``shutdown_timeout``, ``history_limit``, ``answer_types``,
+    ``apology``, ``reset_message``, ``heartbeat`` (a scheduler, ``True``/``False``, or
+    ``None`` to follow the agent's own ``heartbeat`` attribute), ``heartbeat_template``
+    (sent instead of free text outside the 24-hour window), ``require_signature``,
+    ``max_body``, ``api_version`` and ``base_url`` (for the Sender it builds).
+    """
+
+    def __init__(
+        self,
+        agent: Any,
+        *,
+        verify_token: str | Secret | None = None,
+        app_secret: str | Secret | None = None,
+        name: str = "WhatsApp",
+        mode: InterfaceMode | str = InterfaceMode.TASK,
+        reset_command: str | None = "/reset",
+        storage: SessionStore | str | Path | None = None,
+        allowed_numbers: Iterable[str | int] | None = None,
+        heartbeat_recipient: str | None = None,
+        access_token: str | Secret | None = None,
+        phone_number_id: str | None = None,
+        sender: Sender | None = None,
+        prefix: str = "/whatsapp",
+        # -- tuning (not in the seed) --
+        max_concurrency: int = 64,
+        agent_timeout: float | None = 300.0,
+        shutdown_timeout: float = 10.0,
+        history_limit: int | None = 50,
+        answer_types: Iterable[str] | None = None,
+        apology: str = DEFAULT_APOLOGY,
+        reset_message: str = DEFAULT_RESET_MESSAGE,
+        heartbeat: HeartbeatScheduler[Any] | bool | None = None,
+        heartbeat_template: dict[str, Any] | None = None,
+        require_signature: bool = False,
+        max_body: int = DEFAULT_MAX_BODY,
+        api_version: str = "v25.0",
+        base_url: str | None = None,
+        sweep_interval: float = 5.0,
+        lease_ttl: float = 60.0,
+        media_max_bytes: int | None = None,
+    ) -> None:
+        self.agent: Agent = as_agent(agent)
+        self.name = name
+        try:
+            self.mode = InterfaceMode(mode.lower() if isinstance(mode, str) else mode)
+        except ValueError:
+            raise ValueError(f"mode must be 'task' or 'chat', not {mode!r}") from None
+        self.reset_command = reset_command
+        vt = _env(verify_token, "WHATSAPP_VERIFY_TOKEN")
+        secret = _env(app_secret, "WHATSAPP_APP_SECRET")
+        self.verify_token: Secret | None = Secret(vt) if vt else None
+        self.app_secret: Secret | None = Secret(secret) if secret else None
+        if require_signature and self.app_secret is None:
+            raise ConfigurationError(
+                "require_signature=True but no app secret: set WHATSAPP_APP_SECRET "
+                "(App Dashboard > App settings > Basic) or pass app_secret="
+            )
+        token = _env(access_token, "WHATSAPP_ACCESS_TOKEN")
+        self._access_token: Secret | None = Secret(token) if token else None
+        self.phone_number_id = _env(phone_number_id, "WHATSAPP_PHONE_NUMBER_ID")
+        self.sender: Sender | None = sender
+        self._owns_sender = sender is None
+        self.api_version = api_version
+        self.base_url = base_url
+        if not prefix.startswith("/"):
+            prefix = "/" + prefix
+        self.prefix = prefix.rstrip("/")
+        if isinstance(storage, (str, Path)):
+            from .stores.sqlite import SQLiteSessionStore
+
+            self.store: SessionStore = SQLiteSessionStore(storage)
+        elif storage is None:
+            from .stores.memory import MemorySessionStore
+
+            self.store = MemorySessionStore()
+        else:
+            self.store = storage
+        self.allowed_numbers: frozenset[str] | None = (
+            None if allowed_numbers is None
+            else frozenset(normalize_number(n) for n in allowed_numbers)
+        )
+        self.heartbeat_recipient = (
+            normalize_number(heartbeat_recipient) if heartbeat_recipient else None
+        )
+        if self.heartbeat_recipient and not self.is_user_allowed(self.heartbeat_recipient):
+            raise ConfigurationError(
+                "heartbeat_recipient is not in allowed_numbers: it would never be allowed "
+                "to receive the heartbeat"
+            )
+        self.max_concurrency = max_concurrency
+        self.agent_timeout = agent_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.history_limit = history_limit
+        self.answer_types = frozenset(answer_types) if answer_types is not None \
+            else DEFAULT_ANSWER_TYPES
+        self.apology = apology
+        self.reset_message = reset_message
+        self.heartbeat_template = heartbeat_template
+        self._heartbeat_option = heartbeat
+        self.heartbeat: HeartbeatScheduler[Any] | None = None
+        self.max_body = max_body
+        self.sweep_interval = sweep_interval
+        self.lease_ttl = lease_ttl
+        self.media_max_bytes = media_max_bytes
+        self.listeners: list[ConversationListener] = []
+        self.stats = _Stats()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._parser = MessageParser()
+        self._app: WebhookApp | None = None
+        self._started = False
+        self._closing = False
+        self._start_lock: asyncio.Lock | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._drains: dict[str, asyncio.Task[None]] = {}
+        self._wake: set[str] = set()
+        self._backoff: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refused_seen: OrderedDict[str, None] = OrderedDict()
+        self._in_flight = 0
+        self._warned_unsigned = False
+
+    # -- public API ----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return (f"WhatsAppInterface(name={self.name!r}, mode={self.mode.value!r}, "
+                f"prefix={self.prefix!r}, store={type(self.store).__name__})")
+
+    def is_user_allowed(self, sender: str) -> bool:
+        """Whether ``sender`` may use the bot (always, when no whitelist is set)."""
+        if self.allowed_numbers is None:
+            return True
+        return normalize_number(sender) in self.allowed_numbers
+
+    def attach_routes(self) -> WebhookApp:
+        """The interface's ASGI app (``/webhook``, ``/health``), mountable anywhere.
+
+        Mounted where ASGI lifespan does not reach (a FastAPI/Starlette sub-mount), the
+        interface starts itself on the first request; call :meth:`aclose` on shutdown.
+        """
+        if self._app is None:
+            self._app = WebhookApp(
+                self,
+                verify_token=self.verify_token,
+                app_secret=self.app_secret,
+                max_body=self.max_body,
+                on_startup=self.start,
+                on_shutdown=self.aclose,
+                on_first_request=self.start,
+            )
+        return self._app
+
+    def missing_configuration(self) -> list[str]:
+        """Environment variables still needed to serve real WhatsApp traffic."""
+        missing = []
+        if self.sender is None:
+            if self._access_token is None:
+                missing.append("WHATSAPP_ACCESS_TOKEN")
+            if not self.phone_number_id:
+                missing.append("WHATSAPP_PHONE_NUMBER_ID")
+        if self.verify_token is None:
+            missing.append("WHATSAPP_VERIFY_TOKEN")
+        return missing
+
+    async def start(self) -> None:
+        """Open the store and the Sender, resume inbox leftovers, start the heartbeat and
+        the sweeper. Idempotent; called by the ASGI lifespan or the first request."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            self._closing = False
+            if self.sender is None:
+                if self._access_token is None or not self.phone_number_id:
+                    missing = [v for v in ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID")
+                               if v in self.missing_configuration()]
+                    raise ConfigurationError(
+                        f"interface {self.name!r} cannot send replies: set {', '.join(missing)} "
+                        "(or pass access_token=/phone_number_id=, or sender=)"
+                    )
+                from .sender import Sender
+
+                kwargs: dict[str, Any] = {"api_version": self.api_version}
+                if self.base_url:
+                    kwargs["base_url"] = self.base_url
+                self.sender = Sender(self._access_token, self.phone_number_id, **kwargs)
+                self._owns_sender = True
+            if self.app_secret is None and not self._warned_unsigned:
+                self._warned_unsigned = True
+                logger.warning(
+                    "interface %r has NO app secret: webhook signatures are not verified and "
+                    "anyone who finds the URL can post fake messages. Set WHATSAPP_APP_SECRET.",
+                    self.name,
+                )
+            try:
+                await self.store.open()
+            except WAAgentError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"could not open the session store: {exc}") from exc
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._started = True
+            self._spawn(self._sweeper(), "sweeper")
+            self._setup_heartbeat()
+            await self._resume()
+            logger.info("interface %r started (%s mode, %s)", self.name, self.mode.value,
+                        type(self.store).__name__)
+
+    async def aclose(self) -> None:
+        """Stop taking new work, let in-flight replies finish within ``shutdown_timeout``,
+        leave the rest in the inbox, then close the Sender (if owned) and the store."""
+        if not self._started:
+            return
+        self._closing = True
+        drains = list(self._drains.values())
+        if drains:
+            _done, pending = await asyncio.wait(drains, timeout=self.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning("shutdown: %d sender(s) still busy after %.1f s; their "
+                               "messages stay in the inbox", len(pending), self.shutdown_timeout)
+                await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._drains.clear()
+        if self.heartbeat is not None:
+            lease = getattr(self, "_heartbeat_lease", None)
+            if lease is not None:
+                with contextlib.suppress(Exception):
+                    await lease.release()
+        if self._owns_sender and self.sender is not None:
+            await self.sender.aclose()
+            self.sender = None
+        await self.store.aclose()
+        self._started = False
+        logger.info("interface %r stopped", self.name)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until no message is being processed or queued in this process (tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._drains or self._wake:
+            if loop.time() > deadline:
+                raise TimeoutError("messages still being processed")
+            await asyncio.sleep(0.01)
+
+    def health(self) -> dict[str, Any]:
+        """State and counters for ``GET /health``."""
+        s = self.stats
+        data: dict[str, Any] = {
+            "status": "ok" if self._started and not self._closing else
+            ("stopping" if self._closing else "starting"),
+            "interface": self.name,
+            "mode": self.mode.value,
+            "received": s.received,
+            "processed": s.processed,
+            "in_flight": self._in_flight,
+            "queued_senders": len(self._drains),
+            "duplicates": s.duplicates,
+            "send_failures": s.send_failures,
+            "agent_errors": s.agent_errors,
+            "refused": s.refused,
+            "ignored": s.ignored,
+            "statuses": s.statuses,
+        }
+        if self.heartbeat is not None:
+            data["heartbeat"] = self.heartbeat.state()
+        return data
+
+    # -- webhook consumer ------------------------------------------------------------------
+    async def accept(self, events: list[Event]) -> str:
+        """Record new messages durably and schedule them (the webhook consumer API)."""
+        if not self._started:
+            await self.start()
+        items: list[InboxItem] = []
+        now = time.time()
+        refused: list[Message] = []
+        for event in events:
+            if isinstance(event, Message):
+                if (self.phone_number_id and event.phone_number_id
+                        and event.phone_number_id != self.phone_number_id):
+                    logger.warning("message for phone_number_id %s ignored by interface %r "
+                                   "(configured for %s)", event.phone_number_id, self.name,
+                                   self.phone_number_id)
+                    self.stats.ignored += 1
+                    continue
+                for listener in self.listeners:
+                    _safe(listener.inbound, event)
+                if not self.is_user_allowed(event.sender):
+                    refused.append(event)
+                    continue
+                if event.type not in self.answer_types:
+                    self.stats.ignored += 1
+                    continue
+                items.append(InboxItem(
+                    id=event.id, sender=event.sender, payload=_dump_message(event),
+                    received_at=now,
+                ))
+            elif isinstance(event, StatusUpdate):
+                self.stats.statuses += 1
+                self._spawn(self._on_status(event), "status")
+        for message in refused:
+            self._refuse(message)
+        if not items:
+            return "ignored"
+        try:
+            added = await self.store.add_inbound(self.name, items)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"could not record inbound messages: {exc}") from exc
+        accepted = False
+        for item, new in zip(items, added, strict=True):
+            if not new:
+                self.stats.duplicates += 1
+                continue
+            accepted = True
+            self.stats.received += 1
+            self._schedule(item.sender)
+        return "processing" if accepted else "ignored"
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"wa_agent:{self.name}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task %s failed", task.get_name(),
+                         exc_info=task.exception())
+
+    def _schedule(self, sender: str) -> None:
+        if self._closing or not self._started:
+            return
+        self._wake.add(sender)
+        if sender not in self._drains:
+            self._drains[sender] = self._spawn(self._drain(sender), "drain")
+
+    async def _resume(self) -> None:
+        try:
+            senders = await self.store.pending_senders(self.name)
+        except Exception:
+            logger.exception("could not list inbox leftovers; the sweeper will retry")
+            return
+        if senders:
+            logger.info("resuming %d sender(s) with unanswered messages", len(senders))
+        for sender in senders:
+            self._schedule(sender)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            now = time.monotonic()
+            try:
+                senders = await self.store.pending_senders(self.name)
+            except Exception:
+                logger.warning("sweep: could not list the inbox", exc_info=True)
+                continue
+            for sender in senders:
+                if self._backoff.get(sender, 0.0) <= now and sender not in self._drains:
+                    self._schedule(sender)
+
+    async def _drain(self, sender: str) -> None:
+        lease_name = f"sender:{self.name}:{sender}"
+        try:
+            while not self._closing:
+                self._wake.discard(sender)
+                if not await self.store.acquire_lease(lease_name, self.owner, self.lease_ttl):
+                    # Another process is answering this sender; it will see our items too.
+                    await asyncio.sleep(min(1.0, self.lease_ttl / 4))
+                    if sender not in self._wake and not await self.store.pending(
+                            self.name, sender):
+                        return
+                    continue
+                try:
+                    items = await self.store.pending(self.name, sender)
+                    for index, item in enumerate(items):
+                        if self._closing:
+                            return
+                        latest = index == len(items) - 1 and sender not in self._wake
+                        assert self._sem is not None
+                        async with self._sem:
+                            await self._process(item, quote=not latest)
+                        await self.store.acquire_lease(lease_name, self.owner, self.lease_ttl)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await self.store.release_lease(lease_name, self.owner)
+                if not items and sender not in self._wake:
+                    return
+        except _Retry:
+            self._backoff[sender] = time.monotonic() + self.sweep_interval
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("processing messages of %s failed; will retry", _mask(sender))
+            self._backoff[sender] = time.monotonic() + self.sweep_interval
+        finally:
+            if self._drains.get(sender) is asyncio.current_task():
+                del self._drains[sender]
+
+    # -- processing one message ------------------------------------------------------------
+    async def _process(self, item: InboxItem, *, quote: bool) -> None:
+        message = _load_message(item.payload, self._parser)
+        sender = item.sender
+        progress: dict[str, Any] = json.loads(item.progress) if item.progress else {}
+        if item.attempts >= _MAX_ATTEMPTS:
+            logger.error("giving up on message %s from %s after %d attempts", item.id,
+                         _mask(sender), item.attempts)
+            self.stats.send_failures += 1
+            await self.store.complete(self.name, item.id, sender)
+            return
+        self._in_flight += 1
+        try:
+            if "parts" not in progress:
+                await self.store.touch_inbound(self.name, sender, message.timestamp)
+                await self._maybe_set_heartbeat_recipient(sender)
+                parts, turns = await self._answer(message)
+                progress = {"parts": parts, "sent": 0, "turns": turns}
+                if len(parts) > 1:
+                    await self.store.save_progress(self.name, item.id, json.dumps(progress))
+            await self._send_parts(item, message, progress, quote=quote)
+            history = [Turn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
+                       for t in progress.get("turns", [])]
+            await self.store.complete(self.name, item.id, sender, history)
+            self.stats.processed += 1
+        finally:
+            self._in_flight -= 1
+            for listener in self.listeners:
+                _safe(listener.thinking, sender, False)
+
+    async def _answer(self, message: Message) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+        """Run the agent (or the reset command) and turn its reply into sendable parts."""
+        sender = message.sender
+        text = (message.text or "").strip()
+        if (self.mode is InterfaceMode.CHAT and self.reset_command is not None
+                and text.lower() == self.reset_command.lower()):
+            await self.store.clear_history(self.name, sender)
+            logger.info("history of %s reset", _mask(sender))
+            reply_text = await self._greeting(message)
+            return [{"type": "text", "text": reply_text}], []
+        assert self.sender is not None
+        with contextlib.suppress(Exception):
+            await self.sender.mark_read(message.id, typing=True)
+        for listener in self.listeners:
+            _safe(listener.thinking, sender, True)
+        history: tuple[Turn, ...] = ()
+        if self.mode is InterfaceMode.CHAT:
+            history = tuple(await self.store.get_history(self.name, sender, self.history_limit))
+        attachments, notes = await self._attachments(message)
+        request = AgentRequest(
+            text=_render_text(message, notes),
+            sender=sender,
+            attachments=attachments,
+            history=history,
+            message=message,
+            profile_name=message.profile_name,
+            interface=self.name,
+        )
+        typing = self._spawn(self._keep_typing(message.id), "typing")
+        try:
+            if self.agent_timeout is not None:
+                reply = await asyncio.wait_for(self.agent.answer(request), self.agent_timeout)
+            else:
+                reply = await self.agent.answer(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.agent_errors += 1
+            logger.exception("agent failed on message %s from %s", message.id, _mask(sender))
+            for listener in self.listeners:
+                _safe(listener.error, sender, f"agent error: {type(exc).__name__}")
+            return [{"type": "text", "text": self.apology}], []
+        finally:
+            typing.cancel()
+        parts = await self._reply_parts(reply)
+        turns: list[list[Any]] = []
+        if self.mode is InterfaceMode.CHAT:
+            turns = [["user", request.text, message.id], ["assistant", reply.text or ""]]
+        return parts, turns
+
+    async def _greeting(self, message: Message) -> str:
+        greeting = agent_attribute(self.agent, "greeting") or agent_attribute(
+            self.agent, "workspace")
+        if not greeting:
+            return self.reset_message
+        request = AgentRequest(
+            text=greeting if isinstance(greeting, str) else "Greet the user.",
+            sender=message.sender, message=message, profile_name=message.profile_name,
+            interface=self.name, purpose="greeting",
+        )
+        try:
+            reply = await self.agent.answer(request)
+        except Exception:
+            logger.exception("agent failed to produce the reset greeting")
+            return self.reset_message
+        return reply.text or self.reset_message
+
+    async def _keep_typing(self, message_id: str) -> None:
+        assert self.sender is not None
+        while True:
+            await asyncio.sleep(_TYPING_REFRESH)
+            with contextlib.suppress(Exception):
+                await self.sender.mark_read(message_id, typing=True)
+
+    async def _attachments(self, message: Message) -> tuple[tuple[Attachment, ...], list[str]]:
+        if message.media is None or message.type not in MEDIA_TYPES:
+            return (), []
+        assert self.sender is not None
+        media = message.media
+        try:
+            data, mime = await self.sender.download_media(
+                media.id, max_bytes=self.media_max_bytes, kind=message.type)
+        except (MediaError, WhatsAppAPIError) as exc:
+            logger.warning("could not download %s of message %s: %s", message.type,
+                           message.id, type(exc).__name__)
+            return (), [f"[{message.type} could not be downloaded: {exc}]"]
+        return (Attachment(kind=message.type, data=data, mime_type=mime or media.mime_type or
+                           "application/octet-stream", filename=media.filename,
+                           caption=message.caption, voice=media.voice),), []
+
+    async def _reply_parts(self, reply: AgentReply) -> list[dict[str, Any]]:
+        from .text import markdown_to_whatsapp, split_text
+
+        parts: list[dict[str, Any]] = []
+        if reply.text and reply.text.strip():
+            for chunk in split_text(markdown_to_whatsapp(reply.text)):
+                parts.append({"type": "text", "text": chunk})
+        for kind, items in (("image", reply.images), ("document", reply.files)):
+            for item in items:
+                parts.append(await self._media_part(kind, item))
+        if not parts:
+            logger.info("agent gave an empty reply; nothing sent")
+        return parts
+
+    async def _media_part(self, default_kind: str, item: Media | bytes | Path | str
+                          ) -> dict[str, Any]:
+        """Upload local media now so the part can be resent from its id after a restart."""
+        assert self.sender is not None
+        media = item if isinstance(item, Media) else Media(data=item)
+        mime = media.mime_type
+        filename = media.filename
+        data = media.data
+        if isinstance(data, Path):
+            filename = filename or data.name
+            mime = mime or _guess_mime(data.name)
+            data = data.read_bytes()
+        kind = media.kind or _kind_for(mime) or default_kind
+        part: dict[str, Any] = {"type": kind, "caption": media.caption, "filename": filename}
+        if isinstance(data, bytes):
+            mime = mime or _sniff_mime(data) or "application/octet-stream"
+            part["id"] = await self.sender.upload_media(data, mime, filename=filename)
+            part["size"] = len(data)
+            part["mime_type"] = mime
+        elif data.startswith(("http://", "https://")):
+            part["link"] = data
+        else:
+            part["id"] = data
+        return part
+
+    async def _send_parts(self, item: InboxItem, message: Message, progress: dict[str, Any],
+                          *, quote: bool) -> None:
+        assert self.sender is not None
+        parts: list[dict[str, Any]] = progress["parts"]
+        start = int(progress.get("sent", 0))
+        to = message.sender
+        for index in range(start, len(parts)):
+            part = parts[index]
+            reply_to = message.id if quote and index == 0 else None
+            try:
+                if part["type"] == "text":
+                    wamids = await self.sender.send_text(to, part["text"], reply_to=reply_to)
+                    for listener in self.listeners:
+                        _safe(listener.outbound, to, part["text"],
+                              wamid=wamids[-1] if wamids else None)
+                else:
+                    media: Any = part.get("id") or part.get("link")
+                    send = getattr(self.sender, f"send_{part['type']}", None)
+                    if send is None:
+                        send = self.sender.send_document
+                    kwargs: dict[str, Any] = {"caption": part.get("caption"),
+                                              "reply_to": reply_to}
+                    if part["type"] == "document":
+                        kwargs["filename"] = part.get("filename")
+                    if part["type"] == "sticker":
+                        kwargs.pop("caption")
+                    wamid = await send(to, media, **kwargs)
+                    for listener in self.listeners:
+                        _safe(listener.outbound, to, part.get("caption") or "", wamid=wamid,
+                              kind=part["type"], media_info={
+                                  "type": part["type"], "size": part.get("size"),
+                                  "caption": part.get("caption"),
+                                  "filename": part.get("filename")})
+            except TransportError as exc:
+                if exc.maybe_delivered:
+                    logger.warning("reply part %d to %s may or may not have been delivered "
+                                   "(timeout after sending); not resending", index,
+                                   _mask(to))
+                else:
+                    await self._send_failed(item, to, exc, progress, index)
+            except AuthenticationError as exc:
+                await self._send_failed(item, to, exc, progress, index)
+            except WhatsAppAPIError as exc:
+                if exc.retryable:
+                    await self._send_failed(item, to, exc, progress, index)
+                self.stats.send_failures += 1
+                logger.error("reply to %s failed permanently (code %s: %s); message %s "
+                             "dropped", _mask(to), exc.code, type(exc).__name__, item.id)
+                for listener in self.listeners:
+                    _safe(listener.error, to, f"send failed: {exc.code}")
+                return
+            if len(parts) > 1 and index + 1 < len(parts):
+                progress["sent"] = index + 1
+                await self.store.save_progress(self.name, item.id, json.dumps(progress))
+
+    async def _send_failed(self, item: InboxItem, to: str, exc: WhatsAppAPIError,
+                           progress: dict[str, Any], index: int) -> None:
+        self.stats.send_failures += 1
+        progress["sent"] = index
+        await self.store.save_progress(self.name, item.id, json.dumps(progress))
+        logger.warning("reply to %s failed (%s, code %s); kept in the inbox for a retry",
+                       _mask(to), type(exc).__name__, exc.code)
+        for listener in self.listeners:
+            _safe(listener.error, to, f"send failed: {exc.code}; will retry")
+        raise _Retry from exc
+
+    def _refuse(self, message: Message) -> None:
+        self.stats.refused += 1
+        if message.id in self._refused_seen:
+            return
+        self._refused_seen[message.id] = None
+        while len(self._refused_seen) > 10_000:
+            self._refused_seen.popitem(last=False)
+        logger.info("refused a message from a number not in allowed_numbers (%s)",
+                    _mask(message.sender))
+        self._spawn(self._send_refusal(message.sender), "refusal")
+
+    async def _send_refusal(self, to: str) -> None:
+        assert self.sender is not None
+        try:
+            await self.sender.send_text(to, NOT_ALLOWED_MESSAGE)
+        except WhatsAppAPIError as exc:
+            logger.warning("could not send the refusal to %s: %s", _mask(to), exc.code)
+
+    async def _on_status(self, update: StatusUpdate) -> None:
+        if update.status not in STATUS_RANK:
+            return
+        try:
+            if await self.store.seen(self.name, f"status:{update.id}:{update.status}"):
+                return
+            advanced = await self.store.advance_status(self.name, update.id, update.status)
+        except Exception:
+            logger.warning("could not record a status update", exc_info=True)
+            return
+        if advanced:
+            for listener in self.listeners:
+                _safe(listener.status, update)
+        if update.status == "failed":
+            codes = ",".join(str(e.code) for e in update.errors) or "?"
+            logger.warning("message %s to %s failed (codes %s)", update.id,
+                           _mask(update.recipient), codes)
+
+    # -- heartbeat -------------------------------------------------------------------------
+    def _setup_heartbeat(self) -> None:
+        from .heartbeat import HeartbeatScheduler, StoreLease, heartbeat_from_agent
+
+        option = self._heartbeat_option
+        if isinstance(option, HeartbeatScheduler):
+            self.heartbeat = option
+        elif option is False:
+            return
+        else:
+            config = heartbeat_from_agent(self.agent)
+            if config is None:
+                if option is True:
+                    raise ConfigurationError(
+                        "heartbeat=True but the agent has no heartbeat settings; set "
+                        "heartbeat=True and heartbeat_period= on the agent or pass a "
+                        "HeartbeatScheduler")
+                return
+            lease = StoreLease(self.store, f"heartbeat:{self.name}",
+                               ttl=max(2 * config.period_s, 30.0), owner=self.owner)
+            self._heartbeat_lease = lease
+            self.heartbeat = HeartbeatScheduler(
+                config.period_s, config.message, run=self._heartbeat_run,
+                deliver=self._heartbeat_deliver, recipient=self._heartbeat_recipient,
+                name=f"{self.name} heartbeat", lease=lease,
+            )
+        self._spawn(self.heartbeat.run(), "heartbeat")
+
+    async def _maybe_set_heartbeat_recipient(self, sender: str) -> None:
+        if self.heartbeat is None or self.heartbeat_recipient:
+            return
+        if self.is_user_allowed(sender):
+            await self.store.set_heartbeat_recipient(self.name, sender)
+
+    async def _heartbeat_recipient(self) -> str | None:
+        if self.heartbeat_recipient:
+            return self.heartbeat_recipient
+        recipient = await self.store.get_heartbeat_recipient(self.name)
+        if recipient is not None and not self.is_user_allowed(recipient):
+            return None
+        return recipient
+
+    async def _heartbeat_run(self, message: str, recipient: str) -> AgentReply:
+        history: tuple[Turn, ...] = ()
+        if self.mode is InterfaceMode.CHAT:
+            history = tuple(await self.store.get_history(self.name, recipient,
+                                                         self.history_limit))
+        request = AgentRequest(text=message, sender=recipient, history=history,
+                               interface=self.name, purpose="heartbeat")
+        return await self.agent.answer(request)
+
+    async def _heartbeat_deliver(self, recipient: str, reply: AgentReply) -> None:
+        from .exceptions import OutsideServiceWindow
+        from .heartbeat import EMPTY_ANSWER, SkipBeat, within_service_window
+        from .text import markdown_to_whatsapp
+
+        assert self.sender is not None
+        if not (reply.text or "").strip():
+            raise SkipBeat(EMPTY_ANSWER)
+        last = await self.store.last_inbound(self.name, recipient)
+        if not within_service_window(last):
+            await self._heartbeat_template(recipient)
+            return
+        text = markdown_to_whatsapp(reply.text or "")
+        try:
+            wamids = await self.sender.send_text(recipient, text)
+        except OutsideServiceWindow:
+            await self._heartbeat_template(recipient)
+            return
+        for listener in self.listeners:
+            _safe(listener.outbound, recipient, text, wamid=wamids[-1] if wamids else None)
+        if self.mode is InterfaceMode.CHAT:
+            await self.store.append_history(self.name, recipient,
+                                            [Turn(role="assistant", text=reply.text or "")])
+
+    async def _heartbeat_template(self, recipient: str) -> None:
+        from .heartbeat import OUTSIDE_WINDOW, SkipBeat
+
+        assert self.sender is not None
+        if not self.heartbeat_template:
+            logger.warning("heartbeat to %s skipped: %s and no heartbeat_template is "
+                           "configured (free text would fail with 131047)", _mask(recipient),
+                           OUTSIDE_WINDOW)
+            raise SkipBeat(OUTSIDE_WINDOW)
+        template = dict(self.heartbeat_template)
+        await self.sender.send_template(recipient, template["name"],
+                                        template.get("language", "en_US"),
+                                        template.get("components"))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _safe(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except Exception:
+        logger.debug("listener %r failed", fn, exc_info=True)
+
+
+def _dump_message(message: Message) -> str:
+    return json.dumps({
+        "m": message.raw, "p": message.phone_number_id, "d": message.display_phone_number,
+        "n": message.profile_name,
+    }, separators=(",", ":"))
+
+
+def _load_message(payload: str, parser: MessageParser) -> Message:
+    data = json.loads(payload)
+    contacts = []
+    if data.get("n") is not None:
+        raw = data["m"]
+        contacts.append({"profile": {"name": data["n"]}, "wa_id": raw.get("from") or "",
+                         "user_id": raw.get("from_user_id")})
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "", "changes": [{
+        "field": "messages", "value": {
+            "metadata": {"phone_number_id": data.get("p"), "display_phone_number": data.get("d")},
+            "contacts": contacts, "messages": [data["m"]]}}]}]}
+    events = parser.parse(body)
+    message = events[0] if events else None
+    if not isinstance(message, Message):
+        raise StoreError("an inbox item could not be read back as a message")
+    return message
+
+
+def _render_text(message: Message, notes: Sequence[str] = ()) -> str:
+    """The message as text for the agent (SPEC §4: locations, contacts, replies readable)."""
+    parts: list[str] = []
+    mtype = message.type
+    if mtype == "location" and message.location is not None:
+        loc = message.location
+        place = ", ".join(p for p in (loc.name, loc.address) if p)
+        parts.append(f"[location: {loc.latitude:.6f}, {loc.longitude:.6f}"
+                     + (f" — {place}" if place else "") + "]")
+    elif mtype == "contacts":
+        for card in message.contacts:
+            phones = ", ".join(card.phones)
+            parts.append(f"[contact: {card.formatted_name or 'unnamed'}"
+                         + (f", {phones}" if phones else "") + "]")
+    elif mtype == "interactive" and message.interactive is not None:
+        inter = message.interactive
+        if inter.type == "nfm_reply":
+            parts.append(f"[form submitted: {json.dumps(inter.response or {})}]")
+        else:
+            parts.append(f"{inter.title or ''}".strip() or f"[{inter.type}]")
+    elif mtype == "button" and message.button is not None:
+        parts.append(message.button.text or message.button.payload or "[button]")
+    elif mtype == "order" and message.order is not None:
+        lines = [f"{i.quantity or 1} x {i.product_retailer_id} at {i.item_price} {i.currency}"
+                 for i in message.order.product_items]
+        parts.append("[order: " + "; ".join(lines) + "]")
+        if message.order.text:
+            parts.append(message.order.text)
+    elif mtype == "reaction" and message.reaction is not None:
+        parts.append(f"[reaction {message.reaction.emoji or 'removed'} to "
+                     f"{message.reaction.message_id}]")
+    elif mtype in MEDIA_TYPES:
+        if message.caption:
+            parts.append(message.caption)
+    elif message.text:
+        parts.append(message.text)
+    else:
+        parts.append(f"[{mtype} message]")
+    parts.extend(notes)
+    return "\n".join(parts)
+
+
+_MIME_BY_EXT = {
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+    ".mp4": "video/mp4", ".3gp": "video/3gpp", ".ogg": "audio/ogg", ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4", ".aac": "audio/aac", ".amr": "audio/amr", ".pdf": "application/pdf",
+    ".txt": "text/plain", ".doc": "application/msword",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xls": "application/vnd.ms-excel",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def _guess_mime(name: str) -> str | None:
+    return _MIME_BY_EXT.get(Path(name).suffix.lower())
+
+
+def _sniff_mime(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith(b"%PDF"):
+        return "application/pdf"
+    return None
+
+
+def _kind_for(mime: str | None) -> str | None:
+    if not mime:
+        return None
+    if mime == "image/webp":
+        return "sticker"
+    head = mime.split("/", 1)[0]
+    if head in ("image", "video", "audio"):
+        return head
+    return "document"
+

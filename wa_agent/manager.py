@@ -1,0 +1,249 @@
+"""``InterfaceManager``: one ASGI app for several interfaces, and ways to run it.
+
+* ``manager.app`` — every interface under its prefix, with a lifespan that starts and stops
+  them (store, Sender, heartbeat). Mount it anywhere or give it to any ASGI server.
+* ``manager.serve()`` — blocks in a script; in a notebook (a loop is already running) it
+  starts the server in the background on that loop and returns at once.
+* ``await manager.start(host, port)`` / ``await manager.stop()`` — background server on the
+  current loop (notebooks, tests); a port clash raises ``OSError`` and never kills the
+  kernel; stop frees the port.
+* ``manager.tunnel()`` — an ngrok tunnel to the running server, printing the webhook URL and
+  the verify token to paste into Meta's dashboard.
+* ``manager.widget()`` — a live ipywidgets view of the conversations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .asgi import Receive, Scope, Send
+from .interface import WhatsAppInterface
+from .server import BackgroundServer
+
+if TYPE_CHECKING:
+    from .tunnel import Tunnel
+    from .widget import ConversationLog, ConversationsWidget
+
+__all__ = ["InterfaceManager"]
+
+logger = logging.getLogger(__name__)
+
+
+class InterfaceManager:
+    """Hosts one or more :class:`~wa_agent.WhatsAppInterface` objects in one ASGI app.
+
+    Interfaces are routed by their ``prefix`` (two numbers: two prefixes). ``GET /health``
+    at the root lists every interface's health.
+    """
+
+    def __init__(self, interfaces: Iterable[WhatsAppInterface]) -> None:
+        self.interfaces = list(interfaces)
+        if not self.interfaces:
+            raise ValueError("InterfaceManager needs at least one WhatsAppInterface")
+        prefixes = [i.prefix for i in self.interfaces]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"two interfaces share a prefix: {prefixes}; give each its own")
+        # Longest prefix first so "/wa/two" wins over "/wa".
+        self._routes = sorted(
+            ((i.prefix, i.attach_routes()) for i in self.interfaces),
+            key=lambda r: len(r[0]), reverse=True,
+        )
+        self._server: BackgroundServer | None = None
+        self._tunnel: Tunnel | None = None
+        self._log: ConversationLog | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"InterfaceManager({[i.name for i in self.interfaces]!r})"
+
+    # -- ASGI ------------------------------------------------------------------------------
+    @property
+    def app(self) -> InterfaceManager:
+        """The ASGI app (the manager itself is ASGI-callable)."""
+        return self
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        root = scope.get("root_path", "")
+        path: str = scope.get("path", "")
+        local = path[len(root):] if root and path.startswith(root) else path
+        for prefix, app in self._routes:
+            if local == prefix or local.startswith(prefix + "/"):
+                child = dict(scope)
+                child["root_path"] = root + prefix
+                if not path.startswith(root):  # server gave a path relative to root_path
+                    child["path"] = root + path
+                await app(child, receive, send)
+                return
+        if local.rstrip("/") in ("", "/health"):
+            body = json.dumps({"status": "ok", "interfaces": [
+                i.health() | {"prefix": i.prefix} for i in self.interfaces]}).encode()
+            status = 200
+            ctype = b"application/json"
+        else:
+            body, status, ctype = b"not found", 404, b"text/plain; charset=utf-8"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.open()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def open(self) -> None:
+        """Start every interface (what the ASGI lifespan startup does)."""
+        started: list[WhatsAppInterface] = []
+        try:
+            for interface in self.interfaces:
+                await interface.start()
+                started.append(interface)
+        except BaseException:
+            for interface in started:
+                await interface.aclose()
+            raise
+
+    async def close(self) -> None:
+        """Stop every interface (what the ASGI lifespan shutdown does)."""
+        for interface in self.interfaces:
+            try:
+                await interface.aclose()
+            except Exception:
+                logger.exception("closing interface %r failed", interface.name)
+
+    # -- running ---------------------------------------------------------------------------
+    @property
+    def url(self) -> str | None:
+        """Base URL of the running background server, or ``None``."""
+        return self._server.url if self._server is not None and self._server.running else None
+
+    def webhook_url(self, interface: WhatsAppInterface | None = None,
+                    base: str | None = None) -> str:
+        """The callback URL of an interface (the first by default)."""
+        interface = interface or self.interfaces[0]
+        base = base or self.url
+        if base is None:
+            raise RuntimeError("the server is not running: await manager.start() first")
+        return f"{base.rstrip('/')}{interface.prefix}/webhook"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8000, *,
+                    log_level: str = "warning") -> str:
+        """Serve in the background on the running loop; return the base URL once listening.
+
+        Raises ``OSError`` when the port is taken and ``RuntimeError`` when startup fails
+        (for instance a missing ``WHATSAPP_*`` variable); the caller's loop (a notebook
+        kernel) keeps running either way.
+        """
+        if self._server is not None and self._server.running:
+            raise RuntimeError(f"already serving at {self._server.url}; await stop() first")
+        server = BackgroundServer(self, host, port, log_level=log_level)
+        await server.start()
+        self._server = server
+        logger.info("serving %d interface(s) at %s", len(self.interfaces), server.url)
+        return server.url
+
+    async def stop(self) -> None:
+        """Stop the background server (and the tunnel), finishing in-flight work within
+        each interface's ``shutdown_timeout``; frees the port."""
+        if self._tunnel is not None:
+            tunnel, self._tunnel = self._tunnel, None
+            await asyncio.to_thread(tunnel.close)
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(timeout=max(i.shutdown_timeout for i in self.interfaces) + 5)
+
+    def serve(self, host: str = "0.0.0.0", port: int = 8000, reload: bool = False,
+              **uvicorn_options: Any) -> asyncio.Task[str] | None:
+        """Run the server.
+
+        In a script this blocks until interrupted (Ctrl+C). Called where an event loop is
+        already running (a notebook cell), it starts the server in the background on that
+        loop instead and returns the task (``await`` it to get the URL, or just carry on).
+        ``reload`` needs an import string and is not supported here: use
+        ``uvicorn module:app --reload``.
+        """
+        if reload:
+            raise ValueError("reload=True needs an import string: run "
+                             "`uvicorn yourmodule:manager.app --reload` instead")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            task = asyncio.ensure_future(self.start(host, port))
+            task.add_done_callback(_report_start)
+            return task
+        import uvicorn
+
+        uvicorn_options.setdefault("log_level", "info")
+        uvicorn.run(self, host=host, port=port, interface="asgi3", **uvicorn_options)
+        return None
+
+    # -- notebook helpers --------------------------------------------------------------------
+    async def atunnel(self, *, authtoken: str | None = None) -> str:
+        """Open an ngrok tunnel to the running server; print and return the webhook URL."""
+        from .tunnel import aopen_tunnel, dashboard_instructions
+
+        if self._server is None or not self._server.running:
+            raise RuntimeError("start the server first: await manager.start()")
+        self._tunnel = await aopen_tunnel(self._server.port, authtoken=authtoken)
+        for interface in self.interfaces:
+            url = self._tunnel.webhook_url(interface.prefix)
+            token = interface.verify_token.reveal() if interface.verify_token else None
+            print(dashboard_instructions(url, token))  # noqa: T201 - shown to the user
+        return self._tunnel.webhook_url(self.interfaces[0].prefix)
+
+    def tunnel(self, *, authtoken: str | None = None) -> asyncio.Task[str] | str:
+        """Open an ngrok tunnel (see :meth:`atunnel`). In a notebook cell this schedules it
+        on the kernel loop and returns the task; ``await manager.atunnel()`` waits for it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.atunnel(authtoken=authtoken))
+        return asyncio.ensure_future(self.atunnel(authtoken=authtoken))
+
+    def conversation_log(self, max_messages: int = 200) -> ConversationLog:
+        """The shared conversation model, attached to every interface on first use."""
+        if self._log is None:
+            from .widget import ConversationLog
+
+            self._log = ConversationLog(max_messages=max_messages)
+            for interface in self.interfaces:
+                interface.listeners.append(self._log)
+        return self._log
+
+    def widget(self, *, max_messages: int = 200) -> ConversationsWidget:
+        """A live ipywidgets view of every conversation (needs the ``notebook`` extra)."""
+        from .widget import ConversationsWidget
+
+        return ConversationsWidget(self.conversation_log(max_messages))
+
+
+def _report_start(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        logger.error("background server failed to start: %s", exc)
+    else:
+        logger.warning("wa_agent serving at %s", task.result())
