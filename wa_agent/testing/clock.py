@@ -18,7 +18,7 @@ from typing import final
 
 import anyio.lowlevel
 
-__all__ = ["FakeClock"]
+__all__ = ["FAKE_EPOCH", "FakeClock"]
 
 #: Wall time that virtual time 0.0 maps to in :meth:`FakeClock.wall`.
 FAKE_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
