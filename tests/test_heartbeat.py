@@ -404,6 +404,22 @@ async def test_skipbeat_and_131047_are_skips_with_a_warning(
     assert "no template configured" in warnings[0].getMessage()
 
 
+async def test_skipbeat_can_name_its_log_level(caplog: pytest.LogCaptureFixture) -> None:
+    """SkipBeat(reason, level=INFO) is logged at INFO instead of WARNING."""
+    caplog.set_level(logging.DEBUG, LOGGER)
+
+    async def run(message: str, recipient: str) -> str:
+        raise SkipBeat("nothing new", level=logging.INFO)
+
+    async def deliver(recipient: str, answer: str) -> None:
+        raise AssertionError("not reached")
+
+    s = HeartbeatScheduler(10, "ping", run=run, deliver=deliver, recipient=USER)
+    assert (await s.beat_once()).reason == "nothing new"
+    [record] = [r for r in caplog.records if "nothing new" in r.getMessage()]
+    assert record.levelno == logging.INFO
+
+
 @pytest.mark.parametrize("answer", [None, "", "  \n"])
 async def test_empty_answer_is_not_delivered(answer: str | None) -> None:
     """An empty answer from the agent is not sent: the beat is skipped."""

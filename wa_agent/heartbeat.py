@@ -28,8 +28,8 @@ exactly on a due time is followed by that beat at once.
 * ``skipped``: nothing was sent, on purpose. Reasons, and the log level that says so:
   the ``lease`` is held by another worker (DEBUG); there is no recipient yet (INFO); the
   agent's answer was empty (INFO); another beat was in progress (INFO); ``run``,
-  ``deliver`` or ``recipient`` raised :class:`SkipBeat` or
-  :class:`~wa_agent.OutsideServiceWindow` (WARNING, with the reason);
+  ``deliver`` or ``recipient`` raised :class:`SkipBeat` (WARNING unless it names another
+  level) or :class:`~wa_agent.OutsideServiceWindow` (WARNING);
 * ``failed``: ``lease``, ``recipient``, ``run`` or ``deliver`` raised; logged at WARNING
   with the traceback, and the next beat still runs.
 
@@ -132,13 +132,16 @@ class BeatResult:
 class SkipBeat(Exception):
     """Raise from ``run``, ``deliver`` or ``recipient`` to skip this beat on purpose.
 
-    The scheduler records ``skipped: <reason>`` and logs the reason at WARNING (e.g. "outside
-    the 24-hour window and no template configured"); it is not counted as a failure.
+    The scheduler records ``skipped: <reason>`` and logs the reason at ``level`` (default
+    WARNING, e.g. "outside the 24-hour window and no template configured"; pass
+    ``logging.INFO`` or ``logging.DEBUG`` for routine skips, or when the raiser already logged
+    it); it is not counted as a failure.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, level: int = logging.WARNING) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.level = level
 
 
 @final
@@ -365,7 +368,7 @@ class HeartbeatScheduler(Generic[T]):
                 return BeatResult("skipped", recipient, reason=EMPTY_ANSWER)
             await self._deliver(recipient, answer)
         except SkipBeat as exc:
-            logger.warning("%s: beat skipped: %s", self.name, exc.reason)
+            logger.log(exc.level, "%s: beat skipped: %s", self.name, exc.reason)
             return BeatResult("skipped", recipient, reason=exc.reason)
         except OutsideServiceWindow:
             logger.warning(
