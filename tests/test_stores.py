@@ -1,0 +1,702 @@
+"""The SessionStore contract, run against every backend, plus backend-specific behaviour.
+
+Time: the memory and SQLite stores take an injected clock (``FakeClock``), so expiry tests
+advance it instantly. Redis expires keys by its own clock, so for Redis the same tests use
+TTLs of a fraction of a second and really sleep past them (``Harness.advance``); Redis checks
+expiry on every access with millisecond precision, so this is not timing-sensitive.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.redis_server import (
+    free_port,
+    redis_url,  # noqa: F401  (the fixture)
+)
+from wa_agent.agents import Turn
+from wa_agent.exceptions import StoreError
+from wa_agent.stores import InboxItem, MemorySessionStore, SessionStore, SQLiteSessionStore
+from wa_agent.testing.clock import FakeClock
+
+REPO = Path(__file__).resolve().parents[1]
+IFACE = "WhatsApp"
+T0 = 1_750_000_000.0
+
+BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+class Harness:
+    """Builds stores of one backend that share state (same file / same Redis prefix)."""
+
+    def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self.clock = FakeClock(T0)
+        self.path = tmp_path / "store.db"
+        self.prefix = f"test-{uuid.uuid4().hex}"
+        self.url: str = request.getfixturevalue("redis_url") if kind == "redis" else ""
+        self.stores: list[Any] = []
+
+    def make(self, **kw: Any) -> Any:
+        store: Any
+        if self.kind == "memory":
+            store = MemorySessionStore(clock=self.clock, **kw)
+        elif self.kind == "sqlite":
+            store = SQLiteSessionStore(self.path, clock=self.clock, **kw)
+        else:
+            from wa_agent.stores.redis import RedisSessionStore
+
+            store = RedisSessionStore(self.url, prefix=self.prefix, **kw)
+        self.stores.append(store)
+        return store
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for the store: instantly on the fake clock, really for Redis."""
+        if self.kind == "redis":
+            await anyio.sleep(seconds)
+        else:
+            self.clock.advance(seconds)
+
+    async def aclose(self) -> None:
+        for store in self.stores:
+            await store.aclose()
+
+
+@pytest.fixture(params=BACKENDS)
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    h = Harness(request.param, tmp_path, request)
+    try:
+        yield h
+    finally:
+        await h.aclose()
+
+
+@pytest.fixture
+async def store(harness: Harness) -> SessionStore:
+    s: SessionStore = harness.make()
+    await s.open()
+    return s
+
+
+def item(i: int | str, sender: str = "111", payload: str | None = None) -> InboxItem:
+    return InboxItem(
+        id=f"wamid.{i}",
+        sender=sender,
+        payload=payload if payload is not None else json.dumps({"text": f"m{i}"}),
+        received_at=T0 + (i if isinstance(i, int) else 0) / 1000,
+    )
+
+
+def turn(text: str, role: str = "user", **kw: Any) -> Turn:
+    return Turn(role=role, text=text, **kw)  # type: ignore[arg-type]
+
+
+# -- contract --------------------------------------------------------------------------------
+
+
+async def test_backends_satisfy_the_protocol(store: SessionStore) -> None:
+    """Every backend is a runtime SessionStore and open()/aclose() are idempotent."""
+    assert isinstance(store, SessionStore)
+    await store.open()
+    await store.open()
+
+
+async def test_history_append_get_limit_clear_isolated_per_sender(store: SessionStore) -> None:
+    """History is per (interface, sender), oldest first, limit gives the tail, clear is local."""
+    at = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    a = [turn("hi", at=at, message_id="wamid.1"), turn("hello!", role="assistant")]
+    await store.append_history(IFACE, "A", a)
+    await store.append_history(IFACE, "A", [turn("more")])
+    await store.append_history(IFACE, "B", [turn("b only")])
+    await store.append_history("Other", "A", [turn("other interface")])
+
+    assert await store.get_history(IFACE, "A") == [*a, turn("more")]
+    assert await store.get_history(IFACE, "A", limit=2) == [a[1], turn("more")]
+    assert await store.get_history(IFACE, "A", limit=0) == []
+    assert await store.get_history(IFACE, "B") == [turn("b only")]
+    assert await store.get_history(IFACE, "nobody") == []
+
+    await store.clear_history(IFACE, "A")
+    assert await store.get_history(IFACE, "A") == []
+    assert await store.get_history(IFACE, "B") == [turn("b only")]
+    assert await store.get_history("Other", "A") == [turn("other interface")]
+
+
+async def test_history_roundtrips_every_turn_field(store: SessionStore) -> None:
+    """Role, unicode text, aware and naive times and message ids come back unchanged."""
+    turns = [
+        turn("héllo 👋\nline two", at=datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+        turn("x", role="assistant", at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))),
+        turn("naive", at=datetime(2025, 1, 2, 3, 4, 5), message_id="wamid.Z"),
+    ]
+    await store.append_history(IFACE, "A", turns)
+    assert await store.get_history(IFACE, "A") == turns
+
+
+async def test_last_inbound_keeps_the_later_time(store: SessionStore) -> None:
+    """touch_inbound keeps the latest time; an older one does not move it back."""
+    assert await store.last_inbound(IFACE, "A") is None
+    t1 = datetime(2025, 6, 1, 12, 0, 0, 654321, tzinfo=UTC)
+    await store.touch_inbound(IFACE, "A", t1)
+    await store.touch_inbound(IFACE, "A", t1 - timedelta(hours=1))
+    assert await store.last_inbound(IFACE, "A") == t1
+    t2 = t1 + timedelta(seconds=1)
+    await store.touch_inbound(IFACE, "A", t2)
+    got = await store.last_inbound(IFACE, "A")
+    assert got == t2
+    assert got is not None and got.tzinfo is not None
+    assert await store.last_inbound(IFACE, "B") is None
+
+
+async def test_add_inbound_dedupes_within_and_across_calls(store: SessionStore) -> None:
+    """The same id twice in one call and again in a later call is accepted exactly once."""
+    assert await store.add_inbound(IFACE, []) == []
+    assert await store.add_inbound(IFACE, [item(1), item(2), item(1)]) == [True, True, False]
+    assert await store.add_inbound(IFACE, [item(2), item(3)]) == [False, True]
+    assert [i.id for i in await store.pending(IFACE)] == ["wamid.1", "wamid.2", "wamid.3"]
+    # Marks are per interface.
+    assert await store.add_inbound("Other", [item(1)]) == [True]
+
+
+async def test_add_inbound_concurrent_callers_accept_each_id_once(store: SessionStore) -> None:
+    """Many tasks adding the same ids at once: each id is accepted by exactly one call."""
+    results: list[list[bool]] = []
+
+    async def deliver(ids: list[int]) -> None:
+        results.append(await store.add_inbound(IFACE, [item(i) for i in ids]))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(40):
+            tg.start_soon(deliver, [n % 5, (n + 1) % 5, 100 + n])
+    flat = [ok for res in results for ok in res]
+    assert sum(flat) == 5 + 40  # ids 0..4 once each, 100..139 once each
+    expected = {f"wamid.{i}" for i in [*range(5), *range(100, 140)]}
+    assert sorted(i.id for i in await store.pending(IFACE)) == sorted(expected)
+
+
+async def test_add_inbound_same_id_from_many_tasks_one_winner(store: SessionStore) -> None:
+    """Fifty concurrent deliveries of one message: exactly one call answers True."""
+    wins: list[bool] = []
+
+    async def deliver() -> None:
+        wins.extend(await store.add_inbound(IFACE, [item(42)]))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(deliver)
+    assert wins.count(True) == 1 and len(wins) == 50
+    assert len(await store.pending(IFACE)) == 1
+
+
+async def test_add_inbound_result_is_durable_state(store: SessionStore) -> None:
+    """An accepted item is in pending() with its payload, time, attempts 0 and no progress."""
+    src = item(7, sender="222", payload='{"text": "ünïcode ✓"}')
+    assert await store.add_inbound(IFACE, [src]) == [True]
+    (got,) = await store.pending(IFACE, "222")
+    assert (got.id, got.sender, got.payload, got.received_at) == (
+        src.id, src.sender, src.payload, src.received_at,
+    )
+    assert (got.attempts, got.progress) == (0, None)
+    assert got.seq > 0
+
+
+async def test_dedupe_mark_expires_after_ttl(harness: Harness) -> None:
+    """After the TTL an id is accepted again once completed; while still pending it is not."""
+    store = harness.make(dedupe_ttl=0.3)
+    assert await store.add_inbound(IFACE, [item(1), item(2)]) == [True, True]
+    await store.complete(IFACE, "wamid.1", "111")
+    await harness.advance(0.15)
+    assert await store.add_inbound(IFACE, [item(1)]) == [False]  # within the TTL
+    await harness.advance(0.3)
+    assert await store.add_inbound(IFACE, [item(1)]) == [True]
+    assert await store.add_inbound(IFACE, [item(2)]) == [False]  # still in the inbox
+    assert await store.add_inbound(IFACE, [item(1)]) == [False]  # marked again
+
+
+async def test_seen_marks_a_key_once_until_it_expires(harness: Harness) -> None:
+    """seen() answers False the first time and True after, until the TTL passes."""
+    store = harness.make(dedupe_ttl=0.3)
+    key = "status:wamid.9:delivered"
+    assert await store.seen(IFACE, key) is False
+    assert await store.seen(IFACE, key) is True
+    assert await store.seen("Other", key) is False
+    await harness.advance(0.4)
+    assert await store.seen(IFACE, key) is False
+    assert await store.seen(IFACE, key) is True
+
+
+async def test_pending_keeps_arrival_order_per_sender(store: SessionStore) -> None:
+    """pending() is oldest first per sender and overall; pending_senders lists who waits."""
+    await store.add_inbound(IFACE, [item(1, "A"), item(2, "B")])
+    await store.add_inbound(IFACE, [item(3, "A")])
+    await store.add_inbound(IFACE, [item(4, "C"), item(5, "B"), item(6, "A")])
+    assert [i.id for i in await store.pending(IFACE, "A")] == ["wamid.1", "wamid.3", "wamid.6"]
+    assert [i.id for i in await store.pending(IFACE, "B")] == ["wamid.2", "wamid.5"]
+    everything = await store.pending(IFACE)
+    assert [i.id for i in everything] == [f"wamid.{n}" for n in range(1, 7)]
+    seqs = [i.seq for i in everything]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 6
+    assert await store.pending_senders(IFACE) == ["A", "B", "C"]
+    await store.complete(IFACE, "wamid.1", "A")
+    await store.complete(IFACE, "wamid.3", "A")
+    assert await store.pending_senders(IFACE) == ["B", "C", "A"]
+    await store.complete(IFACE, "wamid.4", "C")
+    assert await store.pending_senders(IFACE) == ["B", "A"]
+    assert await store.pending(IFACE, "C") == []
+    assert await store.pending("Other") == []
+
+
+async def test_save_progress_stores_json_and_counts_attempts(store: SessionStore) -> None:
+    """save_progress replaces the progress and adds one attempt each time; unknown ids no-op."""
+    await store.add_inbound(IFACE, [item(1), item(2)])
+    await store.save_progress(IFACE, "wamid.1", '{"parts": 1}')
+    await store.save_progress(IFACE, "wamid.1", '{"parts": 2}')
+    await store.save_progress(IFACE, "wamid.unknown", "{}")
+    one, two = await store.pending(IFACE)
+    assert (one.attempts, one.progress) == (2, '{"parts": 2}')
+    assert (two.attempts, two.progress) == (0, None)
+    assert [i.id for i in await store.pending(IFACE)] == ["wamid.1", "wamid.2"]
+
+
+async def test_complete_removes_item_and_appends_history(store: SessionStore) -> None:
+    """complete() takes the item out of the inbox and appends the turns; only that item."""
+    await store.add_inbound(IFACE, [item(1), item(2)])
+    turns = [turn("m1", message_id="wamid.1"), turn("answer", role="assistant")]
+    await store.complete(IFACE, "wamid.1", "111", turns)
+    assert [i.id for i in await store.pending(IFACE)] == ["wamid.2"]
+    assert await store.get_history(IFACE, "111") == turns
+    await store.complete(IFACE, "wamid.2", "111")  # no turns (TASK mode)
+    assert await store.pending(IFACE) == []
+    assert await store.pending_senders(IFACE) == []
+    assert await store.get_history(IFACE, "111") == turns
+
+
+async def test_complete_is_atomic_for_concurrent_readers(harness: Harness) -> None:
+    """A reader never sees an item gone from the inbox while its turns are not in history."""
+    writer = harness.make()
+    reader = harness.make() if harness.kind != "memory" else writer
+    n = 30
+    await writer.add_inbound(IFACE, [item(i, sender=f"s{i}") for i in range(n)])
+    violations: list[int] = []
+    done = anyio.Event()
+
+    async def read() -> None:
+        while not done.is_set():
+            for i in range(n):
+                present = {x.id for x in await reader.pending(IFACE, f"s{i}")}
+                if f"wamid.{i}" not in present and not await reader.get_history(IFACE, f"s{i}"):
+                    violations.append(i)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        for i in range(n):
+            await writer.complete(IFACE, f"wamid.{i}", f"s{i}", [turn(f"t{i}")])
+            await anyio.lowlevel.checkpoint()
+        done.set()
+    assert violations == []
+    assert await reader.pending(IFACE) == []
+
+
+async def test_advance_status_only_moves_forward(store: SessionStore) -> None:
+    """sent < delivered < read < played; no downgrade, repeats refused, failed is final."""
+    assert await store.get_status(IFACE, "m1") is None
+    assert await store.advance_status(IFACE, "m1", "sent") is True
+    assert await store.advance_status(IFACE, "m1", "read") is True
+    assert await store.advance_status(IFACE, "m1", "delivered") is False
+    assert await store.advance_status(IFACE, "m1", "read") is False
+    assert await store.get_status(IFACE, "m1") == "read"
+    assert await store.advance_status(IFACE, "m1", "played") is True
+
+    assert await store.advance_status(IFACE, "m2", "sent") is True
+    assert await store.advance_status(IFACE, "m2", "failed") is True
+    for later in ("sent", "delivered", "read", "played", "failed"):
+        assert await store.advance_status(IFACE, "m2", later) is False
+    assert await store.get_status(IFACE, "m2") == "failed"
+
+    assert await store.advance_status(IFACE, "m3", "bogus") is False
+    assert await store.get_status(IFACE, "m3") is None
+    assert await store.get_status("Other", "m1") is None
+
+
+async def test_advance_status_concurrent_updates_never_downgrade(store: SessionStore) -> None:
+    """Statuses arriving concurrently in any order end at the highest rank."""
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            for status in ("read", "sent", "delivered"):
+                tg.start_soon(store.advance_status, IFACE, "m", status)
+    assert await store.get_status(IFACE, "m") == "read"
+
+
+async def test_heartbeat_recipient_is_set_once_unless_overwritten(store: SessionStore) -> None:
+    """The first recipient sticks; overwrite=True replaces it; interfaces are separate."""
+    assert await store.get_heartbeat_recipient(IFACE) is None
+    assert await store.set_heartbeat_recipient(IFACE, "A") == "A"
+    assert await store.set_heartbeat_recipient(IFACE, "B") == "A"
+    assert await store.get_heartbeat_recipient(IFACE) == "A"
+    assert await store.set_heartbeat_recipient(IFACE, "B", overwrite=True) == "B"
+    assert await store.get_heartbeat_recipient(IFACE) == "B"
+    assert await store.get_heartbeat_recipient("Other") is None
+
+
+async def test_leases_are_exclusive_renewable_and_expire(harness: Harness) -> None:
+    """Only one owner holds a lease; the owner renews it; expiry or release frees it."""
+    store = harness.make()
+    assert await store.acquire_lease("sender:A", "w1", 0.3) is True
+    assert await store.acquire_lease("sender:A", "w2", 0.3) is False
+    assert await store.acquire_lease("sender:B", "w2", 0.3) is True  # other name
+    await harness.advance(0.2)
+    assert await store.acquire_lease("sender:A", "w1", 0.3) is True  # renewed to +0.3
+    await harness.advance(0.2)
+    assert await store.acquire_lease("sender:A", "w2", 0.3) is False  # renewal held
+    await harness.advance(0.2)
+    assert await store.acquire_lease("sender:A", "w2", 0.3) is True  # expired: taken over
+    assert await store.acquire_lease("sender:A", "w1", 0.3) is False
+
+    await store.release_lease("sender:A", "w1")  # not the owner: no effect
+    assert await store.acquire_lease("sender:A", "w1", 0.3) is False
+    await store.release_lease("sender:A", "w2")
+    assert await store.acquire_lease("sender:A", "w1", 0.3) is True
+
+
+async def test_lease_contention_has_one_winner(store: SessionStore) -> None:
+    """Many owners racing for a free lease: exactly one gets it."""
+    wins: list[str] = []
+
+    async def race(owner: str) -> None:
+        if await store.acquire_lease("heartbeat:WhatsApp", owner, 30):
+            wins.append(owner)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(race, f"w{n}")
+    assert len(wins) == 1
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+async def test_memory_history_limit_keeps_the_latest_turns() -> None:
+    """history_limit caps each sender's stored history to the newest turns."""
+    store = MemorySessionStore(history_limit=3)
+    await store.append_history(IFACE, "A", [turn(str(n)) for n in range(5)])
+    await store.complete(IFACE, "wamid.x", "A", [turn("5")])
+    assert [t.text for t in await store.get_history(IFACE, "A")] == ["3", "4", "5"]
+    with pytest.raises(ValueError, match="history_limit"):
+        MemorySessionStore(history_limit=0)
+
+
+async def test_memory_purges_expired_marks() -> None:
+    """Expired dedupe marks are dropped lazily by new marks and all at once by purge."""
+    clock = FakeClock(T0)
+    store = MemorySessionStore(dedupe_ttl=10, clock=clock)
+    for n in range(20):
+        await store.seen(IFACE, f"k{n}")
+    clock.advance(11)
+    await store.seen(IFACE, "fresh")  # sweeps some of the expired ones
+    assert len(store._marks) < 21
+    assert await store.purge_expired() > 0
+    assert list(store._marks) == [(IFACE, "fresh")]
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+
+async def _fill(store: SessionStore) -> None:
+    await store.add_inbound(IFACE, [item(1, "A"), item(2, "B")])
+    await store.save_progress(IFACE, "wamid.1", '{"p": 1}')
+    await store.append_history(IFACE, "A", [turn("hi")])
+    await store.touch_inbound(IFACE, "A", datetime(2025, 1, 1, tzinfo=UTC))
+    await store.advance_status(IFACE, "out.1", "delivered")
+    await store.set_heartbeat_recipient(IFACE, "A")
+    await store.seen(IFACE, "status:x:read")
+    assert await store.acquire_lease("L", "w1", 60)
+
+
+async def test_sqlite_survives_close_and_reopen(tmp_path: Path) -> None:
+    """A new store object on the same file sees inbox, history, marks, statuses and leases."""
+    path = tmp_path / "db" / "state.sqlite"  # the directory is created
+    async with SQLiteSessionStore(path) as first:
+        await _fill(first)
+    async with SQLiteSessionStore(path) as second:
+        pending = await second.pending(IFACE)
+        assert [(i.id, i.attempts, i.progress) for i in pending] == [
+            ("wamid.1", 1, '{"p": 1}'), ("wamid.2", 0, None),
+        ]
+        assert await second.add_inbound(IFACE, [item(1), item(3)]) == [False, True]
+        assert await second.get_history(IFACE, "A") == [turn("hi")]
+        assert await second.last_inbound(IFACE, "A") == datetime(2025, 1, 1, tzinfo=UTC)
+        assert await second.get_status(IFACE, "out.1") == "delivered"
+        assert await second.get_heartbeat_recipient(IFACE) == "A"
+        assert await second.seen(IFACE, "status:x:read") is True
+        assert await second.acquire_lease("L", "w2", 60) is False
+        assert [i.seq for i in await second.pending(IFACE)] == sorted(
+            i.seq for i in await second.pending(IFACE)
+        )
+
+
+async def test_sqlite_reopen_after_aclose(tmp_path: Path) -> None:
+    """After aclose() calls are refused until open() is called again."""
+    store = SQLiteSessionStore(tmp_path / "s.db")
+    assert await store.add_inbound(IFACE, [item(1)]) == [True]  # opens itself
+    await store.aclose()
+    await store.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.pending(IFACE)
+    await store.open()
+    try:
+        assert [i.id for i in await store.pending(IFACE)] == ["wamid.1"]
+    finally:
+        await store.aclose()
+
+
+async def test_sqlite_two_objects_on_one_file_dedupe_against_each_other(tmp_path: Path) -> None:
+    """Two stores on one file (like two processes) accept each id exactly once between them."""
+    path = tmp_path / "shared.db"
+    async with SQLiteSessionStore(path) as a, SQLiteSessionStore(path) as b:
+        results: list[bool] = []
+
+        async def deliver(store: SQLiteSessionStore, n: int) -> None:
+            results.extend(await store.add_inbound(IFACE, [item(n % 50)]))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(deliver, a if n % 2 else b, n)
+        assert sum(results) == 50
+        assert len(await a.pending(IFACE)) == 50
+        assert await b.seen(IFACE, "k") is False
+        assert await a.seen(IFACE, "k") is True
+
+
+async def test_sqlite_second_process_sees_the_marks(tmp_path: Path) -> None:
+    """A separate Python process on the same file sees our marks, and we see its inserts."""
+    path = tmp_path / "proc.db"
+    async with SQLiteSessionStore(path) as store:
+        assert await store.add_inbound(IFACE, [item(1)]) == [True]
+        code = (
+            "import asyncio, json, sys\n"
+            "from wa_agent.stores import InboxItem, SQLiteSessionStore\n"
+            "async def main():\n"
+            "    async with SQLiteSessionStore(sys.argv[1]) as s:\n"
+            "        r = await s.add_inbound('WhatsApp', [\n"
+            "            InboxItem(id='wamid.1', sender='111', payload='{}', received_at=1.0),\n"
+            "            InboxItem(id='wamid.2', sender='111', payload='{}', received_at=2.0)])\n"
+            "        print(json.dumps(r))\n"
+            "asyncio.run(main())\n"
+        )
+        result = await anyio.run_process([sys.executable, "-c", code, str(path)], cwd=REPO)
+        assert json.loads(result.stdout) == [False, True]
+        assert await store.add_inbound(IFACE, [item(2)]) == [False]
+        assert [i.id for i in await store.pending(IFACE)] == ["wamid.1", "wamid.2"]
+
+
+async def test_sqlite_unwritable_path_raises_store_error(tmp_path: Path) -> None:
+    """A path that cannot hold a database gives StoreError (with the cause chained)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    store = SQLiteSessionStore(blocker / "state.db")
+    with pytest.raises(StoreError, match="cannot open the SQLite store") as info:
+        await store.open()
+    assert info.value.__cause__ is not None
+    with pytest.raises(StoreError):
+        await store.add_inbound(IFACE, [item(1)])
+    await store.aclose()
+
+
+async def test_sqlite_corrupt_file_raises_store_error(tmp_path: Path) -> None:
+    """A file that is not a SQLite database gives StoreError on open."""
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    store = SQLiteSessionStore(garbage)
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+async def test_sqlite_group_commit_batches_concurrent_calls(tmp_path: Path) -> None:
+    """500 concurrent add_inbound calls are committed in far fewer transactions."""
+    async with SQLiteSessionStore(tmp_path / "gc.db") as store:
+        await store.open()
+        before = store.commits
+        async with anyio.create_task_group() as tg:
+            for n in range(500):
+                tg.start_soon(store.add_inbound, IFACE, [item(n, sender=f"s{n % 7}")])
+        commits = store.commits - before
+        assert 1 <= commits <= 50
+        assert len(await store.pending(IFACE)) == 500
+    async with SQLiteSessionStore(tmp_path / "gc.db") as reopened:
+        assert len(await reopened.pending(IFACE)) == 500  # every acknowledged item is on disk
+
+
+async def test_sqlite_failing_call_does_not_spoil_its_batch(tmp_path: Path) -> None:
+    """One call failing inside a group commit raises StoreError; the others still commit."""
+    async with SQLiteSessionStore(tmp_path / "b.db") as store:
+        await store.open()
+        bad = InboxItem(id="wamid.bad", sender="1", payload=None, received_at=1.0)  # type: ignore[arg-type]
+        outcomes: dict[str, Any] = {}
+
+        async def call(name: str, items: list[InboxItem]) -> None:
+            try:
+                outcomes[name] = await store.add_inbound(IFACE, items)
+            except StoreError as exc:
+                outcomes[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "good1", [item(1)])
+            tg.start_soon(call, "bad", [item(2), bad])
+            tg.start_soon(call, "good2", [item(3)])
+        assert outcomes["good1"] == [True] and outcomes["good2"] == [True]
+        assert isinstance(outcomes["bad"], StoreError)
+        assert isinstance(outcomes["bad"].__cause__, sqlite3.IntegrityError)
+        # The failed call left nothing behind, not even its first item's dedupe mark.
+        assert [i.id for i in await store.pending(IFACE)] == ["wamid.1", "wamid.3"]
+        assert await store.add_inbound(IFACE, [item(2)]) == [True]
+
+
+async def test_sqlite_purges_expired_marks(tmp_path: Path) -> None:
+    """Expired dedupe marks and statuses are deleted by writes after the purge interval."""
+    clock = FakeClock(T0)
+    path = tmp_path / "p.db"
+    async with SQLiteSessionStore(path, dedupe_ttl=10, clock=clock) as store:
+        await store.add_inbound(IFACE, [item(n) for n in range(5)])
+        await store.advance_status(IFACE, "out", "sent")
+        clock.advance(11)
+        assert await store.seen(IFACE, "new") is False  # a write, but within the interval
+        assert _count(path, "dedupe") == 6
+        clock.advance(60)
+        assert await store.seen(IFACE, "newer") is False  # interval passed: purged
+        assert _count(path, "dedupe") == 1
+        assert _count(path, "status") == 0
+        assert len(await store.pending(IFACE)) == 5  # the inbox is never purged
+        clock.advance(11)
+        assert await store.purge_expired() == 1
+        assert _count(path, "dedupe") == 0
+
+
+def _count(path: Path, table: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        count: int = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        return count
+    finally:
+        conn.close()
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_redis_second_process_sees_the_marks(redis_url: str) -> None:  # noqa: F811
+    """A separate Python process on the same Redis sees our marks and inbox, and we see its."""
+    from wa_agent.stores.redis import RedisSessionStore
+
+    prefix = f"test-{uuid.uuid4().hex}"
+    async with RedisSessionStore(redis_url, prefix=prefix) as store:
+        assert await store.add_inbound(IFACE, [item(1)]) == [True]
+        assert await store.acquire_lease("sender:111", "parent", 30)
+        code = (
+            "import asyncio, json, sys\n"
+            "from wa_agent.stores import InboxItem\n"
+            "from wa_agent.stores.redis import RedisSessionStore\n"
+            "async def main():\n"
+            "    async with RedisSessionStore(sys.argv[1], prefix=sys.argv[2]) as s:\n"
+            "        r = await s.add_inbound('WhatsApp', [\n"
+            "            InboxItem(id='wamid.1', sender='111', payload='{}', received_at=1.0),\n"
+            "            InboxItem(id='wamid.2', sender='111', payload='{}', received_at=2.0)])\n"
+            "        lease = await s.acquire_lease('sender:111', 'child', 30)\n"
+            "        print(json.dumps([r, lease]))\n"
+            "asyncio.run(main())\n"
+        )
+        result = await anyio.run_process(
+            [sys.executable, "-c", code, redis_url, prefix], cwd=REPO
+        )
+        assert json.loads(result.stdout) == [[False, True], False]
+        assert [i.id for i in await store.pending(IFACE, "111")] == ["wamid.1", "wamid.2"]
+
+
+@pytest.mark.redis
+async def test_redis_two_clients_dedupe_against_each_other(redis_url: str) -> None:  # noqa: F811
+    """Two stores with separate connections accept each id exactly once between them."""
+    from wa_agent.stores.redis import RedisSessionStore
+
+    prefix = f"test-{uuid.uuid4().hex}"
+    async with (
+        RedisSessionStore(redis_url, prefix=prefix) as a,
+        RedisSessionStore(redis_url, prefix=prefix) as b,
+    ):
+        results: list[bool] = []
+
+        async def deliver(store: RedisSessionStore, n: int) -> None:
+            results.extend(await store.add_inbound(IFACE, [item(n % 50)]))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(deliver, a if n % 2 else b, n)
+        assert sum(results) == 50
+        assert len(await b.pending(IFACE)) == 50
+
+
+async def test_redis_down_raises_store_error() -> None:
+    """With no server listening, open() and calls raise StoreError naming the URL."""
+    pytest.importorskip("redis")
+    from wa_agent.stores.redis import RedisSessionStore
+
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    store = RedisSessionStore(url)
+    assert "hunter2" not in repr(store)
+    with pytest.raises(StoreError, match="cannot reach Redis") as info:
+        await store.open()
+    assert "hunter2" not in str(info.value)
+    assert info.value.__cause__ is not None
+    with pytest.raises(StoreError):
+        await store.add_inbound(IFACE, [item(1)])
+    await store.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_borrowed_client_is_not_closed(redis_url: str) -> None:  # noqa: F811
+    """A client passed in is used and left open by aclose()."""
+    import redis.asyncio as aioredis
+
+    from wa_agent.stores.redis import RedisSessionStore
+
+    client = aioredis.Redis.from_url(redis_url)  # bytes responses: the store copes
+    try:
+        store = RedisSessionStore(client=client, prefix=f"test-{uuid.uuid4().hex}")
+        async with store:
+            assert await store.add_inbound(IFACE, [item(1)]) == [True]
+            assert [i.id for i in await store.pending(IFACE)] == ["wamid.1"]
+            assert await store.set_heartbeat_recipient(IFACE, "A") == "A"
+            assert await store.pending_senders(IFACE) == ["111"]
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_importing_wa_agent_never_imports_redis() -> None:
+    """``import wa_agent`` and the stores package leave redis alone; without redis the Redis
+    store module says how to install it."""
+    code = (
+        "import sys\n"
+        "import wa_agent, wa_agent.stores\n"
+        "from wa_agent import SQLiteSessionStore, MemorySessionStore\n"
+        "assert 'redis' not in sys.modules, 'redis imported'\n"
+        "sys.modules['redis'] = None\n"
+        "sys.modules['redis.asyncio'] = None\n"
+        "try:\n"
+        "    import wa_agent.stores.redis\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    result = await anyio.run_process([sys.executable, "-c", code], cwd=REPO)
+    assert "pip install 'wa_agent[redis]'" in result.stdout.decode()

@@ -1,0 +1,464 @@
+"""A :class:`~wa_agent.stores.SessionStore` on Redis, for several processes or hosts.
+
+Needs the ``redis`` extra (``pip install 'wa_agent[redis]'``). Every step that must be atomic
+runs as one Lua script on the server, so dedupe, the inbox, delivery states and leases hold
+across every process sharing the server:
+
+* ``add_inbound``: per item, ``SET mark NX PX ttl`` and the enqueue in one script;
+* leases: ``SET NX PX`` semantics with compare-and-renew / compare-and-delete by owner;
+* ``advance_status``: the rank check and the write in one script;
+* ``complete``: the removal from the inbox and the history append in one script.
+
+Scripts that redis-py may resend after a dropped connection carry a token, so a resend of a
+call that did reach the server answers the same as the first attempt (``add_inbound`` and
+``seen``) or does nothing twice (``complete``).
+
+Durability is the server's: use ``appendonly yes`` (``appendfsync everysec`` or ``always``)
+where acknowledged messages must survive a Redis restart. Keys live under
+``{prefix}:i:{interface}:`` and ``{prefix}:lease:``. A standalone server (or a replicated
+primary) is expected, not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ..agents import Turn
+from ..exceptions import StoreError
+from ..secret import Secret
+from ._common import STATUS_RANK, check_ttl, from_micros, to_micros, turn_from_json, turn_to_json
+from .base import DEFAULT_DEDUPE_TTL, InboxItem
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "RedisSessionStore needs the 'redis' extra: pip install 'wa_agent[redis]'"
+    ) from exc
+
+__all__ = ["RedisSessionStore"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A resent complete() recognises its first attempt for this long (ms).
+_COMPLETE_TOKEN_TTL_MS = 10 * 60 * 1000
+
+# KEYS: none. ARGV: base, ttl_ms, token, then 7 per item:
+#   id, sender, payload, received_at, attempts, has_progress ("0"/"1"), progress
+_ADD_INBOUND = """
+local base, ttl, token = ARGV[1], ARGV[2], ARGV[3]
+local out, now_seen = {}, {}
+for o = 4, #ARGV, 7 do
+  local id, sender = ARGV[o], ARGV[o + 1]
+  local mark = base .. 'd:' .. id
+  local result = 0
+  if now_seen[id] then
+    result = 0
+  elseif redis.call('SET', mark, token, 'NX', 'PX', ttl) then
+    local item = base .. 'item:' .. id
+    if redis.call('EXISTS', item) == 1 then
+      redis.call('SET', mark, '-', 'PX', ttl)  -- still pending from long ago: a duplicate
+    else
+      local seq = redis.call('INCR', base .. 'seq')
+      redis.call('HSET', item, 'sender', sender, 'payload', ARGV[o + 2],
+                 'received_at', ARGV[o + 3], 'seq', seq, 'attempts', ARGV[o + 4])
+      if ARGV[o + 5] == '1' then redis.call('HSET', item, 'progress', ARGV[o + 6]) end
+      redis.call('ZADD', base .. 'inbox', seq, id)
+      redis.call('ZADD', base .. 'q:' .. sender, seq, id)
+      redis.call('ZADD', base .. 'senders', 'NX', seq, sender)
+      result = 1
+    end
+  elseif redis.call('GET', mark) == token then
+    result = 1  -- a resend of this very call, which did reach the server
+  end
+  now_seen[id] = true
+  out[#out + 1] = result
+end
+return out
+"""
+
+# KEYS[1]: the mark. ARGV: token, ttl_ms. Answers 1 if the key was already marked.
+_SEEN = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+return 1
+"""
+
+# KEYS[1]: the zset to list (inbox or one sender's queue). ARGV[1]: base.
+_PENDING = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local v = redis.call('HMGET', ARGV[1] .. 'item:' .. id,
+                       'sender', 'payload', 'received_at', 'seq', 'attempts', 'progress')
+  if v[1] then
+    out[#out + 1] = {id, v[1], v[2], v[3], v[4], v[5], v[6]}
+  end
+end
+return out
+"""
+
+# KEYS[1]: the item hash. ARGV[1]: progress.
+_SAVE_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return 1
+"""
+
+# ARGV: base, id, sender, token, token_ttl_ms, turn JSON...
+_COMPLETE = """
+local base, id, sender, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local done = base .. 'done:' .. id
+if redis.call('GET', done) == token then return 0 end
+redis.call('SET', done, token, 'PX', ARGV[5])
+local item = base .. 'item:' .. id
+local owner = redis.call('HGET', item, 'sender')
+if owner then
+  redis.call('DEL', item)
+  redis.call('ZREM', base .. 'inbox', id)
+  local q = base .. 'q:' .. owner
+  redis.call('ZREM', q, id)
+  local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('ZREM', base .. 'senders', owner)
+  else
+    redis.call('ZADD', base .. 'senders', head[2], owner)
+  end
+end
+local hist = base .. 'h:' .. sender
+for i = 6, #ARGV, 100 do
+  redis.call('RPUSH', hist, unpack(ARGV, i, math.min(i + 99, #ARGV)))
+end
+return 1
+"""
+
+_RANKS = ", ".join(f"{name}={rank}" for name, rank in STATUS_RANK.items())
+# KEYS[1]: the status key. ARGV: new status, ttl_ms. Mirrors _common.status_advances.
+_ADVANCE_STATUS = (
+    "local rank = {" + _RANKS + "}\n"
+    + """
+local new = rank[ARGV[1]]
+if not new then return 0 end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if cur == 'failed' or new <= (rank[cur] or 0) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+# KEYS[1]: last inbound key. ARGV[1]: microseconds.
+_TOUCH = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or tonumber(ARGV[1]) > tonumber(cur) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# KEYS[1]: heartbeat key. ARGV: sender, overwrite ("0"/"1").
+_HEARTBEAT = """
+if ARGV[2] == '0' then
+  local cur = redis.call('GET', KEYS[1])
+  if cur then return cur end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+# KEYS[1]: lease key. ARGV: owner, ttl_ms.
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS[1]: lease key. ARGV[1]: owner.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_SCRIPTS = {
+    "add_inbound": _ADD_INBOUND,
+    "seen": _SEEN,
+    "pending": _PENDING,
+    "save_progress": _SAVE_PROGRESS,
+    "complete": _COMPLETE,
+    "advance_status": _ADVANCE_STATUS,
+    "touch": _TOUCH,
+    "heartbeat": _HEARTBEAT,
+    "acquire": _ACQUIRE,
+    "release": _RELEASE,
+}
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _mask(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and repr)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<redis url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class RedisSessionStore:
+    """Store on a Redis server, shared by every worker and host of a deployment.
+
+    ``url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL (a :class:`~wa_agent.Secret`
+    is accepted when it carries a password); ``prefix`` namespaces the keys (several bots
+    can share a server); ``dedupe_ttl`` is how long message ids, :meth:`seen` keys and
+    delivery states are remembered (the server expires them). ``client`` is an existing
+    ``redis.asyncio.Redis`` to borrow instead (it is not closed by :meth:`aclose`).
+
+    The store opens itself on first use (:meth:`open` checks the server with ``PING``);
+    after :meth:`aclose`, call :meth:`open` to use it again. Errors talking to the server
+    raise :class:`~wa_agent.StoreError`.
+    """
+
+    def __init__(
+        self,
+        url: str | Secret = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "wa_agent",
+        dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        self._url = Secret(url)
+        self._shown_url = "<client>" if client is not None else _mask(self._url.reveal())
+        self._prefix = prefix
+        self._ttl_ms = _ms(check_ttl("dedupe_ttl", dedupe_ttl))
+        self._borrowed = client
+        self._client: aioredis.Redis | None = client
+        self._scripts: dict[str, Any] = {}
+        self._state = "new"
+
+    def __repr__(self) -> str:
+        return f"RedisSessionStore({self._shown_url!r}, prefix={self._prefix!r})"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect and ``PING`` the server. Idempotent. Raises :class:`~wa_agent.StoreError`."""
+        if self._state == "open":
+            return
+        client = self._borrowed
+        if client is None:
+            try:
+                client = aioredis.Redis.from_url(
+                    self._url.reveal(),
+                    decode_responses=True,
+                    socket_connect_timeout=5.0,
+                    socket_timeout=10.0,
+                )
+            except ValueError as exc:
+                raise ValueError(f"invalid Redis URL {self._shown_url!r}: {exc}") from None
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            if self._borrowed is None:
+                await client.aclose()
+            raise StoreError(f"cannot reach Redis at {self._shown_url}: {exc}") from exc
+        self._client = client
+        self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        self._state = "open"
+        logger.debug("Redis store opened at %s (prefix %s)", self._shown_url, self._prefix)
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless the client was borrowed). Idempotent."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        client, self._client = self._client, self._borrowed
+        if self._borrowed is None and client is not None:
+            await client.aclose()
+
+    async def _ready(self) -> aioredis.Redis:
+        if self._state != "open":
+            if self._state == "closed":
+                raise RuntimeError("This RedisSessionStore is closed; call open() to use it again.")
+            await self.open()
+        client = self._client
+        if client is None:  # pragma: no cover - open() sets it
+            raise RuntimeError("RedisSessionStore has no client")
+        return client
+
+    async def _call(self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        client = await self._ready()
+        try:
+            return await fn(client)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis store at {self._shown_url} could not {what}: {exc}") from exc
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._call(
+            name.replace("_", " "),
+            lambda _c: self._scripts[name](keys=keys, args=args),
+        )
+
+    def _base(self, interface: str) -> str:
+        return f"{self._prefix}:i:{interface}:"
+
+    # -- inbox and dedupe ---------------------------------------------------------------------
+    async def add_inbound(self, interface: str, items: Sequence[InboxItem]) -> list[bool]:
+        """Dedupe and enqueue atomically on the server; see :meth:`SessionStore.add_inbound`."""
+        if not items:
+            return []
+        args: list[Any] = [self._base(interface), self._ttl_ms, secrets.token_hex(8)]
+        for it in items:
+            args += [
+                it.id, it.sender, it.payload, repr(float(it.received_at)), it.attempts,
+                "0" if it.progress is None else "1", it.progress or "",
+            ]
+        result = await self._script("add_inbound", (), args)
+        return [bool(int(r)) for r in result]
+
+    async def pending(self, interface: str, sender: str | None = None) -> list[InboxItem]:
+        """Inbox items of one sender (or all), oldest first."""
+        base = self._base(interface)
+        key = base + ("inbox" if sender is None else f"q:{sender}")
+        rows = await self._script("pending", (key,), (base,))
+        return [
+            InboxItem(
+                id=_str(r[0]),
+                sender=_str(r[1]),
+                payload=_str(r[2]),
+                received_at=float(r[3]),
+                seq=int(r[4]),
+                attempts=int(r[5]),
+                progress=None if r[6] is None else _str(r[6]),
+            )
+            for r in rows
+        ]
+
+    async def pending_senders(self, interface: str) -> list[str]:
+        """Senders with at least one item, the one waiting longest first."""
+        key = self._base(interface) + "senders"
+        rows = await self._call("list senders", lambda c: c.zrange(key, 0, -1))
+        return [_str(r) for r in rows]
+
+    async def save_progress(self, interface: str, item_id: str, progress: str) -> None:
+        """Store the progress JSON and count one attempt (no-op for an unknown item)."""
+        await self._script("save_progress", (self._base(interface) + f"item:{item_id}",), (progress,))
+
+    async def complete(
+        self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
+    ) -> None:
+        """Remove the item (if present) and append ``turns`` to the history, atomically."""
+        args: list[Any] = [
+            self._base(interface), item_id, sender, secrets.token_hex(8), _COMPLETE_TOKEN_TTL_MS,
+        ]
+        args += [turn_to_json(t) for t in turns]
+        await self._script("complete", (), args)
+
+    async def seen(self, interface: str, key: str) -> bool:
+        """``True`` if ``key`` was marked within the TTL; otherwise mark it and answer ``False``."""
+        mark = self._base(interface) + f"d:{key}"
+        result = await self._script("seen", (mark,), (secrets.token_hex(8), self._ttl_ms))
+        return bool(int(result))
+
+    # -- statuses -----------------------------------------------------------------------------
+    async def advance_status(self, interface: str, message_id: str, status: str) -> bool:
+        """Move the delivery state forward only; see :meth:`SessionStore.advance_status`."""
+        key = self._base(interface) + f"st:{message_id}"
+        result = await self._script("advance_status", (key,), (status, self._ttl_ms))
+        return bool(int(result))
+
+    async def get_status(self, interface: str, message_id: str) -> str | None:
+        """The delivery state last recorded (within the TTL), or ``None``."""
+        key = self._base(interface) + f"st:{message_id}"
+        value = await self._call("read a status", lambda c: c.get(key))
+        return None if value is None else _str(value)
+
+    # -- history and window -------------------------------------------------------------------
+    async def get_history(
+        self, interface: str, sender: str, limit: int | None = None
+    ) -> list[Turn]:
+        """The sender's turns, oldest first (the last ``limit`` if given)."""
+        if limit is not None and limit <= 0:
+            return []
+        key = self._base(interface) + f"h:{sender}"
+        start = 0 if limit is None else -limit
+        rows = await self._call("read history", lambda c: c.lrange(key, start, -1))
+        try:
+            return [turn_from_json(r) for r in rows]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(f"corrupt history entry under {key!r}: {exc}") from exc
+
+    async def append_history(self, interface: str, sender: str, turns: Sequence[Turn]) -> None:
+        """Append turns to the sender's history."""
+        if not turns:
+            return
+        key = self._base(interface) + f"h:{sender}"
+        values = [turn_to_json(t) for t in turns]
+        await self._call("append history", lambda c: c.rpush(key, *values))
+
+    async def clear_history(self, interface: str, sender: str) -> None:
+        """Forget this sender's history only."""
+        key = self._base(interface) + f"h:{sender}"
+        await self._call("clear history", lambda c: c.delete(key))
+
+    async def touch_inbound(self, interface: str, sender: str, at: datetime) -> None:
+        """Record an inbound time, kept only if later than the stored one."""
+        key = self._base(interface) + f"li:{sender}"
+        await self._script("touch", (key,), (to_micros(at),))
+
+    async def last_inbound(self, interface: str, sender: str) -> datetime | None:
+        """The latest inbound time (aware UTC), or ``None``."""
+        key = self._base(interface) + f"li:{sender}"
+        value = await self._call("read the last inbound time", lambda c: c.get(key))
+        return None if value is None else from_micros(int(value))
+
+    # -- heartbeat and leases -----------------------------------------------------------------
+    async def get_heartbeat_recipient(self, interface: str) -> str | None:
+        """The persisted heartbeat recipient, or ``None``."""
+        key = self._base(interface) + "hb"
+        value = await self._call("read the heartbeat recipient", lambda c: c.get(key))
+        return None if value is None else _str(value)
+
+    async def set_heartbeat_recipient(
+        self, interface: str, sender: str, *, overwrite: bool = False
+    ) -> str:
+        """Set the recipient unless one is set (or ``overwrite``); answer the one in force."""
+        key = self._base(interface) + "hb"
+        value = await self._script("heartbeat", (key,), (sender, "1" if overwrite else "0"))
+        return _str(value)
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the lease for ``ttl`` seconds unless another owner holds it."""
+        key = f"{self._prefix}:lease:{name}"
+        result = await self._script("acquire", (key,), (owner, _ms(check_ttl("ttl", ttl))))
+        return bool(int(result))
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Release the lease if ``owner`` holds it."""
+        await self._script("release", (f"{self._prefix}:lease:{name}",), (owner,))

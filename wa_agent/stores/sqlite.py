@@ -1,0 +1,700 @@
+"""A durable :class:`~wa_agent.stores.SessionStore` on one SQLite file (standard library only).
+
+Design:
+
+* One dedicated thread owns one connection; coroutines hand it operations through a queue
+  and await a future, so no SQLite call ever runs on the event loop.
+* **Group commit.** The thread takes every operation waiting in the queue and runs them in
+  one transaction (each in its own savepoint, so one failing operation does not undo the
+  others); operations that arrive while a commit runs go into the next one. A caller
+  resumes only after the commit that holds its writes, so :meth:`add_inbound` is durable
+  when it returns, at the cost of one ``fsync`` per batch instead of one per message.
+* WAL journal, ``BEGIN IMMEDIATE`` for writes and a busy timeout, so several processes can
+  share the file: dedupe, the inbox, statuses and leases hold across them.
+* ``synchronous="NORMAL"`` (the default) survives a crash of the process (``SIGKILL``) but
+  may lose the last commits on a power failure; ``"FULL"`` survives that too, slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Self, TypeVar
+
+from ..agents import Turn
+from ..exceptions import StoreError
+from ._common import check_ttl, from_micros, status_advances, to_micros
+from .base import DEFAULT_DEDUPE_TTL, InboxItem
+
+__all__ = ["SQLiteSessionStore"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Op = Callable[[sqlite3.Connection], Any]
+
+SCHEMA_VERSION: Final = 1
+#: At most this many operations share one transaction.
+MAX_BATCH: Final = 1024
+#: Expired dedupe marks and statuses are purged at most this often (seconds) ...
+PURGE_INTERVAL: Final = 60.0
+#: ... and at most this many rows at a time, so a purge never stalls a commit for long.
+PURGE_CHUNK: Final = 2000
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dedupe (
+    interface TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (interface, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_expires ON dedupe (expires);
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    interface TEXT NOT NULL, id TEXT NOT NULL, sender TEXT NOT NULL, payload TEXT NOT NULL,
+    received_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, progress TEXT,
+    UNIQUE (interface, id));
+CREATE INDEX IF NOT EXISTS inbox_sender ON inbox (interface, sender, seq);
+CREATE TABLE IF NOT EXISTS status (
+    interface TEXT NOT NULL, message_id TEXT NOT NULL, status TEXT NOT NULL,
+    expires REAL NOT NULL, PRIMARY KEY (interface, message_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS status_expires ON status (expires);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    interface TEXT NOT NULL, sender TEXT NOT NULL, role TEXT NOT NULL, text TEXT NOT NULL,
+    at TEXT, message_id TEXT);
+CREATE INDEX IF NOT EXISTS history_sender ON history (interface, sender, id);
+CREATE TABLE IF NOT EXISTS last_inbound (
+    interface TEXT NOT NULL, sender TEXT NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (interface, sender)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heartbeat (interface TEXT PRIMARY KEY, recipient TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+"""
+
+_MARK = (
+    "INSERT INTO dedupe (interface, key, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires "
+    "WHERE dedupe.expires <= ?"
+)
+_ENQUEUE = (
+    "INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (interface, id) DO NOTHING"
+)
+_ITEM_COLUMNS = "id, sender, payload, received_at, seq, attempts, progress"
+
+
+class _Request:
+    __slots__ = ("future", "loop", "op", "write")
+
+    def __init__(
+        self, op: _Op, write: bool, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
+        self.op = op
+        self.write = write
+        self.loop = loop
+        self.future = future
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Runs on the caller's loop: resolve the futures of one batch."""
+    for future, value, exc in results:
+        if future.done():  # the caller was cancelled; nothing to tell
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+
+class SQLiteSessionStore:
+    """Durable store on a SQLite file; the default wherever state must survive a restart.
+
+    ``path`` is the database file (its directory is created if missing; ``":memory:"``
+    gives a private in-memory database). ``dedupe_ttl`` is how long message ids, :meth:`seen`
+    keys and delivery states are remembered; ``clock`` gives the time in seconds (inject one
+    in tests; processes sharing a file must share a clock, i.e. keep :func:`time.time`);
+    ``synchronous`` is SQLite's durability level (see the module docstring);
+    ``busy_timeout`` is how long to wait for another process's write lock before failing.
+
+    The store opens itself on first use; :meth:`aclose` stops its thread (a later
+    :meth:`open` starts it again). Errors from SQLite raise :class:`~wa_agent.StoreError`.
+    :attr:`commits` counts write transactions, which shows group commit at work.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
+        clock: Callable[[], float] = time.time,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
+        self._path = os.fspath(path)
+        self._ttl = check_ttl("dedupe_ttl", dedupe_ttl)
+        self._clock = clock
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = check_ttl("busy_timeout", busy_timeout)
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._state = "new"  # new -> open -> closed -> open ...
+        self._open_lock = asyncio.Lock()
+        self._commits = 0
+        self._next_purge = 0.0
+
+    def __repr__(self) -> str:
+        return f"SQLiteSessionStore({self._path!r})"
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    @property
+    def commits(self) -> int:
+        """How many write transactions this object committed (a group commit counts once)."""
+        return self._commits
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Start the database thread and create the tables. Idempotent.
+
+        Raises :class:`~wa_agent.StoreError` if the file cannot be opened or written.
+        """
+        async with self._open_lock:
+            if self._state == "open":
+                return
+            loop = asyncio.get_running_loop()
+            ready: asyncio.Future[None] = loop.create_future()
+            stopped: asyncio.Future[None] = loop.create_future()
+            requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=self._run,
+                args=(requests, loop, ready, stopped),
+                name=f"wa_agent-sqlite:{Path(self._path).name}",
+                daemon=True,
+            )
+            thread.start()
+            try:
+                await asyncio.shield(ready)
+            except asyncio.CancelledError:
+                requests.put(None)  # the thread stops once it has finished starting
+                raise
+            except BaseException:
+                await stopped  # opening failed: the thread is on its way out
+                thread.join()
+                raise
+            self._queue = requests
+            self._thread = thread
+            self._stopped = stopped
+            self._state = "open"
+            logger.debug("SQLite store opened at %s", self._path)
+
+    async def aclose(self) -> None:
+        """Finish the queued operations, close the connection and stop the thread. Idempotent."""
+        async with self._open_lock:
+            if self._state != "open":
+                self._state = "closed"
+                return
+            self._state = "closed"
+            thread, stopped = self._thread, self._stopped
+            self._thread = self._stopped = None
+            self._queue.put(None)
+            if stopped is not None:
+                await asyncio.shield(stopped)
+            if thread is not None:
+                thread.join()
+
+    async def _submit(self, op: _Op, *, write: bool) -> Any:
+        if self._state != "open":
+            if self._state == "closed":
+                raise RuntimeError(
+                    "This SQLiteSessionStore is closed; call open() to use it again."
+                )
+            await self.open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Request(op, write, loop, future))
+        return await future
+
+    # -- the database thread ---------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._path != ":memory:" and not self._path.startswith("file:"):
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=self._path.startswith("file:"),
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            if self._path != ":memory:":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"could not switch to WAL (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise sqlite3.DatabaseError(
+                        f"the file has schema version {version}; this wa_agent knows "
+                        f"{SCHEMA_VERSION}: upgrade wa_agent"
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _run(
+        self,
+        requests: queue.SimpleQueue[_Request | None],
+        loop: asyncio.AbstractEventLoop,
+        ready: asyncio.Future[None],
+        stopped: asyncio.Future[None],
+    ) -> None:
+        try:
+            try:
+                conn = self._connect()
+            except (sqlite3.Error, OSError) as exc:
+                error = StoreError(f"cannot open the SQLite store at {self._path!r}: {exc}")
+                error.__cause__ = exc
+                _post(loop, [(ready, None, error)])
+                return
+            _post(loop, [(ready, None, None)])
+            try:
+                self._serve(conn, requests)
+            finally:
+                conn.close()
+        finally:
+            # Whatever is still queued (only after a crash of this thread) must not hang.
+            while True:
+                try:
+                    r = requests.get_nowait()
+                except queue.Empty:
+                    break
+                if r is not None:
+                    _post(r.loop, [(r.future, None, StoreError("the SQLite store was closed"))])
+            _post(loop, [(stopped, None, None)])
+
+    def _serve(
+        self, conn: sqlite3.Connection, requests: queue.SimpleQueue[_Request | None]
+    ) -> None:
+        while True:
+            first = requests.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = requests.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._execute(conn, batch)
+            if stop:
+                return
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        write = any(r.write for r in batch)
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            for r in batch:
+                conn.execute("SAVEPOINT op")
+                outcome = self._apply(r, conn)
+                if outcome[2] is not None:
+                    conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append(outcome)
+            if write:
+                self._maybe_purge(conn)
+            conn.execute("COMMIT")
+            if write:
+                self._commits += 1
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            logger.warning("SQLite store transaction failed at %s: %s", self._path, exc)
+            outcomes = []
+            for r in batch:
+                error = StoreError(f"SQLite store at {self._path!r} could not commit: {exc}")
+                error.__cause__ = exc
+                outcomes.append((r.future, None, error))
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for r, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(r.loop, []).append(outcome)
+        for loop, results in by_loop.items():
+            _post(loop, results)
+
+    def _apply(
+        self, r: _Request, conn: sqlite3.Connection
+    ) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
+        try:
+            return (r.future, r.op(conn), None)
+        except sqlite3.Error as exc:
+            if not conn.in_transaction:  # SQLite rolled the whole transaction back
+                raise
+            error = StoreError(f"SQLite store at {self._path!r} failed: {exc}")
+            error.__cause__ = exc
+            return (r.future, None, error)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, who re-raises it
+            return (r.future, None, exc)
+
+    def _maybe_purge(self, conn: sqlite3.Connection) -> None:
+        now = self._clock()
+        if now < self._next_purge:
+            return
+        removed = self._purge(conn, now, PURGE_CHUNK)
+        # A full chunk means more is waiting: come back on the next write.
+        self._next_purge = now if removed >= PURGE_CHUNK else now + PURGE_INTERVAL
+
+    @staticmethod
+    def _purge(conn: sqlite3.Connection, now: float, chunk: int | None) -> int:
+        limit = "" if chunk is None else f" LIMIT {int(chunk)}"
+        removed = conn.execute(
+            "DELETE FROM dedupe WHERE (interface, key) IN "
+            f"(SELECT interface, key FROM dedupe WHERE expires <= ?{limit})",
+            (now,),
+        ).rowcount
+        removed += conn.execute(
+            "DELETE FROM status WHERE (interface, message_id) IN "
+            f"(SELECT interface, message_id FROM status WHERE expires <= ?{limit})",
+            (now,),
+        ).rowcount
+        conn.execute("DELETE FROM leases WHERE expires <= ?", (now,))
+        return removed
+
+    async def purge_expired(self) -> int:
+        """Delete every expired dedupe mark and delivery state now; answer how many.
+
+        Writes also purge (in chunks, at most once a minute), so calling this is optional.
+        """
+        now = self._clock()
+        removed: int = await self._submit(lambda c: self._purge(c, now, None), write=True)
+        return removed
+
+    # -- inbox and dedupe ---------------------------------------------------------------------
+    async def add_inbound(self, interface: str, items: Sequence[InboxItem]) -> list[bool]:
+        """Dedupe and enqueue durably; see :meth:`SessionStore.add_inbound`.
+
+        Concurrent calls share one transaction; each returns after that commit.
+        """
+        if not items:
+            return []
+        now = self._clock()
+        expires = now + self._ttl
+        rows = [
+            (it.id, it.sender, it.payload, it.received_at, it.attempts, it.progress)
+            for it in items
+        ]
+
+        def op(conn: sqlite3.Connection) -> list[bool]:
+            out: list[bool] = []
+            for item_id, sender, payload, received_at, attempts, progress in rows:
+                if conn.execute(_MARK, (interface, item_id, expires, now)).rowcount != 1:
+                    out.append(False)
+                    continue
+                cur = conn.execute(
+                    _ENQUEUE,
+                    (interface, item_id, sender, payload, received_at, attempts, progress),
+                )
+                out.append(cur.rowcount == 1)
+            return out
+
+        result: list[bool] = await self._submit(op, write=True)
+        return result
+
+    async def pending(self, interface: str, sender: str | None = None) -> list[InboxItem]:
+        """Inbox items of one sender (or all), oldest first."""
+        if sender is None:
+            sql = f"SELECT {_ITEM_COLUMNS} FROM inbox WHERE interface = ? ORDER BY seq"
+            args: tuple[str, ...] = (interface,)
+        else:
+            sql = (
+                f"SELECT {_ITEM_COLUMNS} FROM inbox WHERE interface = ? AND sender = ? "
+                "ORDER BY seq"
+            )
+            args = (interface, sender)
+
+        def op(conn: sqlite3.Connection) -> list[InboxItem]:
+            return [
+                InboxItem(
+                    id=r[0], sender=r[1], payload=r[2], received_at=r[3], seq=r[4],
+                    attempts=r[5], progress=r[6],
+                )
+                for r in conn.execute(sql, args)
+            ]
+
+        result: list[InboxItem] = await self._submit(op, write=False)
+        return result
+
+    async def pending_senders(self, interface: str) -> list[str]:
+        """Senders with at least one item, the one waiting longest first."""
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT sender, MIN(seq) AS head FROM inbox WHERE interface = ? "
+                "GROUP BY sender ORDER BY head",
+                (interface,),
+            )
+            return [r[0] for r in rows]
+
+        result: list[str] = await self._submit(op, write=False)
+        return result
+
+    async def save_progress(self, interface: str, item_id: str, progress: str) -> None:
+        """Store the progress JSON and count one attempt (no-op for an unknown item)."""
+        await self._submit(
+            lambda c: c.execute(
+                "UPDATE inbox SET progress = ?, attempts = attempts + 1 "
+                "WHERE interface = ? AND id = ?",
+                (progress, interface, item_id),
+            ),
+            write=True,
+        )
+
+    async def complete(
+        self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
+    ) -> None:
+        """Remove the item (if present) and append ``turns`` to the history, atomically."""
+        rows = _turn_rows(interface, sender, turns)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM inbox WHERE interface = ? AND id = ?", (interface, item_id))
+            if rows:
+                conn.executemany(_INSERT_TURN, rows)
+
+        await self._submit(op, write=True)
+
+    async def seen(self, interface: str, key: str) -> bool:
+        """``True`` if ``key`` was marked within the TTL; otherwise mark it and answer ``False``."""
+        now = self._clock()
+        args = (interface, key, now + self._ttl, now)
+        marked: bool = await self._submit(
+            lambda c: c.execute(_MARK, args).rowcount == 1, write=True
+        )
+        return not marked
+
+    # -- statuses -----------------------------------------------------------------------------
+    async def advance_status(self, interface: str, message_id: str, status: str) -> bool:
+        """Move the delivery state forward only; see :meth:`SessionStore.advance_status`."""
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT status FROM status WHERE interface = ? AND message_id = ? "
+                "AND expires > ?",
+                (interface, message_id, now),
+            ).fetchone()
+            if not status_advances(row[0] if row else None, status):
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO status (interface, message_id, status, expires) "
+                "VALUES (?, ?, ?, ?)",
+                (interface, message_id, status, now + self._ttl),
+            )
+            return True
+
+        result: bool = await self._submit(op, write=True)
+        return result
+
+    async def get_status(self, interface: str, message_id: str) -> str | None:
+        """The delivery state last recorded (within the TTL), or ``None``."""
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT status FROM status WHERE interface = ? AND message_id = ? "
+                "AND expires > ?",
+                (interface, message_id, now),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        result: str | None = await self._submit(op, write=False)
+        return result
+
+    # -- history and window -------------------------------------------------------------------
+    async def get_history(
+        self, interface: str, sender: str, limit: int | None = None
+    ) -> list[Turn]:
+        """The sender's turns, oldest first (the last ``limit`` if given)."""
+        if limit is not None and limit <= 0:
+            return []
+
+        def op(conn: sqlite3.Connection) -> list[Turn]:
+            rows = conn.execute(
+                "SELECT role, text, at, message_id FROM history "
+                "WHERE interface = ? AND sender = ? ORDER BY id DESC LIMIT ?",
+                (interface, sender, -1 if limit is None else limit),
+            ).fetchall()
+            rows.reverse()
+            return [
+                Turn(
+                    role=r[0], text=r[1], at=datetime.fromisoformat(r[2]) if r[2] else None,
+                    message_id=r[3],
+                )
+                for r in rows
+            ]
+
+        result: list[Turn] = await self._submit(op, write=False)
+        return result
+
+    async def append_history(self, interface: str, sender: str, turns: Sequence[Turn]) -> None:
+        """Append turns to the sender's history."""
+        rows = _turn_rows(interface, sender, turns)
+        if rows:
+            await self._submit(lambda c: c.executemany(_INSERT_TURN, rows), write=True)
+
+    async def clear_history(self, interface: str, sender: str) -> None:
+        """Forget this sender's history only."""
+        await self._submit(
+            lambda c: c.execute(
+                "DELETE FROM history WHERE interface = ? AND sender = ?", (interface, sender)
+            ),
+            write=True,
+        )
+
+    async def touch_inbound(self, interface: str, sender: str, at: datetime) -> None:
+        """Record an inbound time, kept only if later than the stored one."""
+        args = (interface, sender, to_micros(at))
+        await self._submit(
+            lambda c: c.execute(
+                "INSERT INTO last_inbound (interface, sender, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (interface, sender) DO UPDATE SET at = excluded.at "
+                "WHERE excluded.at > last_inbound.at",
+                args,
+            ),
+            write=True,
+        )
+
+    async def last_inbound(self, interface: str, sender: str) -> datetime | None:
+        """The latest inbound time (aware UTC), or ``None``."""
+
+        def op(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                "SELECT at FROM last_inbound WHERE interface = ? AND sender = ?",
+                (interface, sender),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        micros: int | None = await self._submit(op, write=False)
+        return None if micros is None else from_micros(micros)
+
+    # -- heartbeat and leases -----------------------------------------------------------------
+    async def get_heartbeat_recipient(self, interface: str) -> str | None:
+        """The persisted heartbeat recipient, or ``None``."""
+
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT recipient FROM heartbeat WHERE interface = ?", (interface,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        result: str | None = await self._submit(op, write=False)
+        return result
+
+    async def set_heartbeat_recipient(
+        self, interface: str, sender: str, *, overwrite: bool = False
+    ) -> str:
+        """Set the recipient unless one is set (or ``overwrite``); answer the one in force."""
+        action = "UPDATE SET recipient = excluded.recipient" if overwrite else "NOTHING"
+
+        def op(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO heartbeat (interface, recipient) VALUES (?, ?) "
+                f"ON CONFLICT (interface) DO {action}",
+                (interface, sender),
+            )
+            row = conn.execute(
+                "SELECT recipient FROM heartbeat WHERE interface = ?", (interface,)
+            ).fetchone()
+            return str(row[0])
+
+        result: str = await self._submit(op, write=True)
+        return result
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the lease for ``ttl`` seconds unless another owner holds it."""
+        now = self._clock()
+        args = (name, owner, now + check_ttl("ttl", ttl), now)
+        result: bool = await self._submit(
+            lambda c: c.execute(
+                "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "expires = excluded.expires "
+                "WHERE leases.owner = excluded.owner OR leases.expires <= ?",
+                args,
+            ).rowcount
+            == 1,
+            write=True,
+        )
+        return result
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Release the lease if ``owner`` holds it."""
+        await self._submit(
+            lambda c: c.execute(
+                "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)
+            ),
+            write=True,
+        )
+
+
+_INSERT_TURN = (
+    "INSERT INTO history (interface, sender, role, text, at, message_id) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _turn_rows(
+    interface: str, sender: str, turns: Sequence[Turn]
+) -> list[tuple[str, str, str, str, str | None, str | None]]:
+    return [
+        (
+            interface, sender, t.role, t.text,
+            t.at.isoformat() if t.at is not None else None, t.message_id,
+        )
+        for t in turns
+    ]
+
+
+def _post(
+    loop: asyncio.AbstractEventLoop,
+    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+) -> None:
+    """Hand results to the loop that is waiting for them (if it still runs)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+        loop.call_soon_threadsafe(_settle, results)
