@@ -141,6 +141,9 @@ class Referral(_Model):
     headline: str | None = None
     body: str | None = None
     media_type: str | None = None
+    image_url: str | None = None
+    video_url: str | None = None
+    thumbnail_url: str | None = None
     ctwa_clid: str | None = None
 
 

@@ -61,8 +61,23 @@ def _s(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # more digits than sys.get_int_max_str_digits() (Mapping input)
+            return None
     return None
+
+
+def _brief(value: Any) -> str:
+    """A short description of a value for an error reason: a reason is logged, so it must
+    stay small whatever the body holds (a 3 MB string, a 5000-digit number, deep lists)."""
+    if isinstance(value, str):
+        return repr(value[:40] + "...") if len(value) > 40 else repr(value)
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def _d(value: Any) -> dict[str, Any] | None:
@@ -82,7 +97,7 @@ def _float(value: Any, what: str) -> float:
         raise _Malformed(f"{what} is not a number")
     try:
         result = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
         raise _Malformed(f"{what} is not a number") from None
     if not math.isfinite(result):
         raise _Malformed(f"{what} is not finite")
@@ -177,6 +192,9 @@ def _referral(obj: Any) -> Referral | None:
         headline=_s(obj.get("headline")),
         body=_s(obj.get("body")),
         media_type=_s(obj.get("media_type")),
+        image_url=_s(obj.get("image_url")),
+        video_url=_s(obj.get("video_url")),
+        thumbnail_url=_s(obj.get("thumbnail_url")),
         ctwa_clid=_s(obj.get("ctwa_clid")),
     )
 
@@ -229,18 +247,34 @@ def _interactive(obj: dict[str, Any]) -> tuple[InteractiveReply, str | None]:
     return result, title if title is not None else body
 
 
+def _opt_float(value: Any) -> float | None:
+    """A finite number as float, else None (never raises: NaN, 1e999, 10**400 give None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        result = float(value)
+    except OverflowError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _opt_int(value: Any) -> int | None:
+    """An integral number as int, else None (never raises)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _opt_float(value)
+    return int(number) if number is not None else None
+
+
 def _order(obj: dict[str, Any]) -> Order:
     items = []
     for it in _list(obj.get("product_items")):
         if not isinstance(it, dict):
             continue
-        qty = it.get("quantity")
-        price = it.get("item_price")
         items.append(OrderItem.model_construct(
             product_retailer_id=_s(it.get("product_retailer_id")),
-            quantity=int(qty) if isinstance(qty, (int, float)) and not isinstance(qty, bool) else None,
-            item_price=float(price) if isinstance(price, (int, float))
-            and not isinstance(price, bool) else None,
+            quantity=_opt_int(it.get("quantity")),
+            item_price=_opt_float(it.get("item_price")),
             currency=_s(it.get("currency")),
         ))
     return Order.model_construct(
@@ -469,7 +503,7 @@ class MessageParser:
         obj = data.get("object")
         if obj != "whatsapp_business_account":
             raise InvalidPayload(
-                f"'object' is {obj!r}, not 'whatsapp_business_account'"
+                f"'object' is {_brief(obj)}, not 'whatsapp_business_account'"
                 if obj is not None else "no 'object' key: not a WhatsApp webhook"
             )
         entries = data.get("entry")
