@@ -136,7 +136,7 @@ async def test_history_roundtrips_every_turn_field(store: SessionStore) -> None:
     """Role, unicode text, aware and naive times and message ids come back unchanged."""
     turns = [
         turn("héllo 👋\nline two", at=datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
-        turn("x", role="assistant", at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))),
+        turn("x", role="assistant", at=datetime(2025, 1, 2, tzinfo=timezone(timedelta(hours=2)))),
         turn("naive", at=datetime(2025, 1, 2, 3, 4, 5), message_id="wamid.Z"),
     ]
     await store.append_history(IFACE, "A", turns)
@@ -542,7 +542,8 @@ async def test_sqlite_failing_call_does_not_spoil_its_batch(tmp_path: Path) -> N
     """One call failing inside a group commit raises StoreError; the others still commit."""
     async with SQLiteSessionStore(tmp_path / "b.db") as store:
         await store.open()
-        bad = InboxItem(id="wamid.bad", sender="1", payload=None, received_at=1.0)  # type: ignore[arg-type]
+        # payload=None breaks the NOT NULL constraint inside the transaction.
+        bad = InboxItem("wamid.bad", "1", None, 1.0)  # type: ignore[arg-type]
         outcomes: dict[str, Any] = {}
 
         async def call(name: str, items: list[InboxItem]) -> None:
@@ -581,6 +582,50 @@ async def test_sqlite_purges_expired_marks(tmp_path: Path) -> None:
         clock.advance(11)
         assert await store.purge_expired() == 1
         assert _count(path, "dedupe") == 0
+
+
+async def test_sqlite_acknowledged_items_survive_sigkill(tmp_path: Path) -> None:
+    """Every add_inbound that returned True in a process killed with SIGKILL mid-stream is
+    in the inbox when the file is opened again."""
+    path = tmp_path / "crash.db"
+    code = (
+        "import asyncio, sys\n"
+        "from wa_agent.stores import InboxItem, SQLiteSessionStore\n"
+        "async def main():\n"
+        "    store = SQLiteSessionStore(sys.argv[1])\n"
+        "    await store.open()\n"
+        "    async def worker(w):\n"
+        "        for i in range(10**6):\n"
+        "            mid = f'wamid.{w}.{i}'\n"
+        "            item = InboxItem(mid, f's{w}', '{}', 1.0)\n"
+        "            if await store.add_inbound('WhatsApp', [item]) == [True]:\n"
+        "                sys.stdout.write(mid + '\\n')\n"
+        "                sys.stdout.flush()\n"
+        "    await asyncio.gather(*(worker(w) for w in range(16)))\n"
+        "asyncio.run(main())\n"
+    )
+    acked: list[str] = []
+    buffer = b""
+    async with await anyio.open_process(
+        [sys.executable, "-c", code, str(path)], cwd=REPO, stderr=None
+    ) as proc:
+        assert proc.stdout is not None
+        with anyio.fail_after(30):
+            async for chunk in proc.stdout:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                acked += [line.decode() for line in lines]
+                if len(acked) >= 400:
+                    break
+        proc.kill()  # SIGKILL: no cleanup, no checkpoint
+        await proc.wait()
+    async with SQLiteSessionStore(path) as store:
+        stored = {i.id for i in await store.pending(IFACE)}
+        assert set(acked) <= stored
+        assert await store.add_inbound(IFACE, [InboxItem(acked[-1], "s0", "{}", 1.0)]) == [False]
+        for w in range(16):  # per-sender order survived too
+            ids = [i.id for i in await store.pending(IFACE, f"s{w}")]
+            assert ids == sorted(ids, key=lambda x: int(x.rsplit(".", 1)[1]))
 
 
 def _count(path: Path, table: str) -> int:
@@ -644,6 +689,33 @@ async def test_redis_two_clients_dedupe_against_each_other(redis_url: str) -> No
                 tg.start_soon(deliver, a if n % 2 else b, n)
         assert sum(results) == 50
         assert len(await b.pending(IFACE)) == 50
+
+
+@pytest.mark.redis
+async def test_redis_resent_scripts_answer_like_the_first_attempt(
+    redis_url: str,  # noqa: F811
+) -> None:
+    """A script call redis-py resends after a lost reply (same token) gives the same answer
+    for add_inbound and does not append history twice for complete."""
+    from wa_agent.stores.redis import RedisSessionStore
+
+    async with RedisSessionStore(redis_url, prefix=f"test-{uuid.uuid4().hex}") as store:
+        base = store._base(IFACE)
+        add = store._scripts["add_inbound"]
+        args = [base, 60_000, "token-1", "wamid.1", "111", "{}", "1.0", 0, "0", ""]
+        assert await add(keys=[], args=args) == [1]
+        assert await add(keys=[], args=args) == [1]  # the resend
+        args[2] = "token-2"  # a different call: a duplicate
+        assert await add(keys=[], args=args) == [0]
+        assert len(await store.pending(IFACE)) == 1
+
+        complete = store._scripts["complete"]
+        t = '{"role":"user","text":"hi","at":null,"message_id":null}'
+        cargs = [base, "wamid.1", "111", "token-3", 60_000, t]
+        await complete(keys=[], args=cargs)
+        await complete(keys=[], args=cargs)  # the resend
+        assert await store.get_history(IFACE, "111") == [turn("hi")]
+        assert await store.pending(IFACE) == []
 
 
 async def test_redis_down_raises_store_error() -> None:

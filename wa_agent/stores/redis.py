@@ -21,6 +21,7 @@ primary) is expected, not Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -254,6 +255,7 @@ class RedisSessionStore:
         self._client: aioredis.Redis | None = client
         self._scripts: dict[str, Any] = {}
         self._state = "new"
+        self._open_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"RedisSessionStore({self._shown_url!r}, prefix={self._prefix!r})"
@@ -268,8 +270,11 @@ class RedisSessionStore:
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
         """Connect and ``PING`` the server. Idempotent. Raises :class:`~wa_agent.StoreError`."""
-        if self._state == "open":
-            return
+        async with self._open_lock:
+            if self._state != "open":
+                await self._open()
+
+    async def _open(self) -> None:
         client = self._borrowed
         if client is None:
             try:
@@ -294,13 +299,11 @@ class RedisSessionStore:
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was borrowed). Idempotent."""
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        client, self._client = self._client, self._borrowed
-        if self._borrowed is None and client is not None:
-            await client.aclose()
+        async with self._open_lock:
+            was_open, self._state = self._state == "open", "closed"
+            client, self._client = self._client, self._borrowed
+            if was_open and self._borrowed is None and client is not None:
+                await client.aclose()
 
     async def _ready(self) -> aioredis.Redis:
         if self._state != "open":
@@ -368,7 +371,8 @@ class RedisSessionStore:
 
     async def save_progress(self, interface: str, item_id: str, progress: str) -> None:
         """Store the progress JSON and count one attempt (no-op for an unknown item)."""
-        await self._script("save_progress", (self._base(interface) + f"item:{item_id}",), (progress,))
+        key = self._base(interface) + f"item:{item_id}"
+        await self._script("save_progress", (key,), (progress,))
 
     async def complete(
         self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()

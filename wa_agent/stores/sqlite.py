@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS last_inbound (
     interface TEXT NOT NULL, sender TEXT NOT NULL, at INTEGER NOT NULL,
     PRIMARY KEY (interface, sender)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS heartbeat (interface TEXT PRIMARY KEY, recipient TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 """
 
 _MARK = (
