@@ -1,0 +1,1091 @@
+"""Outbound calls to the WhatsApp Cloud API: messages, read receipts and media.
+
+:class:`Sender` wraps one business phone number. It sends every message type over one
+shared :class:`httpx.AsyncClient`, retries what is safe to retry according to a
+:class:`RetryPolicy` (keyed on Meta's ``error.code``, reference/cloud_api.md §10), keeps
+under the number's throughput with a token bucket (:class:`RateLimiter`), bounds the
+requests in flight, and raises the :class:`~wa_agent.exceptions.WhatsAppAPIError` subclass
+that matches the answer when it gives up.
+
+Two safety rules hold for every call:
+
+* a message ``POST`` whose request may have reached Meta (a read timeout, a dropped
+  connection after the request was written) is never resent by default: the Cloud API has no
+  idempotency key, so a resend can deliver the message twice. It raises
+  :class:`~wa_agent.exceptions.TransportError` with ``maybe_delivered=True`` instead;
+* the access token is only sent to Meta's hosts (``*.facebook.com``, ``*.fbsbx.com``,
+  ``*.fbcdn.net``, over HTTPS) and to the configured ``base_url``. A media URL or redirect
+  to any other host raises :class:`~wa_agent.exceptions.MediaError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Self, final
+
+import anyio
+import httpx
+
+from ._media import MEDIA_MIME_TYPES, MEDIA_SIZE_LIMITS, base_mime, kind_for_mime, sniff_mime
+from .exceptions import (
+    ConfigurationError,
+    MediaError,
+    TransportError,
+    WhatsAppAPIError,
+    api_error_from_body,
+)
+from .secret import Secret
+from .text import MAX_TEXT_LENGTH, split_text
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MediaInfo",
+    "MediaSource",
+    "RateLimiter",
+    "RetryPolicy",
+    "Sender",
+    "SenderStats",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Timeouts of the client a Sender creates for itself.
+DEFAULT_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
+#: Redirects followed by a media download (each hop is host-checked).
+MAX_REDIRECTS: Final = 5
+
+#: bytes, a file path, a media id, or an http(s) link.
+MediaSource = bytes | bytearray | memoryview | os.PathLike[str] | str
+
+_THROTTLE_CODE = 130429
+_PAIR_RATE_CODE = 131056
+_TRANSIENT_CODES = frozenset({1, 2, 131000, 131016})
+_META_SUFFIXES = (".facebook.com", ".fbsbx.com", ".fbcdn.net")
+_META_DOMAINS = frozenset({"facebook.com", "fbsbx.com", "fbcdn.net"})
+_PHONE_RE = re.compile(r"\+?[\d\s\-().]+")
+# Failures before the request could have been written: safe to send again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@final
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failed calls are tried again, and how long to wait first.
+
+    Keyed on Meta's ``error.code`` (the HTTP status only when there is no Graph error):
+
+    * ``130429`` (number throughput) and HTTP 429 without a code: exponential backoff
+      ``base_delay * 2**n`` with ``±jitter``, up to ``max_attempts`` attempts; the number's
+      rate limiter is paused too, since every send from the number would hit it;
+    * ``131056`` (pair rate): ``4**n`` seconds (1, 4, 16, ...) for that recipient only, up to
+      ``pair_rate_attempts`` attempts; sends to other recipients go on meanwhile;
+    * ``1``, ``2``, ``131000``, ``131016``, HTTP 5xx and connection failures:
+      ``transient_delay * 2**n`` with jitter, up to ``transient_attempts`` attempts;
+    * anything else (131047, 131026, 190, 100, 4, 80007, 131057, ...) raises at once.
+
+    A ``Retry-After`` header is honoured: the wait is at least that long, and a call told to
+    wait longer than ``max_delay`` is not retried. Every wait is capped at ``max_delay``
+    and then multiplied by ``scale`` (tests use a tiny scale); ``sleep`` replaces
+    :func:`anyio.sleep` (tests inject one to observe or gate the waits).
+    ``resend_on_read_timeout=True`` allows resending a message after a read timeout, which
+    can deliver it twice.
+    """
+
+    max_attempts: int = 5
+    transient_attempts: int = 3
+    pair_rate_attempts: int = 4
+    base_delay: float = 1.0
+    transient_delay: float = 0.5
+    max_delay: float = 60.0
+    jitter: float = 0.25
+    scale: float = 1.0
+    resend_on_read_timeout: bool = False
+    sleep: Sleep | None = field(default=None, compare=False, repr=False)
+    rng: random.Random | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("max_attempts", "transient_attempts", "pair_rate_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RetryPolicy.{name} must be at least 1")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("RetryPolicy.jitter must be in [0, 1)")
+        if self.scale < 0 or self.max_delay < 0 or self.base_delay < 0:
+            raise ValueError("RetryPolicy delays and scale must not be negative")
+
+    @classmethod
+    def never(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_attempts=1, transient_attempts=1, pair_rate_attempts=1)
+
+    def delay(
+        self, error: WhatsAppAPIError, attempt: int, *, retry_after: float | None = None
+    ) -> float | None:
+        """Seconds to wait before trying again after ``error`` on attempt ``attempt``
+        (1-based), or ``None`` when the call must not be retried."""
+        code, status = error.code, error.http_status
+        if code == _PAIR_RATE_CODE:
+            return self._wait(attempt, self.pair_rate_attempts, 4.0 ** (attempt - 1), 0.0,
+                              retry_after)
+        if code == _THROTTLE_CODE or (code is None and status == 429):
+            return self._wait(attempt, self.max_attempts, self.base_delay * 2.0 ** (attempt - 1),
+                              self.jitter, retry_after)
+        if code in _TRANSIENT_CODES or (code is None and status is not None and status >= 500):
+            return self.transport_delay(attempt, retry_after=retry_after)
+        return None
+
+    def transport_delay(self, attempt: int, *, retry_after: float | None = None) -> float | None:
+        """Wait after a connection failure or transient error on attempt ``attempt``."""
+        return self._wait(attempt, self.transient_attempts,
+                          self.transient_delay * 2.0 ** (attempt - 1), self.jitter, retry_after)
+
+    def _wait(
+        self, attempt: int, limit: int, base: float, jitter: float, retry_after: float | None
+    ) -> float | None:
+        if attempt >= min(limit, self.max_attempts):
+            return None
+        wait = min(base, self.max_delay)
+        if jitter:
+            wait = min(wait * (self.rng or random).uniform(1 - jitter, 1 + jitter), self.max_delay)
+        if retry_after is not None:
+            if retry_after > self.max_delay:
+                return None
+            wait = max(wait, retry_after)
+        return wait * self.scale
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` with the injected ``sleep`` (default :func:`anyio.sleep`)."""
+        await (self.sleep or anyio.sleep)(seconds)
+
+
+@final
+class RateLimiter:
+    """A token bucket (as a GCRA): ``rate`` calls per second, bursts of up to ``burst``.
+
+    :meth:`acquire` reserves the next free slot and sleeps until it; waiters are served in
+    order. ``clock`` and ``sleep`` can be injected for tests. Share one instance between
+    Senders of the same phone number.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep | None = None,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = float(rate)
+        self.burst = max(1.0, float(burst if burst is not None else rate))
+        self._interval = 1.0 / self.rate
+        self._tolerance = (self.burst - 1.0) * self._interval
+        self._clock = clock
+        self._sleep = sleep
+        self._tat = -math.inf  # theoretical arrival time of the next call
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(rate={self.rate:g}, burst={self.burst:g})"
+
+    def reserve(self) -> float:
+        """Take the next slot; return how many seconds from now it starts (0 = now)."""
+        now = self._clock()
+        tat = max(self._tat, now)
+        self._tat = tat + self._interval
+        return max(0.0, tat - self._tolerance - now)
+
+    async def acquire(self) -> None:
+        """Wait for the next slot."""
+        wait = self.reserve()
+        if wait > 0:
+            await (self._sleep or anyio.sleep)(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Let no call start for ``seconds`` (after the number was throttled)."""
+        self._tat = max(self._tat, self._clock() + seconds + self._tolerance)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    """What ``GET /{media-id}`` tells about a media object (the URL is valid 5 minutes)."""
+
+    id: str
+    url: str = field(repr=False)
+    mime_type: str
+    sha256: str | None
+    file_size: int | None
+
+
+@final
+@dataclass(slots=True)
+class SenderStats:
+    """Counters of one Sender: HTTP requests made, messages accepted by the API, retries
+    (waits before another attempt) and calls that raised."""
+
+    requests: int = 0
+    sent: int = 0
+    retries: int = 0
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return asdict(self)
+
+
+class _NotFound(Exception):
+    """A media download URL answered 404 (expired): fetch a fresh URL."""
+
+
+# --------------------------------------------------------------------------- sender
+
+
+@final
+class Sender:
+    """Send WhatsApp messages from one business phone number (see the module docstring).
+
+    ``client`` is an :class:`httpx.AsyncClient` to share (not closed by :meth:`aclose`);
+    without one the Sender creates its own on first use and closes it in :meth:`aclose`
+    (or at the end of ``async with``). ``rate_limit`` is the number's throughput in
+    messages per second (``None`` turns the limit off; a :class:`RateLimiter` can be
+    shared), ``max_in_flight`` bounds concurrent HTTP requests, ``timeout`` applies to each
+    request (default: the shared client's own, or :data:`DEFAULT_TIMEOUT`).
+    """
+
+    def __init__(
+        self,
+        access_token: str | Secret,
+        phone_number_id: str | int,
+        *,
+        api_version: str = "v25.0",
+        base_url: str = "https://graph.facebook.com",
+        client: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: float | RateLimiter | None = 80.0,
+        max_in_flight: int = 64,
+        timeout: float | httpx.Timeout | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        token = Secret(access_token)
+        if not token:
+            raise ConfigurationError(
+                "Sender needs an access token (set WHATSAPP_ACCESS_TOKEN or pass access_token=)"
+            )
+        if not str(phone_number_id).strip():
+            raise ConfigurationError(
+                "Sender needs a phone number id (set WHATSAPP_PHONE_NUMBER_ID or pass "
+                "phone_number_id=)"
+            )
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._token = token
+        self.phone_number_id = str(phone_number_id).strip()
+        self.api_version = api_version.strip("/")
+        self.base_url = base_url.rstrip("/")
+        base = httpx.URL(self.base_url)
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        self._base_origin = (base.scheme, base.host.lower(), base.port)
+        self.retry = retry if retry is not None else RetryPolicy()
+        if isinstance(rate_limit, RateLimiter):
+            self.rate_limiter: RateLimiter | None = rate_limit
+        elif rate_limit:
+            self.rate_limiter = RateLimiter(rate_limit)
+        else:
+            self.rate_limiter = None
+        self.max_in_flight = max_in_flight
+        self.stats = SenderStats()
+        if user_agent is None:
+            from . import __version__
+
+            user_agent = f"wa_agent/{__version__} (httpx)"
+        self._user_agent = user_agent
+        self._client = client
+        self._owns_client = client is None
+        self._timeout: httpx.Timeout | None = (
+            httpx.Timeout(timeout) if isinstance(timeout, int | float) else timeout
+        )
+        self._semaphore = anyio.Semaphore(max_in_flight)
+        self._in_flight = 0
+        self._pair_gate: dict[str, float] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Sender(access_token={self._token!r}, phone_number_id={self.phone_number_id!r}, "
+            f"api_version={self.api_version!r}, base_url={self.base_url!r})"
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """HTTP requests running right now."""
+        return self._in_flight
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise RuntimeError("Cannot reopen a Sender once it has been closed.")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the Sender created it. Safe to call twice."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            await client.aclose()
+
+    # ----------------------------------------------------------------- messages
+
+    async def send_text(
+        self,
+        to: str,
+        text: str,
+        *,
+        reply_to: str | None = None,
+        preview_url: bool = False,
+    ) -> list[str]:
+        """Send ``text``, split into chunks of at most 4096 characters (see
+        :func:`~wa_agent.text.split_text`), in order. Only the first chunk quotes
+        ``reply_to``. Returns the wamid of each chunk."""
+        chunks = split_text(text, MAX_TEXT_LENGTH)
+        if not chunks:
+            raise ValueError("cannot send an empty text message")
+        wamids: list[str] = []
+        for n, chunk in enumerate(chunks):
+            content: dict[str, Any] = {"body": chunk}
+            if preview_url:
+                content["preview_url"] = True
+            wamids.append(
+                await self._send(to, "text", content, reply_to=reply_to if n == 0 else None)
+            )
+        return wamids
+
+    async def send_image(
+        self,
+        to: str,
+        media: MediaSource,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send an image (JPEG/PNG): bytes or a path (uploaded first), a media id, or a link."""
+        return await self._send_media(to, "image", media, caption, filename, mime_type, reply_to)
+
+    async def send_video(
+        self,
+        to: str,
+        media: MediaSource,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send a video (MP4/3GPP): bytes or a path (uploaded first), a media id, or a link."""
+        return await self._send_media(to, "video", media, caption, filename, mime_type, reply_to)
+
+    async def send_audio(
+        self,
+        to: str,
+        media: MediaSource,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send audio (no caption: WhatsApp shows none; a ``caption`` raises ValueError)."""
+        return await self._send_media(to, "audio", media, caption, filename, mime_type, reply_to)
+
+    async def send_document(
+        self,
+        to: str,
+        media: MediaSource,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send a document; ``filename`` (default: the path's name) is shown to the user."""
+        return await self._send_media(
+            to, "document", media, caption, filename, mime_type, reply_to
+        )
+
+    async def send_sticker(
+        self,
+        to: str,
+        media: MediaSource,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        mime_type: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send a WebP sticker (no caption)."""
+        return await self._send_media(to, "sticker", media, caption, filename, mime_type, reply_to)
+
+    async def send_reaction(self, to: str, message_id: str, emoji: str) -> str:
+        """React to ``message_id`` with ``emoji`` (``""`` removes the reaction)."""
+        return await self._send(to, "reaction", {"message_id": message_id, "emoji": emoji})
+
+    async def send_location(
+        self,
+        to: str,
+        latitude: float,
+        longitude: float,
+        *,
+        name: str | None = None,
+        address: str | None = None,
+    ) -> str:
+        """Send a location pin (``name``/``address`` label a place)."""
+        content: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+        if name is not None:
+            content["name"] = name
+        if address is not None:
+            content["address"] = address
+        return await self._send(to, "location", content)
+
+    async def send_buttons(
+        self,
+        to: str,
+        body: str,
+        buttons: Sequence[tuple[str, str] | Mapping[str, Any] | str],
+        *,
+        header: str | Mapping[str, Any] | None = None,
+        footer: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send up to three reply buttons under ``body``.
+
+        Each button is ``(id, title)``, ``{"id": ..., "title": ...}`` or a bare title (used as
+        its id too). A ``header`` string becomes a text header; pass a dict for a media header.
+        """
+        interactive: dict[str, Any] = {
+            "type": "button",
+            "body": {"text": body},
+            "action": {"buttons": [_button(b) for b in buttons]},
+        }
+        _decorate(interactive, header, footer)
+        return await self._send(to, "interactive", interactive, reply_to=reply_to)
+
+    async def send_list(
+        self,
+        to: str,
+        body: str,
+        button: str,
+        sections: Sequence[Mapping[str, Any]] | Sequence[tuple[str, ...]],
+        *,
+        header: str | None = None,
+        footer: str | None = None,
+    ) -> str:
+        """Send a list message: ``button`` opens it; ``sections`` are
+        ``{"title": ..., "rows": [...]}``, or a flat list of rows for a single section.
+        A row is ``(id, title)``, ``(id, title, description)`` or a dict."""
+        interactive: dict[str, Any] = {
+            "type": "list",
+            "body": {"text": body},
+            "action": {"button": button, "sections": _sections(sections)},
+        }
+        _decorate(interactive, header, footer)
+        return await self._send(to, "interactive", interactive)
+
+    async def send_template(
+        self,
+        to: str,
+        name: str,
+        language: str = "en_US",
+        components: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """Send an approved template (the only kind allowed outside the 24-hour window)."""
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if components is not None:
+            template["components"] = [dict(c) for c in components]
+        return await self._send(to, "template", template)
+
+    async def mark_read(self, message_id: str, *, typing: bool = False) -> None:
+        """Mark an inbound message read; with ``typing`` also show the typing indicator
+        (it disappears when you reply, or after 25 s)."""
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+        }
+        if typing:
+            payload["typing_indicator"] = {"type": "text"}
+        await self._request("POST", self._url("messages"), json=payload, rate_limited=True)
+
+    # ----------------------------------------------------------------- media
+
+    async def upload_media(
+        self,
+        data: bytes | os.PathLike[str],
+        mime_type: str | None = None,
+        *,
+        filename: str | None = None,
+    ) -> str:
+        """Upload media (bytes or a file path) and return its media id (valid 30 days).
+
+        ``mime_type`` defaults to what the file name or the first bytes tell. The MIME type
+        and size are checked against the Cloud API limits before anything is sent.
+        """
+        return await self._upload(data, mime_type, filename, None)
+
+    async def get_media_url(self, media_id: str) -> MediaInfo:
+        """Look up a media id: its short-lived download URL, MIME type, checksum and size."""
+        body = await self._request(
+            "GET", self._url(media_id, node=False), params={"phone_number_id": self.phone_number_id}
+        )
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str):
+            raise WhatsAppAPIError("the media lookup answered without a URL", http_status=200)
+        size = body.get("file_size")
+        sha = body.get("sha256")
+        mime = body.get("mime_type")
+        return MediaInfo(
+            id=str(body.get("id", media_id)),
+            url=url,
+            mime_type=mime if isinstance(mime, str) else "application/octet-stream",
+            sha256=sha if isinstance(sha, str) else None,
+            file_size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
+        )
+
+    async def download_media(
+        self,
+        media_id: str,
+        *,
+        max_bytes: int | None = None,
+        kind: str | None = None,
+    ) -> tuple[bytes, str]:
+        """Download media by id; returns ``(data, mime_type)``.
+
+        The size cap is ``max_bytes``, else the Cloud API limit for ``kind`` (or for the
+        kind its MIME type belongs to; 100 MB when unknown). A larger file raises
+        :class:`~wa_agent.exceptions.MediaError` without being read past the cap. An expired
+        URL (404) is looked up once more; a checksum mismatch raises MediaError.
+        """
+        info = await self.get_media_url(media_id)
+        cap = _cap(max_bytes, kind, info.mime_type)
+        if info.file_size is not None and info.file_size > cap:
+            raise MediaError(
+                f"media {media_id} is {info.file_size} bytes, over the {cap}-byte limit"
+            )
+        try:
+            data, content_type = await self._download(info.url, cap)
+        except _NotFound:
+            info = await self.get_media_url(media_id)
+            try:
+                data, content_type = await self._download(info.url, cap)
+            except _NotFound:
+                self.stats.failures += 1
+                raise MediaError(
+                    f"media {media_id} could not be downloaded (404 twice); the id may have "
+                    "expired (inbound media ids last 7 days)"
+                ) from None
+        if info.sha256 and hashlib.sha256(data).hexdigest() != info.sha256.lower():
+            raise MediaError(f"media {media_id} does not match its sha256 checksum")
+        return data, info.mime_type if info.mime_type != "application/octet-stream" else (
+            content_type or info.mime_type
+        )
+
+    async def download_url(
+        self,
+        url: str,
+        *,
+        max_bytes: int | None = None,
+        kind: str | None = None,
+    ) -> tuple[bytes, str]:
+        """Download a Meta media URL (for example a webhook's ``media.url``) with the same
+        host check and size cap as :meth:`download_media`; returns ``(data, content_type)``."""
+        try:
+            return await self._download(url, _cap(max_bytes, kind, None))
+        except _NotFound:
+            self.stats.failures += 1
+            raise MediaError("the media URL answered 404 (it is valid 5 minutes)") from None
+
+    async def delete_media(self, media_id: str) -> None:
+        """Delete uploaded media."""
+        await self._request(
+            "DELETE",
+            self._url(media_id, node=False),
+            params={"phone_number_id": self.phone_number_id},
+        )
+
+    # ----------------------------------------------------------------- internals
+
+    def _url(self, path: str, *, node: bool = True) -> str:
+        if node:
+            return f"{self.base_url}/{self.api_version}/{self.phone_number_id}/{path}"
+        return f"{self.base_url}/{self.api_version}/{path}"
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise RuntimeError("this Sender is closed; create a new one")
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout or DEFAULT_TIMEOUT,
+                limits=httpx.Limits(
+                    max_connections=self.max_in_flight,
+                    max_keepalive_connections=self.max_in_flight,
+                ),
+                headers={"User-Agent": self._user_agent},
+            )
+        return self._client
+
+    def token_allowed(self, url: str | httpx.URL) -> bool:
+        """Whether the access token may be sent to ``url``: Meta's hosts over HTTPS, or
+        the configured ``base_url``'s origin."""
+        target = httpx.URL(url)
+        host = target.host.lower().rstrip(".")
+        if (target.scheme, host, target.port) == self._base_origin:
+            return True
+        if target.scheme != "https" or target.port not in (None, 443):
+            return False
+        return host in _META_DOMAINS or host.endswith(_META_SUFFIXES)
+
+    def _headers(self, url: str | httpx.URL) -> dict[str, str]:
+        if not self.token_allowed(url):
+            target = httpx.URL(url)
+            raise MediaError(
+                f"refusing to send the access token to {target.scheme}://{target.host}: media "
+                "is only fetched from Meta hosts (*.facebook.com, *.fbsbx.com, *.fbcdn.net "
+                f"over https) or {self.base_url}"
+            )
+        return {
+            "Authorization": f"Bearer {self._token.reveal()}",
+            "User-Agent": self._user_agent,
+        }
+
+    def _timeout_arg(self) -> httpx.Timeout | Any:
+        return self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT
+
+    async def _send(
+        self, to: str, kind: str, content: Any, *, reply_to: str | None = None
+    ) -> str:
+        recipient = _recipient(to)
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": recipient,
+            "type": kind,
+            kind: content,
+        }
+        if reply_to:
+            payload["context"] = {"message_id": reply_to}
+        body = await self._request(
+            "POST", self._url("messages"), json=payload, message=True, recipient=recipient,
+            rate_limited=True,
+        )
+        try:
+            wamid = body["messages"][0]["id"]
+        except (KeyError, IndexError, TypeError):
+            wamid = None
+        if not isinstance(wamid, str):
+            self.stats.failures += 1
+            raise WhatsAppAPIError(
+                "the Cloud API accepted the message but answered without a message id",
+                http_status=200,
+            )
+        self.stats.sent += 1
+        return wamid
+
+    async def _send_media(
+        self,
+        to: str,
+        kind: str,
+        media: MediaSource,
+        caption: str | None,
+        filename: str | None,
+        mime_type: str | None,
+        reply_to: str | None,
+    ) -> str:
+        if caption is not None and kind in ("audio", "sticker"):
+            raise ValueError(f"WhatsApp shows no caption on {kind} messages")
+        content: dict[str, Any]
+        if isinstance(media, str):
+            if re.match(r"https?://", media, re.IGNORECASE):
+                content = {"link": media}
+            elif not media or any(c.isspace() for c in media) or "/" in media or "\\" in media:
+                raise ValueError(
+                    f"{media!r} is neither a media id nor an http(s) link; pass a "
+                    "pathlib.Path for a file"
+                )
+            else:
+                content = {"id": media}
+        elif isinstance(media, bytes | bytearray | memoryview | os.PathLike):
+            if kind == "document" and filename is None and isinstance(media, os.PathLike):
+                filename = Path(media).name
+            content = {"id": await self._upload(media, mime_type, filename, kind)}
+        else:
+            raise TypeError(
+                f"media must be bytes, a path, a media id or a link, not {type(media).__name__}"
+            )
+        if caption is not None:
+            content["caption"] = caption
+        if filename is not None and kind == "document":
+            content["filename"] = filename
+        return await self._send(to, kind, content, reply_to=reply_to)
+
+    async def _upload(
+        self,
+        data: bytes | bytearray | memoryview | os.PathLike[str],
+        mime_type: str | None,
+        filename: str | None,
+        kind: str | None,
+    ) -> str:
+        if isinstance(data, os.PathLike):
+            path = Path(data)
+            if mime_type is None:
+                import mimetypes
+
+                mime_type = mimetypes.guess_type(path.name)[0]
+            filename = filename or path.name
+            raw = await anyio.Path(path).read_bytes()
+        else:
+            raw = bytes(data)
+        mime_type = mime_type or sniff_mime(raw)
+        if mime_type is None:
+            raise MediaError("cannot tell the media's MIME type; pass mime_type=")
+        actual = kind_for_mime(mime_type)
+        if actual is None:
+            supported = ", ".join(sorted(t for types in MEDIA_MIME_TYPES.values() for t in types))
+            raise MediaError(
+                f"the Cloud API does not take {base_mime(mime_type)!r} media (supported: "
+                f"{supported})"
+            )
+        if kind is not None and actual != kind:
+            raise MediaError(
+                f"{base_mime(mime_type)} cannot be sent as {kind}; {kind} takes "
+                f"{', '.join(sorted(MEDIA_MIME_TYPES[kind]))}"
+            )
+        limit = MEDIA_SIZE_LIMITS[actual]
+        if len(raw) > limit:
+            raise MediaError(f"{actual} of {len(raw)} bytes is over the {limit}-byte limit")
+        if not raw:
+            raise MediaError("cannot upload empty media")
+        body = await self._request(
+            "POST",
+            self._url("media"),
+            data={"messaging_product": "whatsapp", "type": mime_type},
+            files={"file": (filename or f"file.{actual}", raw, mime_type)},
+        )
+        media_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(media_id, str | int):
+            self.stats.failures += 1
+            raise WhatsAppAPIError("the media upload answered without an id", http_status=200)
+        return str(media_id)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        files: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        message: bool = False,
+        recipient: str | None = None,
+        rate_limited: bool = False,
+    ) -> Any:
+        """One Graph call with retries; returns the parsed JSON of the 2xx answer.
+
+        ``message`` marks a message send (never resent after a possible delivery);
+        ``recipient`` keys the 131056 pair-rate wait; ``rate_limited`` takes a token from
+        the number's bucket before each attempt.
+        """
+        client = self._http()
+        headers = self._headers(url)
+        path = httpx.URL(url).path
+        attempt = 0
+        just_waited_for_pair = False
+        while True:
+            attempt += 1
+            if recipient is not None and not just_waited_for_pair:
+                await self._wait_for_pair_gate(recipient)
+            just_waited_for_pair = False
+            if rate_limited and self.rate_limiter is not None:
+                await self.rate_limiter.acquire()
+            started = time.perf_counter()
+            try:
+                async with self._semaphore:
+                    self._in_flight += 1
+                    try:
+                        response = await client.request(
+                            method,
+                            url,
+                            json=json,
+                            data=data,
+                            files=files,
+                            params=params,
+                            headers=headers,
+                            timeout=self._timeout_arg(),
+                            follow_redirects=False,
+                        )
+                    finally:
+                        self._in_flight -= 1
+            except httpx.TransportError as exc:
+                self.stats.requests += 1
+                elapsed = (time.perf_counter() - started) * 1000
+                logger.info("%s %s -> %s in %.0f ms (attempt %d)",
+                            method, path, type(exc).__name__, elapsed, attempt)
+                maybe_delivered = not isinstance(exc, _NOT_SENT)
+                delay = self.retry.transport_delay(attempt)
+                if isinstance(exc, httpx.UnsupportedProtocol) or (
+                    maybe_delivered and message and not self.retry.resend_on_read_timeout
+                ):
+                    delay = None
+                if delay is None:
+                    self.stats.failures += 1
+                    note = (
+                        "; the request may have reached Meta, so it was not resent (a resend "
+                        "could deliver the message twice)"
+                        if maybe_delivered and message
+                        else ""
+                    )
+                    raise TransportError(
+                        f"{method} {path} failed after {attempt} attempt(s): "
+                        f"{type(exc).__name__}{note}",
+                        maybe_delivered=maybe_delivered,
+                    ) from exc
+                self.stats.retries += 1
+                await self.retry.wait(delay)
+                continue
+            self.stats.requests += 1
+            elapsed = (time.perf_counter() - started) * 1000
+            logger.info("%s %s -> %d in %.0f ms (attempt %d)",
+                        method, path, response.status_code, elapsed, attempt)
+            if response.is_success:
+                try:
+                    return response.json()
+                except ValueError:
+                    self.stats.failures += 1
+                    raise WhatsAppAPIError(
+                        f"{method} {path} answered {response.status_code} with a body that is "
+                        "not JSON",
+                        http_status=response.status_code,
+                    ) from None
+            error = api_error_from_body(_body(response), response.status_code)
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            delay = self.retry.delay(error, attempt, retry_after=retry_after)
+            if delay is None:
+                self.stats.failures += 1
+                if attempt > 1:
+                    error.add_note(f"gave up after {attempt} attempts")
+                raise error
+            self.stats.retries += 1
+            if error.code == _PAIR_RATE_CODE and recipient is not None:
+                # Other sends to this recipient wait too; sends to others do not.
+                until = time.monotonic() + delay
+                self._pair_gate[recipient] = max(self._pair_gate.get(recipient, 0.0), until)
+                just_waited_for_pair = True
+            elif error.code == _THROTTLE_CODE and rate_limited and self.rate_limiter is not None:
+                self.rate_limiter.pause(delay)
+            await self.retry.wait(delay)
+
+    async def _wait_for_pair_gate(self, recipient: str) -> None:
+        until = self._pair_gate.get(recipient)
+        if until is None:
+            return
+        wait = until - time.monotonic()
+        if wait <= 0:
+            del self._pair_gate[recipient]
+            return
+        await self.retry.wait(wait)
+
+    async def _download(self, url: str, cap: int) -> tuple[bytes, str]:
+        client = self._http()
+        target = httpx.URL(url)
+        attempt = 0
+        hops = 0
+        while True:
+            attempt += 1
+            headers = self._headers(target)  # raises MediaError for a foreign host
+            started = time.perf_counter()
+            where = f"{target.host}{target.path}"
+            try:
+                async with self._semaphore:
+                    self._in_flight += 1
+                    try:
+                        async with client.stream(
+                            "GET", target, headers=headers, timeout=self._timeout_arg(),
+                            follow_redirects=False,
+                        ) as response:
+                            self.stats.requests += 1
+                            elapsed = (time.perf_counter() - started) * 1000
+                            logger.info("GET %s -> %d in %.0f ms (attempt %d)",
+                                        where, response.status_code, elapsed, attempt)
+                            if response.is_redirect and "location" in response.headers:
+                                hops += 1
+                                if hops > MAX_REDIRECTS:
+                                    raise MediaError(f"more than {MAX_REDIRECTS} redirects")
+                                target = target.join(response.headers["location"])
+                                attempt = 0
+                                continue
+                            if response.status_code == 404:
+                                raise _NotFound()
+                            if response.is_success:
+                                return await _read_capped(response, cap), response.headers.get(
+                                    "content-type", ""
+                                )
+                            await response.aread()
+                            error = api_error_from_body(_body(response), response.status_code)
+                    finally:
+                        self._in_flight -= 1
+            except httpx.TransportError as exc:
+                self.stats.requests += 1
+                logger.info("GET %s -> %s (attempt %d)", where, type(exc).__name__, attempt)
+                delay = self.retry.transport_delay(attempt)
+                if delay is None:
+                    self.stats.failures += 1
+                    raise TransportError(
+                        f"GET {where} failed after {attempt} attempt(s): {type(exc).__name__}",
+                        maybe_delivered=False,
+                    ) from exc
+                self.stats.retries += 1
+                await self.retry.wait(delay)
+                continue
+            except MediaError:
+                self.stats.failures += 1
+                raise
+            delay = self.retry.delay(error, attempt)
+            if delay is None:
+                self.stats.failures += 1
+                raise error
+            self.stats.retries += 1
+            await self.retry.wait(delay)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise MediaError(f"media of {declared} bytes is over the {cap}-byte limit")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > cap:
+            raise MediaError(f"media is over the {cap}-byte limit; download stopped")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _cap(max_bytes: int | None, kind: str | None, mime_type: str | None) -> int:
+    if max_bytes is not None:
+        return max_bytes
+    if kind is not None:
+        if kind not in MEDIA_SIZE_LIMITS:
+            raise ValueError(f"unknown media kind {kind!r}; use one of {sorted(MEDIA_SIZE_LIMITS)}")
+        return MEDIA_SIZE_LIMITS[kind]
+    found = kind_for_mime(mime_type) if mime_type else None
+    return MEDIA_SIZE_LIMITS[found] if found else max(MEDIA_SIZE_LIMITS.values())
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:1000]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _recipient(to: str) -> str:
+    to = str(to).strip()
+    if not to:
+        raise ValueError("the recipient ('to') is empty")
+    if _PHONE_RE.fullmatch(to):
+        return re.sub(r"\D", "", to)
+    return to
+
+
+def _button(button: tuple[str, str] | Mapping[str, Any] | str) -> dict[str, Any]:
+    if isinstance(button, str):
+        return {"type": "reply", "reply": {"id": button, "title": button}}
+    if isinstance(button, Mapping):
+        if "reply" in button:
+            return {"type": "reply", "reply": dict(button["reply"])}
+        return {"type": "reply", "reply": {"id": button["id"], "title": button["title"]}}
+    button_id, title = button
+    return {"type": "reply", "reply": {"id": button_id, "title": title}}
+
+
+def _row(row: tuple[str, ...] | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(row, Mapping):
+        return dict(row)
+    if len(row) == 2:
+        return {"id": row[0], "title": row[1]}
+    if len(row) == 3:
+        return {"id": row[0], "title": row[1], "description": row[2]}
+    raise ValueError(f"a list row is (id, title) or (id, title, description), got {row!r}")
+
+
+def _sections(
+    sections: Sequence[Mapping[str, Any]] | Sequence[tuple[str, ...]],
+) -> list[dict[str, Any]]:
+    items: list[Any] = list(sections)
+    if items and all(isinstance(s, tuple) or "id" in s for s in items):
+        return [{"rows": [_row(r) for r in items]}]  # a flat list of rows
+    result: list[dict[str, Any]] = []
+    for section in items:
+        if not isinstance(section, Mapping):
+            raise TypeError("send_list(sections=...) mixes sections and rows")
+        entry: dict[str, Any] = {k: v for k, v in section.items() if k != "rows"}
+        entry["rows"] = [_row(r) for r in section.get("rows", [])]
+        result.append(entry)
+    return result
+
+
+def _decorate(
+    interactive: dict[str, Any], header: str | Mapping[str, Any] | None, footer: str | None
+) -> None:
+    if header is not None:
+        interactive["header"] = (
+            {"type": "text", "text": header} if isinstance(header, str) else dict(header)
+        )
+    if footer is not None:
+        interactive["footer"] = {"text": footer}
