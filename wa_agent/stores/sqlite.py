@@ -344,14 +344,14 @@ class SQLiteSessionStore:
             conn.execute("COMMIT")
             if write:
                 self._commits += 1
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets told
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             logger.warning("SQLite store transaction failed at %s: %s", self._path, exc)
             outcomes = []
             for r in batch:
-                error = StoreError(f"SQLite store at {self._path!r} could not commit: {exc}")
+                error = StoreError(f"SQLite store at {self._path!r}: transaction failed: {exc}")
                 error.__cause__ = exc
                 outcomes.append((r.future, None, error))
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
@@ -378,7 +378,15 @@ class SQLiteSessionStore:
         now = self._clock()
         if now < self._next_purge:
             return
-        removed = self._purge(conn, now, PURGE_CHUNK)
+        conn.execute("SAVEPOINT purge")
+        try:
+            removed = self._purge(conn, now, PURGE_CHUNK)
+        except sqlite3.Error:  # housekeeping must never fail the writes it rides along with
+            logger.warning("SQLite store at %s: purging expired marks failed", self._path,
+                           exc_info=True)
+            conn.execute("ROLLBACK TO purge")
+            removed = 0
+        conn.execute("RELEASE purge")
         # A full chunk means more is waiting: come back on the next write.
         self._next_purge = now if removed >= PURGE_CHUNK else now + PURGE_INTERVAL
 
