@@ -53,7 +53,7 @@ Send = Callable[[ASGIMessage], Awaitable[None]]
 DEFAULT_MAX_BODY = 3 * 1024 * 1024
 
 
-class Overloaded(Exception):  # noqa: N818 - a signal, not an error
+class Overloaded(Exception):  # a signal, not an error (hence no "Error" suffix)
     """Raised by a consumer that cannot even record the message now (answered ``503``)."""
 
 
@@ -137,6 +137,10 @@ _INVALID = b'{"status":"invalid_payload"}'
 
 class _TooLarge(Exception):
     pass
+
+
+class _Disconnected(Exception):
+    """The client went away before the whole body arrived."""
 
 
 @final
@@ -244,8 +248,11 @@ class WebhookApp:
                 await self._verify(scope, send)
             else:
                 await _respond(send, 405, b"method not allowed", _TEXT + [(b"allow", b"GET, POST")])
-        elif path == "/health" and method in ("GET", "HEAD"):
-            await _respond(send, 200, _json_body(self.consumer.health()), _JSON)
+        elif path == "/health":
+            if method in ("GET", "HEAD"):
+                await _respond(send, 200, _json_body(self.consumer.health()), _JSON)
+            else:
+                await _respond(send, 405, b"method not allowed", _TEXT + [(b"allow", b"GET")])
         else:
             await _respond(send, 404, b"not found", _TEXT)
 
@@ -284,7 +291,7 @@ class WebhookApp:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _Disconnected  # never process a partial body
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
@@ -300,6 +307,9 @@ class WebhookApp:
             body = await self._read_body(scope, receive)
         except _TooLarge:
             await _respond(send, 413, b'{"status":"too_large"}', _JSON)
+            return
+        except _Disconnected:
+            logger.info("client disconnected before the whole webhook body arrived")
             return
         if self._verifier is not None:
             header = None
