@@ -1,0 +1,228 @@
+"""Servers under test, each run by the benchmarks in its own process with the same uvicorn
+settings: 1 worker, ``--http httptools``, asyncio loop, no access log, log level warning.
+
+Targets:
+
+* ``bare``      — :mod:`bare_receiver` (HMAC check + 200), the ceiling.
+* ``wa``        — wa_agent: ``InterfaceManager([WhatsAppInterface(...)]).app`` with an agent
+  that waits ``--agent-delay`` seconds and answers ``ok <wamid>``; ``--store memory`` or
+  ``--store sqlite --db PATH``; replies go through wa_agent's ``Sender`` to ``--graph URL``.
+* ``sink``      — an accept-everything Graph API stub (counts messages and reads).
+* ``emulator``  — wa_agent's ``CloudAPIEmulator`` plus ``GET /__bench/stats``.
+* ``fastapi``   — the baseline: a FastAPI app that verifies the HMAC, runs the same agent in a
+  background task and sends each reply with a fresh ``httpx.AsyncClient`` (how the existing
+  framework integrations send).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+from _common import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read(receive: Receive) -> bytes:
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+async def _json(send: Send, data: Any, status: int = 200) -> None:
+    body = json.dumps(data).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def make_agent(delay: float) -> Callable[[Any], Awaitable[str]]:
+    """The agent every target runs: wait ``delay`` s, answer ``ok <wamid>``."""
+
+    async def agent(request: Any) -> str:
+        if delay:
+            await asyncio.sleep(delay)
+        return f"ok {request.message.id}"
+
+    return agent
+
+
+# -- targets ------------------------------------------------------------------------------------
+def bare_app(args: argparse.Namespace) -> ASGIApp:
+    from bare_receiver import make_app
+
+    return make_app(APP_SECRET)
+
+
+def wa_app(args: argparse.Namespace) -> ASGIApp:
+    from wa_agent.interface import WhatsAppInterface
+    from wa_agent.manager import InterfaceManager
+    from wa_agent.sender import Sender
+
+    # No throughput cap: the benchmarks measure the SDK, not Meta's per-number tier.
+    sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None,
+                    max_in_flight=args.max_in_flight)
+    storage: Any = None if args.store == "memory" else args.db
+    interface = WhatsAppInterface(
+        make_agent(args.agent_delay), verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
+        storage=storage, sender=sender, max_concurrency=args.max_concurrency,
+        phone_number_id=PHONE_NUMBER_ID, shutdown_timeout=1.0,
+    )
+    return InterfaceManager([interface]).app  # type: ignore[return-value]
+
+
+def sink_app(args: argparse.Namespace) -> ASGIApp:
+    """Accepts every Graph call; counts sends (by text, for lost/duplicate checks) and reads."""
+    texts: Counter[str] = Counter()
+    counts = {"messages": 0, "reads": 0, "other": 0}
+    seq = iter(range(10**12))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        body = await _read(receive)
+        path: str = scope["path"]
+        if path == "/__bench/stats":
+            data: dict[str, Any] = dict(counts)
+            if "texts" in scope.get("query_string", b"").decode():
+                data["texts"] = texts
+            await _json(send, data)
+            return
+        if path.endswith("/messages") and scope["method"] == "POST":
+            payload = json.loads(body)
+            if payload.get("status") == "read":
+                counts["reads"] += 1
+                await _json(send, {"success": True})
+                return
+            counts["messages"] += 1
+            text = (payload.get("text") or {}).get("body")
+            if text is not None:
+                texts[text] += 1
+            await _json(send, {"messaging_product": "whatsapp",
+                               "contacts": [{"input": payload.get("to"),
+                                             "wa_id": payload.get("to")}],
+                               "messages": [{"id": f"wamid.SINK{next(seq):012d}"}]})
+            return
+        counts["other"] += 1
+        await _json(send, {"success": True})
+
+    return app
+
+
+def emulator_app(args: argparse.Namespace) -> ASGIApp:
+    from wa_agent.testing.emulator import CloudAPIEmulator
+
+    emulator = CloudAPIEmulator(access_token=ACCESS_TOKEN)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/__bench/stats":
+            await _read(receive)
+            data: dict[str, Any] = {"messages": len(emulator.messages),
+                                    "reads": len(emulator.reads),
+                                    "errors": sum(1 for c in emulator.calls if c.status >= 400)}
+            if "texts" in scope.get("query_string", b"").decode():
+                data["texts"] = Counter(m.text for m in emulator.messages)
+            await _json(send, data)
+            return
+        await emulator(scope, receive, send)
+
+    return app
+
+
+def fastapi_app(args: argparse.Namespace) -> ASGIApp:
+    import httpx
+    from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
+
+    key = APP_SECRET.encode()
+    url = f"{args.graph}/v25.0/{PHONE_NUMBER_ID}/messages"
+    headers = {"Authorization": f"Bearer {ACCESS_TOKEN}"}
+    agent_delay = args.agent_delay
+    app = FastAPI()
+
+    async def answer(message: dict[str, Any]) -> None:
+        if agent_delay:
+            await asyncio.sleep(agent_delay)
+        reply = f"ok {message['id']}"
+        async with httpx.AsyncClient() as client:  # a fresh client per reply
+            await client.post(url, headers=headers, json={
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": message["from"], "type": "text", "text": {"body": reply}})
+
+    @app.post("/whatsapp/webhook")
+    async def webhook(request: Request, background_tasks: BackgroundTasks) -> dict[str, str]:
+        body = await request.body()
+        signature = request.headers.get("x-hub-signature-256", "")
+        expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise HTTPException(status_code=403, detail="invalid signature")
+        data = json.loads(body)
+        for entry in data.get("entry", []):
+            for change in entry.get("changes", []):
+                for message in change.get("value", {}).get("messages", []):
+                    if message.get("type") == "text":
+                        background_tasks.add_task(answer, message)
+        return {"status": "ok"}
+
+    return app  # type: ignore[return-value]
+
+
+TARGETS: dict[str, Callable[[argparse.Namespace], ASGIApp]] = {
+    "bare": bare_app, "wa": wa_app, "sink": sink_app, "emulator": emulator_app,
+    "fastapi": fastapi_app,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target", choices=sorted(TARGETS))
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory")
+    parser.add_argument("--db", default="bench.sqlite3")
+    parser.add_argument("--agent-delay", type=float, default=0.0)
+    parser.add_argument("--graph", default="http://127.0.0.1:9", help="Graph API base URL")
+    parser.add_argument("--max-concurrency", type=int, default=64)
+    parser.add_argument("--max-in-flight", type=int, default=64, help="Sender's HTTP bound")
+    args = parser.parse_args(argv)
+    app = TARGETS[args.target](args)
+
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, http="httptools", loop="asyncio",
+                lifespan="on", access_log=False, log_level="warning", backlog=4096,
+                timeout_graceful_shutdown=2)
+
+
+if __name__ == "__main__":
+    main()

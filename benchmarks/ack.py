@@ -1,0 +1,159 @@
+"""Ack throughput: signed text webhooks at fixed concurrency against (a) the bare HMAC-only
+receiver (the ceiling), (b) wa_agent with the memory store, (c) wa_agent with the durable
+SQLite inbox.
+
+Each server runs in its own process (uvicorn, 1 worker, httptools, no access log) and is
+restarted fresh for every run; runs are interleaved (a, b, c, a, b, c, ...) and repeated.
+The load generator is Debian's ``wrk`` with a Lua script cycling through pre-signed bodies
+(every request a distinct wamid), or a pure-Python client (``--client python``).
+
+wa_agent runs an instant agent; its replies go through wa_agent's Sender to an
+accept-everything Graph stub in a third process. The benchmark counts the 200s (acks); the
+replies answered during the run are reported beside them.
+
+    python benchmarks/ack.py            # full run, about 2 minutes
+    python benchmarks/ack.py --quick    # smoke run, about 20 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from _common import (
+    HEALTH_PATH,
+    BodyFile,
+    ServerProcess,
+    choose_client,
+    emit,
+    fmt_range,
+    get_json,
+    machine_info,
+    make_bodies,
+    run_load,
+    table,
+    tempdir,
+)
+
+TARGETS = ("bare", "wa-memory", "wa-sqlite")
+GOALS = {"wa-memory": 0.7, "wa-sqlite": 0.5}
+
+
+def one_run(target: str, client: str, bodies: BodyFile, warm: BodyFile | None, *,
+            connections: int, duration: float, warmup: float, sink: ServerProcess,
+            db: str) -> dict[str, Any]:
+    args: list[str] = []
+    if target != "bare":
+        args = ["--store", target.split("-")[1], "--db", db, "--graph", sink.url]
+    with ServerProcess("bare" if target == "bare" else "wa", *args) as server:
+        if warm is not None and warmup > 0:
+            run_load(client, server.port, warm, connections=connections, duration=warmup)
+        sink_before = get_json(f"{sink.url}/__bench/stats")
+        health_before = (get_json(f"{server.url}{HEALTH_PATH}")
+                         if target != "bare" else None)
+        cpu0 = server.cpu()
+        load = run_load(client, server.port, bodies, connections=connections,
+                        duration=duration)
+        cpu = server.cpu() - cpu0
+        row: dict[str, Any] = {
+            "rps": load.rps, "requests": load.requests, "errors": load.errors,
+            "non_200": load.non_200, "wraps": load.wraps, "p50_ms": load.p50,
+            "p99_ms": load.p99, "server_cpu_s": cpu,
+            "cpu_us_per_ack": cpu / load.requests * 1e6 if load.requests else None,
+        }
+        if health_before is not None:
+            health = get_json(f"{server.url}{HEALTH_PATH}", timeout=30)
+            sink_after = get_json(f"{sink.url}/__bench/stats")
+            row["received"] = health["received"] - health_before["received"]
+            row["duplicates"] = health["duplicates"] - health_before["duplicates"]
+            row["answered_during_run"] = sink_after["messages"] - sink_before["messages"]
+        return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="wa_agent ack throughput vs the bare ceiling")
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--concurrency", default="16,64", help="comma-separated")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each run")
+    parser.add_argument("--bodies", type=int, default=120_000,
+                        help="distinct pre-signed bodies (more than one run can send)")
+    parser.add_argument("--quick", action="store_true", help="~20 s smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.reps, args.duration, args.warmup = 1, 1.0, 1.0
+        args.bodies = min(args.bodies, 20_000)
+    client = choose_client(args.client)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    t_start = time.monotonic()
+    rows: dict[int, dict[str, list[dict[str, Any]]]] = {
+        c: {t: [] for t in TARGETS} for c in concurrencies}
+    with tempdir() as tmp:
+        bodies = BodyFile(make_bodies(args.bodies, tag="A"), tmp)
+        warm = BodyFile(make_bodies(max(2000, args.bodies // 10), tag="W"), tmp)
+        with ServerProcess("sink") as sink:
+            n = 0
+            for rep in range(args.reps):
+                for conc in concurrencies:
+                    for target in TARGETS:
+                        n += 1
+                        row = one_run(target, client, bodies, warm, connections=conc,
+                                      duration=args.duration, warmup=args.warmup, sink=sink,
+                                      db=str(tmp / f"inbox-{n}.sqlite3"))
+                        rows[conc][target].append(row)
+                        print(f"  rep {rep + 1} c={conc:<3} {target:<10} "
+                              f"{row['rps']:>9,.0f} acks/s  p99 {row['p99_ms']:.1f} ms  "
+                              f"non-200 {row['non_200']}  wraps {row['wraps']}", flush=True)
+
+    result: dict[str, Any] = {"benchmark": "ack", "client": client, "machine": machine_info(),
+                              "settings": {"reps": args.reps, "duration_s": args.duration,
+                                           "warmup_s": args.warmup, "bodies": args.bodies},
+                              "results": {}, "targets": {}}
+    lines = []
+    for conc in concurrencies:
+        ceiling = statistics.median(r["rps"] for r in rows[conc]["bare"])
+        result["results"][str(conc)] = {}
+        for target in TARGETS:
+            runs = rows[conc][target]
+            rps = [r["rps"] for r in runs]
+            med = statistics.median(rps)
+            ratio = med / ceiling if ceiling else 0.0
+            paired = [r["rps"] / b["rps"] for r, b in zip(runs, rows[conc]["bare"],
+                                                            strict=True) if b["rps"]]
+            entry: dict[str, Any] = {
+                "rps_median": med, "rps_min": min(rps), "rps_max": max(rps),
+                "ratio": ratio, "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
+                "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
+                "cpu_us_per_ack": statistics.median(r["cpu_us_per_ack"] or 0 for r in runs),
+                "non_200": sum(r["non_200"] + r["errors"] for r in runs),
+                "wraps": sum(r["wraps"] for r in runs),
+                "runs": runs,
+            }
+            if target != "bare":
+                entry["answered_during_run"] = sum(r["answered_during_run"] for r in runs)
+                entry["acked"] = sum(r["requests"] for r in runs)
+            result["results"][str(conc)][target] = entry
+            answered = (f"{entry['answered_during_run']:,}/{entry['acked']:,}"
+                        if target != "bare" else "-")
+            lines.append([
+                f"c={conc} {target}", fmt_range(rps), f"{ratio:.2f}",
+                f"{entry['p99_ms_median']:.1f}", f"{entry['cpu_us_per_ack']:.0f}",
+                entry["non_200"], entry["wraps"], answered,
+            ])
+            if target in GOALS:
+                result["targets"][f"{target}@{conc}"] = {
+                    "goal_ratio": GOALS[target], "ratio": ratio, "met": ratio >= GOALS[target]}
+    print()
+    print(table(["target", "acks/s median (min–max)", "× ceiling", "p99 ms", "CPU µs/ack",
+                 "non-200", "wraps", "answered in run"], lines))
+    result["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    print(f"\nclient {client}, {args.reps} rep(s) × {args.duration:g} s, "
+          f"elapsed {result['elapsed_s']} s")
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
