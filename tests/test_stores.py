@@ -20,10 +20,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.redis_server import (
-    free_port,
-    redis_url,  # noqa: F401  (the fixture)
-)
+from tests.redis_server import free_port
 from wa_agent.agents import Turn
 from wa_agent.exceptions import StoreError
 from wa_agent.stores import InboxItem, MemorySessionStore, SessionStore, SQLiteSessionStore
@@ -641,7 +638,7 @@ def _count(path: Path, table: str) -> int:
 
 
 @pytest.mark.redis
-async def test_redis_second_process_sees_the_marks(redis_url: str) -> None:  # noqa: F811
+async def test_redis_second_process_sees_the_marks(redis_url: str) -> None:
     """A separate Python process on the same Redis sees our marks and inbox, and we see its."""
     from wa_agent.stores.redis import RedisSessionStore
 
@@ -670,7 +667,7 @@ async def test_redis_second_process_sees_the_marks(redis_url: str) -> None:  # n
 
 
 @pytest.mark.redis
-async def test_redis_two_clients_dedupe_against_each_other(redis_url: str) -> None:  # noqa: F811
+async def test_redis_two_clients_dedupe_against_each_other(redis_url: str) -> None:
     """Two stores with separate connections accept each id exactly once between them."""
     from wa_agent.stores.redis import RedisSessionStore
 
@@ -693,7 +690,7 @@ async def test_redis_two_clients_dedupe_against_each_other(redis_url: str) -> No
 
 @pytest.mark.redis
 async def test_redis_resent_scripts_answer_like_the_first_attempt(
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     """A script call redis-py resends after a lost reply (same token) gives the same answer
     for add_inbound and does not append history twice for complete."""
@@ -736,7 +733,7 @@ async def test_redis_down_raises_store_error() -> None:
 
 
 @pytest.mark.redis
-async def test_redis_borrowed_client_is_not_closed(redis_url: str) -> None:  # noqa: F811
+async def test_redis_borrowed_client_is_not_closed(redis_url: str) -> None:
     """A client passed in is used and left open by aclose()."""
     import redis.asyncio as aioredis
 

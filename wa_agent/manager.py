@@ -48,10 +48,8 @@ class InterfaceManager:
         if len(set(prefixes)) != len(prefixes):
             raise ValueError(f"two interfaces share a prefix: {prefixes}; give each its own")
         # Longest prefix first so "/wa/two" wins over "/wa".
-        self._routes = sorted(
-            ((i.prefix, i.attach_routes()) for i in self.interfaces),
-            key=lambda r: len(r[0]), reverse=True,
-        )
+        self._routes = sorted(((i.prefix, i) for i in self.interfaces),
+                              key=lambda r: len(r[0]), reverse=True)
         self._server: BackgroundServer | None = None
         self._tunnel: Tunnel | None = None
         self._log: ConversationLog | None = None
@@ -75,8 +73,9 @@ class InterfaceManager:
         root = scope.get("root_path", "")
         path: str = scope.get("path", "")
         local = path[len(root):] if root and path.startswith(root) else path
-        for prefix, app in self._routes:
+        for prefix, interface in self._routes:
             if local == prefix or local.startswith(prefix + "/"):
+                app = interface.attach_routes()
                 child = dict(scope)
                 child["root_path"] = root + prefix
                 if not path.startswith(root):  # server gave a path relative to root_path
@@ -167,7 +166,7 @@ class InterfaceManager:
         each interface's ``shutdown_timeout``; frees the port."""
         if self._tunnel is not None:
             tunnel, self._tunnel = self._tunnel, None
-            await asyncio.to_thread(tunnel.close)
+            await tunnel.aclose()
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop(timeout=max(i.shutdown_timeout for i in self.interfaces) + 5)
@@ -202,15 +201,14 @@ class InterfaceManager:
     # -- notebook helpers --------------------------------------------------------------------
     async def atunnel(self, *, authtoken: str | None = None) -> str:
         """Open an ngrok tunnel to the running server; print and return the webhook URL."""
-        from .tunnel import aopen_tunnel, dashboard_instructions
+        from .tunnel import aopen_tunnel, print_dashboard_instructions
 
         if self._server is None or not self._server.running:
             raise RuntimeError("start the server first: await manager.start()")
         self._tunnel = await aopen_tunnel(self._server.port, authtoken=authtoken)
         for interface in self.interfaces:
             url = self._tunnel.webhook_url(interface.prefix)
-            token = interface.verify_token.reveal() if interface.verify_token else None
-            print(dashboard_instructions(url, token))  # noqa: T201 - shown to the user
+            print_dashboard_instructions(url, interface.verify_token)
         return self._tunnel.webhook_url(self.interfaces[0].prefix)
 
     def tunnel(self, *, authtoken: str | None = None) -> asyncio.Task[str] | str:

@@ -1,7 +1,30 @@
-"""Test kit for bots built on wa_agent: a local WhatsApp Cloud API emulator."""
+"""Test kit for bots built on wa_agent: a local WhatsApp Cloud API emulator, a simulator
+with users that send Meta-shaped signed webhooks, and a fake clock.
+
+``Simulator`` is imported lazily (it pulls in the hosting layer and httpx).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .emulator import CloudAPIEmulator
 
-__all__ = ["CloudAPIEmulator"]
+__all__ = ["CloudAPIEmulator", "FakeClock", "Reply", "SimulatedUser", "Simulator"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Simulator", "SimulatedUser", "Reply"):
+        from . import simulator
+
+        return getattr(simulator, name)
+    if name == "FakeClock":
+        from .clock import FakeClock
+
+        return FakeClock
+    raise AttributeError(f"module 'wa_agent.testing' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .clock import FakeClock
+    from .simulator import Reply, SimulatedUser, Simulator
