@@ -1,0 +1,58 @@
+"""How to test your own bot with the simulator: no Meta account, no network.
+
+Run it with ``pytest examples/test_my_bot.py``. The ``wa_simulator`` fixture comes from
+wa_agent's pytest plugin, registered automatically when wa_agent is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from wa_agent import AgentReply, AgentRequest
+
+pytestmark = pytest.mark.anyio
+
+
+async def my_agent(request: AgentRequest) -> str | AgentReply:
+    """The bot under test: remembers names in CHAT mode and counts photos."""
+    if request.attachments:
+        return f"Nice {request.attachments[0].kind}!"
+    if request.text.lower().startswith("my name is "):
+        return f"Hi {request.text[11:].strip()}!"
+    for turn in reversed(request.history):
+        if turn.role == "user" and turn.text.lower().startswith("my name is "):
+            return f"You are {turn.text[11:].strip()}."
+    return "Tell me your name."
+
+
+async def test_remembers_each_users_name(wa_simulator: Callable[..., Awaitable[Any]]) -> None:
+    """In CHAT mode each user's history is their own."""
+    sim = await wa_simulator(my_agent, mode="chat")
+    alice, bob = sim.user("15551230001", "Alice"), sim.user("15551230002", "Bob")
+    assert (await alice.ask("my name is Alice")).text == "Hi Alice!"
+    assert (await bob.ask("my name is Bob")).text == "Hi Bob!"
+    assert (await alice.ask("who am I?")).text == "You are Alice."
+    assert (await bob.ask("who am I?")).text == "You are Bob."
+
+
+async def test_photos_reach_the_agent(wa_simulator: Callable[..., Awaitable[Any]]) -> None:
+    """A photo arrives at the agent as an attachment; the reply goes back to the sender."""
+    sim = await wa_simulator(my_agent)
+    user = sim.user("15551230003")
+    await user.send_image(b"\xff\xd8\xff fake jpeg", "image/jpeg", caption="my cat")
+    assert (await user.next_reply()).text == "Nice image!"
+
+
+async def test_survives_duplicate_deliveries(wa_simulator: Callable[..., Awaitable[Any]]) -> None:
+    """Meta delivers webhooks at least once: three copies still give one reply."""
+    from wa_agent.testing import webhooks
+
+    sim = await wa_simulator(my_agent)
+    message = webhooks.text_message("15551230004", "my name is Dee")
+    responses = await sim.deliver(webhooks.envelope(messages=[message]), times=3)
+    assert sorted(r.json()["status"] for r in responses) == ["ignored", "ignored", "processing"]
+    await sim.settle()
+    assert sim.emulator.texts_to("15551230004") == ["Hi Dee!"]
