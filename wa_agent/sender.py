@@ -89,8 +89,9 @@ class RetryPolicy:
     Keyed on Meta's ``error.code`` (the HTTP status only when there is no Graph error):
 
     * ``130429`` (number throughput) and HTTP 429 without a code: exponential backoff
-      ``base_delay * 2**n`` with ``±jitter``, up to ``max_attempts`` attempts; the number's
-      rate limiter is paused too, since every send from the number would hit it;
+      ``base_delay * 2**n`` with ``±jitter``, up to ``max_attempts`` attempts; a Sender
+      waits by pausing the number's rate limiter, since every send from the number would
+      hit the same limit;
     * ``131056`` (pair rate): ``4**n`` seconds (1, 4, 16, ...) for that recipient only, up to
       ``pair_rate_attempts`` attempts; sends to other recipients go on meanwhile;
     * ``1``, ``2``, ``131000``, ``131016``, HTTP 5xx and connection failures:
@@ -206,7 +207,8 @@ class RateLimiter:
         now = self._clock()
         tat = max(self._tat, now)
         self._tat = tat + self._interval
-        return max(0.0, tat - self._tolerance - now)
+        wait = tat - self._tolerance - now
+        return wait if wait > 1e-9 else 0.0  # ignore float dust from summing intervals
 
     async def acquire(self) -> None:
         """Wait for the next slot."""
@@ -307,7 +309,7 @@ class Sender:
         if isinstance(rate_limit, RateLimiter):
             self.rate_limiter: RateLimiter | None = rate_limit
         elif rate_limit:
-            self.rate_limiter = RateLimiter(rate_limit)
+            self.rate_limiter = RateLimiter(rate_limit, sleep=self.retry.sleep)
         else:
             self.rate_limiter = None
         self.max_in_flight = max_in_flight
@@ -500,7 +502,7 @@ class Sender:
         to: str,
         body: str,
         button: str,
-        sections: Sequence[Mapping[str, Any]] | Sequence[tuple[str, ...]],
+        sections: Sequence[Mapping[str, Any] | tuple[str, ...]],
         *,
         header: str | None = None,
         footer: str | None = None,
@@ -904,10 +906,16 @@ class Sender:
                 # Other sends to this recipient wait too; sends to others do not.
                 until = time.monotonic() + delay
                 self._pair_gate[recipient] = max(self._pair_gate.get(recipient, 0.0), until)
+                await self.retry.wait(delay)
+                if self._pair_gate.get(recipient) == until:
+                    del self._pair_gate[recipient]  # waited out
                 just_waited_for_pair = True
             elif error.code == _THROTTLE_CODE and rate_limited and self.rate_limiter is not None:
+                # The whole number is throttled: hold every send back; our own next
+                # attempt waits for its slot in the bucket.
                 self.rate_limiter.pause(delay)
-            await self.retry.wait(delay)
+            else:
+                await self.retry.wait(delay)
 
     async def _wait_for_pair_gate(self, recipient: str) -> None:
         until = self._pair_gate.get(recipient)
@@ -1064,9 +1072,7 @@ def _row(row: tuple[str, ...] | Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"a list row is (id, title) or (id, title, description), got {row!r}")
 
 
-def _sections(
-    sections: Sequence[Mapping[str, Any]] | Sequence[tuple[str, ...]],
-) -> list[dict[str, Any]]:
+def _sections(sections: Sequence[Mapping[str, Any] | tuple[str, ...]]) -> list[dict[str, Any]]:
     items: list[Any] = list(sections)
     if items and all(isinstance(s, tuple) or "id" in s for s in items):
         return [{"rows": [_row(r) for r in items]}]  # a flat list of rows

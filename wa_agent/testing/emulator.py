@@ -136,7 +136,7 @@ def graph_error(
     """Meta's synchronous error body for ``code`` (``{"error": {...}}``)."""
     title = message or f"(#{code}) {_TITLES.get(code, 'Error')}"
     error: dict[str, Any] = {"message": title, "type": "OAuthException", "code": code}
-    if code not in (0, 190):
+    if code not in (0, 190) or details is not None:
         error["error_data"] = {
             "messaging_product": "whatsapp",
             "details": details or _DETAILS.get(code, _TITLES.get(code, "Error")),
@@ -155,7 +155,7 @@ class RecordedCall:
     method: str
     path: str
     query: dict[str, str]
-    status: int
+    status: int  # 0: never answered (hang_next(accept=False))
     body: Any  # parsed JSON; for uploads the form fields (file as name/type/size)
     response: Any
     time: float
@@ -295,8 +295,9 @@ class CloudAPIEmulator:
         api_version: str | None = None,
         media_url_ttl: float = 300.0,
     ) -> None:
-        self._token = Secret(access_token)
+        self._initial_token = self._token = Secret(access_token)
         self._token_expired = False
+        self._initial_ttl = media_url_ttl
         self.phone_number_ids = None if phone_number_ids is None else set(map(str, phone_number_ids))
         self.api_version = api_version
         self.media_url_ttl = media_url_ttl
@@ -377,6 +378,19 @@ class CloudAPIEmulator:
         self.calls.clear()
         self.messages.clear()
         self.reads.clear()
+
+    def reset(self) -> None:
+        """Return to the state right after construction: no records, media, faults,
+        templates or subscribers, the original token (useful with one server per module)."""
+        self.clear()
+        self.media.clear()
+        self.templates.clear()
+        self._subscribers.clear()
+        self._urls.clear()
+        self._sent_times.clear()
+        self.reset_faults()
+        self.media_url_ttl = self._initial_ttl
+        self.set_token(self._initial_token)
 
     # ------------------------------------------------------------------ media and hooks
 
@@ -602,8 +616,11 @@ class CloudAPIEmulator:
             if not authorized:
                 raise self._auth_error(request)
             body = self._parse_body(request, endpoint)
+            if endpoint == "messages" and _is_read(body):
+                endpoint = "read"
             hang = self._take_hang(endpoint)
             if hang is not None and not hang.accept:
+                self._record(request, endpoint, body, _Response(0, None), authorized)
                 await self._hang(hang, receive)
                 return None
             self._inject_fault(endpoint, body, request)
@@ -734,7 +751,7 @@ class CloudAPIEmulator:
             await asyncio.gather(*waiters, return_exceptions=True)
 
     def _inject_fault(self, endpoint: str, body: Any, request: _Request) -> None:
-        effective = "read" if endpoint == "messages" and _is_read(body) else endpoint
+        effective = endpoint
         to = body.get("to") if isinstance(body, dict) else None
         for fault in self._faults:
             if fault.endpoint not in (None, effective):
