@@ -766,6 +766,51 @@ def test_reason_stays_short_for_a_huge_object_value() -> None:
     assert len(info.value.reason) < 200
 
 
+def test_lone_surrogates_become_replacement_characters() -> None:
+    """Half an emoji (a lone \\ud83d or \\ude00 escape) becomes U+FFFD, valid pairs stay,
+    so every event can be encoded as UTF-8 (stores, logs, model_dump_json)."""
+    body = text_webhook("15551230001", "x", name="y").replace(
+        b'"body":"x"', b'"body":"a\\ud83d b \\ude00 c \\ud83d\\ude00 d \\uD83D"'
+    ).replace(b'"name":"y"', b'"name":"\\ude00Z\\u00e4"')
+    for raw in (body, body.decode()):
+        (msg,) = MessageParser().parse(raw)
+        assert isinstance(msg, Message)
+        assert msg.text == "a\ufffd b \ufffd c \N{GRINNING FACE} d \ufffd"
+        assert msg.profile_name == "\ufffdZä"
+        assert msg.raw["text"]["body"] == msg.text
+        msg.model_dump_json()  # would raise on a lone surrogate
+
+    (msg,) = MessageParser().parse(body.decode().replace("\\ud83d b", "\ud83d b"))
+    assert isinstance(msg, Message) and msg.text is not None and msg.text.startswith("a\ufffd b")
+
+
+def test_lone_surrogate_in_nfm_response_json() -> None:
+    """The second JSON document inside nfm_reply is cleaned the same way."""
+    data = json.loads(load_payload("interactive_nfm_reply"))
+    reply = data["entry"][0]["changes"][0]["value"]["messages"][0]["interactive"]["nfm_reply"]
+    reply["response_json"] = '{"flow_token": "t", "note": "half \\ud83d"}'
+    (msg,) = MessageParser().parse(json.dumps(data).encode())
+    assert isinstance(msg, Message) and msg.interactive is not None
+    assert msg.interactive.response == {"flow_token": "t", "note": "half \ufffd"}
+    msg.model_dump_json()
+
+
+def test_events_survive_a_json_round_trip() -> None:
+    """Every event of every sample dumps to JSON and validates back equal (the durable
+    inbox stores messages this way)."""
+    count = 0
+    for path in sorted(PAYLOADS.glob("*.json")):
+        try:
+            events = MessageParser().parse(path.read_bytes())
+        except InvalidPayload:
+            continue
+        for event in events:
+            again = type(event).model_validate_json(event.model_dump_json())
+            assert again == event, path.name
+            count += 1
+    assert count >= 50
+
+
 def test_str_bytes_and_mapping_inputs_agree() -> None:
     """parse() accepts bytes, str and an already-parsed mapping with the same result."""
     raw = load_payload("batch_mixed")
@@ -846,6 +891,8 @@ _scalars = (
     st.none() | st.booleans() | st.integers() | st.floats()
     | st.integers(min_value=10**309, max_value=10**400)  # beyond float range
     | st.text(max_size=8)
+    | st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(),
+              max_size=4)
     | st.sampled_from(["text", "image", "audio", "location", "order", "interactive",
                        "nfm_reply", "reaction", "system", "edit", "contacts", "messages",
                        "1767225600", "", "{}", "[]", "true", "NaN", "-1"])
@@ -870,6 +917,9 @@ def _parse_or_invalid(body: Any) -> list[Event] | None:
         return None
     assert isinstance(events, list)
     assert all(isinstance(e, Message | StatusUpdate | ErrorEvent | UnknownEvent) for e in events)
+    if not isinstance(body, dict):
+        for event in events:
+            event.model_dump_json()  # every string is valid UTF-8 text
     return events
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, final
@@ -46,6 +47,43 @@ __all__ = ["MAX_ITEMS", "MessageParser", "parse_timestamp"]
 #: Meta aggregates at most 1000 updates per POST.
 MAX_ITEMS = 1000
 _EPOCH_LIMIT = 253402300799  # 9999-12-31T23:59:59Z
+
+
+# json.loads turns a \uD800-\uDFFF escape without its pair (an emoji cut in half) into a
+# lone surrogate, which no UTF-8 encoder (sqlite, redis, model_dump_json) accepts; the parser
+# replaces those with U+FFFD. The pattern matches a valid pair, or a lone escape in group 1.
+_SURROGATE_ESCAPE = (
+    r"\\u[dD](?:[89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a valid pair
+    r"|([89a-fA-F])[0-9a-fA-F]{2})"  # a lone high or low surrogate
+)
+_SURROGATE_ESCAPE_BYTES = re.compile(_SURROGATE_ESCAPE.encode())
+_SURROGATE_ESCAPE_STR = re.compile(_SURROGATE_ESCAPE)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(text: bytes | str) -> bool:
+    """Cheap pre-check: might ``json.loads(text)`` hold a lone surrogate? (Microseconds;
+    false positives only cost a scrub.)"""
+    if isinstance(text, (bytes, bytearray)):
+        if b"\\ud" not in text and b"\\uD" not in text:
+            return False
+        return any(m.group(1) is not None for m in _SURROGATE_ESCAPE_BYTES.finditer(text))
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        return True
+    if "\\ud" not in text and "\\uD" not in text:
+        return False
+    return any(m.group(1) is not None for m in _SURROGATE_ESCAPE_STR.finditer(text))
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD (rare path)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
 
 
 class _Malformed(Exception):
@@ -229,6 +267,8 @@ def _interactive(obj: dict[str, Any]) -> tuple[InteractiveReply, str | None]:
     if response_json is not None:
         try:
             loaded = json.loads(response_json)
+            if _has_lone_surrogate(response_json):
+                loaded = _scrub(loaded)
         except (ValueError, RecursionError):
             loaded = None
         response = loaded if isinstance(loaded, dict) else None
@@ -485,9 +525,16 @@ class MessageParser:
         self.max_items = max_items
 
     def loads(self, body: bytes | str) -> Any:
-        """``json.loads`` with the failures turned into :class:`InvalidPayload`."""
+        """``json.loads`` with the failures turned into :class:`InvalidPayload`.
+
+        Lone UTF-16 surrogates (``"\\ud83d"`` without its pair, e.g. an emoji cut in half)
+        become U+FFFD, so every string of every event can be encoded as UTF-8.
+        """
         try:
-            return json.loads(body)
+            data = json.loads(body)
+            if _has_lone_surrogate(body):
+                data = _scrub(data)
+            return data
         except UnicodeDecodeError:
             raise InvalidPayload("body is not valid UTF-8") from None
         except RecursionError:
