@@ -186,15 +186,18 @@ async def test_verification_refused(
     assert CHALLENGE.encode() not in r.content
 
 
+@pytest.mark.parametrize("token", [None, ""])
 async def test_verification_without_a_token_is_500(
-    serve: ServeFactory, recorder: tuple[Recorder, CallbackConsumer]
+    serve: ServeFactory, recorder: tuple[Recorder, CallbackConsumer], token: str | None
 ) -> None:
-    """No verify token configured: 500 with a message saying what to set."""
-    served = await serve(make_app(recorder[1], token=None))
-    r = await served.client.get("/webhook", params=verify_params())
-    assert r.status_code == 500
-    assert "WHATSAPP_VERIFY_TOKEN" in r.text
-    assert CHALLENGE not in r.text
+    """No verify token configured (an empty one counts as none, so an empty
+    hub.verify_token can never match): 500 with a message saying what to set."""
+    served = await serve(make_app(recorder[1], token=token))
+    for params in (verify_params(), verify_params(**{"hub.verify_token": ""})):
+        r = await served.client.get("/webhook", params=params)
+        assert r.status_code == 500
+        assert "WHATSAPP_VERIFY_TOKEN" in r.text
+        assert CHALLENGE not in r.text
 
 
 # --------------------------------------------------------------------------------------
