@@ -618,6 +618,73 @@ def test_within_service_window_margin_timezones_and_default_now() -> None:
     assert not within_service_window(datetime.now(UTC) - timedelta(hours=25))
 
 
+# -- beat timeout -------------------------------------------------------------------------
+
+
+async def test_hung_beat_is_cut_by_the_timeout_and_the_next_one_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A beat whose agent never answers is cancelled after ``timeout`` (real seconds),
+    recorded as failed with TimeoutError and logged once at WARNING; the next beat runs."""
+    calls = 0
+
+    async def run(message: str, recipient: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await anyio.sleep_forever()
+        return "fine"
+
+    delivered: list[str] = []
+
+    async def deliver(recipient: str, answer: str) -> None:
+        delivered.append(answer)
+
+    s = HeartbeatScheduler(3600, "ping", run=run, deliver=deliver, recipient=USER, timeout=0.05)
+    assert s.timeout == timedelta(seconds=0.05)
+    with caplog.at_level(logging.WARNING, LOGGER), anyio.fail_after(5):
+        first = await s.beat_once()
+        second = await s.beat_once()
+    assert first.status == "failed" and isinstance(first.error, TimeoutError)
+    assert first.recipient == USER and first.summary == "failed: TimeoutError"
+    assert second.status == "delivered" and delivered == ["fine"]
+    timeouts = [r for r in caplog.records if "timeout" in r.getMessage()]
+    assert len(timeouts) == 1 and timeouts[0].levelno == logging.WARNING
+    assert s.state()["failures"] == 1 and s.state()["in_beat"] is False
+
+
+def test_timeout_defaults_to_one_period_and_inf_means_none(agent: Agent) -> None:
+    """Without ``timeout`` a beat may last one period; ``math.inf`` removes the limit;
+    zero or negative timeouts are refused."""
+
+    def build(**kw: Any) -> HeartbeatScheduler[str]:
+        return HeartbeatScheduler(
+            timedelta(minutes=2), "ping", run=agent.run, deliver=agent.deliver, recipient=USER, **kw
+        )
+
+    assert build().timeout == timedelta(minutes=2)
+    assert build(timeout=math.inf).timeout is None
+    assert build(timeout=timedelta(seconds=3)).timeout == timedelta(seconds=3)
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            build(timeout=bad)
+
+
+async def test_skip_raised_inside_the_timeout_keeps_the_recipient() -> None:
+    """A SkipBeat raised by deliver() is a skip (not a timeout or failure) and still names
+    the resolved recipient."""
+
+    async def run(message: str, recipient: str) -> str:
+        return "hello"
+
+    async def deliver(recipient: str, answer: str) -> None:
+        raise SkipBeat("not today", level=logging.INFO)
+
+    s = HeartbeatScheduler(60, "ping", run=run, deliver=deliver, recipient=USER)
+    result = await s.beat_once()
+    assert (result.status, result.recipient, result.reason) == ("skipped", USER, "not today")
+
+
 # -- configuration from the agent -------------------------------------------------------
 
 
@@ -657,6 +724,20 @@ def test_heartbeat_from_agent_off() -> None:
     assert heartbeat_from_agent(fn) is None
     assert heartbeat_from_agent(SimpleNamespace(heartbeat=False, heartbeat_period=5)) is None
     assert heartbeat_from_agent(WithMethod()) is None
+
+
+def test_heartbeat_from_agent_force_reads_settings_of_an_agent_that_is_off() -> None:
+    """With force=True the host turns the heartbeat on: the agent's period and message (or
+    the defaults) are read even though its own flag is off or missing."""
+
+    async def fn(request: object) -> str:
+        return "hi"
+
+    assert heartbeat_from_agent(fn, force=True) == HeartbeatConfig(
+        timedelta(minutes=30), DEFAULT_HEARTBEAT_MESSAGE
+    )
+    off = SimpleNamespace(heartbeat=False, heartbeat_period=5, heartbeat_message="Hi?")
+    assert heartbeat_from_agent(off, force=True) == HeartbeatConfig(timedelta(minutes=5), "Hi?")
 
 
 @pytest.mark.parametrize(

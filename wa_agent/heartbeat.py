@@ -30,8 +30,10 @@ exactly on a due time is followed by that beat at once.
   agent's answer was empty (INFO); another beat was in progress (INFO); ``run``,
   ``deliver`` or ``recipient`` raised :class:`SkipBeat` (WARNING unless it names another
   level) or :class:`~wa_agent.OutsideServiceWindow` (WARNING);
-* ``failed``: ``lease``, ``recipient``, ``run`` or ``deliver`` raised; logged at WARNING
-  with the traceback, and the next beat still runs.
+* ``failed``: ``lease``, ``recipient``, ``run`` or ``deliver`` raised, or the beat took
+  longer than ``timeout`` (default: one period) and was cancelled (``failed: TimeoutError``);
+  logged at WARNING, and the next beat still runs. A hung agent therefore costs one beat,
+  not all the following ones.
 
 Cancellation is never swallowed: a beat cancelled halfway is not recorded at all (in
 particular never as ``delivered``), and :meth:`~HeartbeatScheduler.run` stops at its next
@@ -165,6 +167,9 @@ class HeartbeatScheduler(Generic[T]):
     :param first_beat_after: delay before the first beat (seconds or ``timedelta``, may be
         0); default one period.
     :param wall_clock: aware ``datetime`` now, for :meth:`state`; default UTC now.
+    :param timeout: the longest one beat (lease, recipient, ``run`` and ``deliver`` together)
+        may take, in real seconds or a ``timedelta``; a beat still running then is cancelled
+        and recorded as ``failed: TimeoutError``. Default: one period. ``math.inf``: no limit.
 
     See the module docstring for the timing model and the outcomes of a beat.
     """
@@ -183,8 +188,15 @@ class HeartbeatScheduler(Generic[T]):
         sleep: Callable[[float], Awaitable[None]] | None = None,
         first_beat_after: Seconds | None = None,
         wall_clock: Callable[[], datetime] | None = None,
+        timeout: Seconds | None = None,
     ) -> None:
         self._period = _to_seconds(period, "period")
+        if timeout is None:
+            self._timeout: float | None = self._period
+        elif isinstance(timeout, float) and timeout == math.inf:
+            self._timeout = None
+        else:
+            self._timeout = _to_seconds(timeout, "timeout")
         if not isinstance(message, str) or not message.strip():
             raise ValueError("HeartbeatScheduler needs a non-empty message to ask the agent")
         if not (recipient is None or isinstance(recipient, str) or callable(recipient)):
@@ -231,6 +243,11 @@ class HeartbeatScheduler(Generic[T]):
     def message(self) -> str:
         """What the agent is asked at each beat."""
         return self._message
+
+    @property
+    def timeout(self) -> timedelta | None:
+        """The longest a beat may take before it is cancelled (``None``: no limit)."""
+        return None if self._timeout is None else timedelta(seconds=self._timeout)
 
     @property
     def running(self) -> bool:
@@ -348,36 +365,30 @@ class HeartbeatScheduler(Generic[T]):
         return result
 
     async def _attempt(self) -> BeatResult:
-        recipient: str | None = None
+        got: list[str] = []  # the resolved recipient, for the outcome of a beat that raised
         try:
-            if self._lease is not None and not await self._lease():
-                logger.debug("%s: beat skipped: %s", self.name, LEASE_HELD)
-                return BeatResult("skipped", reason=LEASE_HELD)
-            recipient = await self._resolve_recipient()
-            if not recipient:
-                logger.info(
-                    "%s: beat skipped: %s (it is set by configuration or by the first "
-                    "allowed sender)",
-                    self.name,
-                    NO_RECIPIENT,
-                )
-                return BeatResult("skipped", reason=NO_RECIPIENT)
-            answer = await self._run(self._message, recipient)
-            if answer is None or (isinstance(answer, str) and not answer.strip()):
-                logger.info("%s: beat skipped: %s", self.name, EMPTY_ANSWER)
-                return BeatResult("skipped", recipient, reason=EMPTY_ANSWER)
-            await self._deliver(recipient, answer)
+            with anyio.move_on_after(self._timeout):
+                return await self._steps(got)
+            # Reached only when the timeout cancelled the beat.
+            logger.warning(
+                "%s: beat cancelled after the %.1f s beat timeout (a hung agent or send?); "
+                "the next beat still runs",
+                self.name,
+                self._timeout,
+            )
+            error = TimeoutError(f"the beat took longer than {self._timeout} s")
+            return BeatResult("failed", _first(got), error=error)
         except SkipBeat as exc:
             logger.log(exc.level, "%s: beat skipped: %s", self.name, exc.reason)
-            return BeatResult("skipped", recipient, reason=exc.reason)
+            return BeatResult("skipped", _first(got), reason=exc.reason)
         except OutsideServiceWindow:
             logger.warning(
                 "%s: beat skipped: %s; only a template can reach %s now",
                 self.name,
                 OUTSIDE_WINDOW,
-                _mask(recipient),
+                _mask(_first(got)),
             )
-            return BeatResult("skipped", recipient, reason=OUTSIDE_WINDOW)
+            return BeatResult("skipped", _first(got), reason=OUTSIDE_WINDOW)
         except Exception as exc:  # cancellation is a BaseException and propagates
             logger.warning(
                 "%s: beat failed with %s; the next beat still runs",
@@ -385,7 +396,28 @@ class HeartbeatScheduler(Generic[T]):
                 type(exc).__name__,
                 exc_info=True,
             )
-            return BeatResult("failed", recipient, error=exc)
+            return BeatResult("failed", _first(got), error=exc)
+
+    async def _steps(self, got: list[str]) -> BeatResult:
+        """Lease, recipient, run, deliver; skips return, failures raise."""
+        if self._lease is not None and not await self._lease():
+            logger.debug("%s: beat skipped: %s", self.name, LEASE_HELD)
+            return BeatResult("skipped", reason=LEASE_HELD)
+        recipient = await self._resolve_recipient()
+        if not recipient:
+            logger.info(
+                "%s: beat skipped: %s (it is set by configuration or by the first "
+                "allowed sender)",
+                self.name,
+                NO_RECIPIENT,
+            )
+            return BeatResult("skipped", reason=NO_RECIPIENT)
+        got.append(recipient)
+        answer = await self._run(self._message, recipient)
+        if answer is None or (isinstance(answer, str) and not answer.strip()):
+            logger.info("%s: beat skipped: %s", self.name, EMPTY_ANSWER)
+            return BeatResult("skipped", recipient, reason=EMPTY_ANSWER)
+        await self._deliver(recipient, answer)
         logger.info("%s: beat delivered to %s", self.name, _mask(recipient))
         return BeatResult("delivered", recipient)
 
@@ -419,8 +451,11 @@ class HeartbeatConfig:
         return self.period.total_seconds()
 
 
-def heartbeat_from_agent(agent: Any) -> HeartbeatConfig | None:
+def heartbeat_from_agent(agent: Any, *, force: bool = False) -> HeartbeatConfig | None:
     """The heartbeat an agent asks for, or ``None`` when its heartbeat is off.
+
+    With ``force``, the settings are read (with their defaults) even when the agent's own
+    ``heartbeat`` flag is off or missing: the host turned the heartbeat on.
 
     Reads ``heartbeat`` (on when truthy; a method of that name does not count),
     ``heartbeat_period`` in **minutes** (default :data:`DEFAULT_HEARTBEAT_PERIOD_MINUTES`) and
@@ -430,7 +465,7 @@ def heartbeat_from_agent(agent: Any) -> HeartbeatConfig | None:
     a period that is not a positive number of minutes or a message that is not a string.
     """
     enabled = agent_attribute(agent, "heartbeat", False)
-    if callable(enabled) or not enabled:
+    if not force and (callable(enabled) or not enabled):
         return None
     minutes = agent_attribute(agent, "heartbeat_period", None)
     if minutes is None:
@@ -515,6 +550,10 @@ def _to_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{what} must be finite and {bound}, got {value!r}")
     return seconds
+
+
+def _first(items: list[str]) -> str | None:
+    return items[0] if items else None
 
 
 def _utc_now() -> datetime:
