@@ -22,7 +22,8 @@ It implements, under ``/{version}/``:
 Every call needs ``Authorization: Bearer <access_token>``. Errors use Meta's JSON shape and
 codes (``{"error": {"message", "type", "code", "error_data": {"details"}, "fbtrace_id"}}``).
 Everything is recorded for assertions (:attr:`~CloudAPIEmulator.calls`,
-:attr:`~CloudAPIEmulator.messages`, :attr:`~CloudAPIEmulator.reads`), and faults are injected
+:attr:`~CloudAPIEmulator.messages`, :attr:`~CloudAPIEmulator.reads`; :meth:`~CloudAPIEmulator.reset`
+starts over, so one server can serve a whole test module), and faults are injected
 on demand: :meth:`~CloudAPIEmulator.fail_next`, :meth:`~CloudAPIEmulator.fail_rate`,
 :meth:`~CloudAPIEmulator.pair_rate_limit`, :meth:`~CloudAPIEmulator.hang_next`,
 :meth:`~CloudAPIEmulator.expire_token`, :attr:`~CloudAPIEmulator.delay` and
