@@ -28,8 +28,10 @@ from typing import Any, Self
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
-    sys.path.insert(0, str(ROOT))
+#: The wa_agent checkout under test (``WA_BENCH_SRC`` picks another, e.g. a "before" copy).
+SRC = os.environ.get("WA_BENCH_SRC", str(ROOT))
+if SRC not in sys.path:  # run as `python benchmarks/x.py` from a checkout
+    sys.path.insert(0, SRC)
 
 HOST = "127.0.0.1"
 APP_SECRET = "bench-app-secret"
@@ -110,7 +112,8 @@ class ServerProcess:
         return self.proc.pid
 
     def start(self) -> Self:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        extra = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONPATH=SRC + (os.pathsep + extra if extra else ""))
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + self.ready_timeout
@@ -445,20 +448,35 @@ async def _run_python(port: int, bodies: Sequence[tuple[str, bytes]], *, connect
 
 
 async def post_all(port: int, bodies: Sequence[tuple[str, bytes]], *, connections: int,
-                   path: str = WEBHOOK_PATH, timeout: float = 60.0) -> dict[str, Any]:
-    """POST every body exactly once over ``connections`` keep-alive connections."""
-    queue = list(reversed([raw_request(path, sig, body, port) for sig, body in bodies]))
+                   path: str = WEBHOOK_PATH, deadline: float | None = None) -> dict[str, Any]:
+    """POST every body once over ``connections`` keep-alive connections, stopping early at
+    ``deadline`` (a ``time.monotonic()`` value). Returns status counts, latencies and the
+    indices of the bodies answered 200 (``acked``)."""
+    queue = list(reversed([(i, raw_request(path, sig, body, port))
+                           for i, (sig, body) in enumerate(bodies)]))
+    acked: list[int] = []
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
+    failed = 0
+    end = deadline if deadline is not None else time.monotonic() + 3600
 
     async def worker() -> None:
+        nonlocal failed
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
-            while queue:
-                request = queue.pop()
+            while queue and time.monotonic() < end:
+                index, request = queue.pop()
                 t0 = time.perf_counter()
                 writer.write(request)
-                statuses[await asyncio.wait_for(_read_response(reader), timeout)] += 1
+                try:
+                    status = await asyncio.wait_for(_read_response(reader),
+                                                    max(0.1, end - time.monotonic()))
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    failed += 1
+                    break
+                statuses[status] += 1
+                if status == 200:
+                    acked.append(index)
                 latencies.append((time.perf_counter() - t0) * 1000)
         finally:
             writer.close()
@@ -466,7 +484,8 @@ async def post_all(port: int, bodies: Sequence[tuple[str, bytes]], *, connection
                 await writer.wait_closed()
 
     await asyncio.gather(*(worker() for _ in range(connections)))
-    return {"statuses": dict(statuses), **percentiles(latencies)}
+    return {"statuses": dict(statuses), "failed": failed, "not_sent": len(queue),
+            "acked": acked, **percentiles(latencies)}
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:

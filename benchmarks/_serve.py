@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))
+sys.path.insert(1, os.environ.get("WA_BENCH_SRC", str(HERE.parent)))
 
 from _common import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN
 
@@ -149,9 +148,11 @@ def emulator_app(args: argparse.Namespace) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/__bench/stats":
             await _read(receive)
-            data: dict[str, Any] = {"messages": len(emulator.messages),
-                                    "reads": len(emulator.reads),
-                                    "errors": sum(1 for c in emulator.calls if c.status >= 400)}
+            sent = emulator.messages
+            data: dict[str, Any] = {"messages": len(sent), "reads": len(emulator.reads),
+                                    "errors": sum(1 for c in emulator.calls if c.status >= 400),
+                                    "first": sent[0].time if sent else None,
+                                    "last": sent[-1].time if sent else None}
             if "texts" in scope.get("query_string", b"").decode():
                 data["texts"] = Counter(m.text for m in emulator.messages)
             await _json(send, data)
@@ -162,40 +163,10 @@ def emulator_app(args: argparse.Namespace) -> ASGIApp:
 
 
 def fastapi_app(args: argparse.Namespace) -> ASGIApp:
-    import httpx
-    from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
+    from baseline_fastapi import make_app
 
-    key = APP_SECRET.encode()
-    url = f"{args.graph}/v25.0/{PHONE_NUMBER_ID}/messages"
-    headers = {"Authorization": f"Bearer {ACCESS_TOKEN}"}
-    agent_delay = args.agent_delay
-    app = FastAPI()
-
-    async def answer(message: dict[str, Any]) -> None:
-        if agent_delay:
-            await asyncio.sleep(agent_delay)
-        reply = f"ok {message['id']}"
-        async with httpx.AsyncClient() as client:  # a fresh client per reply
-            await client.post(url, headers=headers, json={
-                "messaging_product": "whatsapp", "recipient_type": "individual",
-                "to": message["from"], "type": "text", "text": {"body": reply}})
-
-    @app.post("/whatsapp/webhook")
-    async def webhook(request: Request, background_tasks: BackgroundTasks) -> dict[str, str]:
-        body = await request.body()
-        signature = request.headers.get("x-hub-signature-256", "")
-        expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature):
-            raise HTTPException(status_code=403, detail="invalid signature")
-        data = json.loads(body)
-        for entry in data.get("entry", []):
-            for change in entry.get("changes", []):
-                for message in change.get("value", {}).get("messages", []):
-                    if message.get("type") == "text":
-                        background_tasks.add_task(answer, message)
-        return {"status": "ok"}
-
-    return app  # type: ignore[return-value]
+    return make_app(APP_SECRET, args.graph, ACCESS_TOKEN, PHONE_NUMBER_ID,  # type: ignore[return-value]
+                    args.agent_delay)
 
 
 TARGETS: dict[str, Callable[[argparse.Namespace], ASGIApp]] = {
