@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .asgi import Receive, Scope, Send
+from .exceptions import WAAgentError
 from .interface import WhatsAppInterface
-from .server import BackgroundServer
+from .server import BackgroundServer, ServerStartError
 
 if TYPE_CHECKING:
     from .tunnel import Tunnel
@@ -54,6 +55,7 @@ class InterfaceManager:
         self._tunnel: Tunnel | None = None
         self._log: ConversationLog | None = None
         self._serve_task: asyncio.Task[None] | None = None
+        self._startup_error: Exception | None = None
 
     def __repr__(self) -> str:
         return f"InterfaceManager({[i.name for i in self.interfaces]!r})"
@@ -101,7 +103,11 @@ class InterfaceManager:
                 try:
                     await self.open()
                 except Exception as exc:
-                    logger.exception("startup failed")
+                    self._startup_error = exc
+                    if isinstance(exc, WAAgentError):  # the message says what to fix
+                        logger.error("startup failed: %s", exc)
+                    else:
+                        logger.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -149,14 +155,23 @@ class InterfaceManager:
                     log_level: str = "warning") -> str:
         """Serve in the background on the running loop; return the base URL once listening.
 
-        Raises ``OSError`` when the port is taken and ``RuntimeError`` when startup fails
-        (for instance a missing ``WHATSAPP_*`` variable); the caller's loop (a notebook
-        kernel) keeps running either way.
+        Raises ``OSError`` when the port is taken, and the startup error itself when an
+        interface cannot start (for instance :class:`~wa_agent.ConfigurationError` naming
+        a missing ``WHATSAPP_*`` variable; other failures raise ``ServerStartError``, a
+        ``RuntimeError``). The caller's loop (a notebook kernel) keeps running either way
+        and nothing is left listening.
         """
         if self._server is not None and self._server.running:
             raise RuntimeError(f"already serving at {self._server.url}; await stop() first")
         server = BackgroundServer(self, host, port, log_level=log_level)
-        await server.start()
+        self._startup_error = None
+        try:
+            await server.start()
+        except ServerStartError:
+            error, self._startup_error = self._startup_error, None
+            if error is not None:
+                raise error from None
+            raise
         self._server = server
         logger.info("serving %d interface(s) at %s", len(self.interfaces), server.url)
         return server.url
@@ -212,13 +227,22 @@ class InterfaceManager:
         return self._tunnel.webhook_url(self.interfaces[0].prefix)
 
     def tunnel(self, *, authtoken: str | None = None) -> asyncio.Task[str] | str:
-        """Open an ngrok tunnel (see :meth:`atunnel`). In a notebook cell this schedules it
-        on the kernel loop and returns the task; ``await manager.atunnel()`` waits for it."""
+        """Open an ngrok tunnel (see :meth:`atunnel`); in a notebook prefer
+        ``await manager.atunnel()``, which waits and raises errors in the cell.
+
+        Called where an event loop is running (a notebook cell), this never blocks that loop
+        (it serves the webhooks): it schedules :meth:`atunnel` on it and returns the task at
+        once. The dashboard instructions are printed when the tunnel is up (in a notebook,
+        under the cell that called this) and a failure is logged. Without a running loop it
+        runs :meth:`atunnel` to completion and returns the webhook URL.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(self.atunnel(authtoken=authtoken))
-        return asyncio.ensure_future(self.atunnel(authtoken=authtoken))
+        task = asyncio.ensure_future(self.atunnel(authtoken=authtoken))
+        task.add_done_callback(_report_tunnel)
+        return task
 
     def conversation_log(self, max_messages: int = 200) -> ConversationLog:
         """The shared conversation model, attached to every interface on first use."""
@@ -235,6 +259,11 @@ class InterfaceManager:
         from .widget import ConversationsWidget
 
         return ConversationsWidget(self.conversation_log(max_messages))
+
+
+def _report_tunnel(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("could not open the tunnel: %s", task.exception())
 
 
 def _report_start(task: asyncio.Task[Any]) -> None:

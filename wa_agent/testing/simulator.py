@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import httpx
 
@@ -39,6 +39,9 @@ from ..server import BackgroundServer
 from ..signature import SignatureVerifier
 from . import webhooks
 from .emulator import CloudAPIEmulator, SentMessage
+
+if TYPE_CHECKING:
+    from ..phone import PhoneWidget
 
 __all__ = ["Reply", "SimulatedUser", "Simulator"]
 
@@ -294,6 +297,14 @@ class Simulator:
         elif name:
             self.users[number].name = name
         return self.users[number]
+
+    def phone(self, number: str = "15551230001", name: str | None = "Alice", *,
+              max_messages: int = 200) -> PhoneWidget:
+        """A chat-box widget acting as ``number``'s phone, for notebooks (needs the
+        ``notebook`` extra): see :class:`wa_agent.phone.PhoneWidget`."""
+        from ..phone import PhoneWidget
+
+        return PhoneWidget(self, number=number, name=name, max_messages=max_messages)
 
     @property
     def webhook_url(self) -> str:

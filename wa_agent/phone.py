@@ -1,0 +1,544 @@
+"""A chat box that acts as a phone on the :class:`~wa_agent.testing.Simulator`, for notebooks.
+
+::
+
+    sim = Simulator(manager)
+    await sim.start()
+    phone = sim.phone("15551230001", "Alice")    # or PhoneWidget(sim, number=..., name=...)
+    phone                                         # shows the chat box in the notebook
+    replies = await phone.send("hello")           # the same, from code: returns the replies
+
+The widget (extra ``notebook``) has a user picker (and fields to create a new simulated
+user), the conversation as bubbles (the user's messages on the right with read ticks, the
+bot's on the left; images inline, other media as placeholders), a text box with a Send
+button and an "Attach image" upload. Pressing Send returns at once: the message is posted
+by a background task and the bot's replies appear when the emulator receives them, while no
+cell runs. Every string shown is HTML-escaped.
+
+Code (and CI, which cannot click) uses :meth:`PhoneWidget.send`,
+:meth:`PhoneWidget.send_image` and :meth:`PhoneWidget.select`, and reads the state back with
+:meth:`PhoneWidget.transcript`. All of it must run on the event loop the simulator runs on
+(the notebook kernel's loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import html
+import logging
+import mimetypes
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, final
+
+if TYPE_CHECKING:
+    from .testing.emulator import SentMessage
+    from .testing.simulator import Reply, SimulatedUser, Simulator
+
+__all__ = ["PhoneMessage", "PhoneWidget"]
+
+logger = logging.getLogger(__name__)
+
+#: Images shown inline (others, and larger ones, get a placeholder). No SVG: it can script.
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+INLINE_IMAGE_MAX = 256 * 1024
+
+
+@dataclass(slots=True)
+class PhoneMessage:
+    """One bubble on the phone: ``sender`` is ``"me"`` (the simulated user) or ``"bot"``."""
+
+    sender: Literal["me", "bot"]
+    kind: str
+    text: str | None
+    time: datetime
+    wamid: str | None = None
+    caption: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    filename: str | None = None
+    extra: str | None = None  # buttons of an interactive message, template name, ...
+    reply_to: str | None = None
+    failed: str | None = None  # why sending failed (for the user's own messages)
+    data: bytes | None = None  # kept only for small images shown inline
+
+    def as_dict(self, status: str | None = None) -> dict[str, Any]:
+        """A JSON-friendly summary (no media bytes)."""
+        out: dict[str, Any] = {
+            "from": self.sender, "kind": self.kind, "text": self.text,
+            "time": self.time.isoformat(), "wamid": self.wamid,
+        }
+        for key in ("caption", "mime_type", "size", "filename", "extra", "reply_to", "failed"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.sender == "me":
+            out["status"] = status
+        return out
+
+
+_CSS = """<style>
+.wa-phone{font:13px sans-serif;width:360px;border:8px solid #222;border-radius:22px;
+  background:#efeae2;overflow:hidden}
+.wa-phone-head{background:#075e54;color:#fff;padding:8px 10px}
+.wa-phone-name{font-weight:600}
+.wa-phone-number{opacity:.8;margin-left:6px;font-size:12px}
+.wa-phone-msgs{display:flex;flex-direction:column;gap:4px;padding:8px;height:340px;
+  overflow-y:auto}
+.wa-phone-empty{align-self:center;color:#667781;font-style:italic;margin-top:40px}
+.wa-phone-bubble{max-width:80%;padding:5px 8px;border-radius:8px;white-space:pre-wrap;
+  overflow-wrap:anywhere;box-shadow:0 1px 0 rgba(0,0,0,.08)}
+.wa-phone-me{align-self:flex-end;background:#d9fdd3}
+.wa-phone-bot{align-self:flex-start;background:#fff}
+.wa-phone-media{color:#54656f;font-style:italic}
+.wa-phone-img{display:block;max-width:220px;max-height:220px;border-radius:6px;margin-bottom:3px}
+.wa-phone-extra{display:block;color:#128c7e;margin-top:3px}
+.wa-phone-meta{font-size:11px;color:#667781;margin-left:8px;float:right}
+.wa-phone-read{color:#53bdeb}
+.wa-phone-failed{color:#d93025;font-weight:600}
+</style>"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def _import_ipywidgets() -> Any:
+    try:
+        import ipywidgets
+    except ImportError as exc:
+        raise ImportError("PhoneWidget needs ipywidgets: pip install 'wa_agent[notebook]'") from exc
+    return ipywidgets
+
+
+def _interactive_extra(message: SentMessage) -> str | None:
+    content = message.content
+    if message.type == "template":
+        name = content.get("name")
+        return f"template {name}" if isinstance(name, str) else "template"
+    if message.type != "interactive":
+        return None
+    action = content.get("action")
+    if not isinstance(action, dict):
+        return None
+    titles: list[str] = []
+    for button in action.get("buttons") or []:
+        reply = button.get("reply") if isinstance(button, dict) else None
+        if isinstance(reply, dict) and isinstance(reply.get("title"), str):
+            titles.append(f"[{reply['title']}]")
+    for section in action.get("sections") or []:
+        for row in (section.get("rows") or []) if isinstance(section, dict) else []:
+            if isinstance(row, dict) and isinstance(row.get("title"), str):
+                titles.append(f"• {row['title']}")
+    if not titles and isinstance(action.get("button"), str):
+        titles.append(f"[{action['button']}]")
+    return " ".join(titles) or None
+
+
+@final
+class PhoneWidget:
+    """A phone for the :class:`~wa_agent.testing.Simulator`: pick a simulated user, type,
+    attach an image, and watch the bot answer (see the module docstring).
+
+    :param simulator: a started (or soon started) simulator; the phone hears every message
+        its emulator accepts.
+    :param number: the simulated user to start with (created if new).
+    :param name: that user's profile name.
+    :param max_messages: bubbles kept per user (older ones are dropped).
+    """
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        *,
+        number: str = "15551230001",
+        name: str | None = "Alice",
+        max_messages: int = 200,
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        widgets = _import_ipywidgets()
+        self.sim = simulator
+        self.max_messages = max_messages
+        self._messages: dict[str, deque[PhoneMessage]] = {}
+        self._read: set[str] = set()
+        self._reads_seen = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._updating = False
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self.user: SimulatedUser = simulator.user(number, name)
+
+        self.contact = widgets.Dropdown(description="User", options=[])
+        self.new_number = widgets.Text(placeholder="new number, e.g. 447700900123",
+                                       layout=widgets.Layout(width="190px"))
+        self.new_name = widgets.Text(placeholder="name", layout=widgets.Layout(width="100px"))
+        self.add_button = widgets.Button(description="Add user", icon="user-plus",
+                                         layout=widgets.Layout(width="110px"))
+        self.screen = widgets.HTML()
+        self.text = widgets.Text(placeholder="Type a message", layout=widgets.Layout(width="220px"))
+        self.send_button = widgets.Button(description="Send", button_style="success",
+                                          icon="paper-plane", layout=widgets.Layout(width="90px"))
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False,
+                                         description="Attach image")
+        self.status = widgets.HTML()
+        self.box = widgets.VBox(children=(
+            widgets.HBox(children=(self.contact,)),
+            widgets.HBox(children=(self.new_number, self.new_name, self.add_button)),
+            self.screen,
+            widgets.HBox(children=(self.text, self.send_button)),
+            self.upload,
+            self.status,
+        ))
+        self.box.add_class("wa-phone-widget")
+
+        self.send_button.on_click(self._on_send_click)
+        self.add_button.on_click(self._on_add_click)
+        self.upload.observe(self._on_upload, names="value")
+        self.contact.observe(self._on_contact, names="value")
+        self._unsubscribe = simulator.emulator.subscribe(self._on_bot_message)
+        self._refresh_contacts()
+        self._render()
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def number(self) -> str:
+        """The number of the simulated user the phone shows."""
+        return self.user.number
+
+    @property
+    def pending(self) -> int:
+        """Sends started from the widget (Send button, upload) that have not finished."""
+        return sum(1 for t in self._tasks if not t.done())
+
+    def messages(self, number: str | None = None) -> list[PhoneMessage]:
+        """The bubbles kept for ``number`` (default: the shown user), oldest first."""
+        return list(self._messages.get(self._digits(number) if number else self.number, ()))
+
+    def transcript(self, number: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`messages` as JSON-friendly dicts; the user's own messages carry a
+        ``status``: ``sent``, ``read`` (the bot marked it read) or ``failed``."""
+        self._sync_reads()
+        return [m.as_dict(self._status(m)) for m in self.messages(number)]
+
+    @property
+    def html(self) -> str:
+        """The HTML the phone screen shows now."""
+        return str(self.screen.value)
+
+    def select(self, number: str, name: str | None = None) -> SimulatedUser:
+        """Show (and create if needed) the simulated user ``number``."""
+        self.user = self.sim.user(number, name)
+        self._refresh_contacts()
+        self._render()
+        return self.user
+
+    # -- sending from code -------------------------------------------------------------
+    async def send(self, text: str, *, timeout: float = 30.0) -> list[Reply]:
+        """Send ``text`` as the shown user and wait until the bot has answered everything
+        (:meth:`Simulator.settle`); return the replies this user got meanwhile."""
+        user = self.user
+        start = len(user.replies)
+        await self._send_text(user, text)
+        await self.sim.settle(timeout)
+        return user.replies[start:]
+
+    async def send_image(self, data: bytes | Path, mime_type: str | None = None, *,
+                         caption: str | None = None, filename: str | None = None,
+                         timeout: float = 30.0) -> list[Reply]:
+        """Send an image (bytes or a file) as the shown user; like :meth:`send`."""
+        if isinstance(data, Path):
+            filename = filename or data.name
+            mime_type = mime_type or mimetypes.guess_type(data.name)[0]
+            data = await asyncio.to_thread(data.read_bytes)
+        user = self.user
+        start = len(user.replies)
+        await self._send_media(user, "image", data, mime_type or "image/jpeg",
+                               caption=caption, filename=filename)
+        await self.sim.settle(timeout)
+        return user.replies[start:]
+
+    async def wait(self, timeout: float = 30.0) -> None:
+        """Wait for sends started from the widget, then for the bot to settle."""
+        if self._tasks:
+            await asyncio.wait_for(
+                asyncio.gather(*list(self._tasks), return_exceptions=True), timeout)
+        await self.sim.settle(timeout)
+
+    # -- the actual sending ------------------------------------------------------------
+    async def _send_text(self, user: SimulatedUser, text: str) -> PhoneMessage:
+        entry = PhoneMessage("me", "text", text, datetime.now(UTC))
+        self._add(user.number, entry)
+        try:
+            entry.wamid = await user.send_text(text)
+        except BaseException as exc:
+            entry.failed = str(exc) or type(exc).__name__
+            raise
+        finally:
+            self._changed(user.number)
+        return entry
+
+    async def _send_media(self, user: SimulatedUser, kind: str, data: bytes, mime_type: str, *,
+                          caption: str | None, filename: str | None) -> PhoneMessage:
+        entry = PhoneMessage("me", kind, None, datetime.now(UTC), caption=caption,
+                             mime_type=mime_type, size=len(data), filename=filename,
+                             data=self._inline(mime_type, data))
+        self._add(user.number, entry)
+        try:
+            if kind == "image":
+                entry.wamid = await user.send_image(data, mime_type, caption=caption)
+            else:
+                entry.wamid = await user.send_document(data, filename, mime_type,
+                                                       caption=caption)
+        except BaseException as exc:
+            entry.failed = str(exc) or type(exc).__name__
+            raise
+        finally:
+            self._changed(user.number)
+        return entry
+
+    # -- widget callbacks (the kernel calls these on its loop thread) ------------------
+    def _on_send_click(self, _button: Any = None) -> None:
+        text = str(self.text.value).strip()
+        if not text:
+            return
+        self.text.value = ""
+        self._spawn(self._send_text(self.user, text))
+
+    def _on_add_click(self, _button: Any = None) -> None:
+        number = str(self.new_number.value).strip()
+        if not self._digits(number):
+            self._set_status("Enter the new user's phone number (digits).", error=True)
+            return
+        self.select(number, str(self.new_name.value).strip() or None)
+        self.new_number.value = ""
+        self.new_name.value = ""
+        self._set_status("")
+
+    def _on_contact(self, change: dict[str, Any]) -> None:
+        if self._updating or not change["new"] or change["new"] == self.number:
+            return
+        self.user = self.sim.user(change["new"])
+        self._render()
+
+    def _on_upload(self, change: dict[str, Any]) -> None:
+        files = change["new"]
+        if not files:
+            return
+        caption = str(self.text.value).strip() or None
+        self.text.value = ""
+        for item in files:
+            data = bytes(item["content"])
+            mime = item.get("type") or mimetypes.guess_type(item.get("name") or "")[0]
+            mime = mime or "application/octet-stream"
+            kind = "image" if mime.startswith("image/") else "document"
+            self._spawn(self._send_media(self.user, kind, data, mime, caption=caption,
+                                         filename=item.get("name")))
+            caption = None
+        self.upload.value = ()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            target = self._loop
+            if target is None or target.is_closed() or not target.is_running():
+                coro.close()
+                self._set_status("No running event loop: use `await phone.send(...)`.",
+                                 error=True)
+                return
+            target.call_soon_threadsafe(self._spawn, coro)
+            return
+        task = loop.create_task(coro, name="wa_agent-phone-send")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.warning("phone: sending failed: %s", exc)
+            self._set_status(f"Sending failed: {exc}", error=True)
+
+    def _on_bot_message(self, message: SentMessage) -> None:
+        """Emulator subscriber: a message the bot sent (to any number)."""
+        content = message.content
+        media_id = content.get("id") if isinstance(content.get("id"), str) else None
+        stored = self.sim.emulator.media.get(media_id) if media_id else None
+        text: str | None = None
+        caption: str | None = None
+        if message.type in ("text", "interactive"):
+            text = message.text
+        elif message.type == "reaction":
+            text = f"reacted {content.get('emoji') or '(removed)'}"
+        elif isinstance(content.get("caption"), str):
+            caption = content["caption"]
+        entry = PhoneMessage(
+            "bot", message.type, text, datetime.fromtimestamp(message.time, UTC),
+            wamid=message.wamid, caption=caption,
+            mime_type=stored.mime_type if stored else None,
+            size=len(stored.data) if stored else None,
+            filename=content.get("filename") if isinstance(content.get("filename"), str)
+            else None,
+            extra=_interactive_extra(message), reply_to=message.reply_to,
+            data=self._inline(stored.mime_type, stored.data) if stored else None,
+        )
+        self._add(message.wa_id, entry)
+        self._changed(message.wa_id)
+
+    # -- rendering -----------------------------------------------------------------------
+    @staticmethod
+    def _digits(number: str) -> str:
+        return "".join(ch for ch in number if ch.isdigit())
+
+    def _inline(self, mime_type: str, data: bytes) -> bytes | None:
+        base = mime_type.split(";")[0].strip().lower()
+        return data if base in INLINE_IMAGE_TYPES and len(data) <= INLINE_IMAGE_MAX else None
+
+    def _add(self, number: str, entry: PhoneMessage) -> None:
+        box = self._messages.get(number)
+        if box is None:
+            box = self._messages[number] = deque(maxlen=self.max_messages)
+        box.append(entry)
+
+    def _changed(self, number: str) -> None:
+        if number not in self.sim.users:
+            self.sim.user(number)
+        if not any(number == value for _label, value in self.contact.options):
+            self._refresh_contacts()
+        if number == self.number:
+            self._render()
+
+    def _sync_reads(self) -> None:
+        reads = self.sim.emulator.reads
+        for receipt in reads[self._reads_seen:]:
+            self._read.add(receipt.message_id)
+        self._reads_seen = len(reads)
+
+    def _status(self, entry: PhoneMessage) -> str | None:
+        if entry.sender != "me":
+            return None
+        if entry.failed is not None:
+            return "failed"
+        if entry.wamid is None:
+            return "sending"
+        return "read" if entry.wamid in self._read else "sent"
+
+    def _refresh_contacts(self) -> None:
+        numbers = list(dict.fromkeys([*self.sim.users, *self._messages]))
+        options = []
+        for number in numbers:
+            user = self.sim.users.get(number)
+            label = f"{user.name} (+{number})" if user is not None else f"+{number}"
+            options.append((label, number))
+        self._updating = True
+        try:
+            if list(self.contact.options) != options:
+                self.contact.options = options
+            if self.contact.value != self.number:
+                self.contact.value = self.number
+        finally:
+            self._updating = False
+
+    def _render_entry(self, entry: PhoneMessage) -> str:
+        parts: list[str] = []
+        if entry.data is not None and entry.mime_type:
+            mime = entry.mime_type.split(";")[0].strip().lower()
+            src = f"data:{mime};base64,{base64.b64encode(entry.data).decode()}"
+            parts.append(f'<img class="wa-phone-img" src="{_e(src)}" '
+                         f'alt="{_e(entry.filename or entry.kind)}">')
+        elif entry.kind not in ("text", "interactive", "reaction"):
+            bits = [entry.kind] + [b for b in (_size(entry.size), entry.filename,
+                                               entry.mime_type) if b]
+            parts.append(f'<span class="wa-phone-media">[{_e(" · ".join(bits))}]</span>')
+        if entry.caption:
+            parts.append(f'<span class="wa-phone-caption">{_e(entry.caption)}</span>')
+        if entry.text:
+            if parts:
+                parts.append("<br>")
+            parts.append(f'<span class="wa-phone-text">{_e(entry.text)}</span>')
+        if entry.extra:
+            parts.append(f'<span class="wa-phone-extra">{_e(entry.extra)}</span>')
+        meta = _e(entry.time.astimezone().strftime("%H:%M"))
+        status = self._status(entry)
+        if status == "failed":
+            meta += (f' <span class="wa-phone-failed" title="{_e(entry.failed)}">'
+                     "✗ not sent</span>")
+        elif status is not None:
+            ticks = {"sending": "🕓", "sent": "✓", "read": "✓✓"}[status]
+            meta += f' <span class="wa-phone-ticks wa-phone-{status}">{ticks}</span>'
+        title = f' title="{_e(entry.wamid)}"' if entry.wamid else ""
+        return (f'<div class="wa-phone-bubble wa-phone-{entry.sender}" '
+                f'data-kind="{_e(entry.kind)}"{title}>{"".join(parts)}'
+                f'<span class="wa-phone-meta">{meta}</span></div>')
+
+    def render(self) -> str:
+        """HTML of the phone screen for the shown user (every string escaped)."""
+        self._sync_reads()
+        user = self.user
+        head = (f'<span class="wa-phone-name">{_e(user.name)}</span>'
+                f'<span class="wa-phone-number">+{_e(user.number)} → bot '
+                f'+{_e(self.sim.display_phone_number)}</span>')
+        bubbles = [self._render_entry(m) for m in self._messages.get(user.number, ())]
+        if not bubbles:
+            bubbles = ['<div class="wa-phone-empty">No messages yet: say hi!</div>']
+        return (f'{_CSS}<div class="wa-phone" data-number="{_e(user.number)}">'
+                f'<div class="wa-phone-head">{head}</div>'
+                f'<div class="wa-phone-msgs">{"".join(bubbles)}</div></div>')
+
+    def _render(self) -> None:
+        if self._closed:
+            return
+        value = self.render()
+        if self.screen.value != value:
+            self.screen.value = value
+
+    def _set_status(self, text: str, *, error: bool = False) -> None:
+        if self._closed:
+            return
+        style = ' style="color:#d93025"' if error else ""
+        self.status.value = f"<span{style}>{_e(text)}</span>" if text else ""
+
+    # -- lifecycle / display -----------------------------------------------------------
+    def close(self) -> None:
+        """Stop listening to the simulator and close the ipywidgets models."""
+        if self._closed:
+            return
+        self._closed = True
+        self._unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        for child in (self.contact, self.new_number, self.new_name, self.add_button,
+                      self.screen, self.text, self.send_button, self.upload, self.status):
+            child.close()
+        for row in self.box.children:
+            if row is not self.screen and hasattr(row, "children"):
+                row.close()
+        self.box.close()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.box._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<PhoneWidget user={self.user!r} messages={len(self.messages())}>"
