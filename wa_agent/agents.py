@@ -113,7 +113,9 @@ AgentFunction = Callable[[AgentRequest], "Awaitable[str | AgentReply] | str | Ag
 class Agent(Protocol):
     """The normalised agent interface the hosting layer calls."""
 
-    async def answer(self, request: AgentRequest) -> AgentReply: ...
+    async def answer(self, request: AgentRequest) -> AgentReply:
+        """Answer one request (a user message, a heartbeat or a greeting)."""
+        ...
 
 
 def _to_reply(value: Any) -> AgentReply:

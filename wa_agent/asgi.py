@@ -88,6 +88,8 @@ class CallbackConsumer:
         self.failures = 0
 
     async def accept(self, events: list[Event]) -> str:
+        """Start ``callback`` for each message not seen before; ``"processing"`` if
+        any was new, else ``"ignored"``."""
         status = "ignored"
         for event in events:
             if not isinstance(event, Message):
@@ -117,6 +119,7 @@ class CallbackConsumer:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def health(self) -> dict[str, Any]:
+        """Counters for ``GET /health``."""
         return {
             "status": "ok", "interface": self.name, "received": self.received,
             "processed": self.processed, "in_flight": len(self._tasks),
@@ -178,6 +181,7 @@ class WebhookApp:
 
     @property
     def signature_required(self) -> bool:
+        """Whether POSTs must carry a valid ``X-Hub-Signature-256`` (an app secret is set)."""
         return self._verifier is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -116,10 +116,13 @@ class Reaction(_Model):
 
     @property
     def removed(self) -> bool:
+        """``True`` when the user removed their reaction (no emoji)."""
         return not self.emoji
 
 
 class OrderItem(_Model):
+    """One product line of an :class:`Order`."""
+
     product_retailer_id: str | None = None
     quantity: int | None = None
     item_price: float | None = None
@@ -127,6 +130,8 @@ class OrderItem(_Model):
 
 
 class Order(_Model):
+    """A cart the user sent from a catalog (``type == "order"``)."""
+
     catalog_id: str | None = None
     text: str | None = None
     product_items: tuple[OrderItem, ...] = ()
@@ -148,6 +153,8 @@ class Referral(_Model):
 
 
 class SystemInfo(_Model):
+    """A system message (``type == "system"``), e.g. the user changed their number."""
+
     body: str | None = None
     type: str | None = None
     wa_id: str | None = None
@@ -199,6 +206,8 @@ class Message(_Model):
 
 
 class Pricing(_Model):
+    """How Meta prices a delivered message (on ``sent`` and one later status)."""
+
     billable: bool | None = None
     pricing_model: str | None = None
     type: str | None = None

@@ -77,6 +77,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
+        """``http://host:port`` of the server (``0.0.0.0`` shown as ``127.0.0.1``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
@@ -84,9 +85,13 @@ class BackgroundServer:
 
     @property
     def running(self) -> bool:
+        """Whether the server task is alive."""
         return self._task is not None and not self._task.done()
 
     async def start(self, timeout: float = 30.0) -> None:
+        """Bind, start uvicorn as a task and return once it listens (and its lifespan
+        startup finished). Raises :class:`OSError` if the port is taken and
+        :class:`ServerStartError` if startup fails or takes longer than ``timeout``."""
         if self.running:
             raise RuntimeError("server already running; stop() it first")
         sock = _bind(self.host, self.port)
@@ -119,6 +124,8 @@ class BackgroundServer:
             await asyncio.sleep(0.005)
 
     async def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, let in-flight requests finish (forced after ``timeout``),
+        run the lifespan shutdown and free the port. Safe to call twice."""
         server, task = self._server, self._task
         if server is None or task is None:
             return

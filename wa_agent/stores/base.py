@@ -96,7 +96,9 @@ class SessionStore(Protocol):
         played; failed is final). Answer ``False`` if the state would not advance."""
         ...
 
-    async def get_status(self, interface: str, message_id: str) -> str | None: ...
+    async def get_status(self, interface: str, message_id: str) -> str | None:
+        """The outbound message's delivery state, or ``None`` if unknown or expired."""
+        ...
 
     # -- history and window -------------------------------------------------------------
     async def get_history(
@@ -105,7 +107,9 @@ class SessionStore(Protocol):
         """The sender's turns, oldest first (the last ``limit`` if given)."""
         ...
 
-    async def append_history(self, interface: str, sender: str, turns: Sequence[Turn]) -> None: ...
+    async def append_history(self, interface: str, sender: str, turns: Sequence[Turn]) -> None:
+        """Append ``turns`` to the sender's history (outside any inbox item)."""
+        ...
 
     async def clear_history(self, interface: str, sender: str) -> None:
         """Forget this sender's history only."""
@@ -115,10 +119,14 @@ class SessionStore(Protocol):
         """Record an inbound message time (kept if later than the stored one)."""
         ...
 
-    async def last_inbound(self, interface: str, sender: str) -> datetime | None: ...
+    async def last_inbound(self, interface: str, sender: str) -> datetime | None:
+        """When the sender last wrote (aware UTC), or ``None``: the 24-hour window."""
+        ...
 
     # -- heartbeat and leases -----------------------------------------------------------
-    async def get_heartbeat_recipient(self, interface: str) -> str | None: ...
+    async def get_heartbeat_recipient(self, interface: str) -> str | None:
+        """The stored heartbeat recipient, or ``None``."""
+        ...
 
     async def set_heartbeat_recipient(
         self, interface: str, sender: str, *, overwrite: bool = False

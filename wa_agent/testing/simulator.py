@@ -67,6 +67,7 @@ class Reply:
 
     @property
     def size(self) -> int | None:
+        """Size in bytes of the media sent, if any."""
         return len(self.data) if self.data is not None else None
 
 
