@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from itertools import accumulate, count
 from typing import Any, final
 
 from .events import (
@@ -42,10 +44,15 @@ from .events import (
 )
 from .exceptions import InvalidPayload
 
-__all__ = ["MAX_ITEMS", "MessageParser", "parse_timestamp"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "MessageParser", "parse_timestamp"]
 
 #: Meta aggregates at most 1000 updates per POST.
 MAX_ITEMS = 1000
+#: Deepest JSON nesting accepted. Meta's envelopes nest about 10 levels; ``json.loads``
+#: recurses in C once per level, so an absurdly deep body (``[[[[...``) is refused before it
+#: is parsed: with a raised ``sys.setrecursionlimit`` it would overflow the C stack and
+#: kill the process instead of raising ``RecursionError``.
+MAX_DEPTH = 64
 _EPOCH_LIMIT = 253402300799  # 9999-12-31T23:59:59Z
 
 
@@ -84,6 +91,50 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     return value
+
+
+# _too_deep(): keep only brackets and quotes, fold {} into [], map "[" to 2 and "]" to 0.
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_STEP = bytes.maketrans(b"[]", b"\x02\x00")
+_STRING = re.compile(rb'"[^"]*"')
+
+
+def _too_deep(body: bytes | str, limit: int) -> bool:
+    """Whether the JSON text ``body`` nests arrays/objects more than ``limit`` levels deep,
+    counting brackets outside strings only. C-speed work on the raw text, no parsing; a
+    body with at most ``limit`` opening brackets in all is answered at once. For invalid
+    JSON it measures the deepest point ``json.loads`` could reach before failing.
+    """
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    # Escaped backslashes first, then escaped quotes: what remains of each string is its two
+    # quotes around whatever brackets it held.
+    text = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    # Two adjacent quotes are an empty string or the seam between two strings: dropping them
+    # keeps every bracket inside a string inside one (cheap, and most strings hold none).
+    text = _STRING.sub(b"", text.replace(b'""', b"")).translate(_SQUARE)
+    if b"[" * (limit + 1) in text:
+        return True  # the common attack: a long run of openers
+    # Each pass removes every innermost "[]", which lowers the depth of a balanced text by
+    # exactly one; bushy texts (batches, flat arrays) vanish in a few cheap passes.
+    passes = 0
+    while text:
+        if passes > limit:
+            return True
+        shorter = text.replace(b"[]", b"")
+        if len(shorter) * 8 > len(text) * 7:
+            break  # shrinking slowly (long runs, or unbalanced): measure the rest directly
+        text, passes = shorter, passes + 1
+    if not text:
+        return passes > limit
+    # An upper bound for what is left: the passes, plus the deepest prefix of the rest
+    # (openers - closers; "[" counts 2 and "]" 0 against 1 per character, all in C).
+    steps = accumulate(text.translate(_STEP))
+    deepest = int(max(map(operator.sub, steps, count(1)), default=0))
+    return passes + max(deepest, 0) > limit
 
 
 class _Malformed(Exception):
@@ -266,6 +317,8 @@ def _interactive(obj: dict[str, Any]) -> tuple[InteractiveReply, str | None]:
     response: dict[str, Any] | None = None
     if response_json is not None:
         try:
+            if _too_deep(response_json, MAX_DEPTH):
+                raise RecursionError
             loaded = json.loads(response_json)
             if _has_lone_surrogate(response_json):
                 loaded = _scrub(loaded)
@@ -516,20 +569,25 @@ class MessageParser:
 
     ``max_items`` bounds the number of events produced from one body (Meta sends at most
     1000); anything past it becomes a single ``UnknownEvent`` with reason ``"too many
-    items"``.
+    items"``. ``max_depth`` bounds the JSON nesting: a deeper body is refused with
+    :class:`InvalidPayload` before ``json.loads`` sees it.
     """
 
-    __slots__ = ("max_items",)
+    __slots__ = ("max_depth", "max_items")
 
-    def __init__(self, *, max_items: int = MAX_ITEMS) -> None:
+    def __init__(self, *, max_items: int = MAX_ITEMS, max_depth: int = MAX_DEPTH) -> None:
         self.max_items = max_items
+        self.max_depth = max_depth
 
     def loads(self, body: bytes | str) -> Any:
         """``json.loads`` with the failures turned into :class:`InvalidPayload`.
 
         Lone UTF-16 surrogates (``"\\ud83d"`` without its pair, e.g. an emoji cut in half)
-        become U+FFFD, so every string of every event can be encoded as UTF-8.
+        become U+FFFD, so every string of every event can be encoded as UTF-8. A body nested
+        deeper than ``max_depth`` is refused unparsed.
         """
+        if _too_deep(body, self.max_depth):
+            raise InvalidPayload(f"body nests too deeply (over {self.max_depth} levels)")
         try:
             data = json.loads(body)
             if _has_lone_surrogate(body):
