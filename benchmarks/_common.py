@@ -111,11 +111,19 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> Self:
+    def launch(self) -> Self:
+        """Start the process without waiting for it to listen (see :meth:`wait_ready`)."""
         extra = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=SRC + (os.pathsep + extra if extra else ""))
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)
+        return self
+
+    def start(self) -> Self:
+        return self.launch().wait_ready()
+
+    def wait_ready(self) -> Self:
+        assert self.proc is not None
         deadline = time.monotonic() + self.ready_timeout
         while True:
             if self.proc.poll() is not None:
@@ -153,7 +161,7 @@ class ServerProcess:
             os.unlink(self._log_path)
 
     def __enter__(self) -> Self:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -90,8 +90,11 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
     from wa_agent.sender import Sender
 
     # No throughput cap: the benchmarks measure the SDK, not Meta's per-number tier.
+    options: dict[str, Any] = {}
+    if args.max_in_flight is not None:
+        options["max_in_flight"] = args.max_in_flight
     sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None,
-                    max_in_flight=args.max_in_flight)
+                    **options)
     storage: Any = None if args.store == "memory" else args.db
     interface = WhatsAppInterface(
         make_agent(args.agent_delay), verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
@@ -184,9 +187,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--agent-delay", type=float, default=0.0)
     parser.add_argument("--graph", default="http://127.0.0.1:9", help="Graph API base URL")
     parser.add_argument("--max-concurrency", type=int, default=64)
-    parser.add_argument("--max-in-flight", type=int, default=64, help="Sender's HTTP bound")
+    parser.add_argument("--max-in-flight", type=int, default=None,
+                        help="Sender's bound on concurrent HTTP requests (default: Sender's)")
+    parser.add_argument("--gc-threshold", type=int, default=None,
+                        help="experiment: gc.set_threshold(N, 10, 10) before serving")
     args = parser.parse_args(argv)
     app = TARGETS[args.target](args)
+    if args.gc_threshold:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(args.gc_threshold, 10, 10)
 
     import uvicorn
 

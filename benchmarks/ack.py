@@ -81,8 +81,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each run")
     parser.add_argument("--bodies", type=int, default=120_000,
                         help="distinct pre-signed bodies (more than one run can send)")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="comma-separated subset of " + ",".join(TARGETS))
     parser.add_argument("--quick", action="store_true", help="~20 s smoke run")
     args = parser.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+    if not set(targets) <= set(TARGETS) or "bare" not in targets:
+        parser.error(f"--targets must include bare and be a subset of {TARGETS}")
     if args.quick:
         args.reps, args.duration, args.warmup = 1, 1.0, 1.0
         args.bodies = min(args.bodies, 20_000)
@@ -90,15 +95,15 @@ def main() -> None:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     t_start = time.monotonic()
     rows: dict[int, dict[str, list[dict[str, Any]]]] = {
-        c: {t: [] for t in TARGETS} for c in concurrencies}
+        c: {t: [] for t in targets} for c in concurrencies}
     with tempdir() as tmp:
         bodies = BodyFile(make_bodies(args.bodies, tag="A"), tmp)
-        warm = BodyFile(make_bodies(max(2000, args.bodies // 10), tag="W"), tmp)
+        warm = BodyFile(make_bodies(max(1000, args.bodies // 10), tag="W"), tmp)
         with ServerProcess("sink") as sink:
             n = 0
             for rep in range(args.reps):
                 for conc in concurrencies:
-                    for target in TARGETS:
+                    for target in targets:
                         n += 1
                         row = one_run(target, client, bodies, warm, connections=conc,
                                       duration=args.duration, warmup=args.warmup, sink=sink,
@@ -116,7 +121,7 @@ def main() -> None:
     for conc in concurrencies:
         ceiling = statistics.median(r["rps"] for r in rows[conc]["bare"])
         result["results"][str(conc)] = {}
-        for target in TARGETS:
+        for target in targets:
             runs = rows[conc][target]
             rps = [r["rps"] for r in runs]
             med = statistics.median(rps)

@@ -129,7 +129,7 @@ def main() -> None:
         imports.append(child["s"] * 1000)
         modules = child["modules"]
         hosting.append(run_child(_IMPORT_HOSTING)["s"] * 1000)
-    for _ in range(max(3, args.rounds // 2)):
+    for _ in range(max(1, args.rounds // 2)):
         starts.append(run_child(_START))
     bare_python = statistics.median(interpreter_ms() for _ in range(3))
     extras_loaded = sorted(set(EXTRAS) & set(modules))

@@ -47,13 +47,19 @@ from _common import (
 
 GOAL_VS_BASELINE = 3.0
 GOAL_VS_CEILING = 0.2
+SCENARIOS = ("wa-memory", "wa-sqlite", "baseline", "wa-slow", "baseline-slow")
 
 
 def scenario(name: str, server_target: str, server_args: list[str], *, n: int, tag: str,
              deadline_s: float, connections: int, settle_s: float = 1.0) -> dict[str, Any]:
     bodies = make_bodies(n, tag=tag)
-    with ServerProcess("emulator") as emulator, \
-            ServerProcess(server_target, "--graph", emulator.url, *server_args) as server:
+    emulator = ServerProcess("emulator")
+    server = ServerProcess(server_target, "--graph", emulator.url, *server_args)
+    emulator.launch()
+    server.launch()
+    with emulator, server:
+        emulator.wait_ready()
+        server.wait_ready()
         stats_url = f"{emulator.url}/__bench/stats"
         t0_wall = time.time()
         t0 = time.monotonic()
@@ -100,6 +106,12 @@ def main() -> None:
                         help="wa_agent max_concurrency in the 2 s agent run")
     parser.add_argument("--deadline", type=float, default=15.0, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--slow-delay", type=float, default=2.0,
+                        help="agent delay (s) of the slow scenarios")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds to wait for late duplicates after the last reply")
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help="comma-separated subset of " + ",".join(SCENARIOS))
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip measuring the bare receiver's ack ceiling")
     parser.add_argument("--quick", action="store_true", help="~20 s smoke run")
@@ -108,22 +120,26 @@ def main() -> None:
         args.n, args.n_slow, args.bound, args.deadline = 600, 200, 200, 4.0
     t_start = time.monotonic()
     runs: list[dict[str, Any]] = []
-    plan: list[tuple[str, str, list[str], int, str]] = [
-        ("wa-memory, 0 s agent", "wa", ["--store", "memory"], args.n, "M"),
-        ("wa-sqlite, 0 s agent", "wa", ["--store", "sqlite"], args.n, "S"),
-        ("fastapi+httpx baseline, 0 s agent", "fastapi", [], args.n, "F"),
-        (f"wa-memory, 2 s agent, bound {args.bound}", "wa",
-         ["--store", "memory", "--agent-delay", "2", "--max-concurrency", str(args.bound)],
-         args.n_slow, "P"),
-        ("fastapi+httpx baseline, 2 s agent", "fastapi", ["--agent-delay", "2"],
-         args.n_slow, "Q"),
-    ]
+    plan: dict[str, tuple[str, str, list[str], int, str]] = {
+        "wa-memory": ("wa-memory, 0 s agent", "wa", ["--store", "memory"], args.n, "M"),
+        "wa-sqlite": ("wa-sqlite, 0 s agent", "wa", ["--store", "sqlite"], args.n, "S"),
+        "baseline": ("fastapi+httpx baseline, 0 s agent", "fastapi", [], args.n, "F"),
+        "wa-slow": (f"wa-memory, {args.slow_delay:g} s agent, bound {args.bound}", "wa",
+                    ["--store", "memory", "--agent-delay", str(args.slow_delay),
+                     "--max-concurrency", str(args.bound)], args.n_slow, "P"),
+        "baseline-slow": (f"fastapi+httpx baseline, {args.slow_delay:g} s agent", "fastapi",
+                          ["--agent-delay", str(args.slow_delay)], args.n_slow, "Q"),
+    }
+    only = [k for k in args.only.split(",") if k]
+    if not set(only) <= set(SCENARIOS):
+        parser.error(f"--only takes a subset of {SCENARIOS}")
+    plan = {k: v for k, v in plan.items() if k in only}
     with tempdir() as tmp:
-        for i, (name, target, extra, n, tag) in enumerate(plan):
+        for i, (name, target, extra, n, tag) in enumerate(plan.values()):
             if "--store" in extra and extra[extra.index("--store") + 1] == "sqlite":
                 extra = [*extra, "--db", str(tmp / f"inbox-{i}.sqlite3")]
             row = scenario(name, target, extra, n=n, tag=tag, deadline_s=args.deadline,
-                           connections=args.connections)
+                           connections=args.connections, settle_s=args.settle)
             runs.append(row)
             print(f"  {name:<40} {row['answered_per_s']:>8,.0f} answered/s  "
                   f"lost {row['lost']}  dup {row['duplicated']}  "
@@ -137,7 +153,7 @@ def main() -> None:
             with ServerProcess("bare") as bare:
                 ceiling = run_load(client, bare.port, bare_bodies, connections=64,
                                    duration=2 if not args.quick else 1).rps
-    by = {r["scenario"]: r for r in runs}
+    rate = {key: row["answered_per_s"] for key, row in zip(plan, runs, strict=True)}
     lines = [[r["scenario"], f"{r['answered_per_s']:,.0f}", f"{r['acked']:,}/{r['n']:,}",
               f"{r['answered']:,}", "-" if r["lost"] is None else r["lost"],
               r["duplicated"], f"{r['elapsed_s']:.1f}" + ("" if r["finished"] else " (deadline)"),
@@ -146,21 +162,22 @@ def main() -> None:
     print()
     print(table(["scenario", "answered/s", "acked/posted", "answered", "lost", "duplicated",
                  "seconds", "server CPU ms/answer"], lines))
-    wa0 = by[plan[0][0]]["answered_per_s"]
-    base0 = by[plan[2][0]]["answered_per_s"]
-    wa2 = by[plan[3][0]]["answered_per_s"]
-    base2 = by[plan[4][0]]["answered_per_s"]
+    def ratio(a: str, b: str) -> float | None:
+        return rate[a] / rate[b] if rate.get(a) and rate.get(b) else None
+
     ratios = {
-        "wa_vs_baseline_0s": wa0 / base0 if base0 else None,
-        "wa_vs_baseline_2s": wa2 / base2 if base2 else None,
-        "wa_vs_ceiling_0s": wa0 / ceiling if ceiling else None,
+        "wa_vs_baseline_0s": ratio("wa-memory", "baseline"),
+        "wa_vs_baseline_slow": ratio("wa-slow", "baseline-slow"),
+        "wa_vs_ceiling_0s": rate["wa-memory"] / ceiling
+        if ceiling and rate.get("wa-memory") else None,
         "ceiling_acks_per_s": ceiling,
-        "ideal_2s_bound_per_s": args.bound / 2.0,
+        "ideal_slow_bound_per_s": args.bound / args.slow_delay,
     }
     wa_runs = [r for r in runs if r["scenario"].startswith("wa-")]
     result: dict[str, Any] = {
         "benchmark": "e2e", "machine": machine_info(),
         "settings": {"n": args.n, "n_slow": args.n_slow, "bound": args.bound,
+                     "slow_delay_s": args.slow_delay,
                      "deadline_s": args.deadline, "connections": args.connections},
         "results": runs, "ratios": ratios,
         "lost": sum(r["unanswered_at_deadline"] for r in wa_runs),

@@ -66,14 +66,15 @@ class HealthPoller:
 
 
 def one_run(target: str, client: str, bodies: BodyFile, warm: BodyFile, *, rate: float,
-            duration: float, agent_delay: float, max_concurrency: int, sink: ServerProcess,
+            duration: float, warmup: float, agent_delay: float, max_concurrency: int, sink: ServerProcess,
             db: str) -> dict[str, Any]:
     args: list[str] = []
     if target != "bare":
         args = ["--store", target.split("-")[1], "--db", db, "--graph", sink.url,
                 "--agent-delay", str(agent_delay), "--max-concurrency", str(max_concurrency)]
     with ServerProcess("bare" if target == "bare" else "wa", *args) as server:
-        run_load(client, server.port, warm, connections=64, duration=1, rate=rate)
+        if warmup > 0:
+            run_load(client, server.port, warm, connections=64, duration=warmup, rate=rate)
         sink0 = get_json(f"{sink.url}/__bench/stats")
         cpu0 = server.cpu()
         if target == "bare":
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--rate", type=float, default=1000.0, help="offered webhooks/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--agent-delay", type=float, default=2.0)
     parser.add_argument("--max-concurrency", type=int, default=10_000,
                         help="wa_agent's bound on messages processed at once")
@@ -124,7 +126,7 @@ def main() -> None:
             for i, target in enumerate(targets):
                 rows[target] = row = one_run(
                     target, client, bodies, warm, rate=args.rate, duration=args.duration,
-                    agent_delay=args.agent_delay, max_concurrency=args.max_concurrency,
+                    warmup=args.warmup, agent_delay=args.agent_delay, max_concurrency=args.max_concurrency,
                     sink=sink, db=str(tmp / f"inbox-{i}.sqlite3"))
                 print(f"  {target:<10} {row['rate']:>7,.0f}/s  p50 {row['p50_ms']:.2f} ms  "
                       f"p99 {row['p99_ms']:.2f} ms  in flight {row['peak_agents_in_flight']}",
