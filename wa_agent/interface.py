@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -62,7 +63,7 @@ from .secret import Secret
 from .stores.base import InboxItem, SessionStore
 
 if TYPE_CHECKING:
-    from .heartbeat import HeartbeatScheduler
+    from .heartbeat import HeartbeatConfig, HeartbeatScheduler, StoreLease
     from .sender import Sender
 
 __all__ = [
@@ -85,7 +86,8 @@ DEFAULT_ANSWER_TYPES = frozenset(
      "interactive", "button", "order"}
 )
 _TYPING_REFRESH = 20.0  # Meta hides the typing indicator after 25 s
-_MAX_ATTEMPTS = 8
+_MAX_ATTEMPTS = 8  # failed sends of one message before it is given up (logged)
+_MAX_BACKOFF = 300.0  # seconds between retries of a message whose send keeps failing
 
 
 class InterfaceMode(StrEnum):
@@ -132,16 +134,21 @@ def _mask(number: str) -> str:
 
 
 class _Stats:
-    __slots__ = ("agent_errors", "duplicates", "ignored", "processed", "received", "refused",
-                 "send_failures", "statuses")
+    __slots__ = ("agent_errors", "deferred", "duplicates", "ignored", "processed", "received",
+                 "refused", "send_failures", "statuses")
 
     def __init__(self) -> None:
         self.received = self.processed = self.duplicates = self.send_failures = 0
         self.refused = self.ignored = self.agent_errors = self.statuses = 0
+        self.deferred = 0  # senders left in the inbox for the sweeper (queue full)
 
 
 class _Retry(Exception):
-    """Processing of an item must be retried later (transient failure)."""
+    """Processing of an item must be retried later (transient failure), after ``delay`` s."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
 
 
 class WhatsAppInterface:
@@ -170,10 +177,31 @@ class WhatsAppInterface:
 
     Further keyword-only options tune delivery: ``max_concurrency`` (senders processed at
     once), ``agent_timeout``, ``shutdown_timeout``, ``history_limit``, ``answer_types``,
-    ``apology``, ``reset_message``, ``heartbeat`` (a scheduler, ``True``/``False``, or
-    ``None`` to follow the agent's own ``heartbeat`` attribute), ``heartbeat_template``
-    (sent instead of free text outside the 24-hour window), ``require_signature``,
+    ``apology``, ``reset_message``, ``require_signature``,
     ``max_body``, ``api_version`` and ``base_url`` (for the Sender it builds).
+
+    **Delivery** (SPEC §4, §7). ``max_concurrency`` agents run at once; at most
+    ``max_queued_senders`` senders are queued in memory, the others wait in the store's
+    inbox (still acknowledged with 200) and are taken up as the queue empties.
+    ``lease_ttl`` is the per-sender lock's expiry when a store is shared by several processes
+    (renewed while held; after a crash the sender waits at most this long); every
+    ``sweep_interval`` seconds the inbox is checked for work nobody is doing (leftovers of
+    another process, retries). A send that fails with a retryable error is retried from the
+    inbox with a growing delay (``sweep_interval`` doubled each time, up to 5 minutes) and
+    given up, with an ERROR log, after 8 failures. ``shutdown_timeout`` bounds how long
+    :meth:`aclose` waits for replies in progress.
+
+    **Heartbeat** (proactive messages, SPEC §4). ``heartbeat=None`` (the default) follows
+    the agent: on when it has ``heartbeat=True``, with its ``heartbeat_period`` (minutes) and
+    ``heartbeat_message``. ``heartbeat=True`` turns it on for any agent; ``heartbeat=False``
+    turns it off; a :class:`~wa_agent.HeartbeatScheduler` is run (and shown in health) as
+    is, with its own callables. ``heartbeat_period`` (minutes, or a ``timedelta``) and
+    ``heartbeat_message`` override the agent's settings and imply ``heartbeat=True``.
+    Outside the recipient's 24-hour window, ``heartbeat_template`` (``{"name": ...,
+    "language": "en_US", "components": [...]}``) is sent instead of asking the agent; without
+    one the beat is skipped with a WARNING. ``heartbeat_lease_ttl`` (seconds, default twice
+    the period and at least 30 s) is how long one worker keeps the heartbeat before another
+    may take over when the store is shared.
     """
 
     def __init__(
@@ -202,12 +230,16 @@ class WhatsAppInterface:
         reset_message: str = DEFAULT_RESET_MESSAGE,
         heartbeat: HeartbeatScheduler[Any] | bool | None = None,
         heartbeat_template: dict[str, Any] | None = None,
+        heartbeat_period: float | timedelta | None = None,
+        heartbeat_message: str | None = None,
+        heartbeat_lease_ttl: float | None = None,
         require_signature: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
         api_version: str = "v25.0",
         base_url: str | None = None,
         sweep_interval: float = 5.0,
         lease_ttl: float = 60.0,
+        max_queued_senders: int = 1000,
         media_max_bytes: int | None = None,
     ) -> None:
         self.agent: Agent = as_agent(agent)
@@ -266,12 +298,30 @@ class WhatsAppInterface:
             else DEFAULT_ANSWER_TYPES
         self.apology = apology
         self.reset_message = reset_message
-        self.heartbeat_template = heartbeat_template
+        self.heartbeat_template = _check_template(heartbeat_template)
         self._heartbeat_option = heartbeat
+        self._heartbeat_config = self._heartbeat_settings(
+            heartbeat, heartbeat_period, heartbeat_message)
+        self.heartbeat_lease_ttl = heartbeat_lease_ttl
+        if self._heartbeat_config is not None and heartbeat_lease_ttl is not None \
+                and heartbeat_lease_ttl <= self._heartbeat_config.period_s:
+            raise ConfigurationError(
+                "heartbeat_lease_ttl must be longer than the heartbeat period, or the holder "
+                "loses it between beats and workers beat in turn")
         self.heartbeat: HeartbeatScheduler[Any] | None = None
+        self._heartbeat_lease: StoreLease | None = None
+        self._heartbeat_task: asyncio.Task[Any] | None = None
+        self._heartbeat_known: str | None = None  # recipient known to be stored
+        self._heartbeat_wamids: OrderedDict[str, str] = OrderedDict()  # wamid -> recipient
+        self._window_warned: set[str] = set()
         self.max_body = max_body
         self.sweep_interval = sweep_interval
         self.lease_ttl = lease_ttl
+        if max_queued_senders < 1 or max_concurrency < 1:
+            raise ValueError("max_concurrency and max_queued_senders must be at least 1")
+        self.max_queued_senders = max_queued_senders
+        self._overflow = False  # senders were left in the inbox because the queue was full
+        self._sweep_now: asyncio.Event | None = None
         self.media_max_bytes = media_max_bytes
         self.listeners: list[ConversationListener] = []
         self.stats = _Stats()
@@ -369,6 +419,9 @@ class WhatsAppInterface:
             except Exception as exc:
                 raise StoreError(f"could not open the session store: {exc}") from exc
             self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._sweep_now = asyncio.Event()
+            self._backoff.clear()
+            self._overflow = False
             self._started = True
             self._spawn(self._sweeper(), "sweeper")
             self._setup_heartbeat()
@@ -382,6 +435,7 @@ class WhatsAppInterface:
         if not self._started:
             return
         self._closing = True
+        await self._stop_heartbeat()
         drains = list(self._drains.values())
         if drains:
             _done, pending = await asyncio.wait(drains, timeout=self.shutdown_timeout)
@@ -396,11 +450,6 @@ class WhatsAppInterface:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._drains.clear()
-        if self.heartbeat is not None:
-            lease = getattr(self, "_heartbeat_lease", None)
-            if lease is not None:
-                with contextlib.suppress(Exception):
-                    await lease.release()
         if self._owns_sender and self.sender is not None:
             await self.sender.aclose()
             self.sender = None
@@ -416,10 +465,11 @@ class WhatsAppInterface:
         await self.aclose()
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until no message is being processed or queued in this process (tests)."""
+        """Wait until no message is being processed, queued, deferred (queue full) or
+        waiting for a retry in this process (tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._drains or self._wake:
+        while self._drains or self._wake or self._overflow or self._backoff:
             if loop.time() > deadline:
                 raise TimeoutError("messages still being processed")
             await asyncio.sleep(0.01)
@@ -441,6 +491,7 @@ class WhatsAppInterface:
             "agent_errors": s.agent_errors,
             "refused": s.refused,
             "ignored": s.ignored,
+            "deferred": s.deferred,
             "statuses": s.statuses,
         }
         if self.heartbeat is not None:
@@ -516,11 +567,25 @@ class WhatsAppInterface:
                          exc_info=task.exception())
 
     def _schedule(self, sender: str) -> None:
+        """Start (or wake) the sender's drain, unless it is backing off after a failed send
+        or the in-memory queue is full: then its items wait in the inbox for the sweeper."""
         if self._closing or not self._started:
             return
+        if sender in self._drains:
+            self._wake.add(sender)
+            return
+        if self._backoff.get(sender, 0.0) > time.monotonic():
+            return
+        if len(self._drains) >= self.max_queued_senders:
+            if not self._overflow:
+                logger.warning("more than %d senders waiting: new ones stay in the inbox until "
+                               "the queue empties", self.max_queued_senders)
+            self._overflow = True
+            self.stats.deferred += 1
+            return
+        self._backoff.pop(sender, None)
         self._wake.add(sender)
-        if sender not in self._drains:
-            self._drains[sender] = self._spawn(self._drain(sender), "drain")
+        self._drains[sender] = self._spawn(self._drain(sender), "drain")
 
     async def _resume(self) -> None:
         try:
@@ -534,19 +599,32 @@ class WhatsAppInterface:
             self._schedule(sender)
 
     async def _sweeper(self) -> None:
+        """Every ``sweep_interval`` (or as soon as a full queue has room again), schedule the
+        senders with inbox items that nobody in this process is working on."""
+        assert self._sweep_now is not None
         while True:
-            await asyncio.sleep(self.sweep_interval)
-            now = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_now.wait(), self.sweep_interval)
+            self._sweep_now.clear()
             try:
                 senders = await self.store.pending_senders(self.name)
             except Exception:
                 logger.warning("sweep: could not list the inbox", exc_info=True)
                 continue
+            waiting = set(senders)
+            for sender in [s for s in self._backoff if s not in waiting]:
+                del self._backoff[sender]  # answered meanwhile (by another process)
+            self._overflow = False
             for sender in senders:
-                if self._backoff.get(sender, 0.0) <= now and sender not in self._drains:
-                    self._schedule(sender)
+                if self._closing:
+                    return
+                self._schedule(sender)
+                if self._overflow:
+                    break
 
     async def _drain(self, sender: str) -> None:
+        """Answer the sender's inbox items in arrival order while holding its lease (one
+        drainer per sender across every process sharing the store)."""
         lease_name = f"sender:{self.name}:{sender}"
         try:
             while not self._closing:
@@ -558,23 +636,27 @@ class WhatsAppInterface:
                             self.name, sender):
                         return
                     continue
+                keeper = self._spawn(self._keep_lease(lease_name), "lease")
                 try:
                     items = await self.store.pending(self.name, sender)
                     for index, item in enumerate(items):
-                        if self._closing:
-                            return
+                        if self._closing or keeper.done():  # lease lost: start over
+                            break
                         latest = index == len(items) - 1 and sender not in self._wake
                         assert self._sem is not None
                         async with self._sem:
+                            if self._closing:  # waited for a slot while shutting down
+                                break
                             await self._process(item, quote=not latest)
-                        await self.store.acquire_lease(lease_name, self.owner, self.lease_ttl)
                 finally:
+                    keeper.cancel()
+                    await asyncio.gather(keeper, return_exceptions=True)
                     with contextlib.suppress(Exception):
                         await self.store.release_lease(lease_name, self.owner)
                 if not items and sender not in self._wake:
                     return
-        except _Retry:
-            self._backoff[sender] = time.monotonic() + self.sweep_interval
+        except _Retry as retry:
+            self._backoff[sender] = time.monotonic() + retry.delay
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -583,17 +665,35 @@ class WhatsAppInterface:
         finally:
             if self._drains.get(sender) is asyncio.current_task():
                 del self._drains[sender]
+                if self._overflow and self._sweep_now is not None \
+                        and len(self._drains) <= self.max_queued_senders // 2:
+                    self._sweep_now.set()
+
+    async def _keep_lease(self, name: str) -> None:
+        """Renew a held lease every third of its TTL, so a slow agent never loses it."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                held = await self.store.acquire_lease(name, self.owner, self.lease_ttl)
+            except Exception:
+                logger.warning("could not renew the lease %s", name, exc_info=True)
+                continue
+            if not held:
+                logger.warning("lost the lease %s (this process stalled longer than lease_ttl="
+                               "%.1f s): another process may be answering the same sender",
+                               name, self.lease_ttl)
+                return
 
     # -- processing one message ------------------------------------------------------------
     async def _process(self, item: InboxItem, *, quote: bool) -> None:
         message = _load_message(item.payload, self._parser)
         sender = item.sender
         progress: dict[str, Any] = json.loads(item.progress) if item.progress else {}
-        if item.attempts >= _MAX_ATTEMPTS:
-            logger.error("giving up on message %s from %s after %d attempts", item.id,
-                         _mask(sender), item.attempts)
-            self.stats.send_failures += 1
-            await self.store.complete(self.name, item.id, sender)
+        failures = int(progress.get("failures", 0))
+        if failures >= _MAX_ATTEMPTS:
+            logger.error("giving up on message %s from %s: its reply failed %d times", item.id,
+                         _mask(sender), failures)
+            await self._complete(item)
             return
         self._in_flight += 1
         try:
@@ -603,16 +703,39 @@ class WhatsAppInterface:
                 parts, turns = await self._answer(message)
                 progress = {"parts": parts, "sent": 0, "turns": turns}
                 if len(parts) > 1:
+                    # Before the first part: a restart resumes instead of asking again.
                     await self.store.save_progress(self.name, item.id, json.dumps(progress))
             await self._send_parts(item, message, progress, quote=quote)
             history = [Turn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
                        for t in progress.get("turns", [])]
-            await self.store.complete(self.name, item.id, sender, history)
+            await self._complete(item, history)
             self.stats.processed += 1
         finally:
             self._in_flight -= 1
             for listener in self.listeners:
                 _safe(listener.thinking, sender, False)
+
+    async def _complete(self, item: InboxItem, history: Sequence[Turn] = ()) -> None:
+        """Remove the answered item from the inbox. The reply is out: a store failure here is
+        retried in place (never by resending), until it works or shutdown cancels it."""
+        delay = 0.05
+        while True:
+            try:
+                await self.store.complete(self.name, item.id, item.sender, history)
+                return
+            except Exception as exc:  # noqa: BLE001 - logged, retried
+                logger.warning("the reply to message %s was sent but the store could not "
+                               "record it (%s); retrying in %.2f s", item.id, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _save_progress(self, item: InboxItem, progress: dict[str, Any]) -> None:
+        """Record how many parts were accepted. Best effort: if the store fails, sending
+        goes on (only a crash before the reply completes would repeat those parts)."""
+        try:
+            await self.store.save_progress(self.name, item.id, json.dumps(progress))
+        except Exception as exc:  # noqa: BLE001 - logged; sending goes on
+            logger.warning("could not save the progress of message %s: %s", item.id, exc)
 
     async def _answer(self, message: Message) -> tuple[list[dict[str, Any]], list[list[Any]]]:
         """Run the agent (or the reset command) and turn its reply into sendable parts."""
@@ -840,18 +963,23 @@ class WhatsAppInterface:
                 return
             if len(parts) > 1 and index + 1 < len(parts):
                 progress["sent"] = index + 1
-                await self.store.save_progress(self.name, item.id, json.dumps(progress))
+                await self._save_progress(item, progress)
 
     async def _send_failed(self, item: InboxItem, to: str, exc: WhatsAppAPIError,
                            progress: dict[str, Any], index: int) -> None:
+        """A retryable send failure: the part was not accepted, so it is resent later from
+        the inbox (the parts before it are not), after a delay that doubles each time."""
         self.stats.send_failures += 1
+        failures = int(progress.get("failures", 0)) + 1
         progress["sent"] = index
+        progress["failures"] = failures
         await self.store.save_progress(self.name, item.id, json.dumps(progress))
-        logger.warning("reply to %s failed (%s, code %s); kept in the inbox for a retry",
-                       _mask(to), type(exc).__name__, exc.code)
+        delay = min(self.sweep_interval * 2 ** (failures - 1), _MAX_BACKOFF)
+        logger.warning("reply to %s failed (%s, code %s); kept in the inbox, retry %d in "
+                       "%.1f s", _mask(to), type(exc).__name__, exc.code, failures, delay)
         for listener in self.listeners:
             _safe(listener.error, to, f"send failed: {exc.code}; will retry")
-        raise _Retry from exc
+        raise _Retry(delay) from exc
 
     def _refuse(self, message: Message) -> None:
         self.stats.refused += 1
@@ -888,98 +1016,245 @@ class WhatsAppInterface:
             codes = ",".join(str(e.code) for e in update.errors) or "?"
             logger.warning("message %s to %s failed (codes %s)", update.id,
                            _mask(update.recipient), codes)
+            self._heartbeat_status(update)
 
     # -- heartbeat -------------------------------------------------------------------------
+    def _heartbeat_settings(self, option: object, period: float | timedelta | None,
+                            message: str | None) -> HeartbeatConfig | None:
+        """What heartbeat the interface builds itself (``None``: none, or a passed-in one)."""
+        import dataclasses
+
+        from .heartbeat import HeartbeatScheduler, _to_seconds, heartbeat_from_agent
+
+        overrides = period is not None or message is not None
+        if isinstance(option, HeartbeatScheduler) or option is False:
+            if overrides:
+                raise ConfigurationError(
+                    "heartbeat_period=/heartbeat_message= configure the heartbeat the interface "
+                    "builds; they cannot be combined with heartbeat=False or a HeartbeatScheduler")
+            return None
+        if option is not None and option is not True:
+            raise TypeError("heartbeat must be None, True, False or a HeartbeatScheduler, not "
+                            f"{type(option).__name__}")
+        config = heartbeat_from_agent(self.agent, force=option is True or overrides)
+        if config is None:
+            return None
+        if period is not None:
+            seconds = (_to_seconds(period, "heartbeat_period") if isinstance(period, timedelta)
+                       else 60 * _to_seconds(period, "heartbeat_period (minutes)"))
+            config = dataclasses.replace(config, period=timedelta(seconds=seconds))
+        if message is not None:
+            if not isinstance(message, str) or not message.strip():
+                raise ValueError("heartbeat_message must be a non-empty string")
+            config = dataclasses.replace(config, message=message)
+        return config
+
     def _setup_heartbeat(self) -> None:
-        from .heartbeat import HeartbeatScheduler, StoreLease, heartbeat_from_agent
+        from .heartbeat import HeartbeatScheduler, StoreLease
 
         option = self._heartbeat_option
         if isinstance(option, HeartbeatScheduler):
             self.heartbeat = option
-        elif option is False:
-            return
-        else:
-            config = heartbeat_from_agent(self.agent)
-            if config is None:
-                if option is True:
-                    raise ConfigurationError(
-                        "heartbeat=True but the agent has no heartbeat settings; set "
-                        "heartbeat=True and heartbeat_period= on the agent or pass a "
-                        "HeartbeatScheduler")
+            if option.running:
+                logger.info("%s is already running elsewhere; interface %r shows its state "
+                            "but does not run it again", option.name, self.name)
                 return
-            lease = StoreLease(self.store, f"heartbeat:{self.name}",
-                               ttl=max(2 * config.period_s, 30.0), owner=self.owner)
-            self._heartbeat_lease = lease
+        elif self._heartbeat_config is not None:
+            config = self._heartbeat_config
+            ttl = self.heartbeat_lease_ttl or max(2 * config.period_s, 30.0)
+            self._heartbeat_lease = StoreLease(self.store, f"heartbeat:{self.name}", ttl=ttl,
+                                               owner=self.owner)
             self.heartbeat = HeartbeatScheduler(
-                config.period_s, config.message, run=self._heartbeat_run,
+                config.period, config.message, run=self._heartbeat_run,
                 deliver=self._heartbeat_deliver, recipient=self._heartbeat_recipient,
-                name=f"{self.name} heartbeat", lease=lease,
+                name=f"{self.name} heartbeat", lease=self._heartbeat_lease,
             )
-        self._spawn(self.heartbeat.run(), "heartbeat")
+        else:
+            return
+        self._heartbeat_task = self._spawn(self.heartbeat.run(), "heartbeat")
+
+    async def _stop_heartbeat(self) -> None:
+        """Stop beating (before in-flight replies drain) and hand the lease over at once."""
+        task, self._heartbeat_task = self._heartbeat_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        lease, self._heartbeat_lease = self._heartbeat_lease, None
+        if lease is not None:
+            with contextlib.suppress(Exception):
+                await lease.release()
 
     async def _maybe_set_heartbeat_recipient(self, sender: str) -> None:
-        if self.heartbeat is None or self.heartbeat_recipient:
+        """The first allowed sender becomes the recipient, kept in the store so a restart and
+        every worker agree. Refused senders never get here (nor into the store)."""
+        if (self.heartbeat is None or self.heartbeat_recipient or self._heartbeat_known
+                or not self.is_user_allowed(sender)):
             return
-        if self.is_user_allowed(sender):
-            await self.store.set_heartbeat_recipient(self.name, sender)
+        current = await self.store.set_heartbeat_recipient(self.name, sender)
+        if not self.is_user_allowed(current):  # stored before the whitelist changed
+            current = await self.store.set_heartbeat_recipient(self.name, sender, overwrite=True)
+        if self._heartbeat_known is None:
+            logger.info("heartbeat recipient: %s", _mask(current))
+        self._heartbeat_known = current
 
     async def _heartbeat_recipient(self) -> str | None:
         if self.heartbeat_recipient:
             return self.heartbeat_recipient
         recipient = await self.store.get_heartbeat_recipient(self.name)
         if recipient is not None and not self.is_user_allowed(recipient):
+            logger.debug("stored heartbeat recipient %s is not allowed; ignored",
+                         _mask(recipient))
             return None
         return recipient
 
-    async def _heartbeat_run(self, message: str, recipient: str) -> AgentReply:
+    async def _window_open(self, recipient: str) -> bool:
+        from .heartbeat import within_service_window
+
+        return within_service_window(await self.store.last_inbound(self.name, recipient))
+
+    def _outside_window(self, recipient: str, why: str) -> None:
+        """Free text cannot reach ``recipient``: return if a template can be sent instead,
+        else skip the beat (WARNING the first time, INFO while the window stays closed)."""
+        from .heartbeat import OUTSIDE_WINDOW, SkipBeat
+
+        if self.heartbeat_template:
+            return
+        level = logging.INFO if recipient in self._window_warned else logging.WARNING
+        self._window_warned.add(recipient)
+        logger.log(level, "heartbeat to %s skipped: %s; WhatsApp then accepts only a template "
+                   "(131047) and no heartbeat_template is configured", _mask(recipient), why)
+        raise SkipBeat(OUTSIDE_WINDOW, level=logging.DEBUG)
+
+    async def _heartbeat_run(self, message: str, recipient: str) -> AgentReply | None:
+        """Ask the agent (with the recipient's history in CHAT mode). Outside the 24-hour
+        window the agent is not asked: the beat sends the template, or is skipped."""
+        if not await self._window_open(recipient):
+            self._outside_window(recipient, "the recipient has not written in the last 24 hours")
+            return _TEMPLATE_BEAT
         history: tuple[Turn, ...] = ()
         if self.mode is InterfaceMode.CHAT:
             history = tuple(await self.store.get_history(self.name, recipient,
                                                          self.history_limit))
         request = AgentRequest(text=message, sender=recipient, history=history,
                                interface=self.name, purpose="heartbeat")
-        return await self.agent.answer(request)
+        if self.agent_timeout is not None:
+            reply = await asyncio.wait_for(self.agent.answer(request), self.agent_timeout)
+        else:
+            reply = await self.agent.answer(request)
+        if not (reply.text or "").strip() and not reply.images and not reply.files:
+            return None  # the scheduler records "skipped: the agent's answer was empty"
+        return reply
 
     async def _heartbeat_deliver(self, recipient: str, reply: AgentReply) -> None:
         from .exceptions import OutsideServiceWindow
-        from .heartbeat import EMPTY_ANSWER, SkipBeat, within_service_window
-        from .text import markdown_to_whatsapp
+        from .heartbeat import EMPTY_ANSWER, SkipBeat
 
-        assert self.sender is not None
-        if not (reply.text or "").strip():
-            raise SkipBeat(EMPTY_ANSWER)
-        last = await self.store.last_inbound(self.name, recipient)
-        if not within_service_window(last):
-            await self._heartbeat_template(recipient)
+        if reply is _TEMPLATE_BEAT:
+            await self._send_heartbeat_template(recipient)
             return
-        text = markdown_to_whatsapp(reply.text or "")
+        assert isinstance(reply, AgentReply)
+        if not await self._window_open(recipient):
+            self._outside_window(recipient, "the 24-hour window closed while the agent answered")
+            await self._send_heartbeat_template(recipient)
+            return
+        parts = await self._reply_parts(reply)
+        if not parts:
+            raise SkipBeat(EMPTY_ANSWER, level=logging.INFO)
         try:
-            wamids = await self.sender.send_text(recipient, text)
+            wamids = await self._send_heartbeat_parts(recipient, parts)
         except OutsideServiceWindow:
-            await self._heartbeat_template(recipient)
+            self._outside_window(recipient, "the Cloud API answered 131047 (more than 24 hours "
+                                 "since the user wrote)")
+            await self._send_heartbeat_template(recipient)
             return
-        for listener in self.listeners:
-            _safe(listener.outbound, recipient, text, wamid=wamids[-1] if wamids else None)
-        if self.mode is InterfaceMode.CHAT:
+        self._window_warned.discard(recipient)
+        for wamid in wamids:
+            self._heartbeat_wamids[wamid] = recipient
+        while len(self._heartbeat_wamids) > 1000:
+            self._heartbeat_wamids.popitem(last=False)
+        if self.mode is InterfaceMode.CHAT and (reply.text or "").strip():
             await self.store.append_history(self.name, recipient,
                                             [Turn(role="assistant", text=reply.text or "")])
 
-    async def _heartbeat_template(self, recipient: str) -> None:
-        from .heartbeat import OUTSIDE_WINDOW, SkipBeat
-
+    async def _send_heartbeat_parts(self, recipient: str, parts: list[dict[str, Any]]
+                                    ) -> list[str]:
         assert self.sender is not None
-        if not self.heartbeat_template:
-            logger.warning("heartbeat to %s skipped: %s and no heartbeat_template is "
-                           "configured (free text would fail with 131047)", _mask(recipient),
-                           OUTSIDE_WINDOW)
-            raise SkipBeat(OUTSIDE_WINDOW)
-        template = dict(self.heartbeat_template)
-        await self.sender.send_template(recipient, template["name"],
-                                        template.get("language", "en_US"),
-                                        template.get("components"))
+        wamids: list[str] = []
+        for part in parts:
+            if part["type"] == "text":
+                sent = await self.sender.send_text(recipient, part["text"])
+                wamids.extend(sent)
+                for listener in self.listeners:
+                    _safe(listener.outbound, recipient, part["text"],
+                          wamid=sent[-1] if sent else None)
+                continue
+            send = getattr(self.sender, f"send_{part['type']}", self.sender.send_document)
+            kwargs: dict[str, Any] = {}
+            if part["type"] not in ("sticker", "audio"):
+                kwargs["caption"] = part.get("caption")
+            if part["type"] == "document":
+                kwargs["filename"] = part.get("filename")
+            media: Any = part.get("id") or part.get("link")
+            wamid = await send(recipient, media, **kwargs)
+            wamids.append(wamid)
+            for listener in self.listeners:
+                _safe(listener.outbound, recipient, part.get("caption") or "", wamid=wamid,
+                      kind=part["type"], media_info={
+                          "type": part["type"], "size": part.get("size"),
+                          "caption": part.get("caption"), "filename": part.get("filename")})
+        return wamids
+
+    async def _send_heartbeat_template(self, recipient: str) -> None:
+        assert self.sender is not None and self.heartbeat_template is not None
+        template = self.heartbeat_template
+        wamid = await self.sender.send_template(recipient, template["name"],
+                                                template.get("language", "en_US"),
+                                                template.get("components"))
+        logger.info("heartbeat to %s: outside the 24-hour window, sent template %r instead",
+                    _mask(recipient), template["name"])
+        for listener in self.listeners:
+            _safe(listener.outbound, recipient, f"[template {template['name']}]", wamid=wamid)
+
+    def _heartbeat_status(self, update: StatusUpdate) -> None:
+        """A heartbeat text that failed later with 131047 (Meta usually reports it as a
+        ``failed`` status): handled like a synchronous 131047."""
+        from .heartbeat import SkipBeat
+
+        recipient = self._heartbeat_wamids.pop(update.id, None) \
+            if update.status == "failed" else None
+        if recipient is None or not any(e.code == 131047 for e in update.errors):
+            return
+        try:
+            self._outside_window(recipient, "the Cloud API reported 131047 for the heartbeat")
+        except SkipBeat:
+            return
+        self._spawn(self._heartbeat_template_later(recipient), "heartbeat-template")
+
+    async def _heartbeat_template_later(self, recipient: str) -> None:
+        try:
+            await self._send_heartbeat_template(recipient)
+        except WhatsAppAPIError as exc:
+            logger.warning("could not send the heartbeat template to %s (%s, code %s)",
+                           _mask(recipient), type(exc).__name__, exc.code)
 
 
 # -- helpers ---------------------------------------------------------------------------------
+#: What ``_heartbeat_run`` answers (compared by identity) when the beat must send the
+#: template instead of asking the agent.
+_TEMPLATE_BEAT = AgentReply(text="<heartbeat template>")
+
+
+def _check_template(template: dict[str, Any] | None) -> dict[str, Any] | None:
+    if template is None:
+        return None
+    if not isinstance(template, dict) or not isinstance(template.get("name"), str) \
+            or not template["name"]:
+        raise ConfigurationError(
+            'heartbeat_template must be a dict like {"name": "check_in", "language": "en_US", '
+            '"components": [...]} naming an approved template')
+    return dict(template)
+
+
 def _safe(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     try:
         fn(*args, **kwargs)
