@@ -238,7 +238,7 @@ class WhatsAppInterface:
         api_version: str = "v25.0",
         base_url: str | None = None,
         sweep_interval: float = 5.0,
-        lease_ttl: float = 60.0,
+        lease_ttl: float = 30.0,
         max_queued_senders: int = 1000,
         media_max_bytes: int | None = None,
     ) -> None:
