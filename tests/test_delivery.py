@@ -751,3 +751,34 @@ async def test_slow_agent_keeps_its_sender_lease(
         await b.drain()
     assert calls == ["hello"]
     assert cloud.replies() == {wamid: 1}
+
+
+async def test_sigterm_lets_the_reply_in_progress_finish_and_keeps_the_rest(
+        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
+        tmp_path: Path) -> None:
+    """A real process gets SIGTERM while its agent answers the first of two messages of one
+    sender: uvicorn's graceful shutdown runs the interface's, the first reply is sent, the
+    process exits and the second message waits in the inbox; the next process answers it.
+    Each message is answered once."""
+    spec = f"sqlite:{tmp_path / 'bot.db'}"
+    log = tmp_path / "agent.log"
+    bot = bots(cloud.url, spec, delay=0.5, shutdown_timeout=10, log=log)
+    await bot.ready(client)
+    first, second = message_body("15556100001", "m0"), message_body("15556100001", "m1")
+    for _, body in (first, second):
+        assert await post(client, bot.url, body) == (200, "processing")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not read_log(log):
+        assert loop.time() < deadline, "the agent never started"
+        await asyncio.sleep(0.02)
+    # uvicorn re-raises the signal after its graceful shutdown: exit status -SIGTERM.
+    assert await asyncio.to_thread(bot.terminate) in (0, -signal.SIGTERM)
+    assert "Traceback" not in bot.stderr()
+    assert set(cloud.replies()) == {first[0]}
+    assert [item.id for item in await inbox(spec, "")] == [second[0]]
+    again = bots(cloud.url, spec, log=log)
+    await again.ready(client)
+    await cloud.wait_answered([first[0], second[0]])
+    await wait_inbox_empty(spec, "")
+    assert cloud.replies() == {first[0]: 1, second[0]: 1}
