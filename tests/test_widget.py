@@ -420,3 +420,25 @@ def test_importing_wa_agent_or_the_widget_module_does_not_import_ipywidgets() ->
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_media_size_is_filled_in_when_known() -> None:
+    """media_size() sets the size of a logged message's media placeholder once the bot has
+    downloaded it, re-renders that contact, and ignores unknown wamids and text messages."""
+    from wa_agent.events import MediaRef
+
+    log = ConversationLog()
+    seen: list[str] = []
+    log.subscribe(seen.append)
+    image = Message(id="wamid.img", sender="15550001", timestamp=datetime.now(UTC),
+                    type="image", caption="cat", media=MediaRef(id="m1", mime_type="image/png"))
+    log.inbound(image)
+    log.inbound(Message(id="wamid.txt", sender="15550001", timestamp=datetime.now(UTC),
+                        type="text", text="hi"))
+    seen.clear()
+    entry = log.media_size("wamid.img", 2048)
+    assert entry is not None and entry.media is not None and entry.media.size == 2048
+    assert seen == ["15550001"]
+    assert "[image · 2.0 KB · image/png]" in render_conversation(log["15550001"])
+    assert log.media_size("wamid.txt", 5) is None and log.media_size("wamid.nope", 5) is None
+    assert log.media_size("wamid.img", 2048) is None and seen == ["15550001"]  # unchanged

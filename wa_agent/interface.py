@@ -830,6 +830,10 @@ class WhatsAppInterface:
             logger.warning("could not download %s of message %s: %s", message.type,
                            message.id, type(exc).__name__)
             return (), [f"[{message.type} could not be downloaded: {exc}]"]
+        for listener in self.listeners:  # the size is known only now (the widget shows it)
+            media_size = getattr(listener, "media_size", None)
+            if media_size is not None:
+                _safe(media_size, message.id, len(data))
         return (Attachment(kind=message.type, data=data, mime_type=mime or media.mime_type or
                            "application/octet-stream", filename=media.filename,
                            caption=message.caption, voice=media.voice),), []

@@ -332,6 +332,20 @@ class ConversationLog:
         self._notify(changed)
         return entry
 
+    def media_size(self, wamid: str, size: int) -> LogEntry | None:
+        """Fill in the size of a logged message's media once it is known (inbound media is
+        logged on arrival, before the bot downloads it). Returns the entry, or ``None`` when
+        ``wamid`` is not in the log or has no media."""
+        with self._lock:
+            found = self._by_wamid.get(wamid)
+            if found is None or found[1].media is None or found[1].media.size == size:
+                return None
+            contact, entry = found
+            assert entry.media is not None
+            entry.media.size = size
+        self._notify([contact])
+        return entry
+
     def set_wamid(self, entry: LogEntry, wamid: str) -> None:
         """Attach the wamid to an outbound entry logged before the send returned."""
         with self._lock:
