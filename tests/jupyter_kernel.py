@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_NAME = "wa-agent-test"
 
-__all__ = ["KERNEL_NAME", "ROOT", "CellResult", "Kernel", "fake_ngrok_env", "kernel_spec_manager"]
+__all__ = ["KERNEL_NAME", "ROOT", "CellResult", "Kernel", "fake_ngrok_env", "kernel_spec_manager",
+           "process_gone"]
 
 
 def kernel_spec_manager(directory: Path) -> KernelSpecManager:
@@ -171,6 +172,20 @@ def _kernel_env(extra: dict[str, str] | None) -> dict[str, str]:
     env["JUPYTER_PLATFORM_DIRS"] = "1"
     env.update(extra or {})
     return env
+
+
+def process_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Wait (bounded) until process ``pid`` has exited (a zombie counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.split()[2] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def fake_ngrok_env(directory: Path) -> tuple[dict[str, str], Path]:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.jupyter_kernel import Kernel, fake_ngrok_env
+from tests.jupyter_kernel import Kernel, fake_ngrok_env, process_gone
 
 PRELUDE = """
 import asyncio, json, os, socket
@@ -225,19 +225,6 @@ def _ngrok(state_file: Path) -> dict[str, Any]:
     return data
 
 
-def _pid_gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        if stat.split()[2] == "Z":
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_tunnel_prints_the_webhook_url_and_verify_token(
     kernel: Kernel, ngrok_state: tuple[dict[str, str], Path]
 ) -> None:
@@ -263,7 +250,7 @@ print("RESULT", hook7)
     kernel.check("await m7.stop()")
     state = _ngrok(state_file)
     assert state["endpoints"] == [] and len(state["deleted"]) >= 1
-    assert _pid_gone(state["pid"])
+    assert process_gone(state["pid"])
 
 
 def test_sync_tunnel_schedules_on_the_loop_and_errors_stay_in_the_cell(
