@@ -7,9 +7,13 @@
 * ``await manager.start(host, port)`` / ``await manager.stop()`` — background server on the
   current loop (notebooks, tests); a port clash raises ``OSError`` and never kills the
   kernel; stop frees the port.
-* ``manager.tunnel()`` — an ngrok tunnel to the running server, printing the webhook URL and
-  the verify token to paste into Meta's dashboard.
+* ``await manager.atunnel()`` (or ``manager.tunnel()``, which schedules it on a running loop)
+  — an ngrok tunnel to the running server, printing the webhook URL and the verify token to
+  paste into Meta's dashboard.
 * ``manager.widget()`` — a live ipywidgets view of the conversations.
+
+Nothing here needs ``nest_asyncio``: in a notebook everything runs as tasks on the kernel's
+own loop, and the only blocking work (starting ngrok) runs in a worker thread.
 """
 
 from __future__ import annotations
