@@ -87,8 +87,8 @@ _CSS = """<style>
 .wa-phone-head{background:#075e54;color:#fff;padding:8px 10px}
 .wa-phone-name{font-weight:600}
 .wa-phone-number{opacity:.8;margin-left:6px;font-size:12px}
-.wa-phone-msgs{display:flex;flex-direction:column;gap:4px;padding:8px;height:340px;
-  overflow-y:auto}
+.wa-phone-scroll{display:flex;flex-direction:column-reverse;height:340px;overflow-y:auto}
+.wa-phone-msgs{display:flex;flex-direction:column;gap:4px;padding:8px}
 .wa-phone-empty{align-self:center;color:#667781;font-style:italic;margin-top:40px}
 .wa-phone-bubble{max-width:80%;padding:5px 8px;border-radius:8px;white-space:pre-wrap;
   overflow-wrap:anywhere;box-shadow:0 1px 0 rgba(0,0,0,.08)}
@@ -505,7 +505,8 @@ class PhoneWidget:
             bubbles = ['<div class="wa-phone-empty">No messages yet: say hi!</div>']
         return (f'{_CSS}<div class="wa-phone" data-number="{_e(user.number)}">'
                 f'<div class="wa-phone-head">{head}</div>'
-                f'<div class="wa-phone-msgs">{"".join(bubbles)}</div></div>')
+                f'<div class="wa-phone-scroll"><div class="wa-phone-msgs">{"".join(bubbles)}'
+                "</div></div></div>")  # column-reverse: scrolled to the newest message
 
     def _render(self) -> None:
         if self._closed:

@@ -1,0 +1,110 @@
+"""The phone widget rendered by headless Chromium (static embed with the html-manager from
+npm, as in test_widget_browser.py): bubbles, inline images, controls, and user text shown as
+text. Skipped when chromium or the html-manager is missing (a failure under ``CI``)."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+from tests.test_widget_browser import (
+    CHROMIUM,
+    EMBED_JS,
+    IMG_ATTACK,
+    SCRIPT_ATTACK,
+    _chromium,
+    _require,
+    _static_app,
+)
+from wa_agent.demo import DemoAgent, make_png
+from wa_agent.server import BackgroundServer
+from wa_agent.testing import Simulator
+
+PROBE = """
+<script>
+(function probe(tries) {
+  const bubbles = [...document.querySelectorAll('.wa-phone-bubble')];
+  if ((bubbles.length < %(bubbles)d || window.__control !== 1) && tries < 400) {
+    setTimeout(() => probe(tries + 1), 25);
+    return;
+  }
+  const phone = document.querySelector('.wa-phone-widget');
+  const out = {
+    head: (document.querySelector('.wa-phone-name') || {}).textContent || null,
+    bubbles: bubbles.map(b => ({
+      cls: b.className,
+      text: (b.querySelector('.wa-phone-text') || {}).textContent || null,
+      caption: (b.querySelector('.wa-phone-caption') || {}).textContent || null,
+      img: (b.querySelector('img') || {}).naturalWidth || null,
+      ticks: (b.querySelector('.wa-phone-ticks') || {}).className || null,
+    })),
+    buttons: phone ? [...phone.querySelectorAll('button')].map(b => b.textContent.trim()) : [],
+    inputs: phone ? phone.querySelectorAll('input[type=text]').length : -1,
+    imgs: phone ? phone.querySelectorAll('img').length : -1,
+    scripts: phone ? phone.querySelectorAll('script').length : -1,
+    pwned: window.__pwned === undefined ? null : window.__pwned,
+    control: window.__control === undefined ? null : window.__control,
+  };
+  const pre = document.createElement('pre');
+  pre.id = 'wa-probe';
+  pre.style.display = 'none';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})(0);
+</script>
+"""
+
+
+async def test_phone_renders_in_chromium(tmp_path: Path) -> None:
+    """Chromium shows the phone's controls and one bubble per message, on the right side
+    for the user and the left for the bot, with read ticks and both pictures decoded
+    inline; injected <img onerror>/<script> text stays text and never runs, while an
+    unescaped control widget on the same page does run. Saves a screenshot."""
+    _require(CHROMIUM, "chromium")
+    _require(EMBED_JS.is_file(), f"@jupyter-widgets/html-manager ({EMBED_JS})")
+    import ipywidgets
+    from ipywidgets.embed import embed_minimal_html
+
+    async with Simulator(DemoAgent(), mode="chat") as sim:
+        phone = sim.phone("15551230001", f"Mallory {SCRIPT_ATTACK}")
+        await phone.send(IMG_ATTACK)
+        await phone.send_image(make_png(16, 16, (200, 30, 30)), "image/png", caption="red")
+        await phone.send("send me a picture")
+    bubbles = [m["from"] for m in phone.transcript()]
+    assert bubbles == ["me", "bot", "me", "bot", "me", "bot", "bot"]
+
+    control = ipywidgets.HTML(
+        '<img src="missing.png" style="display:none" onerror="window.__control=1">')
+    page = tmp_path / "phone.html"
+    embed_minimal_html(page, views=[phone.box, control], title="wa_agent phone",
+                       requirejs=False, embed_url="/embed.js", cors=False)
+    markup = page.read_text().replace("</body>", PROBE % {"bubbles": len(bubbles)} + "</body>")
+    files = {
+        "/phone.html": (markup.encode(), "text/html; charset=utf-8"),
+        "/embed.js": (EMBED_JS.read_bytes(), "application/javascript"),
+    }
+    shot = tmp_path / "phone.png"
+    async with BackgroundServer(_static_app(files)) as server:
+        dom, errors = await _chromium(f"{server.url}/phone.html", shot, tmp_path / "profile")
+    phone.close()
+    control.close()
+
+    found = re.search(r'<pre id="wa-probe"[^>]*>(.*?)</pre>', dom, re.DOTALL)
+    assert found, f"phone did not render; chromium said:\n{errors[-3000:]}"
+    probe = json.loads(html.unescape(found.group(1)))
+    assert probe["control"] == 1, "the unescaped control widget did not run: the check is blind"
+    assert probe["pwned"] is None and probe["scripts"] == 0
+    assert probe["head"] == f"Mallory {SCRIPT_ATTACK}"
+    assert any("Attach image" in b for b in probe["buttons"]), probe["buttons"]
+    assert {"Send", "Add user"} <= set(probe["buttons"]) and probe["inputs"] == 3
+    shown = probe["bubbles"]
+    assert [b["cls"].split()[-1] for b in shown] == [
+        f"wa-phone-{who}" for who in bubbles]
+    assert shown[0]["text"] == IMG_ATTACK and shown[0]["ticks"] == "wa-phone-ticks wa-phone-read"
+    assert shown[2]["img"] == 16 and shown[2]["caption"] == "red"  # decoded: 16 px wide
+    assert shown[6]["img"] == 64 and shown[6]["caption"] == "A green square"
+    assert probe["imgs"] == 2  # the two pictures, nothing injected
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
