@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "Order": "events",
     "OrderItem": "events",
     "OutsideServiceWindow": "exceptions",
+    "PhoneWidget": "phone",
     "Overloaded": "asgi",
     "PermissionDeniedError": "exceptions",
     "Pricing": "events",
@@ -137,6 +138,7 @@ __all__ = [
     "Order",
     "OrderItem",
     "OutsideServiceWindow",
+    "PhoneWidget",
     "Overloaded",
     "PermissionDeniedError",
     "Pricing",
@@ -247,6 +249,7 @@ if TYPE_CHECKING:
     from .llm import LLMAgent, LLMAuthError, LLMError
     from .manager import InterfaceManager
     from .parser import MessageParser
+    from .phone import PhoneWidget
     from .secret import Secret
     from .sender import MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
     from .server import BackgroundServer
