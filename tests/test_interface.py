@@ -640,9 +640,9 @@ async def test_fifty_senders_at_once_task_mode_each_gets_its_own_answer() -> Non
 
 
 async def test_fifty_senders_chat_mode_histories_never_leak_and_reset_is_per_sender() -> None:
-    """CHAT mode, 50 concurrent senders over three rounds with a ~1 s agent: every answer
-    is built from that sender's own history only; one sender's reset in the middle clears
-    its history and leaves the 49 others intact."""
+    """CHAT mode, 50 concurrent senders over two rounds with a ~1 s agent: every answer is
+    built from that sender's own history only; one sender's reset (followed at once by a
+    queued message) clears its history and leaves the 49 others' histories intact."""
     gauge = Concurrency()
 
     async def handler(request: AgentRequest) -> str:
@@ -655,18 +655,27 @@ async def test_fifty_senders_chat_mode_histories_never_leak_and_reset_is_per_sen
         users = [sim.user(n) for n in SENDERS]
         await asyncio.gather(*(u.send_text(f"r1-{i}") for i, u in enumerate(users)))
         await sim.settle()
-        await asyncio.gather(*(u.send_text("/reset" if i == 0 else f"r2-{i}")
-                               for i, u in enumerate(users)))
+
+        async def second_round(i: int, user: Any) -> None:
+            if i == 0:
+                await user.send_text("/reset")
+                await user.send_text("after")
+            else:
+                await user.send_text(f"r2-{i}")
+
+        await asyncio.gather(*(second_round(i, u) for i, u in enumerate(users)))
         await sim.settle()
-        await asyncio.gather(*(u.send_text(f"r3-{i}") for i, u in enumerate(users)))
-        await sim.settle()
+        store, name = sim.interface.store, sim.interface.name
         for i, number in enumerate(SENDERS):
             r1 = f"{number}:r1-{i}[]"
             if i == 0:
-                expected = [r1, DEFAULT_RESET_MESSAGE, f"{number}:r3-0[]"]
+                after = f"{number}:after[]"
+                assert texts_of(sim, number) == [r1, DEFAULT_RESET_MESSAGE, after]
+                expected = ["after", after]
             else:
                 r2 = f"{number}:r2-{i}[r1-{i}|{r1}]"
-                expected = [r1, r2, f"{number}:r3-{i}[r1-{i}|{r1}|r2-{i}|{r2}]"]
-            assert texts_of(sim, number) == expected, number
-        assert len(sim.emulator.messages) == 150
+                assert texts_of(sim, number) == [r1, r2], number
+                expected = [f"r1-{i}", r1, f"r2-{i}", r2]
+            assert [t.text for t in await store.get_history(name, number)] == expected
+        assert len(sim.emulator.messages) == 101
     assert gauge.peak >= 25
