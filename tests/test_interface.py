@@ -323,6 +323,33 @@ async def test_every_media_type_reaches_the_agent_as_bytes() -> None:
     assert all(len(r.attachments) == 1 for r in agent.requests)
 
 
+async def test_chat_history_names_media_turns() -> None:
+    """CHAT mode: a media message (even without a caption) and a media-only reply leave
+    readable turns in the history, not empty ones a model would drop."""
+    png = make_png(4, 4)
+
+    async def handler(request: AgentRequest) -> AgentReply:
+        if request.text == "draw":
+            return AgentReply(images=[png])
+        return AgentReply(text="noted")
+
+    agent = Recorder(handler)
+    async with Simulator(agent, mode="chat") as sim:
+        alice = sim.user(ALICE)
+        await alice.send_image(png, "image/png", caption="my cat")
+        await alice.send_voice(VOICE)
+        await alice.send_document(PDF, "report.pdf")
+        await alice.send_text("draw")
+        await alice.send_text("what did we share?")
+        await sim.settle()
+    assert [(t.role, t.text) for t in agent.requests[-1].history] == [
+        ("user", "[image] my cat"), ("assistant", "noted"),
+        ("user", "[voice note]"), ("assistant", "noted"),
+        ("user", '[document "report.pdf"]'), ("assistant", "noted"),
+        ("user", "draw"), ("assistant", "[sent 1 image]"),
+    ]
+
+
 async def test_media_download_failure_gives_the_agent_a_note() -> None:
     """A media lookup the Cloud API refuses, or media over the size cap, reaches the agent as
     a note in the text (no attachment), and the user still gets an answer."""

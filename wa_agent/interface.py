@@ -786,7 +786,8 @@ class WhatsAppInterface:
         parts = await self._reply_parts(reply)
         turns: list[list[Any]] = []
         if self.mode is InterfaceMode.CHAT:
-            turns = [["user", request.text, message.id], ["assistant", reply.text or ""]]
+            turns = [["user", _history_text(request.text, request.attachments), message.id],
+                     ["assistant", _reply_history_text(reply)]]
         return parts, turns
 
     async def _greeting(self, message: Message) -> str:
@@ -1289,6 +1290,25 @@ def _load_message(payload: str, parser: MessageParser) -> Message:
     if not isinstance(message, Message):
         raise StoreError("an inbox item could not be read back as a message")
     return message
+
+
+def _history_text(text: str, attachments: Sequence[Attachment]) -> str:
+    """A user turn for the history: media-only messages would otherwise leave an empty turn
+    (which models drop), so each attachment is named: ``[image] my cat``."""
+    marks = []
+    for att in attachments:
+        label = "voice note" if att.voice else att.kind
+        marks.append(f'[{label} "{att.filename}"]' if att.filename else f"[{label}]")
+    return " ".join([*marks, text] if text else marks)
+
+
+def _reply_history_text(reply: AgentReply) -> str:
+    """The assistant turn: the reply text, or what was sent when it was media only."""
+    if reply.text and reply.text.strip():
+        return reply.text
+    sent = [f"{len(items)} {kind}{'s' if len(items) > 1 else ''}"
+            for kind, items in (("image", reply.images), ("file", reply.files)) if items]
+    return f"[sent {' and '.join(sent)}]" if sent else ""
 
 
 def _render_text(message: Message, notes: Sequence[str] = ()) -> str:
