@@ -588,6 +588,43 @@ async def test_sync_agent_function_runs_in_a_thread() -> None:
     assert threads and threads[0] != threading.main_thread().name
 
 
+async def test_agent_timeout_gives_the_apology() -> None:
+    """An agent slower than ``agent_timeout`` is cancelled and the user gets the apology."""
+    cancelled = asyncio.Event()
+
+    async def handler(request: AgentRequest) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "too late"
+
+    async with Simulator(Recorder(handler), agent_timeout=0.2, apology="Timed out.") as sim:
+        assert (await sim.user(ALICE).ask("slow")).text == "Timed out."
+        assert cancelled.is_set()
+
+
+async def test_framework_agent_in_chat_mode_gets_history_in_its_prompt() -> None:
+    """An object of another framework (``arun(prompt)``) works end to end; in CHAT mode its
+    prompt carries the sender's own earlier turns."""
+    class FrameworkAgent:
+        def __init__(self) -> None:
+            self.prompts: list[str] = []
+
+        async def arun(self, prompt: str) -> Any:
+            self.prompts.append(prompt)
+            return type("RunResponse", (), {"content": f"#{len(self.prompts)}"})()
+
+    agent = FrameworkAgent()
+    async with Simulator(agent, mode="chat") as sim:
+        assert (await sim.user(ALICE).ask("first")).text == "#1"
+        assert (await sim.user(BOB).ask("other")).text == "#2"
+        assert (await sim.user(ALICE).ask("second")).text == "#3"
+    assert agent.prompts[0] == "first"
+    assert agent.prompts[2] == "user: first\nassistant: #1\nuser: second"
+
+
 # -- ordering and quoting --------------------------------------------------------------------
 async def test_follow_up_is_queued_answered_in_order_and_first_reply_quotes() -> None:
     """A follow-up sent while the first message is being answered is not dropped: the first
