@@ -46,7 +46,8 @@ def tagged(tag: str) -> Any:
 # -- several interfaces ----------------------------------------------------------------------
 async def test_two_numbers_in_one_app_route_by_prefix() -> None:
     """Two interfaces (two phone numbers, two prefixes) in one app: each webhook reaches its
-    own agent, each reply goes out from its own number, and the root /health lists both."""
+    own agent, each reply goes out from its own number, the root /health lists both, and
+    stopping the server closes both (lifespan)."""
     one = WhatsAppInterface(tagged("one"), name="sales", phone_number_id="111111",
                             prefix="/sales")
     two = WhatsAppInterface(tagged("two"), name="support", phone_number_id="222222",
@@ -72,6 +73,10 @@ async def test_two_numbers_in_one_app_route_by_prefix() -> None:
         assert [i["processed"] for i in health["interfaces"]] == [1, 1]
         assert own["interface"] == "support"
         assert missing.status_code == 404
+        senders = [one.sender, two.sender]
+    # The manager's lifespan closed both interfaces: their Senders and stores.
+    assert not one._started and not two._started
+    assert all(s is not None and s.is_closed for s in senders)
 
 
 async def test_message_for_the_other_number_is_ignored() -> None:
