@@ -95,8 +95,11 @@ class ServerProcess:
                  ready_timeout: float = 30.0) -> None:
         self.target = target
         self.port = port or free_port()
+        # Experiments: WA_BENCH_WA_ARGS="--max-in-flight 8" adds options to every wa_agent
+        # server (see _serve.py --help).
+        extra = os.environ.get("WA_BENCH_WA_ARGS", "").split() if target == "wa" else []
         self.args = [sys.executable, str(HERE / "_serve.py"), target, "--port",
-                     str(self.port), *args]
+                     str(self.port), *args, *extra]
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         fd, self._log_path = tempfile.mkstemp(prefix=f"wa-bench-{target}-", suffix=".log")
