@@ -7,6 +7,7 @@ checks read what the script printed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -114,11 +115,10 @@ def test_until_next_daily_time() -> None:
     """heartbeat_only.until() gives the delay to the next daily time, tomorrow once passed."""
     from datetime import UTC, datetime, time, timedelta
 
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import heartbeat_only
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location("heartbeat_only", EXAMPLES / "heartbeat_only.py")
+    assert spec is not None and spec.loader is not None
+    heartbeat_only = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(heartbeat_only)
     now = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
     assert heartbeat_only.until(time(9, 0), now) == timedelta(minutes=30)
     assert heartbeat_only.until(time(8, 0), now) == timedelta(hours=23, minutes=30)
