@@ -10,7 +10,9 @@ The webhook route is yours. It uses four pieces directly:
 
 The route answers 200 once the message is recorded, then a background task replies. Each
 user's messages are answered in order, one at a time; whatever is still in the inbox at
-start-up (a crash between the 200 and the reply) is answered then.
+start-up (a crash between the 200 and the reply) is answered then. (FastAPI runs background
+tasks after the response, on the same connection; when answers are slow, hand them to a
+queue of workers instead: see ``worker.py``.)
 
 Run the offline demo (a local Cloud API emulator plays Meta; nothing leaves 127.0.0.1)::
 

@@ -24,7 +24,7 @@ For real (``WHATSAPP_APP_SECRET`` and ``WHATSAPP_VERIFY_TOKEN`` for receivers,
 ``WHATSAPP_ACCESS_TOKEN`` and ``WHATSAPP_PHONE_NUMBER_ID`` for workers, ``REDIS_URL``)::
 
     uvicorn --factory worker:receiver_from_env --app-dir examples --workers 4 --port 8000
-    python examples/worker.py work      # as many as you like, on any host
+    python examples/worker.py work --redis-url "$REDIS_URL"   # as many as you like, anywhere
 """
 
 from __future__ import annotations
@@ -175,10 +175,10 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def run_receiver(redis_url: str, port: int) -> None:
+async def run_receiver(redis_url: str, prefix: str, port: int) -> None:
     """A receiver process: serve until SIGTERM/SIGINT."""
     stop = _stop_on_signals()
-    app = receiver_app(RedisSessionStore(redis_url, prefix=os.environ["DEMO_PREFIX"]),
+    app = receiver_app(RedisSessionStore(redis_url, prefix=prefix),
                        app_secret=os.environ["WHATSAPP_APP_SECRET"],
                        verify_token=os.environ["WHATSAPP_VERIFY_TOKEN"])
     async with BackgroundServer(app, port=port) as server:
@@ -186,13 +186,13 @@ async def run_receiver(redis_url: str, port: int) -> None:
         await stop.wait()
 
 
-async def run_worker(redis_url: str, name: str) -> None:
+async def run_worker(redis_url: str, prefix: str, graph_url: str, name: str) -> None:
     """A worker process: answer until SIGTERM/SIGINT."""
     stop = _stop_on_signals()
-    store = RedisSessionStore(redis_url, prefix=os.environ.get("DEMO_PREFIX", "wa_agent"))
-    graph = os.environ.get("WHATSAPP_GRAPH_URL", "https://graph.facebook.com")
+    store = RedisSessionStore(redis_url, prefix=prefix)
     async with store, Sender(os.environ["WHATSAPP_ACCESS_TOKEN"],
-                             os.environ["WHATSAPP_PHONE_NUMBER_ID"], base_url=graph) as sender:
+                             os.environ["WHATSAPP_PHONE_NUMBER_ID"],
+                             base_url=graph_url) as sender:
         print("READY", flush=True)
         answered = await work(store, sender, stop)
     print(f"{name} answered {answered} message(s)", flush=True)
@@ -225,17 +225,17 @@ async def demo(redis_url: str) -> None:
     emulator = CloudAPIEmulator(access_token="demo-token")
     async with emulator.serve() as graph_url:
         env = os.environ | {
-            "DEMO_PREFIX": prefix, "WHATSAPP_APP_SECRET": secret,
-            "WHATSAPP_VERIFY_TOKEN": "demo-verify-token",
-            "WHATSAPP_ACCESS_TOKEN": "demo-token",
-            "WHATSAPP_PHONE_NUMBER_ID": "100000000000001", "WHATSAPP_GRAPH_URL": graph_url}
+            "WHATSAPP_APP_SECRET": secret, "WHATSAPP_VERIFY_TOKEN": "demo-verify-token",
+            "WHATSAPP_ACCESS_TOKEN": "demo-token", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"}
+        shared = ("--redis-url", redis_url, "--prefix", prefix)
+        work = ("work", *shared, "--graph-url", graph_url)
         procs: list[asyncio.subprocess.Process] = []
         try:
             started = await asyncio.gather(
-                _spawn("receive", "--redis-url", redis_url, env=env),
-                _spawn("receive", "--redis-url", redis_url, env=env),
-                _spawn("work", "--redis-url", redis_url, "--name", "worker-1", env=env),
-                _spawn("work", "--redis-url", redis_url, "--name", "worker-2", env=env))
+                _spawn("receive", *shared, env=env),
+                _spawn("receive", *shared, env=env),
+                _spawn(*work, "--name", "worker-1", env=env),
+                _spawn(*work, "--name", "worker-2", env=env))
             procs = [proc for proc, _ in started]
             receivers = [url for _, url in started[:2]]
             print(f"2 receivers ({', '.join(receivers)}) and 2 workers share {prefix!r}")
@@ -308,15 +308,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("role", nargs="?", choices=["demo", "receive", "work"], default="demo")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--prefix", default="wa_agent", help="the store's key prefix")
     parser.add_argument("--port", type=int, default=0, help="receiver port (0: any free one)")
-    parser.add_argument("--name", default="worker")
+    parser.add_argument("--graph-url", default="https://graph.facebook.com",
+                        help="worker: the Cloud API base URL")
+    parser.add_argument("--name", default="worker", help="worker: its name in the output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     redis_url = args.redis_url or "redis://127.0.0.1:6379/0"
     if args.role == "receive":
-        asyncio.run(run_receiver(redis_url, args.port))
+        asyncio.run(run_receiver(redis_url, args.prefix, args.port))
     elif args.role == "work":
-        asyncio.run(run_worker(redis_url, args.name))
+        asyncio.run(run_worker(redis_url, args.prefix, args.graph_url, args.name))
     elif args.redis_url:
         asyncio.run(demo(args.redis_url))
     else:
