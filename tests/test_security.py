@@ -4,17 +4,32 @@ checks and fails if that protection is removed."""
 
 from __future__ import annotations
 
+import hmac
+import logging
+import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wa_agent import InvalidPayload, Message, MessageParser
+from tests.asgi_driver import call_asgi
+from wa_agent import (
+    ConfigurationError,
+    InvalidPayload,
+    Message,
+    MessageParser,
+    WhatsAppInterface,
+)
+from wa_agent.asgi import CallbackConsumer, WebhookApp
 from wa_agent.parser import MAX_DEPTH, _too_deep
 from wa_agent.testing import webhooks
+
+PNID = "100000000000001"
 
 # --------------------------------------------------------------------------------------
 # JSON nesting depth
@@ -116,3 +131,164 @@ def test_deep_body_cannot_crash_the_process_with_a_raised_recursion_limit() -> N
                             timeout=60, check=False)
     assert result.returncode == 0, (result.returncode, result.stderr[-500:])
     assert "refused: body nests too deeply" in result.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Verification handshake and signature settings
+# --------------------------------------------------------------------------------------
+
+VERIFY = "vt-9f8e7d6c5b4a"
+
+
+def _query(**params: str) -> bytes:
+    return urlencode(params).encode()
+
+
+async def test_handshake_requires_mode_subscribe() -> None:
+    """The right token with any ``hub.mode`` other than ``subscribe`` is refused (403);
+    with ``subscribe`` the challenge is echoed as nosniff text/plain, so a reflected
+    challenge can never render as HTML."""
+    app = WebhookApp(CallbackConsumer(_noop), verify_token=VERIFY, app_secret="s")
+    for mode in ("unsubscribe", "Subscribe", "subscribe ", "", "hub_mode"):
+        ex = await call_asgi(app, method="GET", query=_query(**{
+            "hub.mode": mode, "hub.verify_token": VERIFY, "hub.challenge": "1"}))
+        assert ex.status == 403, mode
+    ex = await call_asgi(app, method="GET", query=_query(**{
+        "hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "<b>x</b>"}))
+    assert ex.status == 200 and ex.body == b"<b>x</b>"
+    assert ex.header(b"content-type", ).startswith(b"text/plain")  # type: ignore[union-attr]
+    assert ex.header(b"x-content-type-options") == b"nosniff"
+
+
+async def test_verify_token_is_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handshake compares the token with ``hmac.compare_digest`` (checked by structure:
+    the comparison goes through it, for a right and a wrong token alike)."""
+    import wa_agent.asgi as asgi_module
+
+    seen: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(asgi_module.hmac, "compare_digest", spy)
+    app = WebhookApp(CallbackConsumer(_noop), verify_token=VERIFY)
+    for token, status in ((VERIFY, 200), (VERIFY[:-1] + "X", 403), ("", 403)):
+        seen.clear()
+        ex = await call_asgi(app, method="GET", query=_query(**{
+            "hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "7"}))
+        assert ex.status == status
+        assert (VERIFY.encode(), token.encode()) in seen
+
+
+async def _noop(message: Message) -> None:
+    return None
+
+
+async def test_unsigned_app_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A WebhookApp without an app secret logs one loud warning, not one per request; with
+    a secret it logs none."""
+    caplog.set_level(logging.WARNING, logger="wa_agent")
+    body = webhooks.encode(webhooks.envelope(statuses=[
+        webhooks.status_item("wamid.1", "read", "1555")]))
+    for secret in (None, "s"):
+        caplog.clear()
+        app = WebhookApp(CallbackConsumer(_noop), app_secret=secret)
+        for _ in range(3):
+            await call_asgi(app, chunks=[body])
+        warnings = [r for r in caplog.records if "NO app secret" in r.getMessage()]
+        assert len(warnings) == (1 if secret is None else 0)
+
+
+async def test_interface_without_secret_warns_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WhatsAppInterface with no app secret warns exactly once over start, stop, restart
+    and several webhooks (its own warning; the app it builds stays quiet)."""
+    monkeypatch.delenv("WHATSAPP_APP_SECRET", raising=False)
+    caplog.set_level(logging.WARNING, logger="wa_agent")
+    interface = WhatsAppInterface(lambda r: "ok", verify_token=VERIFY, sender=_StubSender(),
+                                  phone_number_id=PNID)
+    app = interface.attach_routes()
+    body = webhooks.encode(webhooks.envelope(statuses=[
+        webhooks.status_item("wamid.1", "read", "1555")]))
+    await interface.start()
+    for _ in range(3):
+        ex = await call_asgi(app, chunks=[body])
+        assert ex.status == 200
+    await interface.aclose()
+    await interface.start()
+    await interface.aclose()
+    warnings = [r for r in caplog.records if "NO app secret" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+def test_require_signature_refuses_to_start_without_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``require_signature=True`` with no app secret (argument or environment) raises
+    ConfigurationError at construction; with one it is accepted."""
+    monkeypatch.delenv("WHATSAPP_APP_SECRET", raising=False)
+    with pytest.raises(ConfigurationError, match="require_signature"):
+        WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_StubSender())
+    with pytest.raises(ConfigurationError):
+        WhatsAppInterface(lambda r: "ok", require_signature=True, app_secret="",
+                          sender=_StubSender())
+    WhatsAppInterface(lambda r: "ok", require_signature=True, app_secret="s",
+                      sender=_StubSender())
+    monkeypatch.setenv("WHATSAPP_APP_SECRET", "from-env")
+    interface = WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_StubSender())
+    assert interface.attach_routes().signature_required
+
+
+class _StubSender:
+    """Stands in for a Sender where no reply is ever sent."""
+
+    phone_number_id = PNID
+
+    async def aclose(self) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"unexpected Sender.{name} call")
+
+        return refuse
+
+
+def test_access_log_never_shows_the_verify_token() -> None:
+    """Served the production way (``InterfaceManager.serve()`` → ``uvicorn.run`` with its
+    own logging config and the access log on), the handshake's access-log line shows
+    ``hub.verify_token=**********``, never the token."""
+    code = textwrap.dedent(f"""
+        import asyncio, threading, time, urllib.request
+        from wa_agent import InterfaceManager, WhatsAppInterface
+        iface = WhatsAppInterface(lambda r: "ok", verify_token={VERIFY!r}, app_secret="s",
+                                  access_token="t", phone_number_id="1")
+        manager = InterfaceManager([iface])
+        import socket
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+        def hit():
+            url = (f"http://127.0.0.1:{{port}}/whatsapp/webhook?hub.mode=subscribe"
+                   f"&hub.verify_token={VERIFY}&hub.challenge=4242")
+            for _ in range(200):
+                try:
+                    print("BODY", urllib.request.urlopen(url).read().decode(), flush=True)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            import os, signal
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Thread(target=hit, daemon=True).start()
+        manager.serve(host="127.0.0.1", port=port)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False, env=env)
+    output = result.stdout + result.stderr
+    assert "BODY 4242" in output, output[-2000:]
+    assert "hub.verify_token=**********" in output, output[-2000:]
+    assert VERIFY not in output

@@ -24,6 +24,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol, final
 from urllib.parse import parse_qs
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "CallbackConsumer",
     "Overloaded",
+    "RedactVerifyToken",
     "WebhookApp",
     "WebhookConsumer",
 ]
@@ -132,7 +134,8 @@ def _json_body(data: dict[str, Any]) -> bytes:
 
 
 _JSON = [(b"content-type", b"application/json")]
-_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+# nosniff: the echoed hub.challenge must never be rendered as HTML by a browser
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8"), (b"x-content-type-options", b"nosniff")]
 _PROCESSING = b'{"status":"processing"}'
 _IGNORED = b'{"status":"ignored"}'
 _INVALID = b'{"status":"invalid_payload"}'
@@ -140,6 +143,33 @@ _INVALID = b'{"status":"invalid_payload"}'
 
 class _TooLarge(Exception):
     pass
+
+
+_VERIFY_TOKEN_IN_QUERY = re.compile(r"(hub(?:\.|%2[eE])verify_token=)[^&\s\"]*")
+
+
+class RedactVerifyToken(logging.Filter):
+    """Masks ``hub.verify_token=...`` in log records: Meta sends the verify token in the
+    query string of the handshake, and uvicorn's access log prints whole paths at INFO.
+    Installed on the ``uvicorn.access`` logger by every :class:`WebhookApp` with a verify
+    token; add it to other servers' access loggers the same way."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, str) and "verify_token" in a
+                                           for a in args):
+            record.args = tuple(
+                _VERIFY_TOKEN_IN_QUERY.sub(r"\1**********", a) if isinstance(a, str) else a
+                for a in args)
+        elif isinstance(record.msg, str) and "verify_token" in record.msg:
+            record.msg = _VERIFY_TOKEN_IN_QUERY.sub(r"\1**********", record.msg)
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactVerifyToken) for f in access.filters):
+        access.addFilter(RedactVerifyToken())
 
 
 class _Disconnected(Exception):
@@ -151,7 +181,10 @@ class WebhookApp:
     """ASGI app serving one interface's webhook (see the module docstring).
 
     ``verify_token`` answers the GET handshake; ``app_secret`` (recommended) makes every
-    POST carry a valid signature. ``consumer`` receives the parsed events. ``on_startup`` /
+    POST carry a valid signature; without one, a warning is logged once, at start-up or on
+    the first request (``warn_unsigned=False`` for a host that warns itself). ``max_body``
+    caps the body, enforced from ``Content-Length`` and again while streaming.
+    ``consumer`` receives the parsed events. ``on_startup`` /
     ``on_shutdown`` run on ASGI lifespan; ``on_first_request`` runs once before the first
     request is handled (for apps mounted where lifespan does not reach, e.g. a sub-mount in
     Starlette/FastAPI).
@@ -168,10 +201,14 @@ class WebhookApp:
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         on_first_request: Callable[[], Awaitable[None]] | None = None,
+        warn_unsigned: bool = True,
     ) -> None:
         self.consumer = consumer
         self._verify_token = Secret(verify_token) if verify_token else None
         self._verifier = SignatureVerifier(app_secret) if app_secret else None
+        self._warn_unsigned = warn_unsigned and self._verifier is None
+        if self._verify_token is not None:
+            _redact_access_log()
         self.max_body = max_body
         self.parser = parser or MessageParser()
         self._on_startup = on_startup
@@ -184,8 +221,16 @@ class WebhookApp:
         """Whether POSTs must carry a valid ``X-Hub-Signature-256`` (an app secret is set)."""
         return self._verifier is not None
 
+    def _warn_once(self) -> None:
+        self._warn_unsigned = False
+        logger.warning(
+            "webhook app has NO app secret: signatures are not verified and anyone who "
+            "finds the URL can post fake messages. Set WHATSAPP_APP_SECRET (app_secret=).")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if self._warn_unsigned:
+            self._warn_once()
         if kind == "http":
             try:
                 await self._http(scope, receive, send)

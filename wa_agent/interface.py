@@ -366,6 +366,7 @@ class WhatsAppInterface:
                 on_startup=self.start,
                 on_shutdown=self.aclose,
                 on_first_request=self.start,
+                warn_unsigned=False,  # start() warns once per interface
             )
         return self._app
 
