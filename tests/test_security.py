@@ -13,21 +13,27 @@ import textwrap
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.asgi_driver import call_asgi
 from wa_agent import (
+    AgentRequest,
     ConfigurationError,
     InvalidPayload,
+    MediaError,
     Message,
     MessageParser,
     WhatsAppInterface,
 )
 from wa_agent.asgi import CallbackConsumer, WebhookApp
 from wa_agent.parser import MAX_DEPTH, _too_deep
-from wa_agent.testing import webhooks
+from wa_agent.sender import RetryPolicy, Sender
+from wa_agent.server import BackgroundServer
+from wa_agent.testing import Simulator, webhooks
+from wa_agent.testing.emulator import CloudAPIEmulator
 
 PNID = "100000000000001"
 
@@ -292,3 +298,141 @@ def test_access_log_never_shows_the_verify_token() -> None:
     assert "BODY 4242" in output, output[-2000:]
     assert "hub.verify_token=**********" in output, output[-2000:]
     assert VERIFY not in output
+
+
+# --------------------------------------------------------------------------------------
+# Bearer-token containment
+# --------------------------------------------------------------------------------------
+
+ACCESS = "at-5e6f7a8b9c0d"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://graph.facebook.com@evil.test/", False),  # userinfo: the host is evil.test
+        ("https://graph.facebook.com:443@evil.test/x", False),
+        ("https://graph.facebook.com.evil.test/", False),  # lookalike suffix
+        ("https://graph.facebook.com\uff0eevil.test/", False),  # fullwidth dot (IDNA)
+        ("https://graph.faceb\u043eok.com/", False),  # Cyrillic o (punycode)
+        ("https://evil.test/graph.facebook.com", False),
+        ("https://evil.test?h=.facebook.com", False),
+        ("https://evil.test#@graph.facebook.com", False),
+        ("https://evil-fbcdn.net/x", False),
+        ("https://lookaside.fbsbx.com%2e.evil.test/", False),
+        ("https://lookaside.fbsbx.com\x00.evil.test/", False),  # unparseable: refused
+        ("http://127.0.0.1:9@evil.test/", False),  # userinfo made of the base origin
+        ("http://localhost:9/", False),  # same machine, other name: not the base origin
+        ("wss://graph.facebook.com/", False),
+        ("https://GRAPH.FACEBOOK.COM/v25.0/1", True),
+        ("https://graph.facebook.com./v25.0/1", True),
+        ("https://a.b.fbcdn.net/x.jpg", True),
+        ("HTTP://127.0.0.1:9/x", True),
+    ],
+)
+def test_token_allowed_resists_url_tricks(url: str, allowed: bool) -> None:
+    """The token is for the host httpx actually connects to, only if that is a Meta host
+    over HTTPS or the base_url origin: userinfo, lookalike, IDNA and port tricks fail."""
+    assert Sender(ACCESS, PNID, base_url="http://127.0.0.1:9").token_allowed(url) is allowed
+
+
+class _Elsewhere:
+    """An httpx transport: requests to the emulator's host go to the emulator (in process);
+    every other request is recorded and answered 200 with image bytes — nothing leaves the
+    process even if a check is missing."""
+
+    def __init__(self, emulator: CloudAPIEmulator) -> None:
+        self.emulator = emulator
+        self.inner = httpx.ASGITransport(app=emulator)
+        self.seen: list[httpx.Request] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "emulator.test" and request.url.port is None:
+            return await self.inner.handle_async_request(request)
+        self.seen.append(request)
+        stored = self.emulator.media.get(request.url.params.get("mid", ""))
+        return httpx.Response(200, content=stored.data if stored else PNG,
+                              headers={"content-type": "image/png"})
+
+
+ELSEWHERE = [
+    "https://graph.facebook.com.evil.test",
+    "https://graph.facebook.com@evil.test",
+    "https://evil.test",
+    "http://emulator.test@evil.test",
+    "http://emulator.test:8080",
+    "https://emulator.test",
+    "http://lookaside.fbsbx.com",  # a Meta host, but in clear text
+]
+
+
+@pytest.mark.parametrize("how", ["media_url", "redirect"])
+async def test_media_download_never_sends_the_token_elsewhere(how: str) -> None:
+    """A media URL, or a redirect from it, pointing anywhere but Meta/the base URL raises
+    MediaError before any request goes there; an allowed Meta host does get the request
+    (with the token), which shows the check is what stops the others."""
+    emulator = CloudAPIEmulator(access_token=ACCESS)
+    router = _Elsewhere(emulator)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(router)) as client:
+        sender = Sender(ACCESS, PNID, base_url="http://emulator.test", client=client,
+                        retry=RetryPolicy.never(), rate_limit=None)
+        media_id = emulator.add_media(PNG, "image/png")
+        for target in ELSEWHERE:
+            emulator.reset_faults()
+            if how == "media_url":
+                emulator.media_url_base = target
+            else:
+                emulator.download_redirect = target
+            with pytest.raises(MediaError, match="refusing to send the access token"):
+                await sender.download_media(media_id)
+        assert router.seen == []
+        emulator.reset_faults()
+        if how == "media_url":
+            emulator.media_url_base = "https://lookaside.fbsbx.com"
+        else:
+            emulator.download_redirect = "https://lookaside.fbsbx.com"
+        assert await sender.download_media(media_id) == (PNG, "image/png")
+        assert [r.url.host for r in router.seen] == ["lookaside.fbsbx.com"]
+        assert router.seen[0].headers["authorization"] == f"Bearer {ACCESS}"
+    await emulator.aclose()
+
+
+async def test_interface_downloads_inbound_media_only_from_allowed_hosts() -> None:
+    """End to end on the Simulator: an inbound image whose media URL (or its redirect)
+    points to another server on this machine is not fetched; the agent still answers, told
+    the image could not be downloaded, and the other server never sees a request."""
+    seen: list[dict[str, str]] = []
+
+    async def other_server(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append({k.decode(): v.decode("latin-1") for k, v in scope["headers"]})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"image/png")]})
+        await send({"type": "http.response.body", "body": PNG})
+
+    def agent(request: AgentRequest) -> str:
+        return f"{len(request.attachments)} attachment(s); {request.text}"
+
+    async with BackgroundServer(other_server, lifespan="off") as other, \
+            Simulator(agent, access_token=ACCESS) as sim:
+        emulator_port = sim.interface.sender.base_url.rsplit(":", 1)[1]  # type: ignore[union-attr]
+        user = sim.user("15551230001")
+        await user.send_image(PNG, "image/png", caption="cat")
+        reply = await user.next_reply()
+        assert reply.text is not None and reply.text.startswith("1 attachment(s)")
+        for setting, value in (
+            ("media_url_base", other.url),
+            ("media_url_base", f"http://127.0.0.1:{emulator_port}@127.0.0.1:{other.port}"),
+            ("media_url_base", f"http://localhost:{emulator_port}"),
+            ("download_redirect", other.url),
+        ):
+            sim.emulator.reset_faults()
+            setattr(sim.emulator, setting, value)
+            await user.send_image(PNG, "image/png", caption="cat")
+            reply = await user.next_reply()
+            assert reply.text is not None and reply.text.startswith("0 attachment(s)"), value
+            assert "could not be downloaded" in reply.text
+        await sim.settle()
+    assert seen == []

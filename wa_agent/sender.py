@@ -662,8 +662,13 @@ class Sender:
 
     def token_allowed(self, url: str | httpx.URL) -> bool:
         """Whether the access token may be sent to ``url``: Meta's hosts over HTTPS, or
-        the configured ``base_url``'s origin."""
-        target = httpx.URL(url)
+        the configured ``base_url``'s origin. The host is the one httpx connects to (so
+        ``https://graph.facebook.com@evil.test/`` is ``evil.test``); a URL httpx cannot
+        parse is never allowed."""
+        try:
+            target = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return False
         host = target.host.lower().rstrip(".")
         if (target.scheme, host, target.port) == self._base_origin:
             return True
@@ -673,9 +678,13 @@ class Sender:
 
     def _headers(self, url: str | httpx.URL) -> dict[str, str]:
         if not self.token_allowed(url):
-            target = httpx.URL(url)
+            try:
+                target = httpx.URL(url)
+                where = f"{target.scheme}://{target.host}"
+            except (httpx.InvalidURL, TypeError, ValueError):
+                where = "an invalid URL"
             raise MediaError(
-                f"refusing to send the access token to {target.scheme}://{target.host}: media "
+                f"refusing to send the access token to {where}: media "
                 "is only fetched from Meta hosts (*.facebook.com, *.fbsbx.com, *.fbcdn.net "
                 f"over https) or {self.base_url}"
             )
@@ -929,7 +938,10 @@ class Sender:
 
     async def _download(self, url: str, cap: int) -> tuple[bytes, str]:
         client = self._http()
-        target = httpx.URL(url)
+        try:
+            target = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            raise MediaError("the media URL is not a valid URL") from None
         attempt = 0
         hops = 0
         while True:
@@ -953,7 +965,10 @@ class Sender:
                                 hops += 1
                                 if hops > MAX_REDIRECTS:
                                     raise MediaError(f"more than {MAX_REDIRECTS} redirects")
-                                target = target.join(response.headers["location"])
+                                try:
+                                    target = target.join(response.headers["location"])
+                                except httpx.InvalidURL:
+                                    raise MediaError("redirected to an invalid URL") from None
                                 attempt = 0
                                 continue
                             if response.status_code == 404:
