@@ -307,6 +307,7 @@ NOT_EXPORTED = {
     "ServerStartError",  # server: a RuntimeError raised by InterfaceManager.start()
     "print_dashboard_instructions",  # tunnel
     "Conversation", "LogEntry", "render_conversation",  # widget internals
+    "RedactVerifyToken",  # asgi: log filter, installed by WebhookApp (export candidate)
 }
 PUBLIC_MODULES = (
     "agents", "asgi", "events", "exceptions", "heartbeat", "interface", "llm", "manager",
