@@ -4,12 +4,16 @@ checks and fails if that protection is removed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import json
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,9 +27,11 @@ from wa_agent import (
     AgentRequest,
     ConfigurationError,
     InvalidPayload,
+    LLMAgent,
     MediaError,
     Message,
     MessageParser,
+    WhatsAppAPIError,
     WhatsAppInterface,
 )
 from wa_agent.asgi import CallbackConsumer, WebhookApp
@@ -436,3 +442,181 @@ async def test_interface_downloads_inbound_media_only_from_allowed_hosts() -> No
             assert "could not be downloaded" in reply.text
         await sim.settle()
     assert seen == []
+
+
+# --------------------------------------------------------------------------------------
+# Secrets and message bodies in logs, reprs and exceptions (end to end)
+# --------------------------------------------------------------------------------------
+
+APP_SECRET = "as-SECRET-3c4d2e1f"
+LLM_KEY = "sk-SECRET-7a8b9c0d1e2f"
+SECRETS = (VERIFY, APP_SECRET, ACCESS, LLM_KEY)
+
+
+class _FakeLLM:
+    """An OpenAI-compatible chat completions server: echoes the last user text; answers
+    500 to "please fail" and, to "rotate", a 401 that quotes the key in full (the worst a
+    provider could do)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.calls += 1
+        headers = dict(scope["headers"])
+        content = json.loads(raw)["messages"][-1]["content"]
+        text = content if isinstance(content, str) else " ".join(
+            p.get("text", "[image]") for p in content)
+        if headers.get(b"authorization") != f"Bearer {LLM_KEY}".encode() or "rotate" in text:
+            status, body = 401, {"error": {
+                "message": f"Incorrect API key provided: {LLM_KEY}.", "type":
+                "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+        elif "please fail" in text:
+            status, body = 500, {"error": {"message": "upstream exploded",
+                                           "type": "server_error", "code": None}}
+        else:
+            status, body = 200, {"id": "c1", "object": "chat.completion", "choices": [{
+                "index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": f"Echo: {text}"}}]}
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+class _Everything(logging.Handler):
+    """Keeps every record, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.lines: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelno, self.format(record)))
+
+
+@contextlib.contextmanager
+def _all_loggers_at_debug(handler: logging.Handler) -> Iterator[Callable[[], None]]:
+    """Route every logger (root, wa_agent, httpx, httpcore, uvicorn — including those that
+    do not propagate) to ``handler`` at DEBUG. Yields a function that re-applies this after
+    uvicorn has reconfigured its own loggers."""
+    saved: dict[str, tuple[int, bool]] = {}
+
+    def apply() -> None:
+        names = ["", "wa_agent", "httpx", "httpcore", "uvicorn", "uvicorn.error",
+                 "uvicorn.access", "uvicorn.asgi", "asyncio", "hpack",
+                 *logging.root.manager.loggerDict]
+        for name in names:
+            logger = logging.getLogger(name)
+            saved.setdefault(name, (logger.level, logger.propagate))
+            logger.setLevel(logging.DEBUG)
+            if handler not in logger.handlers and (name == "" or not logger.propagate):
+                logger.addHandler(handler)
+
+    apply()
+    try:
+        yield apply
+    finally:
+        for name, (level, _) in saved.items():
+            logger = logging.getLogger(name)
+            logger.setLevel(level)
+            if handler in logger.handlers:
+                logger.removeHandler(handler)
+
+
+async def _raw_get(url: str, target: str) -> bytes:
+    """A GET on a raw socket (no client library that would log the URL itself)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return data
+
+
+async def test_no_secret_in_any_log_and_no_message_body_at_info() -> None:
+    """A full conversation on the Simulator with an LLMAgent (text, image, an agent failing
+    with 500 and with a 401 that quotes the key, an expired WhatsApp token answered 401 by
+    the emulator, an unsigned post, the verify handshake over real HTTP with uvicorn's
+    access log on), every logger captured at DEBUG: no secret appears at any level, and no
+    user text or reply text at INFO or above. Reprs and exception texts are masked too."""
+    llm = _FakeLLM()
+    handler = _Everything()
+    user_texts = ["my diary: the cat is called Biscuit", "holiday caption Zanzibar",
+                  "please fail quietly Quokka", "rotate the key Pangolin",
+                  "after the outage Narwhal"]
+    raised: list[BaseException] = []
+    with _all_loggers_at_debug(handler) as reapply:
+        async with BackgroundServer(llm, lifespan="off") as llm_server:
+            agent = LLMAgent("openai-compatible/fake", api_key=LLM_KEY,
+                             base_url=llm_server.url + "/v1", max_retries=0)
+            async with Simulator(agent, mode="chat", app_secret=APP_SECRET,
+                                 verify_token=VERIFY, access_token=ACCESS,
+                                 sweep_interval=0.05) as sim:
+                reapply()  # uvicorn reset its loggers when the servers started
+                assert sim.bot_url is not None
+                handshake = await _raw_get(sim.bot_url, (
+                    "/whatsapp/webhook?hub.mode=subscribe"
+                    f"&hub.verify_token={VERIFY}&hub.challenge=31337"))
+                assert handshake.startswith(b"HTTP/1.1 200") and handshake.endswith(b"31337")
+                user = sim.user("15551230001", "Alice")
+                assert (await user.ask(user_texts[0])).text == f"Echo: {user_texts[0]}"
+                await user.send_image(PNG, "image/png", caption=user_texts[1])
+                assert user_texts[1] in ((await user.next_reply()).text or "")
+                apology = await user.ask(user_texts[2])
+                assert apology.text == sim.interface.apology
+                assert (await user.ask(user_texts[3])).text == sim.interface.apology
+                sim.emulator.expire_token()
+                await user.send_text(user_texts[4])
+                while not any(c.status == 401 for c in sim.emulator.calls):
+                    await asyncio.sleep(0.01)
+                sim.emulator.set_token(ACCESS)
+                assert user_texts[4] in ((await user.next_reply()).text or "")
+                unsigned = await sim.deliver(webhooks.envelope(messages=[
+                    webhooks.text_message("15551230001", user_texts[0])]), signed=False)
+                assert unsigned[0].status_code == 403
+                await sim.settle()
+                reprs = [repr(x) for x in (sim.interface, sim.manager, sim.interface.sender,
+                                           agent, sim.emulator, sim.interface.app_secret,
+                                           sim.interface.verify_token)]
+                reprs += [str(x) for x in (sim.interface.app_secret, agent)]
+                assert sim.interface.sender is not None
+                async with Sender("wrong-" + ACCESS, PNID, retry=RetryPolicy.never(),
+                                  base_url=sim.interface.sender.base_url) as wrong:
+                    try:
+                        await wrong.send_text("15551230001", "x")
+                    except WhatsAppAPIError as exc:
+                        raised.append(exc)
+                sim.emulator.expire_token()
+                try:
+                    await sim.interface.sender.send_text("15551230001", "x")
+                except WhatsAppAPIError as exc:
+                    raised.append(exc)
+                sim.emulator.set_token(ACCESS)
+                try:
+                    await agent.answer(AgentRequest(text="rotate", sender="1"))
+                except Exception as exc:  # noqa: BLE001 - inspected below
+                    raised.append(exc)
+            await agent.aclose()
+    assert llm.calls >= 5 and len(raised) == 3
+    everything = "\n".join(line for _, line in handler.lines)
+    assert "hub.verify_token=**********" in everything  # the access log line was captured
+    assert any("httpcore" in line for _, line in handler.lines)  # DEBUG really on
+    for secret in SECRETS:
+        assert secret not in everything, secret
+        for text in reprs + [str(e) for e in raised] + [repr(e) for e in raised]:
+            assert secret not in text, (secret, text)
+    info = "\n".join(line for level, line in handler.lines if level >= logging.INFO)
+    for text in user_texts:
+        assert text not in info, text
+        assert text.split()[-1] not in info, text
