@@ -96,10 +96,13 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
     sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None,
                     **options)
     storage: Any = None if args.store == "memory" else args.db
+    tuning: dict[str, Any] = {}
+    if args.max_queued_senders is not None:
+        tuning["max_queued_senders"] = args.max_queued_senders
     interface = WhatsAppInterface(
         make_agent(args.agent_delay), verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
         storage=storage, sender=sender, max_concurrency=args.max_concurrency,
-        phone_number_id=PHONE_NUMBER_ID, shutdown_timeout=1.0,
+        phone_number_id=PHONE_NUMBER_ID, shutdown_timeout=1.0, **tuning,
     )
     return InterfaceManager([interface]).app  # type: ignore[return-value]
 
@@ -187,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--agent-delay", type=float, default=0.0)
     parser.add_argument("--graph", default="http://127.0.0.1:9", help="Graph API base URL")
     parser.add_argument("--max-concurrency", type=int, default=64)
+    parser.add_argument("--max-queued-senders", type=int, default=None,
+                        help="WhatsAppInterface max_queued_senders (default: its own)")
     parser.add_argument("--max-in-flight", type=int, default=None,
                         help="Sender's bound on concurrent HTTP requests (default: Sender's)")
     parser.add_argument("--gc-threshold", type=int, default=None,

@@ -19,7 +19,7 @@ measured run starts, so no warm-up backlog competes with it). "CPU µs/ack" is t
 process's CPU time over the run divided by the acks: it includes the reply work done
 meanwhile, and it is the figure least disturbed by other processes on the machine.
 
-    python benchmarks/ack.py            # full run, about 2 minutes
+    python benchmarks/ack.py            # full run, about 2–3 minutes
     python benchmarks/ack.py --quick    # smoke run, about 20 s
 """
 
@@ -112,8 +112,8 @@ def main() -> None:
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--concurrency", default="16,64", help="comma-separated")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
-    parser.add_argument("--warmup", type=int, default=300,
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per run")
+    parser.add_argument("--warmup", type=int, default=200,
                         help="webhooks sent (and answered) before each measured run")
     parser.add_argument("--bodies", type=int, default=120_000,
                         help="distinct pre-signed bodies (more than one run can send)")

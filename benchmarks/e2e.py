@@ -100,11 +100,11 @@ def scenario(name: str, server_target: str, server_args: list[str], *, n: int, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="answered messages/s through the emulator")
-    parser.add_argument("-n", type=int, default=5000, help="messages for the 0 s agent runs")
-    parser.add_argument("--n-slow", type=int, default=2000, help="messages for the 2 s runs")
+    parser.add_argument("-n", type=int, default=3000, help="messages for the 0 s agent runs")
+    parser.add_argument("--n-slow", type=int, default=1500, help="messages for the 2 s runs")
     parser.add_argument("--bound", type=int, default=500,
                         help="wa_agent max_concurrency in the 2 s agent run")
-    parser.add_argument("--deadline", type=float, default=15.0, help="seconds per scenario")
+    parser.add_argument("--deadline", type=float, default=20.0, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--slow-delay", type=float, default=2.0,
                         help="agent delay (s) of the slow scenarios")
