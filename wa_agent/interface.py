@@ -47,7 +47,7 @@ from .agents import (
     agent_attribute,
     as_agent,
 )
-from .asgi import DEFAULT_MAX_BODY, WebhookApp
+from .asgi import DEFAULT_MAX_BODY, Overloaded, WebhookApp
 from .events import MEDIA_TYPES, STATUS_RANK, Event, Message, StatusUpdate
 from .exceptions import (
     AuthenticationError,
@@ -134,13 +134,14 @@ def _mask(number: str) -> str:
 
 
 class _Stats:
-    __slots__ = ("agent_errors", "deferred", "duplicates", "ignored", "processed", "received",
-                 "refused", "send_failures", "statuses")
+    __slots__ = ("agent_errors", "deferred", "duplicates", "ignored", "overloaded", "processed",
+                 "received", "refused", "send_failures", "statuses")
 
     def __init__(self) -> None:
         self.received = self.processed = self.duplicates = self.send_failures = 0
         self.refused = self.ignored = self.agent_errors = self.statuses = 0
         self.deferred = 0  # senders left in the inbox for the sweeper (queue full)
+        self.overloaded = 0  # webhooks answered 503: a backlog bound was reached
 
 
 class _Retry(Exception):
@@ -182,7 +183,10 @@ class WhatsAppInterface:
 
     **Delivery** (SPEC §4, §7). ``max_concurrency`` agents run at once; at most
     ``max_queued_senders`` senders are queued in memory, the others wait in the store's
-    inbox (still acknowledged with 200) and are taken up as the queue empties.
+    inbox (still acknowledged with 200) and are taken up as the queue empties. A sender
+    with ``max_pending_per_sender`` unanswered messages (or ``max_pending`` in all, counted
+    per process) gets no more recorded: the webhook is answered ``503`` (after recording
+    the other senders' messages of the same body) and Meta redelivers it later.
     ``lease_ttl`` is the per-sender lock's expiry when a store is shared by several processes
     (renewed while held; after a crash the sender waits at most this long); every
     ``sweep_interval`` seconds the inbox is checked for work nobody is doing (leftovers of
@@ -241,6 +245,8 @@ class WhatsAppInterface:
         lease_ttl: float = 30.0,
         max_queued_senders: int = 1000,
         media_max_bytes: int | None = None,
+        max_pending_per_sender: int = 100,
+        max_pending: int = 10_000,
     ) -> None:
         self.agent: Agent = as_agent(agent)
         self.name = name
@@ -321,11 +327,19 @@ class WhatsAppInterface:
             raise ValueError("max_concurrency and max_queued_senders must be at least 1")
         self.max_queued_senders = max_queued_senders
         self._overflow = False  # senders were left in the inbox because the queue was full
+        if max_pending_per_sender < 1 or max_pending < 1:
+            raise ValueError("max_pending_per_sender and max_pending must be at least 1")
+        self.max_pending_per_sender = max_pending_per_sender
+        self.max_pending = max_pending
+        # Unanswered inbox items this process knows of, per sender (bounds the backlog).
+        self._pending: dict[str, int] = {}
+        self._pending_total = 0
         self._sweep_now: asyncio.Event | None = None
         self.media_max_bytes = media_max_bytes
         self.listeners: list[ConversationListener] = []
         self.stats = _Stats()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._build_heartbeat()
         self._parser = MessageParser()
         self._app: WebhookApp | None = None
         self._started = False
@@ -493,6 +507,8 @@ class WhatsAppInterface:
             "refused": s.refused,
             "ignored": s.ignored,
             "deferred": s.deferred,
+            "overloaded": s.overloaded,
+            "pending": self._pending_total,
             "statuses": s.statuses,
         }
         if self.heartbeat is not None:
@@ -535,23 +551,57 @@ class WhatsAppInterface:
                 self._spawn(self._on_status(event), "status")
         for message in refused:
             self._refuse(message)
-        if not items:
+        items, held = self._within_backlog(items)
+        if not items and not held:
             return "ignored"
         try:
-            added = await self.store.add_inbound(self.name, items)
+            added = await self.store.add_inbound(self.name, items) if items else []
         except StoreError:
+            self._count_pending(items, -1)
             raise
         except Exception as exc:
+            self._count_pending(items, -1)
             raise StoreError(f"could not record inbound messages: {exc}") from exc
         accepted = False
         for item, new in zip(items, added, strict=True):
             if not new:
+                self._count_pending([item], -1)
                 self.stats.duplicates += 1
                 continue
             accepted = True
             self.stats.received += 1
             self._schedule(item.sender)
+        if held:
+            # Recorded the others; Meta redelivers the whole body later (they dedupe).
+            self.stats.overloaded += 1
+            raise Overloaded(f"{held} message(s) over the backlog bound")
         return "processing" if accepted else "ignored"
+
+    def _within_backlog(self, items: list[InboxItem]) -> tuple[list[InboxItem], int]:
+        """Split off the items of senders with ``max_pending_per_sender`` unanswered
+        messages already (or beyond ``max_pending`` overall); the rest are counted."""
+        kept: list[InboxItem] = []
+        for item in items:
+            if (self._pending.get(item.sender, 0) >= self.max_pending_per_sender
+                    or self._pending_total >= self.max_pending):
+                continue
+            self._count_pending([item], 1)
+            kept.append(item)
+        held = len(items) - len(kept)
+        if held:
+            logger.warning("backlog bound reached (%d per sender, %d in all): %d message(s) "
+                           "refused with 503 for Meta to redeliver later",
+                           self.max_pending_per_sender, self.max_pending, held)
+        return kept, held
+
+    def _count_pending(self, items: Iterable[InboxItem], delta: int) -> None:
+        for item in items:
+            count = max(0, self._pending.get(item.sender, 0) + delta)
+            self._pending_total += count - self._pending.get(item.sender, 0)
+            if count:
+                self._pending[item.sender] = count
+            else:
+                self._pending.pop(item.sender, None)
 
     # -- scheduling ------------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -640,6 +690,8 @@ class WhatsAppInterface:
                 keeper = self._spawn(self._keep_lease(lease_name), "lease")
                 try:
                     items = await self.store.pending(self.name, sender)
+                    self._pending_total += len(items) - self._pending.get(sender, 0)
+                    self._pending[sender] = len(items)  # the store's truth
                     for index, item in enumerate(items):
                         if self._closing or keeper.done():  # lease lost: start over
                             break
@@ -723,6 +775,7 @@ class WhatsAppInterface:
         while True:
             try:
                 await self.store.complete(self.name, item.id, item.sender, history)
+                self._count_pending([item], -1)
                 return
             except Exception as exc:  # noqa: BLE001 - logged, retried
                 logger.warning("the reply to message %s was sent but the store could not "
@@ -1055,16 +1108,14 @@ class WhatsAppInterface:
             config = dataclasses.replace(config, message=message)
         return config
 
-    def _setup_heartbeat(self) -> None:
+    def _build_heartbeat(self) -> None:
+        """``self.heartbeat``: the passed-in scheduler, or one built from the settings (with
+        a lease in the store, so workers sharing it beat once per period)."""
         from .heartbeat import HeartbeatScheduler, StoreLease
 
         option = self._heartbeat_option
         if isinstance(option, HeartbeatScheduler):
             self.heartbeat = option
-            if option.running:
-                logger.info("%s is already running elsewhere; interface %r shows its state "
-                            "but does not run it again", option.name, self.name)
-                return
         elif self._heartbeat_config is not None:
             config = self._heartbeat_config
             ttl = self.heartbeat_lease_ttl or max(2 * config.period_s, 30.0)
@@ -1075,7 +1126,14 @@ class WhatsAppInterface:
                 deliver=self._heartbeat_deliver, recipient=self._heartbeat_recipient,
                 name=f"{self.name} heartbeat", lease=self._heartbeat_lease,
             )
-        else:
+
+    def _setup_heartbeat(self) -> None:
+        """Run the heartbeat (on start), unless something else already runs it."""
+        if self.heartbeat is None:
+            return
+        if self.heartbeat.running:
+            logger.info("%s is already running elsewhere; interface %r shows its state but "
+                        "does not run it again", self.heartbeat.name, self.name)
             return
         self._heartbeat_task = self._spawn(self.heartbeat.run(), "heartbeat")
 
@@ -1085,7 +1143,7 @@ class WhatsAppInterface:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        lease, self._heartbeat_lease = self._heartbeat_lease, None
+        lease = self._heartbeat_lease
         if lease is not None:
             with contextlib.suppress(Exception):
                 await lease.release()
