@@ -399,6 +399,28 @@ async def test_empty_heartbeat_answer_is_skipped_quietly(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+async def test_heartbeat_images_are_uploaded_and_sent() -> None:
+    """A beat answered with text and an image sends both (the image uploaded first), like a
+    reply to a message."""
+    from wa_agent.demo import make_png
+
+    png = make_png()
+
+    async def agent(request: AgentRequest) -> AgentReply | str:
+        if request.purpose == "heartbeat":
+            return AgentReply(text="Today's chart", images=[png])
+        return "ok"
+
+    async with Simulator(agent, heartbeat=True) as sim:
+        await sim.user(ALICE).ask("hi")
+        assert (await _scheduler(sim).beat_once()).status == "delivered"
+        await sim.settle()
+    text, image = sim.emulator.sent_to(ALICE)[1:]
+    assert (text.type, text.text) == ("text", "Today's chart")
+    assert image.type == "image"
+    assert sim.emulator.media[image.content["id"]].data == png
+
+
 # -- hung agent, health, configuration ------------------------------------------------------
 
 
