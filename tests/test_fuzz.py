@@ -111,7 +111,7 @@ def valid_payloads(draw: st.DrawFn) -> dict[str, Any]:
                                                 caption=text))
         elif kind == "location":
             items.append(webhooks.location_message(
-                sender, draw(st.floats(allow_nan=False)), draw(st.floats(allow_nan=False))))
+                sender, draw(st.floats(-90, 90)), draw(st.floats(-180, 180))))
         elif kind == "reaction":
             items.append(webhooks.reaction_message(sender, "wamid.x", text[:2] or None))
         else:

@@ -38,6 +38,7 @@ from wa_agent.asgi import CallbackConsumer, WebhookApp
 from wa_agent.parser import MAX_DEPTH, _too_deep
 from wa_agent.sender import RetryPolicy, Sender
 from wa_agent.server import BackgroundServer
+from wa_agent.signature import SignatureVerifier
 from wa_agent.testing import Simulator, webhooks
 from wa_agent.testing.emulator import CloudAPIEmulator
 
@@ -620,3 +621,64 @@ async def test_no_secret_in_any_log_and_no_message_body_at_info() -> None:
     for text in user_texts:
         assert text not in info, text
         assert text.split()[-1] not in info, text
+
+
+# --------------------------------------------------------------------------------------
+# Backlog bounds
+# --------------------------------------------------------------------------------------
+
+
+async def test_backlog_bounds_answer_503_and_lose_nothing() -> None:
+    """With the agent stuck, a sender's 4th unanswered message (bound 3) is refused with
+    503 — the other sender's message in the same body is recorded — and a new sender past
+    the overall bound (5) too. Once the agent is free, Meta's redeliveries are accepted and
+    every message is answered exactly once."""
+    release = asyncio.Event()
+    asked: list[str] = []
+
+    async def agent(request: AgentRequest) -> str:
+        asked.append(request.text)
+        await release.wait()
+        return "ok"
+
+    def body(*items: tuple[str, str]) -> bytes:
+        return webhooks.encode(webhooks.envelope(
+            messages=[webhooks.text_message(number, text) for number, text in items]))
+
+    async def post(data: bytes) -> tuple[int | None, bytes]:
+        ex = await call_asgi(app, headers=[(b"x-hub-signature-256",
+                                            SignatureVerifier(APP_SECRET).sign(data).encode())],
+                             chunks=[data])
+        return ex.status, ex.body
+
+    emulator = CloudAPIEmulator(access_token=ACCESS)
+    a, b, c, d = "15550000001", "15550000002", "15550000003", "15550000004"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator),
+                                 base_url="http://emulator.test") as client:
+        sender = Sender(ACCESS, PNID, base_url="http://emulator.test", client=client,
+                        rate_limit=None)
+        interface = WhatsAppInterface(agent, app_secret=APP_SECRET, sender=sender,
+                                      phone_number_id=PNID, max_pending_per_sender=3,
+                                      max_pending=5)
+        app = interface.attach_routes()
+        try:
+            for i in range(1, 4):
+                assert await post(body((a, f"a{i}"))) == (200, b'{"status":"processing"}')
+            mixed = body((a, "a4"), (b, "b1"))
+            assert await post(mixed) == (503, b'{"status":"overloaded"}')
+            assert await post(body((c, "c1"))) == (200, b'{"status":"processing"}')
+            late = body((d, "d1"))
+            assert (await post(late))[0] == 503
+            assert interface.health()["overloaded"] == 2
+            release.set()
+            await interface.drain(10)
+            assert await post(mixed) == (200, b'{"status":"processing"}')  # b1: duplicate
+            assert await post(late) == (200, b'{"status":"processing"}')
+            await interface.drain(10)
+        finally:
+            release.set()
+            await interface.aclose()
+            await emulator.aclose()
+    assert sorted(asked) == ["a1", "a2", "a3", "a4", "b1", "c1", "d1"]
+    assert len(emulator.messages) == 7
+    assert interface.health()["pending"] == 0
