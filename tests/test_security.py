@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -24,10 +25,12 @@ from hypothesis import strategies as st
 
 from tests.asgi_driver import call_asgi
 from wa_agent import (
+    AgentReply,
     AgentRequest,
     ConfigurationError,
     InvalidPayload,
     LLMAgent,
+    Media,
     MediaError,
     Message,
     MessageParser,
@@ -35,10 +38,12 @@ from wa_agent import (
     WhatsAppInterface,
 )
 from wa_agent.asgi import CallbackConsumer, WebhookApp
+from wa_agent.cli import strip_control
 from wa_agent.parser import MAX_DEPTH, _too_deep
 from wa_agent.sender import RetryPolicy, Sender
 from wa_agent.server import BackgroundServer
 from wa_agent.signature import SignatureVerifier
+from wa_agent.terminal import run_demo
 from wa_agent.testing import Simulator, webhooks
 from wa_agent.testing.emulator import CloudAPIEmulator
 
@@ -682,3 +687,80 @@ async def test_backlog_bounds_answer_503_and_lose_nothing() -> None:
     assert sorted(asked) == ["a1", "a2", "a3", "a4", "b1", "c1", "d1"]
     assert len(emulator.messages) == 7
     assert interface.health()["pending"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# Terminal output: no control sequences
+# --------------------------------------------------------------------------------------
+
+_CONTROLS = {chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))} - {"\n", "\t"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("\x1b[2J\x1b[H wiped", " wiped"),  # CSI: clear screen, cursor home
+        ("\x1b[38;5;196mred\x1b[0m", "red"),
+        ("\x1b]0;pwned title\x07after", "after"),  # OSC window title, BEL-terminated
+        ("\x1b]8;;https://evil.test\x1b\\link\x1b]8;;\x1b\\", "link"),  # OSC 8 hyperlink
+        ("\x1b]52;c;ZXZpbA==\x07x", "x"),  # OSC 52: write the clipboard
+        ("\x9b31mC1 CSI", "31mC1 CSI"),  # 8-bit CSI loses its introducer
+        ("\x9d0;t\x9c", "0;t"),  # 8-bit OSC ... ST
+        ("ring\x07\x07", "ring"),
+        ("over\rwrite", "overwrite"),
+        ("back\x08\x08space", "backspace"),
+        ("\x1bPq#0;2;0;0;0\x1b\\", "q#0;2;0;0;0"),  # DCS (sixel) becomes inert text
+        ("\x1b\x1b[31mdouble", "double"),
+        ("keep\ttabs\nand lines, ünïcödé ✓", "keep\ttabs\nand lines, ünïcödé ✓"),
+    ],
+)
+def test_strip_control_removes_terminal_sequences(raw: str, clean: str) -> None:
+    """ANSI CSI/OSC/DCS sequences, 7- and 8-bit, bell, carriage return and backspace are
+    removed; tabs, newlines and any other text stay."""
+    assert strip_control(raw) == clean
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=5) | st.sampled_from(
+    [*sorted(_CONTROLS), "\x1b[", "\x1b]", "\x1b\\", "[31m", "0;t", ";"])).map("".join))
+def test_strip_control_leaves_no_control_character(text: str) -> None:
+    """Whatever the input, the output holds no C0/C1 control character or ESC (only tab
+    and newline), so nothing can be interpreted by the terminal; stripping is idempotent."""
+    out = strip_control(text)
+    assert not _CONTROLS & set(out)
+    assert strip_control(out) == out
+
+
+async def escaping_agent(request: AgentRequest) -> AgentReply:
+    """A bot whose replies try every trick on the terminal (used by the demo test)."""
+    evil = "\x1b]0;owned\x07\x1b[2J\x9b6n\r\x07"
+    return AgentReply(text=f"{evil}you said {request.text}{evil}",
+                      files=[Media(data=b"%PDF-1.4\n%evil\n", filename=f"r{evil}.pdf",
+                                   mime_type="application/pdf", caption=f"cap{evil}")])
+
+
+async def test_demo_prints_no_control_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wa-agent demo` with a bot replying escape sequences (text, file name, caption) and
+    a user typing them: what it prints holds no control character but newlines."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hi \x1b[31mthere\x1b]0;x\x07\n"))
+    out = io.StringIO()
+    assert await run_demo(agent_spec="tests.test_security:escaping_agent", out=out,
+                          timeout=20) == 0
+    printed = out.getvalue()
+    assert "you said hi there" in printed and "[document: application/pdf" in printed
+    assert not _CONTROLS & set(printed), repr(printed)
+
+
+def test_demo_reply_line_strips_every_field() -> None:
+    """The demo's one-line description of a media reply strips type, MIME type, file name
+    and caption alike."""
+    from wa_agent.terminal import _describe
+    from wa_agent.testing.simulator import Reply
+
+    evil = "\x1b]0;t\x07\x1b[2J\x9b"
+    reply = Reply(type=f"document{evil}", text=f"cap{evil}", wamid="w", reply_to=None,
+                  media_id=None, mime_type=f"application/pdf{evil}", filename=f"f{evil}.pdf",
+                  data=b"x", raw={})
+    line = _describe(reply)
+    assert line == "[document: application/pdf, 1 bytes, f.pdf] cap"
+    assert not _CONTROLS & set(line)

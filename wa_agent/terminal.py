@@ -28,6 +28,8 @@ HELP = """Type a message and press Enter. Commands:
 
 
 def _describe(reply: Any) -> str:
+    """One printable line for a reply; every field the bot (or a user) controls, type and
+    MIME type included, is stripped of control sequences."""
     if reply.type == "text":
         return strip_control(reply.text or "")
     parts = [f"[{reply.type}"]
@@ -36,12 +38,11 @@ def _describe(reply: Any) -> str:
     if reply.size is not None:
         parts.append(f", {reply.size} bytes")
     if reply.filename:
-        parts.append(f", {strip_control(reply.filename)}")
+        parts.append(f", {reply.filename}")
     parts.append("]")
-    text = "".join(parts)
     if reply.text:
-        text += " " + strip_control(reply.text)
-    return text
+        parts.append(" " + reply.text)
+    return strip_control("".join(parts))
 
 
 async def _read_line(prompt: str, interactive: bool) -> str | None:
