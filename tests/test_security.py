@@ -15,6 +15,8 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlencode
 
@@ -764,3 +766,56 @@ def test_demo_reply_line_strips_every_field() -> None:
     line = _describe(reply)
     assert line == "[document: application/pdf, 1 bytes, f.pdf] cap"
     assert not _CONTROLS & set(line)
+
+
+# --------------------------------------------------------------------------------------
+# Widget: user text never becomes HTML (property; tests/test_widget.py has the examples)
+# --------------------------------------------------------------------------------------
+
+
+class _Markup(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: set[str] = set()
+        self.attrs: set[str] = set()
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attrs.update(name for name, _ in attrs)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+_markupish = st.lists(st.text(max_size=6) | st.sampled_from(
+    ["<", ">", "&", '"', "'", "<script>", "</div>", "<img src=x onerror=alert(1)>",
+     "&lt;", "&#x3C;", "-->", "<!--", "javascript:", "\u2028"])).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_markupish, name=_markupish, contact=_markupish)
+def test_widget_rows_hold_no_markup_from_users(text: str, name: str, contact: str) -> None:
+    """Whatever a user's text, profile name, number, caption or file name (and an error
+    text) hold, the rendered row has only the widget's own tags and attributes, and shows
+    the user's text verbatim."""
+    from wa_agent.events import MediaRef
+    from wa_agent.widget import ConversationLog, render_conversation
+
+    log = ConversationLog()
+    stamp = datetime(2026, 1, 1, tzinfo=UTC)
+    log.inbound(Message(id="wamid.1", sender=contact or "1", timestamp=stamp, type="text",
+                        text=text, profile_name=name))
+    log.inbound(Message(id="wamid.2", sender=contact or "1", timestamp=stamp, type="image",
+                        caption=text, media=MediaRef(id="m", filename=text, mime_type=text)))
+    log.outbound(contact or "1", text, wamid="wamid.3")
+    log.error(contact or "1", text)
+    conv = log.get(contact or "1")
+    assert conv is not None
+    markup = _Markup()
+    markup.feed(render_conversation(conv))
+    markup.close()
+    assert markup.tags <= {"div", "span", "br"}
+    assert markup.attrs <= {"class", "title", "data-kind", "data-contact"}
+    if text.strip():
+        assert text in "".join(markup.text)
