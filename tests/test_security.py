@@ -36,6 +36,7 @@ from wa_agent import (
     MediaError,
     Message,
     MessageParser,
+    Secret,
     WhatsAppAPIError,
     WhatsAppInterface,
 )
@@ -819,3 +820,30 @@ def test_widget_rows_hold_no_markup_from_users(text: str, name: str, contact: st
     assert markup.attrs <= {"class", "title", "data-kind", "data-contact"}
     if text.strip():
         assert text in "".join(markup.text)
+
+
+def test_credentials_are_held_as_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verify token, app secret, access token (from arguments or the WHATSAPP_* variables)
+    and LLM keys are kept as Secret: no object's attributes show a raw value, nor do
+    reprs, and configuration errors do not quote them."""
+    monkeypatch.setenv("WHATSAPP_VERIFY_TOKEN", VERIFY)
+    monkeypatch.setenv("WHATSAPP_APP_SECRET", APP_SECRET)
+    monkeypatch.setenv("WHATSAPP_ACCESS_TOKEN", ACCESS)
+    monkeypatch.setenv("WHATSAPP_PHONE_NUMBER_ID", PNID)
+    monkeypatch.setenv("OPENAI_API_KEY", LLM_KEY)
+    agent = LLMAgent("openai/gpt-4o-mini")
+    interface = WhatsAppInterface(agent)
+    app = interface.attach_routes()
+    sender = Sender(Secret(ACCESS), PNID)
+    assert isinstance(interface.verify_token, Secret)
+    assert isinstance(interface.app_secret, Secret)
+    assert interface.missing_configuration() == []
+    for obj in (interface, app, sender, agent, interface.store):
+        shown = repr(obj) + str(obj) + repr(vars(obj) if hasattr(obj, "__dict__") else "")
+        shown += repr([getattr(obj, n, None) for n in getattr(type(obj), "__slots__", ())])
+        for secret in SECRETS:
+            assert secret not in shown, (type(obj).__name__, secret)
+    assert app.signature_required
+    with pytest.raises(ConfigurationError) as info:
+        LLMAgent("openai/gpt-4o-mini", api_key="", max_tokens=1)
+    assert LLM_KEY not in str(info.value)
