@@ -9,7 +9,7 @@ body to the consumer (or the agent) without a valid signature when a secret is s
 reading at the body cap, and stays within a memory bound per request.
 
 The number of examples is bounded for the normal run; ``scripts/fuzz_long.py`` runs the same
-properties with many more (``WA_FUZZ_EXAMPLES``).
+properties with many more (``WA_FUZZ_SCALE``), round after round.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote_from_bytes
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -45,20 +46,30 @@ TOKEN = "fuzz-verify-token"
 CAP = 64 * 1024
 PNID = "100000000000001"
 
-#: Examples tried per property, by test name (read by scripts/fuzz_long.py).
+#: Examples tried per property, by test name (reported to scripts/fuzz_long.py).
 EXAMPLES: collections.Counter[str] = collections.Counter()
-_SCALE = int(os.environ.get("WA_FUZZ_EXAMPLES", "0"))
+#: ``scripts/fuzz_long.py`` multiplies every example budget by this.
+_SCALE = float(os.environ.get("WA_FUZZ_SCALE", "1"))
 
 
 def budget(n: int) -> settings:
-    """``n`` examples in the normal run; ``WA_FUZZ_EXAMPLES`` of them in a long run."""
+    """``n`` examples in the normal run (``n * WA_FUZZ_SCALE`` in a long one)."""
     return settings(
-        max_examples=_SCALE or n,
+        max_examples=max(1, round(n * _SCALE)),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                HealthCheck.filter_too_much],
-        database=None if _SCALE else settings.default.database,
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_examples() -> Iterator[None]:
+    """At the end of the module, write the example counts to ``WA_FUZZ_REPORT`` (if set)."""
+    yield
+    report = os.environ.get("WA_FUZZ_REPORT")
+    if report:
+        with open(report, "w", encoding="utf-8") as fh:
+            json.dump(dict(EXAMPLES), fh)
 
 
 def signature(body: bytes, secret: str = SECRET) -> bytes:
@@ -572,11 +583,11 @@ async def test_fuzz_interface_agent_runs_only_for_signed_bodies(
     """Valid WhatsApp messages posted to a full WhatsAppInterface (memory store, Sender on
     the Cloud API emulator) with every kind of signature header: the agent runs only when
     one header validly signs the exact bytes, and then once per new message."""
-    EXAMPLES["interface"] += 1
     body = webhooks.encode(payload)
     n_messages = sum(1 for m in payload["entry"][0]["changes"][0]["value"].get("messages", [])
                      if m["type"] in ("text", "image", "location", "button"))
     assume(n_messages > 0 or mode == "valid")
+    EXAMPLES["interface"] += 1
     asked: list[str] = []
 
     async def agent(request: Any) -> str:
