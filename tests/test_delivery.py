@@ -782,3 +782,39 @@ async def test_sigterm_lets_the_reply_in_progress_finish_and_keeps_the_rest(
     await cloud.wait_answered([first[0], second[0]])
     await wait_inbox_empty(spec, "")
     assert cloud.replies() == {first[0]: 1, second[0]: 1}
+
+
+class ReceiverOnly:
+    """A view of a shared store for a worker that never wins a sender's lease (so another
+    worker answers everything it records)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        return False
+
+
+async def test_backlog_bound_counts_messages_answered_by_another_worker(
+        cloud: Cloud, client: httpx.AsyncClient) -> None:
+    """Worker A records a sender's messages, worker B (same store) answers them. With a
+    backlog bound of two per sender, A keeps accepting that sender's messages one after
+    another: what B answered no longer counts against the sender on A."""
+    store = MemorySessionStore()
+    wamids = []
+    async with served(cloud, echo, ReceiverOnly(store), lease_ttl=0.4,
+                      max_pending_per_sender=2) as (a, url), \
+            served(cloud, echo, store, lease_ttl=0.4, sweep_interval=0.05) as (b, _):
+        await b.start()
+        for n in range(5):
+            wamid, body = message_body("15559100001", f"m{n}")
+            assert await post(client, url, body) == (200, "processing")
+            wamids.append(wamid)
+            await cloud.wait_answered([wamid])
+            await a.drain()
+        assert a.stats.processed == 0
+        assert b.stats.processed == 5
+    assert cloud.replies() == dict.fromkeys(wamids, 1)

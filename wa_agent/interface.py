@@ -594,6 +594,14 @@ class WhatsAppInterface:
                            self.max_pending_per_sender, self.max_pending, held)
         return kept, held
 
+    def _sync_pending(self, sender: str, count: int) -> None:
+        """Set the sender's backlog count to what the store holds (the truth)."""
+        self._pending_total += count - self._pending.get(sender, 0)
+        if count:
+            self._pending[sender] = count
+        else:
+            self._pending.pop(sender, None)
+
     def _count_pending(self, items: Iterable[InboxItem], delta: int) -> None:
         for item in items:
             count = max(0, self._pending.get(item.sender, 0) + delta)
@@ -683,15 +691,17 @@ class WhatsAppInterface:
                 if not await self.store.acquire_lease(lease_name, self.owner, self.lease_ttl):
                     # Another process is answering this sender; it will see our items too.
                     await asyncio.sleep(min(1.0, self.lease_ttl / 4))
-                    if sender not in self._wake and not await self.store.pending(
-                            self.name, sender):
+                    left = await self.store.pending(self.name, sender)
+                    # Items this process recorded may be answered by the other one: count
+                    # what is really left, or the backlog bound would refuse this sender.
+                    self._sync_pending(sender, len(left))
+                    if sender not in self._wake and not left:
                         return
                     continue
                 keeper = self._spawn(self._keep_lease(lease_name), "lease")
                 try:
                     items = await self.store.pending(self.name, sender)
-                    self._pending_total += len(items) - self._pending.get(sender, 0)
-                    self._pending[sender] = len(items)  # the store's truth
+                    self._sync_pending(sender, len(items))
                     for index, item in enumerate(items):
                         if self._closing or keeper.done():  # lease lost: start over
                             break
