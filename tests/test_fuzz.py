@@ -147,7 +147,7 @@ _json = st.recursive(
 def wrong_shapes(draw: st.DrawFn) -> bytes:
     """Valid JSON of the wrong shape, planted at every level of the envelope."""
     junk = draw(_json)
-    base = draw(valid_payloads())
+    base: Any = draw(valid_payloads())
     where = draw(st.sampled_from(["top", "object", "entry", "entry0", "changes", "value",
                                   "messages", "message", "field", "metadata", "item_key"]))
     value = base["entry"][0]["changes"][0]["value"]

@@ -82,8 +82,6 @@ def test_depth_check_agrees_with_the_parsed_depth(value: object, limit: int,
                                                   ascii_only: bool) -> None:
     """The raw-text depth check gives the depth of the parsed value, whatever brackets,
     quotes and backslashes the strings hold (so a user typing ``[[[[`` is never refused)."""
-    import json
-
     text = json.dumps(value, ensure_ascii=ascii_only)
     expected = _depth(value) > limit
     assert _too_deep(text, limit) is expected
@@ -93,16 +91,14 @@ def test_depth_check_agrees_with_the_parsed_depth(value: object, limit: int,
 def test_deep_bodies_are_refused_before_json_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A body nested deeper than ``max_depth`` is InvalidPayload without ``json.loads``
     running on it; a real batch of 1000 messages and text full of brackets still parse."""
-    import wa_agent.parser as parser_module
-
     calls: list[object] = []
-    real_loads = parser_module.json.loads
+    real_loads = json.loads
 
-    def spy(text: object, *args: object, **kwargs: object) -> object:
+    def spy(text: str | bytes, *args: Any, **kwargs: Any) -> Any:
         calls.append(text)
-        return real_loads(text, *args, **kwargs)  # type: ignore[arg-type]
+        return real_loads(text, *args, **kwargs)
 
-    monkeypatch.setattr(parser_module.json, "loads", spy)
+    monkeypatch.setattr(json, "loads", spy)  # the parser's json module is this one
     parser = MessageParser()
     for body in (b"[" * 100_000 + b"]" * 100_000,
                  b'{"a":' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1),
@@ -186,8 +182,6 @@ async def test_verify_token_is_compared_in_constant_time(
 ) -> None:
     """The handshake compares the token with ``hmac.compare_digest`` (checked by structure:
     the comparison goes through it, for a right and a wrong token alike)."""
-    import wa_agent.asgi as asgi_module
-
     seen: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -195,7 +189,7 @@ async def test_verify_token_is_compared_in_constant_time(
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(asgi_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module wa_agent.asgi uses
     app = WebhookApp(CallbackConsumer(_noop), verify_token=VERIFY)
     for token, status in ((VERIFY, 200), (VERIFY[:-1] + "X", 403), ("", 403)):
         seen.clear()
@@ -231,7 +225,7 @@ async def test_interface_without_secret_warns_once(
     and several webhooks (its own warning; the app it builds stays quiet)."""
     monkeypatch.delenv("WHATSAPP_APP_SECRET", raising=False)
     caplog.set_level(logging.WARNING, logger="wa_agent")
-    interface = WhatsAppInterface(lambda r: "ok", verify_token=VERIFY, sender=_StubSender(),
+    interface = WhatsAppInterface(lambda r: "ok", verify_token=VERIFY, sender=_stub_sender(),
                                   phone_number_id=PNID)
     app = interface.attach_routes()
     body = webhooks.encode(webhooks.envelope(statuses=[
@@ -254,15 +248,19 @@ def test_require_signature_refuses_to_start_without_a_secret(
     ConfigurationError at construction; with one it is accepted."""
     monkeypatch.delenv("WHATSAPP_APP_SECRET", raising=False)
     with pytest.raises(ConfigurationError, match="require_signature"):
-        WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_StubSender())
+        WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_stub_sender())
     with pytest.raises(ConfigurationError):
         WhatsAppInterface(lambda r: "ok", require_signature=True, app_secret="",
-                          sender=_StubSender())
+                          sender=_stub_sender())
     WhatsAppInterface(lambda r: "ok", require_signature=True, app_secret="s",
-                      sender=_StubSender())
+                      sender=_stub_sender())
     monkeypatch.setenv("WHATSAPP_APP_SECRET", "from-env")
-    interface = WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_StubSender())
+    interface = WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_stub_sender())
     assert interface.attach_routes().signature_required
+
+
+def _stub_sender() -> Any:
+    return _StubSender()
 
 
 class _StubSender:
@@ -481,6 +479,7 @@ class _FakeLLM:
                 break
         self.calls += 1
         headers = dict(scope["headers"])
+        body: dict[str, Any]
         content = json.loads(raw)["messages"][-1]["content"]
         text = content if isinstance(content, str) else " ".join(
             p.get("text", "[image]") for p in content)
