@@ -673,6 +673,8 @@ class WhatsAppInterface:
             waiting = set(senders)
             for sender in [s for s in self._backoff if s not in waiting]:
                 del self._backoff[sender]  # answered meanwhile (by another process)
+            for sender in [s for s in self._pending if s not in waiting]:
+                self._sync_pending(sender, 0)  # answered elsewhere while it had no drain here
             self._overflow = False
             for sender in senders:
                 if self._closing:
