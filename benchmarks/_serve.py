@@ -99,6 +99,8 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
     tuning: dict[str, Any] = {}
     if args.max_queued_senders is not None:
         tuning["max_queued_senders"] = args.max_queued_senders
+    if args.max_pending is not None:
+        tuning["max_pending"] = args.max_pending
     interface = WhatsAppInterface(
         make_agent(args.agent_delay), verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
         storage=storage, sender=sender, max_concurrency=args.max_concurrency,
@@ -192,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-concurrency", type=int, default=64)
     parser.add_argument("--max-queued-senders", type=int, default=None,
                         help="WhatsAppInterface max_queued_senders (default: its own)")
+    parser.add_argument("--max-pending", type=int, default=None,
+                        help="WhatsAppInterface max_pending (default: its own)")
     parser.add_argument("--max-in-flight", type=int, default=None,
                         help="Sender's bound on concurrent HTTP requests (default: Sender's)")
     parser.add_argument("--gc-threshold", type=int, default=None,

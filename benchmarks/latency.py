@@ -72,7 +72,7 @@ def one_run(target: str, client: str, bodies: BodyFile, warm: BodyFile, *, rate:
     if target != "bare":
         args = ["--store", target.split("-")[1], "--db", db, "--graph", sink.url,
                 "--agent-delay", str(agent_delay), "--max-concurrency", str(max_concurrency),
-                "--max-queued-senders", str(max_concurrency)]
+                "--max-queued-senders", str(max_concurrency), "--max-pending", str(10**9)]
     with ServerProcess("bare" if target == "bare" else "wa", *args) as server:
         if warmup > 0:
             run_load(client, server.port, warm, connections=64, duration=warmup, rate=rate)
@@ -109,8 +109,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--agent-delay", type=float, default=2.0)
     parser.add_argument("--max-concurrency", type=int, default=10_000,
-                        help="wa_agent's max_concurrency (and max_queued_senders): agents "
-                             "run at once")
+                        help="wa_agent's max_concurrency and max_queued_senders (every "
+                             "agent runs at once; max_pending is lifted too)")
     parser.add_argument("--targets", default="bare,wa-memory,wa-sqlite")
     parser.add_argument("--quick", action="store_true", help="~15 s smoke run")
     args = parser.parse_args()
