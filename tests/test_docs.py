@@ -304,10 +304,8 @@ NOT_EXPORTED = {
     "describe_attachment",  # llm: text stand-in for media
     "parse_timestamp",  # parser
     "reveal",  # secret
-    "ServerStartError",  # server: a RuntimeError raised by InterfaceManager.start()
     "print_dashboard_instructions",  # tunnel
     "Conversation", "LogEntry", "render_conversation",  # widget internals
-    "RedactVerifyToken",  # asgi: log filter, installed by WebhookApp (export candidate)
 }
 PUBLIC_MODULES = (
     "agents", "asgi", "events", "exceptions", "heartbeat", "interface", "llm", "manager",

@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimiter": "sender",
     "Reaction": "events",
     "RecipientError": "exceptions",
+    "RedactVerifyToken": "asgi",
     "Referral": "events",
     "RetryPolicy": "sender",
     "SQLiteSessionStore": "stores.sqlite",
@@ -69,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "Sender": "sender",
     "SenderStats": "sender",
     "ServerError": "exceptions",
+    "ServerStartError": "server",
     "SessionStore": "stores.base",
     "SharedContact": "events",
     "SignatureVerifier": "signature",
@@ -146,6 +148,7 @@ __all__ = [
     "RateLimiter",
     "Reaction",
     "RecipientError",
+    "RedactVerifyToken",
     "Referral",
     "RetryPolicy",
     "SQLiteSessionStore",
@@ -153,6 +156,7 @@ __all__ = [
     "Sender",
     "SenderStats",
     "ServerError",
+    "ServerStartError",
     "SessionStore",
     "SharedContact",
     "SignatureVerifier",
@@ -196,7 +200,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .agents import Agent, AgentReply, AgentRequest, Attachment, Media, Turn, as_agent
-    from .asgi import CallbackConsumer, Overloaded, WebhookApp, WebhookConsumer
+    from .asgi import CallbackConsumer, Overloaded, RedactVerifyToken, WebhookApp, WebhookConsumer
     from .events import (
         ButtonReply,
         Context,
@@ -252,7 +256,7 @@ if TYPE_CHECKING:
     from .phone import PhoneWidget
     from .secret import Secret
     from .sender import MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
-    from .server import BackgroundServer
+    from .server import BackgroundServer, ServerStartError
     from .signature import SignatureVerifier
     from .stores.base import InboxItem, SessionStore
     from .stores.memory import MemorySessionStore

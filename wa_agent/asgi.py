@@ -155,6 +155,7 @@ class RedactVerifyToken(logging.Filter):
     token; add it to other servers' access loggers the same way."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Mask ``hub.verify_token`` values in the record's arguments; never drops it."""
         args = record.args
         if isinstance(args, tuple) and any(isinstance(a, str) and "verify_token" in a
                                            for a in args):
