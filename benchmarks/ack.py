@@ -19,8 +19,8 @@ measured run starts, so no warm-up backlog competes with it). "CPU µs/ack" is t
 process's CPU time over the run divided by the acks: it includes the reply work done
 meanwhile, and it is the figure least disturbed by other processes on the machine.
 
-    python benchmarks/ack.py            # full run, about 2–3 minutes
-    python benchmarks/ack.py --quick    # smoke run, about 20 s
+    python benchmarks/ack.py            # full run, about 2 minutes
+    python benchmarks/ack.py --quick    # smoke run, about 25 s
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ median and min–max of ``--rounds`` samples.
 * optional extras (redis, ipywidgets, nest_asyncio, pyngrok, fastapi, starlette, ...) must
   not be imported by ``import wa_agent``.
 
-    python benchmarks/coldstart.py            # about 15 s
-    python benchmarks/coldstart.py --quick    # about 5 s
+    python benchmarks/coldstart.py            # about 10 s
+    python benchmarks/coldstart.py --quick    # about 3 s
 """
 
 from __future__ import annotations

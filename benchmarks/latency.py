@@ -8,8 +8,8 @@ paced load runs against the bare HMAC-only receiver first, for the floor on this
 wa_agent runs with ``max_concurrency`` large enough that every message's agent runs at once;
 ``/health`` is polled during the run for the number of agent calls in flight.
 
-    python benchmarks/latency.py            # about 50 s
-    python benchmarks/latency.py --quick    # about 15 s
+    python benchmarks/latency.py            # about 35 s
+    python benchmarks/latency.py --quick    # about 10 s
 """
 
 from __future__ import annotations

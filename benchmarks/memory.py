@@ -12,8 +12,8 @@ baseline (wa_agent and its dependencies already imported):
 
 A conversation is ``--exchanges`` user messages each with one reply (default 3).
 
-    python benchmarks/memory.py            # about 25 s
-    python benchmarks/memory.py --quick    # about 5 s
+    python benchmarks/memory.py            # about 10 s
+    python benchmarks/memory.py --quick    # about 3 s
 """
 
 from __future__ import annotations

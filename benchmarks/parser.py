@@ -13,8 +13,8 @@ Workloads:
 Rates are given per CPU-second of this process (what "one core" means on a shared machine)
 and per wall-clock second; the median of ``--repeats`` rounds.
 
-    python benchmarks/parser.py            # about 15 s
-    python benchmarks/parser.py --quick    # about 3 s
+    python benchmarks/parser.py            # about 10 s
+    python benchmarks/parser.py --quick    # about 2 s
 """
 
 from __future__ import annotations
