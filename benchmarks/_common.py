@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,8 +102,8 @@ class ServerProcess:
                      str(self.port), *args, *extra]
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[bytes] | None = None
-        fd, self._log_path = tempfile.mkstemp(prefix=f"wa-bench-{target}-", suffix=".log")
-        self._log = os.fdopen(fd, "wb")
+        self._log: IO[bytes] | None = None
+        self._log_path = ""
 
     @property
     def url(self) -> str:
@@ -118,6 +118,8 @@ class ServerProcess:
         """Start the process without waiting for it to listen (see :meth:`wait_ready`)."""
         extra = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=SRC + (os.pathsep + extra if extra else ""))
+        fd, self._log_path = tempfile.mkstemp(prefix=f"wa-bench-{self.target}-", suffix=".log")
+        self._log = os.fdopen(fd, "wb")
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)
         return self
@@ -130,16 +132,20 @@ class ServerProcess:
         deadline = time.monotonic() + self.ready_timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target} server exited at start:\n{self.log_tail()}")
+                tail = self.log_tail()
+                self.stop()
+                raise RuntimeError(f"{self.target} server exited at start:\n{tail}")
             with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.2):
                 return self
             if time.monotonic() > deadline:
+                tail = self.log_tail()
                 self.stop()
-                raise RuntimeError(f"{self.target} server did not listen in time:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(f"{self.target} server did not listen in time:\n{tail}")
             time.sleep(0.02)
 
     def log_tail(self, lines: int = 30) -> str:
+        if self._log is None:
+            return ""
         self._log.flush()
         text = Path(self._log_path).read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
@@ -159,9 +165,11 @@ class ServerProcess:
                 proc.kill()
                 proc.wait(5)
         self.proc = None
-        self._log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._log_path)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+            with contextlib.suppress(OSError):
+                os.unlink(self._log_path)
 
     def __enter__(self) -> Self:
         return self if self.proc is not None else self.start()
@@ -451,10 +459,12 @@ async def _run_python(port: int, bodies: Sequence[tuple[str, bytes]], *, connect
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = loop.time() - start
     sent = len(latencies)
+    pct = percentiles(latencies)
     return LoadResult(
         client="python", connections=connections, duration=elapsed, requests=sent,
         errors=errors, non_200=sent - statuses.get(200, 0),
-        wraps=max(0, sent + errors - 1) // len(requests), **percentiles(latencies),
+        wraps=max(0, sent + errors - 1) // len(requests), p50=pct["p50"], p90=pct["p90"],
+        p99=pct["p99"], p999=pct["p999"], max=pct["max"], mean=pct["mean"],
     )
 
 

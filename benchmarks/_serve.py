@@ -106,7 +106,7 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
         storage=storage, sender=sender, max_concurrency=args.max_concurrency,
         phone_number_id=PHONE_NUMBER_ID, shutdown_timeout=1.0, **tuning,
     )
-    return InterfaceManager([interface]).app  # type: ignore[return-value]
+    return InterfaceManager([interface]).app
 
 
 def sink_app(args: argparse.Namespace) -> ASGIApp:
@@ -173,7 +173,7 @@ def emulator_app(args: argparse.Namespace) -> ASGIApp:
 def fastapi_app(args: argparse.Namespace) -> ASGIApp:
     from baseline_fastapi import make_app
 
-    return make_app(APP_SECRET, args.graph, ACCESS_TOKEN, PHONE_NUMBER_ID,  # type: ignore[return-value]
+    return make_app(APP_SECRET, args.graph, ACCESS_TOKEN, PHONE_NUMBER_ID,
                     args.agent_delay)
 
 
