@@ -267,7 +267,9 @@ class Sender:
     without one the Sender creates its own on first use and closes it in :meth:`aclose`
     (or at the end of ``async with``). ``rate_limit`` is the number's throughput in
     messages per second (``None`` turns the limit off; a :class:`RateLimiter` can be
-    shared), ``max_in_flight`` bounds concurrent HTTP requests, ``timeout`` applies to each
+    shared), ``max_in_flight`` bounds concurrent HTTP requests (and the connection pool:
+    8 keep-alive connections carry hundreds of sends a second, while a large pool makes
+    httpcore's bookkeeping grow with the square of its size), ``timeout`` applies to each
     request (default: the shared client's own, or :data:`DEFAULT_TIMEOUT`).
     """
 
@@ -281,7 +283,7 @@ class Sender:
         client: httpx.AsyncClient | None = None,
         retry: RetryPolicy | None = None,
         rate_limit: float | RateLimiter | None = 80.0,
-        max_in_flight: int = 64,
+        max_in_flight: int = 8,
         timeout: float | httpx.Timeout | None = None,
         user_agent: str | None = None,
     ) -> None:
