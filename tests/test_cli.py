@@ -107,3 +107,55 @@ def test_strip_control(raw: str, clean: str) -> None:
     """ANSI CSI/OSC sequences and C0/C1 control characters are removed; text, newlines
     and tabs are kept."""
     assert strip_control(raw) == clean
+
+
+def test_serve_with_tunnel_prints_what_to_paste_into_meta(tmp_path: Path) -> None:
+    """`wa-agent serve --tunnel` (real pyngrok, fake ngrok agent on loopback) prints the
+    public webhook URL and the verify token, and Meta's verification GET through that URL
+    gets the challenge back."""
+    import re
+    import signal
+    import time
+
+    import httpx
+
+    from tests.fake_ngrok import write_launcher
+    from tests.redis_server import free_port
+
+    launcher = write_launcher(tmp_path, state_file=tmp_path / "state.json",
+                              python=sys.executable)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
+    env.update({
+        "WHATSAPP_VERIFY_TOKEN": "paste-me", "WHATSAPP_APP_SECRET": "s3cret",
+        "WHATSAPP_ACCESS_TOKEN": "tok", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+        "NGROK_AUTHTOKEN": "fake-auth-token", "PYNGROK_NGROK_PATH": str(launcher),
+        "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    })
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wa_agent", "serve", "wa_agent.demo:DemoAgent", "--host",
+         "127.0.0.1", "--port", str(port), "--storage", str(tmp_path / "bot.db"), "--tunnel"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        output = ""
+        deadline = time.monotonic() + 30
+        assert proc.stdout is not None
+        while "paste-me" not in output and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            output += line
+        assert "paste-me" in output, output + (proc.stderr.read() if proc.stderr else "")
+        match = re.search(r"(https?://\S+/whatsapp/webhook)", output)
+        assert match is not None, output
+        challenge = httpx.get(match.group(1), params={
+            "hub.mode": "subscribe", "hub.verify_token": "paste-me", "hub.challenge": "42"},
+            timeout=10)
+        assert (challenge.status_code, challenge.text) == (200, "42")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
