@@ -238,6 +238,7 @@ class Simulator:
         self._client: httpx.AsyncClient | None = None
         self._unsubscribe: Any = None
         self._status_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.bot_url: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -251,6 +252,7 @@ class Simulator:
 
     async def start(self) -> None:
         """Start the emulator and the bot on free loopback ports."""
+        self._stopping = False
         self._emulator_server = BackgroundServer(self.emulator)
         await self._emulator_server.start()
         for interface in self.manager.interfaces:
@@ -269,6 +271,12 @@ class Simulator:
 
     async def stop(self) -> None:
         """Stop the bot (finishing in-flight replies) and the emulator."""
+        # Status webhooks still being posted race the bot's shutdown (a connection the
+        # bot's server accepts while it closes is leaked by asyncio): let those finish
+        # (bounded) and post no new ones.
+        self._stopping = True
+        if self._status_tasks:
+            await asyncio.wait(list(self._status_tasks), timeout=5.0)
         try:
             await self.manager.stop()
         finally:
@@ -377,7 +385,7 @@ class Simulator:
                       filename=content.get("filename"), data=data, raw=message.body)
         user = self.users.get(message.wa_id) or self.user(message.wa_id)
         user._received(reply)
-        if self.statuses:
+        if self.statuses and not self._stopping:
             task = asyncio.ensure_future(self._post_statuses(message))
             self._status_tasks.add(task)
             task.add_done_callback(self._status_tasks.discard)
