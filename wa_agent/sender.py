@@ -20,6 +20,7 @@ Two safety rules hold for every call:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -271,6 +272,12 @@ class Sender:
     8 keep-alive connections carry hundreds of sends a second, while a large pool makes
     httpcore's bookkeeping grow with the square of its size), ``timeout`` applies to each
     request (default: the shared client's own, or :data:`DEFAULT_TIMEOUT`).
+
+    ``transport`` picks what the Sender's own client sends with: ``"auto"`` (default) is
+    the lean HTTP/1.1 :class:`~wa_agent._transport.FastTransport` on asyncio, or httpx's
+    own transport when an ``HTTP(S)_PROXY``/``ALL_PROXY`` is set in the environment (or the
+    loop is not asyncio); ``"httpx"`` always uses httpx's transport; an
+    :class:`httpx.AsyncBaseTransport` instance is used as given. Ignored with ``client``.
     """
 
     def __init__(
@@ -286,6 +293,7 @@ class Sender:
         max_in_flight: int = 8,
         timeout: float | httpx.Timeout | None = None,
         user_agent: str | None = None,
+        transport: str | httpx.AsyncBaseTransport = "auto",
     ) -> None:
         token = Secret(access_token)
         if not token:
@@ -299,6 +307,9 @@ class Sender:
             )
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        if isinstance(transport, str) and transport not in ("auto", "httpx"):
+            raise ValueError(f"transport must be 'auto', 'httpx' or a transport, got {transport!r}")
+        self._transport_choice = transport
         self._token = token
         self.phone_number_id = str(phone_number_id).strip()
         self.api_version = api_version.strip("/")
@@ -659,8 +670,24 @@ class Sender:
                     max_keepalive_connections=self.max_in_flight,
                 ),
                 headers={"User-Agent": self._user_agent},
+                transport=self._make_transport(),
             )
         return self._client
+
+    def _make_transport(self) -> httpx.AsyncBaseTransport | None:
+        """The transport for the Sender's own client; None means httpx's default."""
+        choice = self._transport_choice
+        if not isinstance(choice, str):
+            return choice
+        if choice == "httpx" or _env_proxies():
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not on asyncio (trio): httpx's transport handles that
+            return None
+        from ._transport import FastTransport
+
+        return FastTransport(max_connections=self.max_in_flight)
 
     def token_allowed(self, url: str | httpx.URL) -> bool:
         """Whether the access token may be sent to ``url``: Meta's hosts over HTTPS, or
@@ -1008,6 +1035,15 @@ class Sender:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _env_proxies() -> bool:
+    """Whether the environment configures a proxy httpx would use (trust_env)."""
+    return any(
+        os.environ.get(name)
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                     "all_proxy")
+    )
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
