@@ -510,8 +510,8 @@ async def _request_bytes(request: httpx.Request) -> list[bytes]:
     lines.append(b"\r\n")
     parts = [b"".join(lines)]
     stream: Any = request.stream
-    if isinstance(stream, httpx.ByteStream):
-        body = request.content
+    if isinstance(stream, httpx.ByteStream):  # in memory (also iterable synchronously)
+        body = b"".join(stream)
         if body:
             if chunked:
                 parts += (b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n")
