@@ -334,6 +334,29 @@ async def test_stale_connection_race_is_retried_once() -> None:
         assert seen == [b"one", b"two", b"two"]
 
 
+async def test_all_idle_connections_stale_needs_one_retry() -> None:
+    """When the server dropped every idle connection (a restart), the request is retried
+    once on a new connection, not on the next stale one."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        if n > 3:
+            await serve_forever(r, w, ok)
+            return
+        await read_request(r)
+        await asyncio.sleep(0.05)  # keep the three first requests on three connections
+        w.write(ok)
+        await w.drain()
+        await read_request(r)  # then close unanswered
+
+    async with RawServer(handler) as server, fast_client(
+            server.url, max_connections=3) as (client, _):
+        await asyncio.gather(*(client.get("/") for _ in range(3)))
+        assert server.connections == 3
+        assert (await client.get("/")).content == b"ok"
+        assert server.connections == 4
+
+
 async def test_fresh_connection_closed_without_answer_is_not_retried() -> None:
     """A new connection that closes before answering raises RemoteProtocolError at once
     (only reused connections get the stale retry)."""

@@ -253,20 +253,27 @@ class FastTransport(httpx.AsyncBaseTransport):
         reused = conn is not None
         if conn is None:
             conn = await self._connect(origin, timeouts, request)
+        retried = False
         while True:
             self._active.add(conn)
             try:
                 return await self._exchange(conn, request, payload, timeouts, reused)
             except _Stale:
-                logger.debug("keep-alive connection to %s:%s was closed by the server; "
-                             "retrying on a new one", origin[1], origin[2])
                 self._release(conn, False)
-                # Reserve a fresh slot: the one just freed, unless a waiter took it.
+                if retried:
+                    raise httpx.RemoteProtocolError(
+                        "the server disconnected without sending a response",
+                        request=request) from None
+                retried = True
+                logger.debug("keep-alive connection to %s:%s was closed by the server; "
+                             "retrying once on a new one", origin[1], origin[2])
+                # The server likely dropped its other idle connections to us as well.
+                for idle in self._idle.pop(origin, ()):
+                    self._discard(idle)
                 conn = await self._acquire(origin, timeouts, request)
-                if conn is not None:  # another idle one: still a reuse, so retry again if stale
-                    continue
-                conn = await self._connect(origin, timeouts, request)
-                reused = False
+                reused = conn is not None
+                if conn is None:
+                    conn = await self._connect(origin, timeouts, request)
             except BaseException:
                 self._release(conn, False)
                 raise
