@@ -537,6 +537,15 @@ async def test_tls_with_a_trusted_certificate(certificate: tuple[Path, Path]) ->
             assert transport.connections_opened == 1
 
 
+async def test_tls_with_verification_off(certificate: tuple[Path, Path]) -> None:
+    """verify=False accepts the self-signed certificate without a CA."""
+    cert, key = certificate
+    server = BackgroundServer(app, ssl_certfile=str(cert), ssl_keyfile=str(key))
+    async with server, fast_client(f"https://127.0.0.1:{server.port}",
+                                   verify=False) as (client, _):
+        assert (await client.get("/echo")).json()["method"] == "GET"
+
+
 async def test_tls_untrusted_certificate_is_connect_error(certificate: tuple[Path, Path]) -> None:
     """With the system CAs only, the self-signed certificate is refused as ConnectError."""
     cert, key = certificate
@@ -569,6 +578,11 @@ async def test_sender_uses_fast_transport_by_default_and_can_opt_out(
         assert not isinstance(sender_transport(sender), FastTransport)
     with pytest.raises(ValueError, match="transport"):
         Sender("t", "1", transport="h2")
+    mock = httpx.MockTransport(lambda request: httpx.Response(200, json={"messages": [
+        {"id": "wamid.X"}]}))
+    async with Sender("t", "1", transport=mock) as sender:
+        assert sender_transport(sender) is mock
+        assert await sender.send_text("15550001111", "hi") == ["wamid.X"]
 
 
 async def test_sender_upload_and_download_through_fast_transport() -> None:

@@ -79,9 +79,10 @@ class FastTransport(httpx.AsyncBaseTransport):
     ``max_connections`` bounds the open connections over all origins (a request waits for
     one up to the ``pool`` timeout, then raises :class:`httpx.PoolTimeout`);
     ``keepalive_expiry`` closes connections idle longer than that many seconds. ``verify``
-    is ``True`` (system CAs), a CA bundle path, an :class:`ssl.SSLContext`, or ``False``
-    (no certificate checks; tests only). The SSL context is built once, on the first
-    ``https`` request.
+    is ``True`` (the CAs httpx trusts by default: ``SSL_CERT_FILE``/``SSL_CERT_DIR`` or
+    certifi's bundle), a CA bundle path, an :class:`ssl.SSLContext`, or ``False`` (no
+    certificate checks; tests only). The SSL context is built once, on the first ``https``
+    request (loading certificates is the expensive part of a new client).
 
     Timeouts come from the request's ``timeout`` extension (httpx sets it) and raise
     :class:`httpx.ConnectTimeout`, :class:`httpx.ReadTimeout`, :class:`httpx.WriteTimeout`
@@ -119,14 +120,12 @@ class FastTransport(httpx.AsyncBaseTransport):
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            if self._verify is False:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            elif isinstance(self._verify, str):
+            if isinstance(self._verify, str):
                 ctx = ssl.create_default_context(cafile=self._verify)
             else:
-                ctx = ssl.create_default_context()
+                # The CAs httpx's own transport trusts: SSL_CERT_FILE / SSL_CERT_DIR, else
+                # certifi's bundle (ssl.create_default_context underneath).
+                ctx = httpx.create_ssl_context(verify=self._verify)
             ctx.set_alpn_protocols(["http/1.1"])
             self._ssl = ctx
         return self._ssl
@@ -170,10 +169,10 @@ class FastTransport(httpx.AsyncBaseTransport):
     async def _acquire(self, origin: Origin, timeouts: dict[str, float | None],
                        request: httpx.Request) -> _Connection | None:
         """An idle connection to reuse, or None after reserving a slot for a new one."""
-        if self._closed:
-            raise RuntimeError("this FastTransport is closed")
         deadline: float | None = None
         while True:
+            if self._closed:
+                raise RuntimeError("this FastTransport is closed")
             conn = self._take_idle(origin)
             if conn is not None:
                 return conn
