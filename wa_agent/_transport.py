@@ -324,6 +324,7 @@ class FastTransport(httpx.AsyncBaseTransport):
 
         length: int | None = None
         chunked = False
+        other_coding = False
         keep_alive = version == b"HTTP/1.1"
         for name, value in headers:
             lname = name.lower()
@@ -337,6 +338,7 @@ class FastTransport(httpx.AsyncBaseTransport):
                     raise httpx.RemoteProtocolError("invalid Content-Length", request=request)
             elif lname == b"transfer-encoding":
                 chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
+                other_coding = not chunked  # the body then runs to the end of the connection
             elif lname == b"connection":
                 tokens = {t.strip() for t in value.lower().split(b",")}
                 if b"close" in tokens:
@@ -348,12 +350,13 @@ class FastTransport(httpx.AsyncBaseTransport):
         extensions = {"http_version": version, "reason_phrase": reason}
 
         if request.method == "HEAD" or status in _NO_BODY_STATUS or status == 101:
+            response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(b""),
+                                      extensions=extensions, request=request)
             self._release(conn, keep_alive and status != 101)
-            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(b""),
-                                  extensions=extensions, request=request)
+            return response
         if chunked:
             mode, length = "chunked", None
-        elif length is not None:
+        elif length is not None and not other_coding:
             mode = "length"
             if length <= _EAGER_BODY:
                 try:
@@ -365,9 +368,11 @@ class FastTransport(httpx.AsyncBaseTransport):
                 except (asyncio.IncompleteReadError, OSError) as exc:
                     raise httpx.ReadError("the server closed the connection during the body",
                                           request=request) from exc
-                self._release(conn, keep_alive)
-                return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
-                                      extensions=extensions, request=request)
+                response = httpx.Response(status, headers=headers,
+                                          stream=httpx.ByteStream(body),
+                                          extensions=extensions, request=request)
+                self._release(conn, keep_alive)  # last: the caller releases it on errors
+                return response
         else:
             mode, keep_alive = "eof", False
         stream = _ResponseStream(self, conn, request, mode, length, keep_alive, read_timeout)
@@ -458,6 +463,9 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._finish(False)
             raise httpx.ReadError(f"reading the response body failed: {exc}",
                                   request=request) from exc
+        except asyncio.LimitOverrunError:
+            self._finish(False)
+            raise httpx.RemoteProtocolError("malformed chunked body", request=request) from None
         except BaseException:
             self._finish(False)
             raise
