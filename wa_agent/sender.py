@@ -1038,12 +1038,12 @@ class Sender:
 
 
 def _env_proxies() -> bool:
-    """Whether the environment configures a proxy httpx would use (trust_env)."""
-    return any(
-        os.environ.get(name)
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                     "all_proxy")
-    )
+    """Whether a proxy httpx would use (trust_env) is configured: ``HTTP(S)_PROXY`` /
+    ``ALL_PROXY``, or the system settings on Windows and macOS, as httpx reads them."""
+    from urllib.request import getproxies
+
+    proxies = getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
