@@ -390,7 +390,19 @@ class WebhookApp:
             logger.warning("overloaded: answering 503 so Meta retries later")
             await _respond(send, 503, b'{"status":"overloaded"}', _JSON)
             return
-        await _respond(send, 200, _PROCESSING if status == "processing" else _IGNORED, _JSON)
+        # The two common answers, headers built once (fresh messages and header lists per
+        # request: a middleware may edit them in place).
+        body, headers = _ACK_PROCESSING if status == "processing" else _ACK_IGNORED
+        await send({"type": "http.response.start", "status": 200, "headers": headers[:]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _fixed_response(body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    return body, [*_JSON, (b"content-length", str(len(body)).encode())]
+
+
+_ACK_PROCESSING = _fixed_response(_PROCESSING)
+_ACK_IGNORED = _fixed_response(_IGNORED)
 
 
 async def _respond(send: Send, status: int, body: bytes,

@@ -37,6 +37,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from ._ackgate import AckGate
 from .agents import (
     Agent,
     AgentReply,
@@ -88,6 +89,7 @@ DEFAULT_ANSWER_TYPES = frozenset(
 _TYPING_REFRESH = 20.0  # Meta hides the typing indicator after 25 s
 _MAX_ATTEMPTS = 8  # failed sends of one message before it is given up (logged)
 _MAX_BACKOFF = 300.0  # seconds between retries of a message whose send keeps failing
+_MESSAGE_CACHE = 2000  # parsed messages kept from accept() to processing (per interface)
 
 
 class InterfaceMode(StrEnum):
@@ -142,6 +144,40 @@ class _Stats:
         self.refused = self.ignored = self.agent_errors = self.statuses = 0
         self.deferred = 0  # senders left in the inbox for the sweeper (queue full)
         self.overloaded = 0  # webhooks answered 503: a backlog bound was reached
+
+
+class _TypingRefresh:
+    """A timer (not a task) per running agent: it spawns the renewal only when due."""
+
+    __slots__ = ("_handle", "_iface", "_message_id", "_task")
+
+    def __init__(self, iface: WhatsAppInterface, message_id: str) -> None:
+        self._iface = iface
+        self._message_id = message_id
+        self._task: asyncio.Task[Any] | None = None
+        self._handle = asyncio.get_running_loop().call_later(_TYPING_REFRESH, self._due)
+
+    def _due(self) -> None:
+        self._task = self._iface._spawn(self._run(), "typing")
+
+    async def _run(self) -> None:
+        await self._iface._refresh_typing(self._message_id)
+        self._handle = asyncio.get_running_loop().call_later(_TYPING_REFRESH, self._due)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class _Held:
+    """A sender lease this process holds (renewed by the interface's one lease keeper)."""
+
+    __slots__ = ("lost", "since")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.since = time.monotonic()
 
 
 class _Retry(Exception):
@@ -347,12 +383,18 @@ class WhatsAppInterface:
         self._start_lock: asyncio.Lock | None = None
         self._sem: asyncio.Semaphore | None = None
         self._drains: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, _Held] = {}  # sender leases held by this process's drains
         self._wake: set[str] = set()
         self._backoff: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refused_seen: OrderedDict[str, None] = OrderedDict()
+        # Messages accepted by this process, by wamid: processing skips re-parsing the
+        # stored payload (bounded; after a restart or an overflow the payload is parsed).
+        self._accepted: dict[str, Message] = {}
         self._in_flight = 0
         self._warned_unsigned = False
+        # Reply steps (Graph calls) give way to webhook acks on the shared event loop.
+        self._gate = AckGate()
 
     # -- public API ----------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -439,6 +481,7 @@ class WhatsAppInterface:
             self._overflow = False
             self._started = True
             self._spawn(self._sweeper(), "sweeper")
+            self._spawn(self._keep_leases(), "leases")
             self._setup_heartbeat()
             await self._resume()
             logger.info("interface %r started (%s mode, %s)", self.name, self.mode.value,
@@ -518,9 +561,11 @@ class WhatsAppInterface:
     # -- webhook consumer ------------------------------------------------------------------
     async def accept(self, events: list[Event]) -> str:
         """Record new messages durably and schedule them (the webhook consumer API)."""
+        self._gate.webhook()
         if not self._started:
             await self.start()
         items: list[InboxItem] = []
+        messages: list[Message] = []
         now = time.time()
         refused: list[Message] = []
         for event in events:
@@ -546,12 +591,15 @@ class WhatsAppInterface:
                     id=event.id, sender=event.sender, payload=_dump_message(event),
                     received_at=now,
                 ))
+                messages.append(event)
             elif isinstance(event, StatusUpdate):
                 self.stats.statuses += 1
                 self._spawn(self._on_status(event), "status")
         for message in refused:
             self._refuse(message)
         items, held = self._within_backlog(items)
+        kept = messages if not held else [m for m in messages if any(
+            m.id == it.id for it in items)]
         if not items and not held:
             return "ignored"
         try:
@@ -563,13 +611,17 @@ class WhatsAppInterface:
             self._count_pending(items, -1)
             raise StoreError(f"could not record inbound messages: {exc}") from exc
         accepted = False
-        for item, new in zip(items, added, strict=True):
+        cache = self._accepted
+        for item, new, message in zip(items, added, kept, strict=True):
             if not new:
                 self._count_pending([item], -1)
                 self.stats.duplicates += 1
                 continue
             accepted = True
             self.stats.received += 1
+            if len(cache) >= _MESSAGE_CACHE:  # oldest first: ones answered elsewhere age out
+                del cache[next(iter(cache))]
+            cache[item.id] = message
             self._schedule(item.sender)
         if held:
             # Recorded the others; Meta redelivers the whole body later (they dedupe).
@@ -700,12 +752,12 @@ class WhatsAppInterface:
                     if sender not in self._wake and not left:
                         return
                     continue
-                keeper = self._spawn(self._keep_lease(lease_name), "lease")
+                held = self._held[lease_name] = _Held()
                 try:
                     items = await self.store.pending(self.name, sender)
                     self._sync_pending(sender, len(items))
                     for index, item in enumerate(items):
-                        if self._closing or keeper.done():  # lease lost: start over
+                        if self._closing or held.lost:  # lease lost: start over
                             break
                         latest = index == len(items) - 1 and sender not in self._wake
                         assert self._sem is not None
@@ -714,8 +766,8 @@ class WhatsAppInterface:
                                 break
                             await self._process(item, quote=not latest)
                 finally:
-                    keeper.cancel()
-                    await asyncio.gather(keeper, return_exceptions=True)
+                    if self._held.get(lease_name) is held:
+                        del self._held[lease_name]
                     with contextlib.suppress(Exception):
                         await self.store.release_lease(lease_name, self.owner)
                 if not items and sender not in self._wake:
@@ -734,24 +786,38 @@ class WhatsAppInterface:
                         and len(self._drains) <= self.max_queued_senders // 2:
                     self._sweep_now.set()
 
-    async def _keep_lease(self, name: str) -> None:
-        """Renew a held lease every third of its TTL, so a slow agent never loses it."""
+    async def _keep_leases(self) -> None:
+        """Renew every held sender lease once it is a third of its TTL old (so at the latest
+        at two thirds), so a slow agent never loses it. One task for all senders."""
+        period = self.lease_ttl / 3
         while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            try:
-                held = await self.store.acquire_lease(name, self.owner, self.lease_ttl)
-            except Exception:
-                logger.warning("could not renew the lease %s", name, exc_info=True)
-                continue
-            if not held:
+            await asyncio.sleep(period)
+            for name, held in list(self._held.items()):
+                if time.monotonic() - held.since < period or self._held.get(name) is not held:
+                    continue
+                try:
+                    ok = await self.store.acquire_lease(name, self.owner, self.lease_ttl)
+                except Exception:
+                    logger.warning("could not renew the lease %s", name, exc_info=True)
+                    continue
+                if self._held.get(name) is not held:
+                    # Released while renewing: give back what was just taken again, unless a
+                    # new drain of this sender holds it now.
+                    if ok and name not in self._held:
+                        with contextlib.suppress(Exception):
+                            await self.store.release_lease(name, self.owner)
+                    continue
+                if ok:
+                    held.since = time.monotonic()
+                    continue
+                held.lost = True
                 logger.warning("lost the lease %s (this process stalled longer than lease_ttl="
                                "%.1f s): another process may be answering the same sender",
                                name, self.lease_ttl)
-                return
 
     # -- processing one message ------------------------------------------------------------
     async def _process(self, item: InboxItem, *, quote: bool) -> None:
-        message = _load_message(item.payload, self._parser)
+        message = self._accepted.pop(item.id, None) or _load_message(item.payload, self._parser)
         sender = item.sender
         progress: dict[str, Any] = json.loads(item.progress) if item.progress else {}
         failures = int(progress.get("failures", 0))
@@ -809,6 +875,7 @@ class WhatsAppInterface:
         assert self.sender is not None
         # Read receipt + typing indicator first, so the user sees the bot at work at once
         # (the reset greeting is generated by the agent too).
+        await self._gate.turn()  # webhook acks first (Meta's time-out is short)
         with contextlib.suppress(Exception):
             await self.sender.mark_read(message.id, typing=True)
         for listener in self.listeners:
@@ -833,11 +900,11 @@ class WhatsAppInterface:
             profile_name=message.profile_name,
             interface=self.name,
         )
-        typing = self._spawn(self._keep_typing(message.id), "typing")
+        typing = self._keep_typing(message.id)
         try:
-            if self.agent_timeout is not None:
-                reply = await asyncio.wait_for(self.agent.answer(request), self.agent_timeout)
-            else:
+            # asyncio.timeout, not wait_for: no extra task per message (fewer objects for
+            # the GC to walk with thousands of agents in flight)
+            async with asyncio.timeout(self.agent_timeout):
                 reply = await self.agent.answer(request)
         except asyncio.CancelledError:
             raise
@@ -866,9 +933,10 @@ class WhatsAppInterface:
             sender=message.sender, message=message, profile_name=message.profile_name,
             interface=self.name, purpose="greeting",
         )
-        typing = self._spawn(self._keep_typing(message.id), "typing")
+        typing = self._keep_typing(message.id)
         try:
-            reply = await asyncio.wait_for(self.agent.answer(request), self.agent_timeout)
+            async with asyncio.timeout(self.agent_timeout):
+                reply = await self.agent.answer(request)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -878,12 +946,14 @@ class WhatsAppInterface:
             typing.cancel()
         return reply.text if reply.text and reply.text.strip() else self.reset_message
 
-    async def _keep_typing(self, message_id: str) -> None:
+    def _keep_typing(self, message_id: str) -> _TypingRefresh:
+        """Renew the typing indicator every ``_TYPING_REFRESH`` s until cancelled."""
+        return _TypingRefresh(self, message_id)
+
+    async def _refresh_typing(self, message_id: str) -> None:
         assert self.sender is not None
-        while True:
-            await asyncio.sleep(_TYPING_REFRESH)
-            with contextlib.suppress(Exception):
-                await self.sender.mark_read(message_id, typing=True)
+        with contextlib.suppress(Exception):
+            await self.sender.mark_read(message_id, typing=True)
 
     async def _attachments(self, message: Message) -> tuple[tuple[Attachment, ...], list[str]]:
         if message.media is None or message.type not in MEDIA_TYPES:
@@ -990,6 +1060,7 @@ class WhatsAppInterface:
         for index in range(start, len(parts)):
             part = parts[index]
             reply_to = message.id if quote and index == 0 else None
+            await self._gate.turn()
             try:
                 if part["type"] == "text":
                     wamids = await self.sender.send_text(to, part["text"], reply_to=reply_to)
@@ -1338,11 +1409,14 @@ def _safe(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         logger.debug("listener %r failed", fn, exc_info=True)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds one per call
+
+
 def _dump_message(message: Message) -> str:
-    return json.dumps({
+    return _COMPACT.encode({
         "m": message.raw, "p": message.phone_number_id, "d": message.display_phone_number,
         "n": message.profile_name,
-    }, separators=(",", ":"))
+    })
 
 
 def _load_message(payload: str, parser: MessageParser) -> Message:

@@ -120,7 +120,9 @@ class MemorySessionStore:
             ):
                 out.append(False)
                 continue
-            stored = dataclasses.replace(item, seq=next(self._seq))
+            # (dataclasses.replace() costs ~3 µs: it inspects every field each call)
+            stored = InboxItem(item.id, item.sender, item.payload, item.received_at,
+                               next(self._seq), item.attempts, item.progress)
             senders.setdefault(item.sender, {})[item.id] = stored
             self._item_sender[(interface, item.id)] = item.sender
             out.append(True)
