@@ -597,9 +597,9 @@ class WhatsAppInterface:
                 self._spawn(self._on_status(event), "status")
         for message in refused:
             self._refuse(message)
+        parsed = {id(item): message for item, message in zip(items, messages, strict=True)}
         items, held = self._within_backlog(items)
-        kept = messages if not held else [m for m in messages if any(
-            m.id == it.id for it in items)]
+        kept = [parsed[id(item)] for item in items]
         if not items and not held:
             return "ignored"
         try:
