@@ -211,6 +211,7 @@ def test_interrupting_the_kernel_never_stops_the_server(kernel: Kernel) -> None:
 
     waiting = kernel.submit("await asyncio.sleep(60)")
     kernel.wait_busy(waiting)
+    time.sleep(0.5)  # let the cell reach its await (an interrupt before that can be lost)
     kernel.interrupt()
     result = kernel.collect(waiting, timeout=30)
     assert result.error is not None
