@@ -4,9 +4,6 @@ text. Skipped when chromium or the html-manager is missing (a failure under ``CI
 
 from __future__ import annotations
 
-import html
-import json
-import re
 from pathlib import Path
 
 from tests.test_widget_browser import (
@@ -14,12 +11,10 @@ from tests.test_widget_browser import (
     EMBED_JS,
     IMG_ATTACK,
     SCRIPT_ATTACK,
-    _chromium,
     _require,
-    _static_app,
+    render_and_probe,
 )
 from wa_agent.demo import DemoAgent, make_png
-from wa_agent.server import BackgroundServer
 from wa_agent.testing import Simulator
 
 PROBE = """
@@ -64,9 +59,6 @@ async def test_phone_renders_in_chromium(tmp_path: Path) -> None:
     unescaped control widget on the same page does run. Saves a screenshot."""
     _require(CHROMIUM, "chromium")
     _require(EMBED_JS.is_file(), f"@jupyter-widgets/html-manager ({EMBED_JS})")
-    import ipywidgets
-    from ipywidgets.embed import embed_minimal_html
-
     async with Simulator(DemoAgent(), mode="chat") as sim:
         phone = sim.phone("15551230001", f"Mallory {SCRIPT_ATTACK}")
         await phone.send(IMG_ATTACK)
@@ -75,26 +67,10 @@ async def test_phone_renders_in_chromium(tmp_path: Path) -> None:
     bubbles = [m["from"] for m in phone.transcript()]
     assert bubbles == ["me", "bot", "me", "bot", "me", "bot", "bot"]
 
-    control = ipywidgets.HTML(
-        '<img src="missing.png" style="display:none" onerror="window.__control=1">')
-    page = tmp_path / "phone.html"
-    embed_minimal_html(page, views=[phone.box, control], title="wa_agent phone",
-                       requirejs=False, embed_url="/embed.js", cors=False)
-    markup = page.read_text().replace("</body>", PROBE % {"bubbles": len(bubbles)} + "</body>")
-    files = {
-        "/phone.html": (markup.encode(), "text/html; charset=utf-8"),
-        "/embed.js": (EMBED_JS.read_bytes(), "application/javascript"),
-    }
     shot = tmp_path / "phone.png"
-    async with BackgroundServer(_static_app(files)) as server:
-        dom, errors = await _chromium(f"{server.url}/phone.html", shot, tmp_path / "profile")
+    probe = await render_and_probe(phone.box, PROBE % {"bubbles": len(bubbles)}, shot,
+                                   tmp_path)
     phone.close()
-    control.close()
-
-    found = re.search(r'<pre id="wa-probe"[^>]*>(.*?)</pre>', dom, re.DOTALL)
-    assert found, f"phone did not render; chromium said:\n{errors[-3000:]}"
-    probe = json.loads(html.unescape(found.group(1)))
-    assert probe["control"] == 1, "the unescaped control widget did not run: the check is blind"
     assert probe["pwned"] is None and probe["scripts"] == 0
     assert probe["head"] == f"Mallory {SCRIPT_ATTACK}"
     assert any("Attach image" in b for b in probe["buttons"]), probe["buttons"]

@@ -150,8 +150,6 @@ async def test_live_widget_renders_in_chromium(tmp_path: Path) -> None:
     so the check can fail). A screenshot is saved under tmp_path."""
     _require(CHROMIUM, "chromium")
     _require(EMBED_JS.is_file(), f"@jupyter-widgets/html-manager ({EMBED_JS})")
-    import ipywidgets
-    from ipywidgets.embed import embed_minimal_html
 
     clog = ConversationLog()
     view = ConversationsWidget(clog, title="Live <i>bot</i>")
@@ -159,33 +157,9 @@ async def test_live_widget_renders_in_chromium(tmp_path: Path) -> None:
     await asyncio.wait_for(task, 5)
     assert list(view.rows) == ["15550001", "15550002"]
 
-    control = ipywidgets.HTML(
-        '<img src="missing.png" style="display:none" onerror="window.__control=1">'
-    )
-    page = tmp_path / "page.html"
-    embed_minimal_html(
-        page,
-        views=[view.box, control],
-        title="wa_agent widget",
-        requirejs=False,
-        embed_url="/embed.js",
-        cors=False,
-    )
-    markup = page.read_text().replace("</body>", PROBE % {"rows": 2} + "</body>")
-    files = {
-        "/page.html": (markup.encode(), "text/html; charset=utf-8"),
-        "/embed.js": (EMBED_JS.read_bytes(), "application/javascript"),
-    }
     shot = tmp_path / "conversations.png"
-    async with BackgroundServer(_static_app(files)) as server:
-        dom, errors = await _chromium(f"{server.url}/page.html", shot, tmp_path / "profile")
+    probe = await render_and_probe(view.box, PROBE % {"rows": 2}, shot, tmp_path)
     view.close()
-    control.close()
-
-    found = re.search(r'<pre id="wa-probe"[^>]*>(.*?)</pre>', dom, re.DOTALL)
-    assert found, f"widget did not render; chromium said:\n{errors[-3000:]}"
-    probe = json.loads(html.unescape(found.group(1)))
-    assert probe["control"] == 1, "the unescaped control widget did not run: the check is blind"
     assert probe["pwned"] is None
     assert probe["imgsInWidget"] == 0 and probe["scriptsInWidget"] == 0
     assert probe["title"].startswith("Live <i>bot</i>")
@@ -240,3 +214,36 @@ async def _chromium(url: str, screenshot: Path, profile: Path) -> tuple[str, str
         await proc.wait()
         raise
     return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def render_and_probe(box: Any, probe_script: str, shot: Path, tmp_path: Path
+                           ) -> dict[str, Any]:
+    """Embed ``box`` (plus an unescaped control widget) in a static page served on loopback,
+    load it in headless Chromium with ``probe_script`` appended, save a screenshot to
+    ``shot`` and return the JSON the probe wrote into ``<pre id="wa-probe">``.
+
+    Fails if the page did not render, or if the control's ``onerror`` did not run (then the
+    page could not detect injected HTML at all and any "nothing injected" check is blind).
+    """
+    import ipywidgets
+    from ipywidgets.embed import embed_minimal_html
+
+    control = ipywidgets.HTML(
+        '<img src="missing.png" style="display:none" onerror="window.__control=1">'
+    )
+    page = tmp_path / "page.html"
+    embed_minimal_html(page, views=[box, control], title="wa_agent widget", requirejs=False,
+                       embed_url="/embed.js", cors=False)
+    markup = page.read_text().replace("</body>", probe_script + "</body>")
+    files = {
+        "/page.html": (markup.encode(), "text/html; charset=utf-8"),
+        "/embed.js": (EMBED_JS.read_bytes(), "application/javascript"),
+    }
+    async with BackgroundServer(_static_app(files)) as server:
+        dom, errors = await _chromium(f"{server.url}/page.html", shot, tmp_path / "profile")
+    control.close()
+    found = re.search(r'<pre id="wa-probe"[^>]*>(.*?)</pre>', dom, re.DOTALL)
+    assert found, f"page did not render; chromium said:\n{errors[-3000:]}"
+    probe: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    assert probe["control"] == 1, "the unescaped control widget did not run: the check is blind"
+    return probe
