@@ -282,7 +282,7 @@ class WhatsAppInterface:
         max_queued_senders: int = 1000,
         media_max_bytes: int | None = None,
         max_pending_per_sender: int = 100,
-        max_pending: int = 10_000,
+        max_pending: int = 100_000,
     ) -> None:
         self.agent: Agent = as_agent(agent)
         self.name = name
