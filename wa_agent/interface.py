@@ -1145,15 +1145,16 @@ class WhatsAppInterface:
         if update.status not in STATUS_RANK:
             return
         try:
-            if await self.store.seen(self.name, f"status:{update.id}:{update.status}"):
-                return
+            # One store call: the state only moves forward, so a redelivered (id, status)
+            # or one overtaken by a later status does not advance and is dropped here.
             advanced = await self.store.advance_status(self.name, update.id, update.status)
         except Exception:
             logger.warning("could not record a status update", exc_info=True)
             return
-        if advanced:
-            for listener in self.listeners:
-                _safe(listener.status, update)
+        if not advanced:
+            return
+        for listener in self.listeners:
+            _safe(listener.status, update)
         if update.status == "failed":
             codes = ",".join(str(e.code) for e in update.errors) or "?"
             logger.warning("message %s to %s failed (codes %s)", update.id,
