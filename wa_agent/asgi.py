@@ -25,10 +25,11 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, final
 from urllib.parse import parse_qs
 
+from ._asgi_types import Receive, Scope, Send
 from .events import Event, Message
 from .exceptions import InvalidPayload, StoreError
 from .parser import MessageParser
@@ -46,10 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-ASGIMessage = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[ASGIMessage]]
-Send = Callable[[ASGIMessage], Awaitable[None]]
 
 #: Meta's documented maximum webhook payload.
 DEFAULT_MAX_BODY = 3 * 1024 * 1024

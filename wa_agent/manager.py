@@ -24,7 +24,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .asgi import Receive, Scope, Send
+from ._asgi_types import Receive, Scope, Send
 from .exceptions import WAAgentError
 from .interface import WhatsAppInterface
 from .server import BackgroundServer, ServerStartError

@@ -43,11 +43,12 @@ import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, final
 from urllib.parse import parse_qsl, quote
 
+from .._asgi_types import Receive, Scope, Send
 from .._media import MEDIA_MIME_TYPES, MEDIA_SIZE_LIMITS, base_mime, kind_for_mime
 from ..secret import Secret
 
@@ -62,10 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Subscriber = Callable[["SentMessage"], Any]
 
 _VERSION_RE = re.compile(r"v\d+\.\d+")
