@@ -6,9 +6,16 @@ redelivers on time-outs). :class:`AckGate` lets reply workers defer their expens
 (Graph calls) while webhooks are arriving: a worker that finds the gate busy queues up, and
 queued workers are let through one per event-loop iteration, so between two reply steps the
 loop always polls the sockets and handles the webhooks that came in. Workers never starve:
-one is released every iteration whatever the webhook traffic. Without webhook traffic, reply
+one is released every iteration, or every ``burst_interval`` in a burst (below). Without webhook traffic, reply
 steps still start in one iteration only until ``budget`` seconds have gone by in it (a burst
 of agents finishing together would otherwise hold the loop for all of their steps at once).
+In a burst (webhooks arriving at ``burst_rate`` per second or more, measured over
+``window`` seconds), one step is let through only every ``burst_interval`` seconds: an ack
+costs a few dozen microseconds and a reply step hundreds, so even one step per iteration
+would take a large share of a loop that is busy acknowledging, and the inbox holds the
+messages meanwhile. The same holds while ``burst_acks`` or more webhooks wait for their
+ack at once (a durable store's commit): the caller counts them in :attr:`acks_waiting`.
+Below that rate nothing changes.
 """
 
 from __future__ import annotations
@@ -29,15 +36,29 @@ class AckGate:
     ``budget`` (seconds) how long steps may keep starting within one iteration otherwise.
     """
 
-    __slots__ = ("_epoch", "_last", "_loop", "_pumping", "_waiters", "budget", "per_turn",
-                 "quiet", "released")
+    __slots__ = ("_arrivals", "_epoch", "_hot", "_last", "_last_release", "_loop", "_pumping",
+                 "_waiters", "_window_start", "acks_waiting", "budget", "burst_acks",
+                 "burst_interval", "burst_rate", "per_turn", "quiet", "released", "window")
 
-    def __init__(self, quiet: float = 0.005, per_turn: int = 1, budget: float = 0.002) -> None:
-        if quiet < 0 or per_turn < 1 or budget < 0:
-            raise ValueError("quiet and budget must be >= 0 and per_turn >= 1")
+    def __init__(self, quiet: float = 0.005, per_turn: int = 1, budget: float = 0.002,
+                 burst_rate: float = 3000.0, burst_interval: float = 0.002,
+                 window: float = 0.01, burst_acks: int = 8) -> None:
+        if (quiet < 0 or per_turn < 1 or budget < 0 or burst_rate <= 0 or burst_interval < 0
+                or window <= 0 or burst_acks < 1):
+            raise ValueError("quiet, budget and burst_interval must be >= 0, burst_rate and "
+                             "window > 0, per_turn and burst_acks >= 1")
         self.quiet = quiet
         self.per_turn = per_turn
         self.budget = budget
+        self.burst_rate = burst_rate
+        self.burst_interval = burst_interval
+        self.window = window
+        self.burst_acks = burst_acks
+        self.acks_waiting = 0  # webhooks waiting for the store to record them (caller-kept)
+        self._arrivals = 0  # webhooks in the current rate window
+        self._window_start = time.monotonic()
+        self._hot = False  # the last window's webhook rate was a burst
+        self._last_release = float("-inf")
         self._epoch: float | None = None  # when the first step started in this iteration
         self._last = float("-inf")
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -48,6 +69,7 @@ class AckGate:
     def webhook(self) -> None:
         """A webhook request is being handled now."""
         self._last = time.monotonic()
+        self._arrivals += 1
 
     @property
     def waiting(self) -> int:
@@ -102,9 +124,18 @@ class AckGate:
         return False
 
     def _pump(self) -> None:
-        for _ in range(self.per_turn):
-            if not self._release_next():
-                break
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed >= self.window:
+            self._hot = self._arrivals >= self.burst_rate * elapsed
+            self._arrivals = 0
+            self._window_start = now
+        hot = self._hot or self.acks_waiting >= self.burst_acks
+        if not hot or now - self._last_release >= self.burst_interval:
+            self._last_release = now
+            for _ in range(self.per_turn):
+                if not self._release_next():
+                    break
         if self._waiters and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon(self._pump)  # next iteration, after the sockets are polled
         else:

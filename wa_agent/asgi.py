@@ -57,7 +57,14 @@ class Overloaded(Exception):  # a signal, not an error (hence no "Error" suffix)
 
 
 class WebhookConsumer(Protocol):
-    """What the webhook app hands parsed events to."""
+    """What the webhook app hands parsed events to.
+
+    A consumer may also have a fast path for the bodies it sees most, ``async
+    accept_body(body: bytes) -> str | None``: called with the signed raw body before any
+    parsing, it either handles the body completely (exactly as :meth:`accept` would after
+    the parse) and returns its status, or returns ``None`` having done nothing, and the
+    app parses the body and calls :meth:`accept`. It raises what :meth:`accept` raises.
+    """
 
     async def accept(self, events: list[Event]) -> str:
         """Durably record what needs processing and schedule it; return ``"processing"``
@@ -213,6 +220,10 @@ class WebhookApp:
         self._on_shutdown = on_shutdown
         self._on_first_request = on_first_request
         self._ready: asyncio.Future[None] | None = None
+        # A consumer's fast path for the common body (WhatsAppInterface: one new text
+        # message), tried before the full parse.
+        self._accept_body: Callable[[bytes], Awaitable[str | None]] | None = getattr(
+            consumer, "accept_body", None)
 
     @property
     def signature_required(self) -> bool:
@@ -370,15 +381,19 @@ class WebhookApp:
                 await _respond(send, 403, b'{"status":"invalid_signature"}', _JSON)
                 return
         try:
-            events = self.parser.parse(body)
-        except InvalidPayload as exc:
-            logger.warning("webhook body is not a WhatsApp payload: %s", exc.reason)
-            await _respond(send, 200, _INVALID, _JSON)
-            return
-        if self._on_first_request is not None:
-            await self._ensure_ready()
-        try:
-            status = await self.consumer.accept(events)
+            status = None
+            if self._accept_body is not None:
+                status = await self._accept_body(body)
+            if status is None:
+                try:
+                    events = self.parser.parse(body)
+                except InvalidPayload as exc:
+                    logger.warning("webhook body is not a WhatsApp payload: %s", exc.reason)
+                    await _respond(send, 200, _INVALID, _JSON)
+                    return
+                if self._on_first_request is not None:
+                    await self._ensure_ready()
+                status = await self.consumer.accept(events)
         except StoreError:
             logger.exception("could not record webhook messages; answering 500 so Meta retries")
             await _respond(send, 500, b'{"status":"store_error"}', _JSON)

@@ -78,12 +78,15 @@ class MemorySessionStore:
         expires = self._marks.get(k)
         if expires is not None and expires > now:
             return False
-        self._marks.pop(k, None)  # re-insert at the end to keep the order by expiry
-        self._marks[k] = now + self._ttl
-        for old, exp in list(itertools.islice(self._marks.items(), _PURGE_STEP)):
-            if exp > now:
-                break
-            del self._marks[old]
+        marks = self._marks
+        if expires is not None:
+            del marks[k]  # re-insert at the end to keep the order by expiry
+        marks[k] = now + self._ttl
+        if next(iter(marks.values())) <= now:  # the oldest mark expired: drop a few
+            for old, exp in list(itertools.islice(marks.items(), _PURGE_STEP)):
+                if exp > now:
+                    break
+                del marks[old]
         return True
 
     async def purge_expired(self) -> int:
