@@ -85,3 +85,153 @@ async def test_one_lease_keeper_for_many_senders() -> None:
         assert sum(name.endswith(":leases") for name in names) == 1
         assert not any(name.endswith((":lease", ":typing")) for name in names)
         release.set()
+
+
+# -- the fast path for one-text-message bodies -------------------------------------------
+def _parsed_lone_text(body: bytes) -> tuple[str, str, str | None] | None:
+    """What the full parser says the fast path may answer: the one text message and nothing
+    else, or None."""
+    from wa_agent.events import Message
+    from wa_agent.exceptions import InvalidPayload
+
+    try:
+        events = MessageParser().parse(body)
+    except InvalidPayload:
+        return None
+    if len(events) != 1 or not isinstance(events[0], Message) or events[0].type != "text":
+        return None
+    return events[0].id, events[0].sender, events[0].phone_number_id
+
+
+def _variants() -> list[bytes]:
+    base = webhooks.envelope(messages=[webhooks.text_message("15550001111", "hi")],
+                             phone_number_id=PNID)
+    body = webhooks.encode(base)
+    status = webhooks.envelope(statuses=[webhooks.status_item("wamid.X", "read", "1555")],
+                               phone_number_id=PNID)
+    two = webhooks.envelope(messages=[webhooks.text_message("15550001111", "a"),
+                                      webhooks.text_message("15550001111", "b")],
+                            phone_number_id=PNID)
+    image = webhooks.envelope(
+        messages=[webhooks.media_message("15550001111", "image", "MEDIA1", "image/jpeg")],
+        phone_number_id=PNID)
+    return [
+        body,
+        body.replace(b"{", b"{ ").replace(b",", b" ,\n"),  # whitespace: still the same JSON
+        body.replace(b'"hi"', b'"h\\u00e9 \\ud83d\\ude00"'),  # escapes and a surrogate pair
+        body.replace(b'"hi"', b'"cut \\ud83d"'),  # a lone surrogate
+        body.replace(b'"hi"', b'"' + "é".encode("latin-1") + b'"'),  # not UTF-8
+        body.replace(b'"hi"', b'[' * 70 + b']' * 70),  # too deep
+        body.replace(b'"hi"', b'"hi", "n": ' + b"9" * 5000),  # a number json refuses
+        body.replace(b'"hi"', b"NaN"),
+        body.replace(b'"text","text"', b'"text","x":1,"text"'),
+        body.replace(b'"timestamp":"', b'"timestamp":"x'),
+        body.replace(b'"from":"15550001111"', b'"from":""'),
+        body.replace(b'"from":"15550001111"', b'"from":15550001111'),
+        body.replace(b'"id":"wamid.', b'"id":"', 1),
+        body.replace(b'"field":"messages"', b'"field":"statuses"'),
+        body.replace(b'"object":"whatsapp_business_account"', b'"object":"page"'),
+        body[:-3],  # truncated
+        webhooks.encode(status),
+        webhooks.encode(two),
+        webhooks.encode(image),
+        webhooks.encode({**base, "entry": base["entry"] * 2}),
+        b"[]",
+        b"",
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_variants())))
+def test_fast_path_agrees_with_the_full_parser(index: int) -> None:
+    """The fast path answers only for bodies the full parser reads as exactly one valid
+    text message (and then with the same wamid, sender and phone number id); for every
+    other body — whitespace aside — it declines, so the full parse decides."""
+    from wa_agent.interface import _lone_text_message
+
+    body = _variants()[index]
+    fast = _lone_text_message(body, MessageParser().max_depth)
+    if fast is not None:
+        assert fast == _parsed_lone_text(body)
+    if index == 0:
+        assert fast is not None  # the common body does take the fast path
+
+
+def test_fast_path_agrees_on_every_sample_payload() -> None:
+    """Over every sample payload of the test suite: whenever the fast path answers, the
+    full parser reads the body as that one text message."""
+    from tests.helpers import PAYLOADS
+    from wa_agent.interface import _lone_text_message
+
+    taken = 0
+    for path in sorted(PAYLOADS.glob("*.json")):
+        body = path.read_bytes()
+        fast = _lone_text_message(body, MessageParser().max_depth)
+        if fast is not None:
+            taken += 1
+            assert fast == _parsed_lone_text(body), body[:200]
+    assert taken >= 1
+
+
+async def test_fast_path_records_the_body_and_the_agent_gets_the_message() -> None:
+    """A one-text-message body goes through ``accept_body``: it is recorded with the body as
+    its payload, a duplicate answers ``ignored``, and the agent gets the parsed message
+    (sender, text, profile name) read back from the stored body."""
+    seen: list[AgentRequest] = []
+
+    async def agent(request: AgentRequest) -> str:
+        seen.append(request)
+        return "ok"
+
+    store = MemorySessionStore()
+    item = webhooks.text_message("15550001111", "hello fast")
+    body = webhooks.encode(webhooks.envelope(messages=[item], phone_number_id=PNID,
+                                             profiles={"15550001111": "Ada"}))
+    release = asyncio.Event()
+
+    async def slow_agent(request: AgentRequest) -> str:
+        await release.wait()
+        return await agent(request)
+
+    interface = _interface(slow_agent)
+    interface.store = store
+    async with interface:
+        assert await interface.accept_body(body) == "processing"
+        stored = await store.pending(interface.name)
+        assert [s.payload for s in stored] == [body.decode()]
+        assert await interface.accept_body(body) == "ignored"
+        assert interface.stats.duplicates == 1
+        release.set()
+        for _ in range(300):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+    assert len(seen) == 1
+    message = seen[0].message
+    assert message is not None
+    assert (message.id, message.sender, message.text, message.profile_name) == (
+        item["id"], "15550001111", "hello fast", "Ada")
+
+
+async def test_fast_path_declines_what_the_full_path_must_decide() -> None:
+    """``accept_body`` does nothing and answers None for a stranger (the refusal is the full
+    path's), a listener attached (it wants the event), another number, and a status body."""
+    async def agent(request: AgentRequest) -> str:
+        return "ok"
+
+    def text_from(sender: str, pnid: str = PNID) -> bytes:
+        return webhooks.encode(webhooks.envelope(
+            messages=[webhooks.text_message(sender, "hi")], phone_number_id=pnid))
+
+    interface = _interface(agent, allowed_numbers=["15550001111"])
+    async with interface:
+        assert await interface.accept_body(text_from("15559999999")) is None
+        assert await interface.accept_body(text_from("15550001111", "999")) is None
+        status = webhooks.envelope(statuses=[webhooks.status_item("wamid.X", "read", "1555")],
+                                   phone_number_id=PNID)
+        assert await interface.accept_body(webhooks.encode(status)) is None
+        interface.listeners.append(object())  # type: ignore[arg-type]
+        assert await interface.accept_body(text_from("15550001111")) is None
+        interface.listeners.clear()
+        assert interface.stats.received == 0
+        assert await interface.store.pending(interface.name) == []
+        assert await interface.accept_body(text_from("15550001111")) == "processing"

@@ -68,3 +68,58 @@ async def test_a_cancelled_waiter_does_not_block_the_others() -> None:
     first.cancel()
     await asyncio.wait_for(second, 1.0)
     assert first.cancelled()
+
+
+async def _release_times(gate: AckGate, steps: int, *, flood: bool) -> list[float]:
+    """Queue ``steps`` reply steps behind webhook traffic and note when each one passes;
+    with ``flood``, 50 webhooks arrive every loop iteration meanwhile."""
+    import time
+
+    times: list[float] = []
+    gate.webhook()
+
+    async def step() -> None:
+        await gate.turn()
+        times.append(time.monotonic())
+
+    tasks = [asyncio.create_task(step()) for _ in range(steps)]
+    while len(times) < steps:
+        if flood:
+            for _ in range(50):
+                gate.webhook()
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    return times
+
+
+async def test_a_burst_of_webhooks_spaces_reply_steps_out() -> None:
+    """While webhooks arrive at ``burst_rate`` or faster, queued steps pass one per
+    ``burst_interval`` instead of one per iteration; without the flood they pass at once."""
+    gate = AckGate(quiet=60.0, burst_rate=1000.0, burst_interval=0.02, window=0.001)
+    times = await _release_times(gate, 4, flood=True)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.019
+    calm = await _release_times(AckGate(quiet=60.0, burst_interval=0.02), 4, flood=False)
+    assert calm[-1] - calm[0] < 0.02
+
+
+async def test_webhooks_waiting_on_the_store_also_count_as_a_burst() -> None:
+    """``acks_waiting`` at ``burst_acks`` or above (acks waiting for a commit) spaces the
+    steps out just like a high arrival rate."""
+    gate = AckGate(quiet=60.0, burst_interval=0.02, burst_acks=4)
+    gate.acks_waiting = 4
+    times = await _release_times(gate, 3, flood=False)
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.019
+    gate.acks_waiting = 3
+    times = await _release_times(gate, 3, flood=False)
+    assert times[-1] - times[0] < 0.02
+
+
+def test_invalid_settings_are_refused() -> None:
+    """Nonsense settings raise ValueError instead of a gate that never releases."""
+    import pytest
+
+    for bad in ({"burst_rate": 0}, {"window": 0}, {"burst_acks": 0}, {"burst_interval": -1},
+                {"per_turn": 0}):
+        with pytest.raises(ValueError):
+            AckGate(**bad)  # type: ignore[arg-type]

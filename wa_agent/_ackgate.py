@@ -130,7 +130,8 @@ class AckGate:
             self._hot = self._arrivals >= self.burst_rate * elapsed
             self._arrivals = 0
             self._window_start = now
-        hot = self._hot or self.acks_waiting >= self.burst_acks
+        hot = (self._hot or self._arrivals >= self.burst_rate * self.window
+               or self.acks_waiting >= self.burst_acks)
         if not hot or now - self._last_release >= self.burst_interval:
             self._last_release = now
             for _ in range(self.per_turn):

@@ -28,7 +28,8 @@ DEFAULT_DEDUPE_TTL = 7 * 24 * 3600.0
 class InboxItem:
     """One acknowledged message waiting for its reply.
 
-    ``payload`` is the message event as JSON (``Message.model_dump_json()``); ``progress``
+    ``payload`` is text the hosting layer reads the message back from (the webhook body it
+    came in, or a compact JSON record of it; stores keep it as it is); ``progress``
     is opaque JSON the hosting layer saves while answering (e.g. the reply computed and how
     many of its parts were accepted), so a restart resumes instead of starting over.
     ``seq`` orders items of one sender by arrival (assigned by the store on insert).
