@@ -769,3 +769,43 @@ async def test_importing_wa_agent_never_imports_redis() -> None:
     )
     result = await anyio.run_process([sys.executable, "-c", code], cwd=REPO)
     assert "pip install 'wa_agent[redis]'" in result.stdout.decode()
+
+
+async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent add_inbound calls (grouped into two multi-row statements per batch) answer
+    exactly what the same calls made one after the other answer: the first copy of an id
+    wins, also across calls of one batch; an expired mark is taken again, but an id still in
+    the inbox is not queued twice; and the inbox ends up the same."""
+    import asyncio
+
+    calls = [[item(1)], [item(1), item(3)], [item(2)], [item(3)], [item(4), item(4)],
+             [item(5, sender="222")]]
+    grouped_calls: list[int] = []
+    group = SQLiteSessionStore._add_inbound_group
+
+    def counting(conn: sqlite3.Connection, requests: list[Any]) -> Any:
+        grouped_calls.append(len(requests))
+        return group(conn, requests)
+
+    monkeypatch.setattr(SQLiteSessionStore, "_add_inbound_group", staticmethod(counting))
+
+    async def run(name: str, *, together: bool) -> tuple[list[list[bool]], list[str]]:
+        clock = FakeClock(T0)
+        async with SQLiteSessionStore(tmp_path / name, clock=clock, dedupe_ttl=10) as store:
+            assert await store.add_inbound(IFACE, [item(1), item(2)]) == [True, True]
+            await store.complete(IFACE, "wamid.1", "111")  # answered; its mark lives on
+            clock.advance(11)  # both marks expired; wamid.2 is still in the inbox
+            if together:
+                results = list(await asyncio.gather(
+                    *(store.add_inbound(IFACE, c) for c in calls)))
+            else:
+                results = [await store.add_inbound(IFACE, c) for c in calls]
+            return results, [i.id for i in await store.pending(IFACE)]
+
+    serial = await run("serial.db", together=False)
+    assert grouped_calls == []
+    grouped = await run("grouped.db", together=True)
+    assert grouped == serial
+    assert sum(grouped_calls) >= 2  # some calls did share a batch
+    assert serial[0] == [[True], [False, True], [False], [False], [True, False], [True]]

@@ -89,6 +89,18 @@ _ENQUEUE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (interface, id) DO NOTHING"
 )
 _ITEM_COLUMNS = "id, sender, payload, received_at, seq, attempts, progress"
+# The same two statements for many rows at once: (head, one row's placeholders, tail).
+_MARK_MANY = (
+    "WITH v (interface, key, expires, now) AS (VALUES", "(?, ?, ?, ?)",
+    (") INSERT INTO dedupe (interface, key, expires) SELECT interface, key, expires FROM v "
+     "WHERE true ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires "
+     "WHERE dedupe.expires <= (SELECT v.now FROM v WHERE v.interface = excluded.interface "
+     "AND v.key = excluded.key)"),
+)
+_ENQUEUE_MANY = (
+    ("INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) "
+     "VALUES"), "(?, ?, ?, ?, ?, ?, ?)", "ON CONFLICT (interface, id) DO NOTHING",
+)
 
 
 class _Request:
@@ -332,12 +344,16 @@ class SQLiteSessionStore:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            inbound = [r for r in batch if isinstance(r.op, _AddInbound)] if _RETURNING else []
+            grouped = self._add_inbound_group(conn, inbound) if len(inbound) > 1 else {}
             for r in batch:
-                conn.execute("SAVEPOINT op")
-                outcome = self._apply(r, conn)
-                if outcome[2] is not None:
-                    conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
+                outcome = grouped.get(id(r))
+                if outcome is None:
+                    conn.execute("SAVEPOINT op")
+                    outcome = self._apply(r, conn)
+                    if outcome[2] is not None:
+                        conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
                 outcomes.append(outcome)
             if write:
                 self._maybe_purge(conn)
@@ -359,6 +375,56 @@ class SQLiteSessionStore:
             by_loop.setdefault(r.loop, []).append(outcome)
         for loop, results in by_loop.items():
             _post(loop, results)
+
+    @staticmethod
+    def _add_inbound_group(
+        conn: sqlite3.Connection, requests: list[_Request]
+    ) -> dict[int, tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Every ``add_inbound`` of a batch in two statements (marks, then inbox rows, each
+        one multi-row ``INSERT ... RETURNING``) instead of two per item plus a savepoint
+        per call: the writer thread's steps, each a hand-over of the GIL, are what bounds
+        a burst. Same answers as one call after the other (the first copy of an id wins).
+        On an SQLite error it gives up (``{}``): the calls then run one by one."""
+        marks: list[Any] = []
+        for r in requests:
+            op = r.op
+            assert isinstance(op, _AddInbound)
+            for row in op.rows:
+                marks.append((op.interface, row[0], op.expires, op.now))
+        conn.execute("SAVEPOINT inbound")
+        try:
+            marked = set(_insert_returning(conn, _MARK_MANY, marks, "key, interface"))
+            rows: list[Any] = []
+            first: set[tuple[str, str]] = set()
+            for r in requests:
+                op = r.op
+                assert isinstance(op, _AddInbound)
+                for row in op.rows:
+                    key = (row[0], op.interface)
+                    if key in marked and key not in first:
+                        first.add(key)
+                        rows.append((op.interface, *row))
+            queued = set(_insert_returning(conn, _ENQUEUE_MANY, rows, "id, interface"))
+        except sqlite3.Error:
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO inbound")
+            conn.execute("RELEASE inbound")
+            return {}
+        conn.execute("RELEASE inbound")
+        out: dict[int, tuple[asyncio.Future[Any], Any, BaseException | None]] = {}
+        taken: set[tuple[str, str]] = set()
+        for r in requests:
+            op = r.op
+            assert isinstance(op, _AddInbound)
+            answers = []
+            for row in op.rows:
+                key = (row[0], op.interface)
+                new = key in queued and key not in taken
+                taken.add(key)
+                answers.append(new)
+            out[id(r)] = (r.future, answers, None)
+        return out
 
     def _apply(
         self, r: _Request, conn: sqlite3.Connection
@@ -424,26 +490,12 @@ class SQLiteSessionStore:
         if not items:
             return []
         now = self._clock()
-        expires = now + self._ttl
         rows = [
             (it.id, it.sender, it.payload, it.received_at, it.attempts, it.progress)
             for it in items
         ]
-
-        def op(conn: sqlite3.Connection) -> list[bool]:
-            out: list[bool] = []
-            for item_id, sender, payload, received_at, attempts, progress in rows:
-                if conn.execute(_MARK, (interface, item_id, expires, now)).rowcount != 1:
-                    out.append(False)
-                    continue
-                cur = conn.execute(
-                    _ENQUEUE,
-                    (interface, item_id, sender, payload, received_at, attempts, progress),
-                )
-                out.append(cur.rowcount == 1)
-            return out
-
-        result: list[bool] = await self._submit(op, write=True)
+        result: list[bool] = await self._submit(
+            _AddInbound(interface, rows, now + self._ttl, now), write=True)
         return result
 
     async def pending(self, interface: str, sender: str | None = None) -> list[InboxItem]:
@@ -686,6 +738,55 @@ _INSERT_TURN = (
     "INSERT INTO history (interface, sender, role, text, at, message_id) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+
+class _AddInbound:
+    """One ``add_inbound`` call: run alone, or grouped with the others of its batch."""
+
+    __slots__ = ("expires", "interface", "now", "rows")
+
+    def __init__(self, interface: str, rows: list[tuple[Any, ...]], expires: float,
+                 now: float) -> None:
+        self.interface = interface
+        self.rows = rows
+        self.expires = expires
+        self.now = now
+
+    def __call__(self, conn: sqlite3.Connection) -> list[bool]:
+        out: list[bool] = []
+        for item_id, sender, payload, received_at, attempts, progress in self.rows:
+            marked = conn.execute(_MARK, (self.interface, item_id, self.expires, self.now))
+            if marked.rowcount != 1:
+                out.append(False)
+                continue
+            cur = conn.execute(
+                _ENQUEUE,
+                (self.interface, item_id, sender, payload, received_at, attempts, progress),
+            )
+            out.append(cur.rowcount == 1)
+        return out
+
+
+#: Multi-row INSERT ... RETURNING needs SQLite 3.35; older libraries run each call alone.
+_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35, 0)
+_CHUNK_VARIABLES: Final = 900  # under SQLITE_MAX_VARIABLE_NUMBER of every SQLite build
+
+
+def _insert_returning(conn: sqlite3.Connection, statement: tuple[str, str, str],
+                      rows: list[Any], returning: str) -> list[tuple[str, str]]:
+    """Run a multi-row INSERT (``statement`` = head, one row's placeholders, tail) over
+    ``rows`` in chunks; answer the ``returning`` columns of the rows it wrote."""
+    if not rows:
+        return []
+    head, one, tail = statement
+    per_chunk = max(1, _CHUNK_VARIABLES // len(rows[0]))
+    out: list[tuple[str, str]] = []
+    for start in range(0, len(rows), per_chunk):
+        chunk = rows[start:start + per_chunk]
+        sql = f"{head} {', '.join([one] * len(chunk))} {tail} RETURNING {returning}"
+        params = [value for row in chunk for value in row]
+        out.extend(conn.execute(sql, params).fetchall())
+    return out
 
 
 def _turn_rows(
