@@ -41,7 +41,7 @@ class AckGate:
                  "burst_interval", "burst_rate", "per_turn", "quiet", "released", "window")
 
     def __init__(self, quiet: float = 0.005, per_turn: int = 1, budget: float = 0.002,
-                 burst_rate: float = 3000.0, burst_interval: float = 0.002,
+                 burst_rate: float = 3000.0, burst_interval: float = 0.01,
                  window: float = 0.01, burst_acks: int = 8) -> None:
         if (quiet < 0 or per_turn < 1 or budget < 0 or burst_rate <= 0 or burst_interval < 0
                 or window <= 0 or burst_acks < 1):

@@ -62,7 +62,7 @@ from .exceptions import (
     WAAgentError,
     WhatsAppAPIError,
 )
-from .parser import MessageParser, _has_lone_surrogate, _too_deep
+from .parser import MessageParser, _too_deep
 from .secret import Secret
 from .stores.base import InboxItem, SessionStore
 
@@ -386,6 +386,10 @@ class WhatsAppInterface:
         self._start_lock: asyncio.Lock | None = None
         self._sem: asyncio.Semaphore | None = None
         self._drains: dict[str, asyncio.Task[None]] = {}
+        # Senders whose drain starts next, in order (an ordered set): started one per gate
+        # turn by a single dispatcher task, so a burst of webhooks never waits for them.
+        self._starting: dict[str, None] = {}
+        self._dispatcher: asyncio.Task[None] | None = None
         self._held: dict[str, _Held] = {}  # sender leases held by this process's drains
         self._wake: set[str] = set()
         self._backoff: dict[str, float] = {}
@@ -511,6 +515,8 @@ class WhatsAppInterface:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._drains.clear()
+        self._starting.clear()
+        self._dispatcher = None
         if self._owns_sender and self.sender is not None:
             await self.sender.aclose()
             self.sender = None
@@ -530,7 +536,8 @@ class WhatsAppInterface:
         waiting for a retry in this process (tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._drains or self._wake or self._overflow or self._backoff:
+        while (self._drains or self._starting or self._wake or self._overflow
+               or self._backoff):
             if loop.time() > deadline:
                 raise TimeoutError("messages still being processed")
             await asyncio.sleep(0.01)
@@ -546,7 +553,7 @@ class WhatsAppInterface:
             "received": s.received,
             "processed": s.processed,
             "in_flight": self._in_flight,
-            "queued_senders": len(self._drains),
+            "queued_senders": len(self._drains) + len(self._starting),
             "duplicates": s.duplicates,
             "send_failures": s.send_failures,
             "agent_errors": s.agent_errors,
@@ -619,7 +626,30 @@ class WhatsAppInterface:
             return None
         self._gate.webhook()
         item = InboxItem(id=wamid, sender=sender, payload=body.decode(), received_at=time.time())
-        return await self._record([item], None)
+        count = self._pending.get(sender, 0)
+        if count >= self.max_pending_per_sender or self._pending_total >= self.max_pending:
+            return await self._record([item], None)  # the bound's answer, as for any body
+        # _record() for one item, inlined (this is the hot path of a burst).
+        self._pending[sender] = count + 1
+        self._pending_total += 1
+        gate = self._gate
+        gate.acks_waiting += 1
+        try:
+            added = await self.store.add_inbound(self.name, (item,))
+        except Exception as exc:
+            self._count_pending((item,), -1)
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"could not record inbound messages: {exc}") from exc
+        finally:
+            gate.acks_waiting -= 1
+        if not added[0]:
+            self._count_pending((item,), -1)
+            self.stats.duplicates += 1
+            return "ignored"
+        self.stats.received += 1
+        self._schedule(sender)
+        return "processing"
 
     async def _record(self, items: list[InboxItem], messages: list[Message] | None) -> str:
         """Record ``items`` in the inbox (within the backlog bounds) and schedule the new
@@ -715,21 +745,39 @@ class WhatsAppInterface:
         or the in-memory queue is full: then its items wait in the inbox for the sweeper."""
         if self._closing or not self._started:
             return
-        if sender in self._drains:
+        if sender in self._drains or sender in self._starting:
             self._wake.add(sender)
             return
-        if self._backoff.get(sender, 0.0) > time.monotonic():
+        if self._backoff and self._backoff.get(sender, 0.0) > time.monotonic():
             return
-        if len(self._drains) >= self.max_queued_senders:
+        if len(self._drains) + len(self._starting) >= self.max_queued_senders:
             if not self._overflow:
                 logger.warning("more than %d senders waiting: new ones stay in the inbox until "
                                "the queue empties", self.max_queued_senders)
             self._overflow = True
             self.stats.deferred += 1
             return
-        self._backoff.pop(sender, None)
+        if self._backoff:
+            self._backoff.pop(sender, None)
         self._wake.add(sender)
-        self._drains[sender] = self._spawn(self._drain(sender), "drain")
+        self._starting[sender] = None
+        if self._dispatcher is None:
+            self._dispatcher = self._spawn(self._dispatch(), "dispatch")
+
+    async def _dispatch(self) -> None:
+        """Start the drains of :attr:`_starting`, one per :class:`AckGate` turn (webhook acks
+        first: during a burst the senders wait here, their messages safe in the inbox)."""
+        try:
+            while self._starting and not self._closing:
+                await self._gate.turn()
+                if not self._starting or self._closing:
+                    break
+                sender = next(iter(self._starting))
+                del self._starting[sender]
+                self._drains[sender] = self._spawn(self._drain(sender), "drain")
+        finally:
+            if self._dispatcher is asyncio.current_task():
+                self._dispatcher = None
 
     async def _resume(self) -> None:
         try:
@@ -773,7 +821,6 @@ class WhatsAppInterface:
         drainer per sender across every process sharing the store)."""
         lease_name = f"sender:{self.name}:{sender}"
         try:
-            await self._gate.turn()  # webhook acks first: a burst defers the reply work
             while not self._closing:
                 self._wake.discard(sender)
                 if not await self.store.acquire_lease(lease_name, self.owner, self.lease_ttl):
@@ -817,7 +864,8 @@ class WhatsAppInterface:
             if self._drains.get(sender) is asyncio.current_task():
                 del self._drains[sender]
                 if self._overflow and self._sweep_now is not None \
-                        and len(self._drains) <= self.max_queued_senders // 2:
+                        and len(self._drains) + len(self._starting) \
+                        <= self.max_queued_senders // 2:
                     self._sweep_now.set()
 
     async def _keep_leases(self) -> None:
@@ -1459,39 +1507,34 @@ def _lone_text_message(body: bytes, max_depth: int) -> tuple[str, str, str | Non
     """``(wamid, sender, phone_number_id)`` when ``body`` is a webhook holding exactly one
     text message and nothing else, shaped so that :class:`MessageParser` reads it as that
     one valid text message; ``None`` for anything else (the full parse decides those). Uses
-    pydantic-core's JSON reader (twice as fast as ``json.loads``; it refuses what it cannot
-    read the same way: lone surrogates, out-of-range numbers, non-UTF-8)."""
-    if _has_lone_surrogate(body) or _too_deep(body, max_depth):
+    pydantic-core's JSON reader (twice as fast as ``json.loads``; it refuses what the two
+    could read differently: lone surrogates, out-of-range numbers, non-UTF-8)."""
+    if _too_deep(body, max_depth):
         return None
     try:
-        data = from_json(body)
-    except ValueError:
+        # pydantic-core's reader refuses lone surrogates (json.loads would let them through
+        # and the parser scrub them): no pre-scan for them is needed here.
+        data = from_json(body, cache_strings="keys")
+        # Indexing and one-item unpacking refuse every other shape at once: a list, string
+        # or number where an object is needed raises TypeError, a missing key LookupError,
+        # not exactly one entry / change / message ValueError (JSON has no other sequences).
+        (entry,) = data["entry"]
+        (change,) = entry["changes"]
+        value = change["value"]
+        (item,) = value["messages"]
+        text = item["text"]["body"]
+        wamid, sender, stamp = item["id"], item["from"], item["timestamp"]
+        metadata = value.get("metadata")
+        if (data["object"] != "whatsapp_business_account" or change["field"] != "messages"
+                or "statuses" in value or "errors" in value or "errors" in item
+                or item["type"] != "text" or type(data["entry"]) is not list):
+            return None
+    except (ValueError, LookupError, TypeError, AttributeError):
         return None
-    if type(data) is not dict or data.get("object") != "whatsapp_business_account":
-        return None
-    entries = data.get("entry")
-    if type(entries) is not list or len(entries) != 1 or type(entries[0]) is not dict:
-        return None
-    changes = entries[0].get("changes")
-    if type(changes) is not list or len(changes) != 1 or type(changes[0]) is not dict:
-        return None
-    change = changes[0]
-    value = change.get("value")
-    if (change.get("field") != "messages" or type(value) is not dict
-            or "statuses" in value or "errors" in value):
-        return None
-    metadata = value.get("metadata")
     pnid = metadata.get("phone_number_id") if type(metadata) is dict else None
-    messages = value.get("messages")
-    if ((pnid is not None and type(pnid) is not str) or type(messages) is not list
-            or len(messages) != 1 or type(messages[0]) is not dict):
-        return None
-    item = messages[0]
-    wamid, sender, stamp, text = item.get("id"), item.get("from"), item.get("timestamp"), \
-        item.get("text")
-    if (item.get("type") != "text" or "errors" in item or type(wamid) is not str or not wamid
-            or type(sender) is not str or not sender or type(text) is not dict
-            or type(text.get("body")) is not str or type(stamp) is not str
+    if ((pnid is not None and type(pnid) is not str) or type(wamid) is not str or not wamid
+            or type(sender) is not str or not sender or type(text) is not str
+            or type(stamp) is not str
             or not (stamp.isascii() and stamp.isdigit() and 9 <= len(stamp) <= 11)):
         return None
     return wamid, sender, pnid
