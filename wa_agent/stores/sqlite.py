@@ -769,7 +769,7 @@ class _AddInbound:
 
 #: Multi-row INSERT ... RETURNING needs SQLite 3.35; older libraries run each call alone.
 _RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35, 0)
-_CHUNK_VARIABLES: Final = 900  # under SQLITE_MAX_VARIABLE_NUMBER of every SQLite build
+_CHUNK_ROWS: Final = 64  # rows per statement: 448 variables at most (every SQLite allows 999)
 
 
 def _insert_returning(conn: sqlite3.Connection, statement: tuple[str, str, str],
@@ -779,11 +779,17 @@ def _insert_returning(conn: sqlite3.Connection, statement: tuple[str, str, str],
     if not rows:
         return []
     head, one, tail = statement
-    per_chunk = max(1, _CHUNK_VARIABLES // len(rows[0]))
     out: list[tuple[str, str]] = []
-    for start in range(0, len(rows), per_chunk):
-        chunk = rows[start:start + per_chunk]
-        sql = f"{head} {', '.join([one] * len(chunk))} {tail} RETURNING {returning}"
+    start = 0
+    while start < len(rows):
+        # Chunks of 64, 32, ... 1 rows: a handful of distinct statements, all of them in the
+        # connection's statement cache (compiling one costs more than running it).
+        size = _CHUNK_ROWS
+        while size > len(rows) - start:
+            size //= 2
+        chunk = rows[start:start + size]
+        start += size
+        sql = f"{head} {', '.join([one] * size)} {tail} RETURNING {returning}"
         params = [value for row in chunk for value in row]
         out.extend(conn.execute(sql, params).fetchall())
     return out
