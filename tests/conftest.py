@@ -12,3 +12,15 @@ from tests.redis_server import redis_url  # noqa: F401
 def anyio_backend() -> str:
     """Run async tests on asyncio (uvicorn and the notebook recipes are asyncio-only)."""
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_gc() -> object:
+    """A manager started through the ASGI lifespan freezes the garbage collector's view of
+    the process (``InterfaceManager(freeze_gc=None)``); undo it after each test so the test
+    process keeps collecting normally."""
+    import gc
+
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()

@@ -58,7 +58,7 @@ async def test_repeated_wamid_in_one_body_under_the_backlog_bound() -> None:
 
 async def test_one_lease_keeper_for_many_senders() -> None:
     """While many senders' agents run, the interface holds one lease per sender but runs a
-    single lease-renewal task (not one per sender)."""
+    single lease-renewal task and a single typing keeper (not one task per sender)."""
     release = asyncio.Event()
     started = 0
 
@@ -83,8 +83,43 @@ async def test_one_lease_keeper_for_many_senders() -> None:
         assert len(interface._held) == 20
         names = [t.get_name() for t in asyncio.all_tasks()]
         assert sum(name.endswith(":leases") for name in names) == 1
+        assert sum(name.endswith(":typing-keeper") for name in names) == 1
         assert not any(name.endswith((":lease", ":typing")) for name in names)
         release.set()
+
+
+async def test_typing_indicator_renewed_while_the_agent_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one typing keeper renews the typing indicator of a long-running agent every
+    ``_TYPING_REFRESH`` seconds, and stops (task gone) once no agent runs."""
+    import wa_agent.interface as module
+
+    monkeypatch.setattr(module, "_TYPING_REFRESH", 0.05)
+    monkeypatch.setattr(module, "_TYPING_TICK", 0.01)
+    reads: list[tuple[str, bool]] = []
+    done = asyncio.Event()
+
+    async def agent(request: AgentRequest) -> str:
+        await asyncio.sleep(0.3)
+        done.set()
+        return "ok"
+
+    interface = _interface(agent)
+    async with interface:
+        assert interface.sender is not None
+
+        async def mark_read(message_id: str, *, typing: bool = False) -> None:
+            reads.append((message_id, typing))
+
+        monkeypatch.setattr(interface.sender, "mark_read", mark_read)
+        item = webhooks.text_message("15550001111", "slow one")
+        body = webhooks.encode(webhooks.envelope(messages=[item], phone_number_id=PNID))
+        assert await interface.accept_body(body) == "processing"
+        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.sleep(0.1)  # the keeper notices that no agent runs any more
+        renewals = [r for r in reads if r == (item["id"], True)]
+        assert len(renewals) >= 3  # the first one, then renewals every 0.05 s for 0.3 s
+        assert interface._typing_keeper is None and not interface._typing
 
 
 # -- the fast path for one-text-message bodies -------------------------------------------

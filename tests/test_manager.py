@@ -234,3 +234,37 @@ async def test_secrets_stay_out_of_reprs_and_logs(caplog: pytest.LogCaptureFixtu
             assert value not in message, message
         if record.levelno >= logging.INFO:
             assert "4711" not in message, message
+
+
+# -- garbage collector ------------------------------------------------------------------------
+async def test_serving_freezes_the_gc_but_a_background_start_does_not() -> None:
+    """The lifespan startup of a served app collects once and freezes what is left
+    (``gc.get_freeze_count()`` > 0); ``freeze_gc=False`` and a background ``start()`` (a
+    notebook kernel) leave the collector alone."""
+    import gc
+
+    from wa_agent.sender import Sender
+
+    def interface() -> WhatsAppInterface:
+        sender = Sender("token", "111111", base_url="http://127.0.0.1:9")
+        return WhatsAppInterface(tagged("x"), sender=sender, phone_number_id="111111",
+                                 verify_token="v")
+
+    gc.unfreeze()
+    served = InterfaceManager([interface()])
+    await served.open()  # what the ASGI lifespan startup runs under uvicorn
+    assert gc.get_freeze_count() > 0
+    await served.close()
+    gc.unfreeze()
+
+    never = InterfaceManager([interface()], freeze_gc=False)
+    await never.open()
+    await never.close()
+    assert gc.get_freeze_count() == 0
+
+    background = InterfaceManager([interface()])
+    await background.start(port=0)
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        await background.stop()

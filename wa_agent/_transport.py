@@ -282,9 +282,12 @@ class FastTransport(httpx.AsyncBaseTransport):
         conn.requests += 1
         writer = conn.writer
         try:
-            async with asyncio.timeout(timeouts.get("write")):
-                writer.writelines(payload)
-                await writer.drain()
+            writer.writelines(payload)
+            if writer.transport.get_write_buffer_size():  # not all of it sent at once
+                async with asyncio.timeout(timeouts.get("write")):
+                    await writer.drain()
+            else:  # the usual case: no timer (one per request adds up with thousands)
+                await writer.drain()  # at once; raises if the connection was lost
         except TimeoutError:
             raise httpx.WriteTimeout("writing the request timed out", request=request) from None
         except OSError as exc:
@@ -360,8 +363,11 @@ class FastTransport(httpx.AsyncBaseTransport):
             mode = "length"
             if length <= _EAGER_BODY:
                 try:
-                    async with asyncio.timeout(read_timeout):
-                        body = await reader.readexactly(length)
+                    if len(getattr(reader, "_buffer", b"")) >= length:
+                        body = await reader.readexactly(length)  # already here: no timer
+                    else:
+                        async with asyncio.timeout(read_timeout):
+                            body = await reader.readexactly(length)
                 except TimeoutError:
                     raise httpx.ReadTimeout("reading the response body timed out",
                                             request=request) from None

@@ -90,6 +90,7 @@ DEFAULT_ANSWER_TYPES = frozenset(
      "interactive", "button", "order"}
 )
 _TYPING_REFRESH = 20.0  # Meta hides the typing indicator after 25 s
+_TYPING_TICK = 1.0  # how often the typing keeper looks for due renewals
 _MAX_ATTEMPTS = 8  # failed sends of one message before it is given up (logged)
 _MAX_BACKOFF = 300.0  # seconds between retries of a message whose send keeps failing
 _MESSAGE_CACHE = 2000  # parsed messages kept from accept() to processing (per interface)
@@ -150,27 +151,24 @@ class _Stats:
 
 
 class _TypingRefresh:
-    """A timer (not a task) per running agent: it spawns the renewal only when due."""
+    """One running agent's typing indicator, renewed by the interface's one typing keeper
+    (no timer or task per message: thousands of agents in flight stay cheap for the GC)."""
 
-    __slots__ = ("_handle", "_iface", "_message_id", "_task")
+    __slots__ = ("_iface", "due", "message_id", "task")
 
     def __init__(self, iface: WhatsAppInterface, message_id: str) -> None:
         self._iface = iface
-        self._message_id = message_id
-        self._task: asyncio.Task[Any] | None = None
-        self._handle = asyncio.get_running_loop().call_later(_TYPING_REFRESH, self._due)
-
-    def _due(self) -> None:
-        self._task = self._iface._spawn(self._run(), "typing")
-
-    async def _run(self) -> None:
-        await self._iface._refresh_typing(self._message_id)
-        self._handle = asyncio.get_running_loop().call_later(_TYPING_REFRESH, self._due)
+        self.message_id = message_id
+        self.task: asyncio.Task[Any] | None = None
+        self.due = time.monotonic() + _TYPING_REFRESH
+        iface._typing.add(self)
+        if iface._typing_keeper is None:
+            iface._typing_keeper = iface._spawn(iface._keep_typing_loop(), "typing-keeper")
 
     def cancel(self) -> None:
-        self._handle.cancel()
-        if self._task is not None:
-            self._task.cancel()
+        self._iface._typing.discard(self)
+        if self.task is not None:
+            self.task.cancel()
 
 
 class _Held:
@@ -389,6 +387,8 @@ class WhatsAppInterface:
         # Senders whose drain starts next, in order (an ordered set): started one per gate
         # turn by a single dispatcher task, so a burst of webhooks never waits for them.
         self._starting: dict[str, None] = {}
+        self._typing: set[_TypingRefresh] = set()  # running agents (typing indicator)
+        self._typing_keeper: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._held: dict[str, _Held] = {}  # sender leases held by this process's drains
         self._wake: set[str] = set()
@@ -517,6 +517,8 @@ class WhatsAppInterface:
         self._drains.clear()
         self._starting.clear()
         self._dispatcher = None
+        self._typing.clear()
+        self._typing_keeper = None
         if self._owns_sender and self.sender is not None:
             await self.sender.aclose()
             self.sender = None
@@ -1032,6 +1034,22 @@ class WhatsAppInterface:
     def _keep_typing(self, message_id: str) -> _TypingRefresh:
         """Renew the typing indicator every ``_TYPING_REFRESH`` s until cancelled."""
         return _TypingRefresh(self, message_id)
+
+    async def _keep_typing_loop(self) -> None:
+        """The one typing keeper: every ``_TYPING_TICK`` s, renew the indicator of each
+        running agent whose renewal is due; ends when no agent runs."""
+        try:
+            while self._typing:
+                await asyncio.sleep(_TYPING_TICK)
+                now = time.monotonic()
+                for entry in list(self._typing):
+                    if entry.due <= now and (entry.task is None or entry.task.done()):
+                        entry.due = now + _TYPING_REFRESH
+                        entry.task = self._spawn(self._refresh_typing(entry.message_id),
+                                                 "typing")
+        finally:
+            if self._typing_keeper is asyncio.current_task():
+                self._typing_keeper = None
 
     async def _refresh_typing(self, message_id: str) -> None:
         assert self.sender is not None
