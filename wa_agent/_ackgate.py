@@ -132,12 +132,17 @@ class AckGate:
             self._window_start = now
         hot = (self._hot or self._arrivals >= self.burst_rate * self.window
                or self.acks_waiting >= self.burst_acks)
-        if not hot or now - self._last_release >= self.burst_interval:
+        wait = self.burst_interval - (now - self._last_release) if hot else 0.0
+        if wait <= 0:
             self._last_release = now
+            wait = self.burst_interval if hot else 0.0
             for _ in range(self.per_turn):
                 if not self._release_next():
                     break
         if self._waiters and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon(self._pump)  # next iteration, after the sockets are polled
+            if wait > 0:  # in a burst: sleep until the next release instead of spinning
+                self._loop.call_later(wait, self._pump)
+            else:
+                self._loop.call_soon(self._pump)  # next iteration, after polling the sockets
         else:
             self._pumping = False

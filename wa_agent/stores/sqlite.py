@@ -25,7 +25,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
@@ -89,19 +89,25 @@ _ENQUEUE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (interface, id) DO NOTHING"
 )
 _ITEM_COLUMNS = "id, sender, payload, received_at, seq, attempts, progress"
-# The same two statements for many rows at once: (head, one row's placeholders, tail).
+# The same statements for many rows at once: (head, one row's placeholders, tail).
+_LIVE_MARKS = (
+    "WITH v (interface, key, now) AS (VALUES", "(?, ?, ?)",
+    (") SELECT v.interface, v.key FROM v JOIN dedupe d ON d.interface = v.interface "
+     "AND d.key = v.key WHERE d.expires > v.now"),
+)
 _MARK_MANY = (
-    "WITH v (interface, key, expires, now) AS (VALUES", "(?, ?, ?, ?)",
-    (") INSERT INTO dedupe (interface, key, expires) SELECT interface, key, expires FROM v "
-     "WHERE true ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires "
-     "WHERE dedupe.expires <= (SELECT v.now FROM v WHERE v.interface = excluded.interface "
-     "AND v.key = excluded.key)"),
+    "INSERT INTO dedupe (interface, key, expires) VALUES", "(?, ?, ?)",
+    "ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires",
+)
+_IN_INBOX = (
+    "WITH v (interface, id) AS (VALUES", "(?, ?)",
+    (") SELECT v.interface, v.id FROM v JOIN inbox i ON i.interface = v.interface "
+     "AND i.id = v.id"),
 )
 _ENQUEUE_MANY = (
     ("INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) "
      "VALUES"), "(?, ?, ?, ?, ?, ?, ?)", "ON CONFLICT (interface, id) DO NOTHING",
 )
-
 
 class _Request:
     __slots__ = ("future", "loop", "op", "write")
@@ -344,7 +350,7 @@ class SQLiteSessionStore:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            inbound = [r for r in batch if isinstance(r.op, _AddInbound)] if _RETURNING else []
+            inbound = [r for r in batch if isinstance(r.op, _AddInbound)] if _GROUPED else []
             grouped = self._add_inbound_group(conn, inbound) if len(inbound) > 1 else {}
             for r in batch:
                 outcome = grouped.get(id(r))
@@ -380,31 +386,34 @@ class SQLiteSessionStore:
     def _add_inbound_group(
         conn: sqlite3.Connection, requests: list[_Request]
     ) -> dict[int, tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        """Every ``add_inbound`` of a batch in two statements (marks, then inbox rows, each
-        one multi-row ``INSERT ... RETURNING``) instead of two per item plus a savepoint
-        per call: the writer thread's steps, each a hand-over of the GIL, are what bounds
-        a burst. Same answers as one call after the other (the first copy of an id wins).
-        On an SQLite error it gives up (``{}``): the calls then run one by one."""
-        marks: list[Any] = []
+        """Every ``add_inbound`` of a batch in a few multi-row statements instead of two per
+        item plus a savepoint per call. Each statement step hands the GIL over (and waits up
+        to the interpreter's switch interval to get it back while the event loop is busy),
+        so the steps are what bounds a burst: two lookups that return rows only for the rare
+        repeats (a live dedupe mark, an id still in the inbox), then one insert of the marks
+        and one of the inbox rows. Same answers as the calls one after the other (the first
+        copy of an id wins). On an SQLite error it gives up (``{}``): the calls then run one
+        by one."""
+        ops: list[_AddInbound] = []
         for r in requests:
-            op = r.op
-            assert isinstance(op, _AddInbound)
-            for row in op.rows:
-                marks.append((op.interface, row[0], op.expires, op.now))
+            assert isinstance(r.op, _AddInbound)
+            ops.append(r.op)
+        wanted = [(op.interface, row[0], op.now) for op in ops for row in op.rows]
         conn.execute("SAVEPOINT inbound")
         try:
-            marked = set(_insert_returning(conn, _MARK_MANY, marks, "key, interface"))
-            rows: list[Any] = []
-            first: set[tuple[str, str]] = set()
-            for r in requests:
-                op = r.op
-                assert isinstance(op, _AddInbound)
+            live = set(_select_rows(conn, _LIVE_MARKS, wanted))
+            new: dict[tuple[str, str], tuple[Any, ...]] = {}
+            marks: list[tuple[Any, ...]] = []
+            for op in ops:
                 for row in op.rows:
-                    key = (row[0], op.interface)
-                    if key in marked and key not in first:
-                        first.add(key)
-                        rows.append((op.interface, *row))
-            queued = set(_insert_returning(conn, _ENQUEUE_MANY, rows, "id, interface"))
+                    key = (op.interface, row[0])
+                    if key not in live and key not in new:
+                        new[key] = (op.interface, *row)
+                        marks.append((op.interface, row[0], op.expires))
+            _insert_rows(conn, _MARK_MANY, marks)
+            queued_before = set(_select_rows(conn, _IN_INBOX, list(new)))
+            _insert_rows(conn, _ENQUEUE_MANY,
+                         [row for key, row in new.items() if key not in queued_before])
         except sqlite3.Error:
             if not conn.in_transaction:
                 raise
@@ -414,15 +423,12 @@ class SQLiteSessionStore:
         conn.execute("RELEASE inbound")
         out: dict[int, tuple[asyncio.Future[Any], Any, BaseException | None]] = {}
         taken: set[tuple[str, str]] = set()
-        for r in requests:
-            op = r.op
-            assert isinstance(op, _AddInbound)
+        for r, op in zip(requests, ops, strict=True):
             answers = []
             for row in op.rows:
-                key = (row[0], op.interface)
-                new = key in queued and key not in taken
+                key = (op.interface, row[0])
+                answers.append(key in new and key not in queued_before and key not in taken)
                 taken.add(key)
-                answers.append(new)
             out[id(r)] = (r.future, answers, None)
         return out
 
@@ -767,31 +773,44 @@ class _AddInbound:
         return out
 
 
-#: Multi-row INSERT ... RETURNING needs SQLite 3.35; older libraries run each call alone.
-_RETURNING: Final = sqlite3.sqlite_version_info >= (3, 35, 0)
+#: Row-value VALUES in a WITH clause and upserts need SQLite 3.24; older libraries run each
+#: call alone.
+_GROUPED: Final = sqlite3.sqlite_version_info >= (3, 24, 0)
 _CHUNK_ROWS: Final = 64  # rows per statement: 448 variables at most (every SQLite allows 999)
 
 
-def _insert_returning(conn: sqlite3.Connection, statement: tuple[str, str, str],
-                      rows: list[Any], returning: str) -> list[tuple[str, str]]:
-    """Run a multi-row INSERT (``statement`` = head, one row's placeholders, tail) over
-    ``rows`` in chunks; answer the ``returning`` columns of the rows it wrote."""
-    if not rows:
-        return []
-    head, one, tail = statement
-    out: list[tuple[str, str]] = []
+def _chunks(rows: list[Any]) -> Iterator[list[Any]]:
+    """``rows`` in chunks of 64, 32, ... 1: a handful of distinct statements, all of them in
+    the connection's statement cache (compiling one costs more than running it)."""
     start = 0
     while start < len(rows):
-        # Chunks of 64, 32, ... 1 rows: a handful of distinct statements, all of them in the
-        # connection's statement cache (compiling one costs more than running it).
         size = _CHUNK_ROWS
         while size > len(rows) - start:
             size //= 2
-        chunk = rows[start:start + size]
+        yield rows[start:start + size]
         start += size
-        sql = f"{head} {', '.join([one] * size)} {tail} RETURNING {returning}"
-        params = [value for row in chunk for value in row]
-        out.extend(conn.execute(sql, params).fetchall())
+
+
+def _sql(statement: tuple[str, str, str], rows: int) -> str:
+    head, one, tail = statement
+    return f"{head} {', '.join([one] * rows)} {tail}"
+
+
+def _insert_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
+                 rows: list[tuple[Any, ...]]) -> None:
+    """A multi-row statement (``statement`` = head, one row's placeholders, tail) over
+    ``rows``, in chunks: one step each."""
+    for chunk in _chunks(rows):
+        conn.execute(_sql(statement, len(chunk)), [v for row in chunk for v in row])
+
+
+def _select_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
+                 rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    """Like :func:`_insert_rows` for a query; answers its ``(interface, key)`` rows."""
+    out: list[tuple[str, str]] = []
+    for chunk in _chunks(rows):
+        out.extend(conn.execute(_sql(statement, len(chunk)),
+                                [v for row in chunk for v in row]).fetchall())
     return out
 
 
