@@ -204,6 +204,7 @@ def test_interrupting_the_kernel_never_stops_the_server(kernel: Kernel) -> None:
 
     busy = kernel.submit("import time\nfor _ in range(1200):\n    time.sleep(0.05)")
     kernel.wait_busy(busy)
+    time.sleep(0.5)  # let the cell start running (an interrupt before that can be lost)
     kernel.interrupt()
     result = kernel.collect(busy, timeout=30)
     assert result.error is not None and result.error["ename"] == "KeyboardInterrupt"

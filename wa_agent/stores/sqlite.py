@@ -349,12 +349,15 @@ class SQLiteSessionStore:
         write = any(r.write for r in batch)
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write:  # a batch of reads only runs without a transaction (fewer steps)
+                conn.execute("BEGIN IMMEDIATE")
             inbound = [r for r in batch if isinstance(r.op, _AddInbound)] if _GROUPED else []
             grouped = self._add_inbound_group(conn, inbound) if len(inbound) > 1 else {}
             for r in batch:
                 outcome = grouped.get(id(r))
-                if outcome is None:
+                if outcome is None and not r.write:
+                    outcome = self._apply(r, conn)  # a read: nothing to roll back
+                elif outcome is None:
                     conn.execute("SAVEPOINT op")
                     outcome = self._apply(r, conn)
                     if outcome[2] is not None:
@@ -363,8 +366,7 @@ class SQLiteSessionStore:
                 outcomes.append(outcome)
             if write:
                 self._maybe_purge(conn)
-            conn.execute("COMMIT")
-            if write:
+                conn.execute("COMMIT")
                 self._commits += 1
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets told
             if conn.in_transaction:
