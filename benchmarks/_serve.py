@@ -6,7 +6,10 @@ Targets:
 * ``bare``      — :mod:`bare_receiver` (HMAC check + 200), the ceiling.
 * ``wa``        — wa_agent: ``InterfaceManager([WhatsAppInterface(...)]).app`` with an agent
   that waits ``--agent-delay`` seconds and answers ``ok <wamid>``; ``--store memory`` or
-  ``--store sqlite --db PATH``; replies go through wa_agent's ``Sender`` to ``--graph URL``.
+  ``--store sqlite --db PATH`` or ``--store redis --redis-url URL``; replies go through
+  wa_agent's ``Sender`` to ``--graph URL``. ``--receive-only`` makes it a receiver; a second
+  ``wa`` server on the same store that gets no webhooks (short ``--sweep-interval``) is then
+  its worker.
 * ``sink``      — an accept-everything Graph API stub (counts messages and reads).
 * ``emulator``  — wa_agent's ``CloudAPIEmulator`` plus ``GET /__bench/stats``.
 * ``fastapi``   — the baseline: a FastAPI app that verifies the HMAC, runs the same agent in a
@@ -96,11 +99,19 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
     sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None,
                     **options)
     storage: Any = None if args.store == "memory" else args.db
+    if args.store == "redis":
+        from wa_agent.stores.redis import RedisSessionStore
+
+        storage = RedisSessionStore(args.redis_url)
     tuning: dict[str, Any] = {}
     if args.max_queued_senders is not None:
         tuning["max_queued_senders"] = args.max_queued_senders
     if args.max_pending is not None:
         tuning["max_pending"] = args.max_pending
+    if args.sweep_interval is not None:
+        tuning["sweep_interval"] = args.sweep_interval
+    if args.receive_only:
+        tuning["receive_only"] = True
     interface = WhatsAppInterface(
         make_agent(args.agent_delay), verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
         storage=storage, sender=sender, max_concurrency=args.max_concurrency,
@@ -187,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory")
+    parser.add_argument("--store", choices=["memory", "sqlite", "redis"], default="memory")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--db", default="bench.sqlite3")
     parser.add_argument("--agent-delay", type=float, default=0.0)
     parser.add_argument("--graph", default="http://127.0.0.1:9", help="Graph API base URL")
@@ -198,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="WhatsAppInterface max_pending (default: its own)")
     parser.add_argument("--max-in-flight", type=int, default=None,
                         help="Sender's bound on concurrent HTTP requests (default: Sender's)")
+    parser.add_argument("--receive-only", action="store_true",
+                        help="WhatsAppInterface(receive_only=True): acknowledge and record "
+                             "only; another wa server on the same store answers")
+    parser.add_argument("--sweep-interval", type=float, default=None,
+                        help="WhatsAppInterface sweep_interval (a worker's polling period)")
     parser.add_argument("--gc-threshold", type=int, default=None,
                         help="experiment: gc.set_threshold(N, 10, 10) before serving")
     args = parser.parse_args(argv)

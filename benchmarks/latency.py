@@ -8,6 +8,12 @@ paced load runs against the bare HMAC-only receiver first, for the floor on this
 wa_agent runs with ``max_concurrency`` large enough that every message's agent runs at once;
 ``/health`` is polled during the run for the number of agent calls in flight.
 
+``wa-split`` (not run by default; needs ``redis-server``) is the scale-out layout of SPEC §7:
+the server under load is a receiver (``WhatsAppInterface(receive_only=True)``) that only
+records into a Redis inbox (a throwaway ``redis-server`` with an append-only file, fsync
+every second), and a second process on the same Redis (a worker: no webhooks, a 0.1 s
+sweep interval) runs the agents and sends the replies. Its "server CPU" is the receiver's.
+
     python benchmarks/latency.py            # about 35 s
     python benchmarks/latency.py --quick    # about 10 s
 """
@@ -15,6 +21,7 @@ wa_agent runs with ``max_concurrency`` large enough that every message's agent r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
 import time
 from typing import Any, Self
@@ -22,6 +29,7 @@ from typing import Any, Self
 from _common import (
     HEALTH_PATH,
     BodyFile,
+    RedisProcess,
     ServerProcess,
     choose_client,
     emit,
@@ -67,13 +75,23 @@ class HealthPoller:
 
 def one_run(target: str, client: str, bodies: BodyFile, warm: BodyFile, *, rate: float,
             duration: float, warmup: float, agent_delay: float, max_concurrency: int, sink: ServerProcess,
-            db: str) -> dict[str, Any]:
+            db: str, redis_url: str = "") -> dict[str, Any]:
     args: list[str] = []
     if target != "bare":
-        args = ["--store", target.split("-")[1], "--db", db, "--graph", sink.url,
+        store = {"wa-memory": "memory", "wa-sqlite": "sqlite"}.get(target, "redis")
+        args = ["--store", store, "--db", db, "--redis-url", redis_url, "--graph", sink.url,
                 "--agent-delay", str(agent_delay), "--max-concurrency", str(max_concurrency),
                 "--max-queued-senders", str(max_concurrency), "--max-pending", str(10**9)]
-    with ServerProcess("bare" if target == "bare" else "wa", *args) as server:
+    with contextlib.ExitStack() as stack:
+        health_server: ServerProcess | None = None
+        if target == "wa-split":
+            # The agents run in a worker process on the same Redis; the server under load
+            # is a receiver that only records (WhatsAppInterface(receive_only=True)).
+            health_server = stack.enter_context(
+                ServerProcess("wa", *args, "--sweep-interval", "0.1"))
+            args = [*args, "--receive-only"]
+        server = stack.enter_context(ServerProcess("bare" if target == "bare" else "wa", *args))
+        health_server = health_server or server
         if warmup > 0:
             run_load(client, server.port, warm, connections=64, duration=warmup, rate=rate)
         sink0 = get_json(f"{sink.url}/__bench/stats")
@@ -83,7 +101,7 @@ def one_run(target: str, client: str, bodies: BodyFile, warm: BodyFile, *, rate:
                             rate=rate)
             peak = None
         else:
-            with HealthPoller(f"{server.url}{HEALTH_PATH}") as poller:
+            with HealthPoller(f"{health_server.url}{HEALTH_PATH}") as poller:
                 load = run_load(client, server.port, bodies, connections=64,
                                 duration=duration, rate=rate)
             peak = poller.peak_in_flight
@@ -111,7 +129,8 @@ def main() -> None:
     parser.add_argument("--max-concurrency", type=int, default=10_000,
                         help="wa_agent's max_concurrency and max_queued_senders (every "
                              "agent runs at once; max_pending is lifted too)")
-    parser.add_argument("--targets", default="bare,wa-memory,wa-sqlite")
+    parser.add_argument("--targets", default="bare,wa-memory,wa-sqlite",
+                        help="comma-separated: bare, wa-memory, wa-sqlite, wa-split")
     parser.add_argument("--quick", action="store_true", help="~15 s smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -124,12 +143,15 @@ def main() -> None:
     with tempdir() as tmp:
         bodies = BodyFile(make_bodies(n_bodies, tag="L"), tmp)
         warm = BodyFile(make_bodies(int(args.rate * 2) + 500, tag="W"), tmp)
-        with ServerProcess("sink") as sink:
+        with ServerProcess("sink") as sink, contextlib.ExitStack() as stack:
+            redis_url = ""
+            if "wa-split" in targets:
+                redis_url = stack.enter_context(RedisProcess()).url
             for i, target in enumerate(targets):
                 rows[target] = row = one_run(
                     target, client, bodies, warm, rate=args.rate, duration=args.duration,
                     warmup=args.warmup, agent_delay=args.agent_delay, max_concurrency=args.max_concurrency,
-                    sink=sink, db=str(tmp / f"inbox-{i}.sqlite3"))
+                    sink=sink, db=str(tmp / f"inbox-{i}.sqlite3"), redis_url=redis_url)
                 print(f"  {target:<10} {row['rate']:>7,.0f}/s  p50 {row['p50_ms']:.2f} ms  "
                       f"p99 {row['p99_ms']:.2f} ms  in flight {row['peak_agents_in_flight']}",
                       flush=True)

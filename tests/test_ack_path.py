@@ -270,3 +270,53 @@ async def test_fast_path_declines_what_the_full_path_must_decide() -> None:
         assert interface.stats.received == 0
         assert await interface.store.pending(interface.name) == []
         assert await interface.accept_body(text_from("15550001111")) == "processing"
+
+
+# -- receivers and workers ---------------------------------------------------------------
+async def test_a_receiver_only_records_and_a_worker_on_the_same_store_answers(
+        tmp_path: object) -> None:
+    """``receive_only=True``: the receiver acknowledges and records every message (never
+    running the agent, no backlog counting) and a worker interface on the same store,
+    started without a server, answers them all, each exactly once and in order per user."""
+    from pathlib import Path
+
+    from wa_agent.manager import InterfaceManager
+    from wa_agent.stores.sqlite import SQLiteSessionStore
+    from wa_agent.testing.simulator import Simulator
+
+    assert isinstance(tmp_path, Path)
+    ran_in: list[str] = []
+
+    def agent_for(role: str) -> object:
+        async def agent(request: AgentRequest) -> str:
+            ran_in.append(role)
+            return f"echo {request.text}"
+        return agent
+
+    db = tmp_path / "shared.db"
+    receiver = WhatsAppInterface(agent_for("receiver"), storage=SQLiteSessionStore(db),
+                                 receive_only=True, max_pending_per_sender=1)
+    async with Simulator(InterfaceManager([receiver])) as sim:
+        assert sim._emulator_server is not None
+        worker_sender = Sender(sim.access_token, sim.phone_number_id,
+                               base_url=sim._emulator_server.url)
+        worker = WhatsAppInterface(agent_for("worker"), storage=SQLiteSessionStore(db),
+                                   sender=worker_sender, phone_number_id=sim.phone_number_id,
+                                   sweep_interval=0.05)
+        alice, bob = sim.user("15551230001"), sim.user("15551230002")
+        for n in range(3):  # three each: over max_pending_per_sender, no 503 here
+            await alice.send_text(f"a{n}")
+            await bob.send_text(f"b{n}")
+        assert receiver.stats.received == 6 and receiver.stats.overloaded == 0
+        assert not receiver._drains and not receiver._starting and ran_in == []
+        async with worker:
+            for _ in range(500):
+                if len(sim.emulator.messages) >= 6:
+                    break
+                await asyncio.sleep(0.01)
+            await worker.drain(5)
+        await worker_sender.aclose()
+        assert sim.emulator.texts_to("15551230001") == ["echo a0", "echo a1", "echo a2"]
+        assert sim.emulator.texts_to("15551230002") == ["echo b0", "echo b1", "echo b2"]
+        assert ran_in == ["worker"] * 6
+        assert await receiver.store.pending(receiver.name) == []

@@ -232,6 +232,16 @@ class WhatsAppInterface:
     given up, with an ERROR log, after 8 failures. ``shutdown_timeout`` bounds how long
     :meth:`aclose` waits for replies in progress.
 
+    **Receivers and workers.** ``receive_only=True`` makes a receiver: it acknowledges
+    webhooks (records messages in the store's inbox, tracks delivery statuses, refuses
+    strangers) but never answers; run it under your ASGI server. Workers are interfaces on
+    the same store (SQLite file or Redis) with the same ``name``, started without a server
+    (``async with interface: await stop_event.wait()``): their sweeper picks up what the
+    receivers recorded every ``sweep_interval`` seconds (use a short one, e.g. 0.2), and the
+    per-sender leases keep each user's replies in order across workers. Acks then never
+    share a process with running agents (SPEC §7). A receiver does not apply the backlog
+    bounds (they count what this process has pending, and a receiver answers nothing).
+
     **Heartbeat** (proactive messages, SPEC §4). ``heartbeat=None`` (the default) follows
     the agent: on when it has ``heartbeat=True``, with its ``heartbeat_period`` (minutes) and
     ``heartbeat_message``. ``heartbeat=True`` turns it on for any agent; ``heartbeat=False``
@@ -284,8 +294,10 @@ class WhatsAppInterface:
         media_max_bytes: int | None = None,
         max_pending_per_sender: int = 100,
         max_pending: int = 100_000,
+        receive_only: bool = False,
     ) -> None:
         self.agent: Agent = as_agent(agent)
+        self.receive_only = receive_only
         self.name = name
         try:
             self.mode = InterfaceMode(mode.lower() if isinstance(mode, str) else mode)
@@ -487,12 +499,13 @@ class WhatsAppInterface:
             self._backoff.clear()
             self._overflow = False
             self._started = True
-            self._spawn(self._sweeper(), "sweeper")
-            self._spawn(self._keep_leases(), "leases")
-            self._setup_heartbeat()
-            await self._resume()
-            logger.info("interface %r started (%s mode, %s)", self.name, self.mode.value,
-                        type(self.store).__name__)
+            if not self.receive_only:
+                self._spawn(self._sweeper(), "sweeper")
+                self._spawn(self._keep_leases(), "leases")
+                self._setup_heartbeat()
+                await self._resume()
+            logger.info("interface %r started (%s mode, %s%s)", self.name, self.mode.value,
+                        type(self.store).__name__, ", receive only" if self.receive_only else "")
 
     async def aclose(self) -> None:
         """Stop taking new work, let in-flight replies finish within ``shutdown_timeout``,
@@ -628,12 +641,13 @@ class WhatsAppInterface:
             return None
         self._gate.webhook()
         item = InboxItem(id=wamid, sender=sender, payload=body.decode(), received_at=time.time())
-        count = self._pending.get(sender, 0)
-        if count >= self.max_pending_per_sender or self._pending_total >= self.max_pending:
-            return await self._record([item], None)  # the bound's answer, as for any body
-        # _record() for one item, inlined (this is the hot path of a burst).
-        self._pending[sender] = count + 1
-        self._pending_total += 1
+        if not self.receive_only:
+            count = self._pending.get(sender, 0)
+            if count >= self.max_pending_per_sender or self._pending_total >= self.max_pending:
+                return await self._record([item], None)  # the bound's answer, as for any body
+            # _record() for one item, inlined (this is the hot path of a burst).
+            self._pending[sender] = count + 1
+            self._pending_total += 1
         gate = self._gate
         gate.acks_waiting += 1
         try:
@@ -697,6 +711,8 @@ class WhatsAppInterface:
     def _within_backlog(self, items: list[InboxItem]) -> tuple[list[InboxItem], int]:
         """Split off the items of senders with ``max_pending_per_sender`` unanswered
         messages already (or beyond ``max_pending`` overall); the rest are counted."""
+        if self.receive_only:
+            return items, 0
         kept: list[InboxItem] = []
         for item in items:
             if (self._pending.get(item.sender, 0) >= self.max_pending_per_sender
@@ -720,6 +736,8 @@ class WhatsAppInterface:
             self._pending.pop(sender, None)
 
     def _count_pending(self, items: Iterable[InboxItem], delta: int) -> None:
+        if self.receive_only:
+            return
         for item in items:
             count = max(0, self._pending.get(item.sender, 0) + delta)
             self._pending_total += count - self._pending.get(item.sender, 0)
@@ -745,7 +763,7 @@ class WhatsAppInterface:
     def _schedule(self, sender: str) -> None:
         """Start (or wake) the sender's drain, unless it is backing off after a failed send
         or the in-memory queue is full: then its items wait in the inbox for the sweeper."""
-        if self._closing or not self._started:
+        if self._closing or not self._started or self.receive_only:
             return
         if sender in self._drains or sender in self._starting:
             self._wake.add(sender)
