@@ -137,6 +137,9 @@ def main() -> None:
         args.duration, args.rate = 2.0, min(args.rate, 500.0)
     client = choose_client(args.client)
     targets = args.targets.split(",")
+    if "wa-split" in targets and not RedisProcess.available():
+        print("wa-split skipped: redis-server is not installed", flush=True)
+        targets.remove("wa-split")
     t_start = time.monotonic()
     n_bodies = int(args.rate * (args.duration + 2) * 1.3) + 1000
     rows: dict[str, dict[str, Any]] = {}

@@ -19,7 +19,7 @@ TINY: dict[str, list[str]] = {
     "ack.py": ["--client", "python", "--reps", "1", "--duration", "0.5", "--warmup", "0",
                "--concurrency", "8", "--bodies", "2000", "--targets", "bare,wa-memory"],
     "latency.py": ["--client", "python", "--duration", "0.5", "--warmup", "0", "--rate", "200",
-                   "--agent-delay", "0.2", "--targets", "bare,wa-memory"],
+                   "--agent-delay", "0.2", "--targets", "bare,wa-memory,wa-split"],
     "e2e.py": ["-n", "60", "--deadline", "8", "--settle", "0.2", "--connections", "8",
                "--no-ceiling", "--only", "wa-memory,wa-sqlite,baseline"],
     "parser.py": ["--bodies", "300", "--repeats", "1"],
@@ -84,3 +84,17 @@ def test_e2e_answers_every_acknowledged_message_once(
     wa_runs = [r for r in data["results"] if r["scenario"].startswith("wa-")]
     assert wa_runs
     assert all(r["finished"] and r["acked"] == r["n"] for r in wa_runs)
+
+
+def test_latency_split_layout_acks_everything(
+        outputs: dict[str, tuple[int, str, str]]) -> None:
+    """The receiver/worker layout (``wa-split``: a receive-only server and a worker on one
+    throwaway redis-server) runs in the latency benchmark: every webhook got its 200."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    _code, stdout, _stderr = outputs["latency.py"]
+    split = _last_json(stdout)["results"]["wa-split"]
+    assert split["requests"] > 0
+    assert split["non_200"] == 0 and split["errors"] == 0
