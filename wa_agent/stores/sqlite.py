@@ -90,19 +90,15 @@ _ENQUEUE = (
 )
 _ITEM_COLUMNS = "id, sender, payload, received_at, seq, attempts, progress"
 # The same statements for many rows at once: (head, one row's placeholders, tail).
-_LIVE_MARKS = (
+_REPEATS = (
     "WITH v (interface, key, now) AS (VALUES", "(?, ?, ?)",
-    (") SELECT v.interface, v.key FROM v JOIN dedupe d ON d.interface = v.interface "
-     "AND d.key = v.key WHERE d.expires > v.now"),
+    (") SELECT 'mark', v.interface, v.key FROM v JOIN dedupe d ON d.interface = v.interface "
+     "AND d.key = v.key WHERE d.expires > v.now UNION ALL SELECT 'inbox', v.interface, v.key "
+     "FROM v JOIN inbox i ON i.interface = v.interface AND i.id = v.key"),
 )
 _MARK_MANY = (
     "INSERT INTO dedupe (interface, key, expires) VALUES", "(?, ?, ?)",
     "ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires",
-)
-_IN_INBOX = (
-    "WITH v (interface, id) AS (VALUES", "(?, ?)",
-    (") SELECT v.interface, v.id FROM v JOIN inbox i ON i.interface = v.interface "
-     "AND i.id = v.id"),
 )
 _ENQUEUE_MANY = (
     ("INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) "
@@ -391,7 +387,7 @@ class SQLiteSessionStore:
         """Every ``add_inbound`` of a batch in a few multi-row statements instead of two per
         item plus a savepoint per call. Each statement step hands the GIL over (and waits up
         to the interpreter's switch interval to get it back while the event loop is busy),
-        so the steps are what bounds a burst: two lookups that return rows only for the rare
+        so the steps are what bounds a burst: one lookup that returns rows only for the rare
         repeats (a live dedupe mark, an id still in the inbox), then one insert of the marks
         and one of the inbox rows. Same answers as the calls one after the other (the first
         copy of an id wins). On an SQLite error it gives up (``{}``): the calls then run one
@@ -403,7 +399,10 @@ class SQLiteSessionStore:
         wanted = [(op.interface, row[0], op.now) for op in ops for row in op.rows]
         conn.execute("SAVEPOINT inbound")
         try:
-            live = set(_select_rows(conn, _LIVE_MARKS, wanted))
+            live: set[tuple[str, str]] = set()
+            queued_before: set[tuple[str, str]] = set()
+            for kind, iface, wamid in _select_rows(conn, _REPEATS, wanted):
+                (live if kind == "mark" else queued_before).add((iface, wamid))
             new: dict[tuple[str, str], tuple[Any, ...]] = {}
             marks: list[tuple[Any, ...]] = []
             for op in ops:
@@ -413,7 +412,6 @@ class SQLiteSessionStore:
                         new[key] = (op.interface, *row)
                         marks.append((op.interface, row[0], op.expires))
             _insert_rows(conn, _MARK_MANY, marks)
-            queued_before = set(_select_rows(conn, _IN_INBOX, list(new)))
             _insert_rows(conn, _ENQUEUE_MANY,
                          [row for key, row in new.items() if key not in queued_before])
         except sqlite3.Error:
@@ -807,9 +805,9 @@ def _insert_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
 
 
 def _select_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
-                 rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
-    """Like :func:`_insert_rows` for a query; answers its ``(interface, key)`` rows."""
-    out: list[tuple[str, str]] = []
+                 rows: list[tuple[Any, ...]]) -> list[tuple[str, str, str]]:
+    """Like :func:`_insert_rows` for a query; answers its ``(kind, interface, key)`` rows."""
+    out: list[tuple[str, str, str]] = []
     for chunk in _chunks(rows):
         out.extend(conn.execute(_sql(statement, len(chunk)),
                                 [v for row in chunk for v in row]).fetchall())
