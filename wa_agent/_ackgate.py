@@ -6,9 +6,10 @@ redelivers on time-outs). :class:`AckGate` lets reply workers defer their expens
 (Graph calls) while webhooks are arriving: a worker that finds the gate busy queues up, and
 queued workers are let through one per event-loop iteration, so between two reply steps the
 loop always polls the sockets and handles the webhooks that came in. Workers never starve:
-one is released every iteration, or every ``burst_interval`` in a burst (below). Without webhook traffic, reply
-steps still start in one iteration only until ``budget`` seconds have gone by in it (a burst
-of agents finishing together would otherwise hold the loop for all of their steps at once).
+one is released every iteration, or every ``burst_interval`` in a burst (below). Without
+webhook traffic, reply steps still start in one iteration only until ``budget`` seconds have
+gone by in it (a burst of agents finishing together would otherwise hold the loop for all of
+their steps at once).
 In a burst (webhooks arriving at ``burst_rate`` per second or more, measured over
 ``window`` seconds), one step is let through only every ``burst_interval`` seconds: an ack
 costs a few dozen microseconds and a reply step hundreds, so even one step per iteration

@@ -383,6 +383,8 @@ class WebhookApp:
         try:
             status = None
             if self._accept_body is not None:
+                if self._on_first_request is not None:
+                    await self._ensure_ready()
                 status = await self._accept_body(body)
             if status is None:
                 try:

@@ -1539,6 +1539,18 @@ def _dump_message(message: Message) -> str:
     })
 
 
+def _read_json(body: bytes) -> Any:
+    # Key strings cached, values not: every wamid and sender is new (pydantic-core >= 2.18;
+    # older ones cache everything).
+    return from_json(body, cache_strings="keys")
+
+
+try:
+    _read_json(b"{}")
+except TypeError:  # pragma: no cover - an older pydantic-core
+    _read_json = from_json  # type: ignore[assignment]
+
+
 def _lone_text_message(body: bytes, max_depth: int) -> tuple[str, str, str | None] | None:
     """``(wamid, sender, phone_number_id)`` when ``body`` is a webhook holding exactly one
     text message and nothing else, shaped so that :class:`MessageParser` reads it as that
@@ -1550,7 +1562,7 @@ def _lone_text_message(body: bytes, max_depth: int) -> tuple[str, str, str | Non
     try:
         # pydantic-core's reader refuses lone surrogates (json.loads would let them through
         # and the parser scrub them): no pre-scan for them is needed here.
-        data = from_json(body, cache_strings="keys")
+        data = _read_json(body)
         # Indexing and one-item unpacking refuse every other shape at once: a list, string
         # or number where an object is needed raises TypeError, a missing key LookupError,
         # not exactly one entry / change / message ValueError (JSON has no other sequences).

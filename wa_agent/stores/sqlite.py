@@ -5,10 +5,12 @@ Design:
 * One dedicated thread owns one connection; coroutines hand it operations through a queue
   and await a future, so no SQLite call ever runs on the event loop.
 * **Group commit.** The thread takes every operation waiting in the queue and runs them in
-  one transaction (each in its own savepoint, so one failing operation does not undo the
-  others); operations that arrive while a commit runs go into the next one. A caller
+  one transaction (each write in its own savepoint, so one failing operation does not undo
+  the others); operations that arrive while a commit runs go into the next one. A caller
   resumes only after the commit that holds its writes, so :meth:`add_inbound` is durable
-  when it returns, at the cost of one ``fsync`` per batch instead of one per message.
+  when it returns, at the cost of one ``fsync`` per batch instead of one per message. The
+  batch's :meth:`add_inbound` calls (a burst of webhooks) run together as a few multi-row
+  statements; if those fail, each call runs alone as above.
 * WAL journal, ``BEGIN IMMEDIATE`` for writes and a busy timeout, so several processes can
   share the file: dedupe, the inbox, statuses and leases hold across them.
 * ``synchronous="NORMAL"`` (the default) survives a crash of the process (``SIGKILL``) but
@@ -89,6 +91,7 @@ _ENQUEUE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (interface, id) DO NOTHING"
 )
 _ITEM_COLUMNS = "id, sender, payload, received_at, seq, attempts, progress"
+
 # The same statements for many rows at once: (head, one row's placeholders, tail).
 _REPEATS = (
     "WITH v (interface, key, now) AS (VALUES", "(?, ?, ?)",
@@ -104,6 +107,7 @@ _ENQUEUE_MANY = (
     ("INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) "
      "VALUES"), "(?, ?, ?, ?, ?, ?, ?)", "ON CONFLICT (interface, id) DO NOTHING",
 )
+
 
 class _Request:
     __slots__ = ("future", "loop", "op", "write")
