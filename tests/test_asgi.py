@@ -697,3 +697,51 @@ async def test_mounts_inside_starlette(recorder: tuple[Recorder, CallbackConsume
     parent = Starlette(routes=[Route("/ping", ping),
                                Mount("/whatsapp", app=make_app(consumer))])
     await _exercise_mounted(parent, consumer, rec)
+
+
+async def test_a_consumers_fast_path_answers_or_hands_the_body_on(serve: ServeFactory) -> None:
+    """A consumer's optional ``accept_body`` sees the signed raw body first: its status is
+    the answer (``accept`` is not called), ``None`` hands the body to the parser and
+    ``accept``, and its StoreError is a 500; unsigned bodies never reach it; the
+    first-request hook has run before it."""
+    started: list[str] = []
+
+    class Fast:
+        def __init__(self) -> None:
+            self.raw: list[bytes] = []
+            self.parsed: list[list[Event]] = []
+            self.answer: str | None = "processing"
+
+        async def accept_body(self, body: bytes) -> str | None:
+            assert started == ["yes"]
+            self.raw.append(body)
+            if self.answer == "fail":
+                raise StoreError("disk full")
+            return self.answer
+
+        async def accept(self, events: list[Event]) -> str:
+            self.parsed.append(events)
+            return "ignored"
+
+        def health(self) -> dict[str, Any]:
+            return {}
+
+    async def first() -> None:
+        started.append("yes")
+
+    consumer = Fast()
+    app = WebhookApp(consumer, app_secret=SECRET, on_first_request=first)
+    served = await serve(app)
+    body = text_webhook("15551230001", "hi")
+    response = await served.client.post("/webhook", content=body, headers=signed(body))
+    assert response.json() == {"status": "processing"} and consumer.parsed == []
+    consumer.answer = None
+    response = await served.client.post("/webhook", content=body, headers=signed(body))
+    assert response.json() == {"status": "ignored"} and len(consumer.parsed) == 1
+    consumer.answer = "fail"
+    response = await served.client.post("/webhook", content=body, headers=signed(body))
+    assert response.status_code == 500
+    unsigned = await served.client.post("/webhook", content=body,
+                                        headers={"x-hub-signature-256": "sha256=" + "0" * 64})
+    assert unsigned.status_code == 403
+    assert consumer.raw == [body, body, body] and started == ["yes"]

@@ -383,7 +383,8 @@ class WebhookApp:
         try:
             status = None
             if self._accept_body is not None:
-                if self._on_first_request is not None:
+                ready = self._ready
+                if self._on_first_request is not None and (ready is None or not ready.done()):
                     await self._ensure_ready()
                 status = await self._accept_body(body)
             if status is None:
