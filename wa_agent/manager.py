@@ -49,7 +49,7 @@ class InterfaceManager:
     garbage once and ``gc.freeze()`` what is left, so the garbage collector no longer walks
     the tens of thousands of long-lived objects of the imported libraries on every full
     collection. With thousands of agents in flight those collections are what delays acks
-    (measured: ack p99 41–75 ms → 14–22 ms at 1 000 webhooks/s with 2 s agents, see
+    (measured: ack p99 41–75 ms → 14–24 ms at 1 000 webhooks/s with 2 s agents, see
     BENCHMARKS.md). Frozen objects are still freed when unused; only reference cycles among
     them would stay until ``gc.unfreeze()``. ``None`` (the default) freezes when serving
     for real (``serve()`` in a script, or the app under uvicorn or any ASGI server) and not
