@@ -551,11 +551,20 @@ class WhatsAppInterface:
         waiting for a retry in this process (tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._drains or self._starting or self._wake or self._overflow
-               or self._backoff):
+        while self._busy or self._overflow or self._backoff:
             if loop.time() > deadline:
                 raise TimeoutError("messages still being processed")
             await asyncio.sleep(0.01)
+
+    @property
+    def _queued_senders(self) -> int:
+        """Senders with a drain running or about to start in this process."""
+        return len(self._drains) + len(self._starting)
+
+    @property
+    def _busy(self) -> bool:
+        """Whether a sender is being answered, about to be, or was woken for more."""
+        return bool(self._drains or self._starting or self._wake)
 
     def health(self) -> dict[str, Any]:
         """State and counters for ``GET /health``."""
@@ -568,7 +577,7 @@ class WhatsAppInterface:
             "received": s.received,
             "processed": s.processed,
             "in_flight": self._in_flight,
-            "queued_senders": len(self._drains) + len(self._starting),
+            "queued_senders": self._queued_senders,
             "duplicates": s.duplicates,
             "send_failures": s.send_failures,
             "agent_errors": s.agent_errors,
@@ -641,31 +650,7 @@ class WhatsAppInterface:
             return None
         self._gate.webhook()
         item = InboxItem(id=wamid, sender=sender, payload=body.decode(), received_at=time.time())
-        if not self.receive_only:
-            count = self._pending.get(sender, 0)
-            if count >= self.max_pending_per_sender or self._pending_total >= self.max_pending:
-                return await self._record([item], None)  # the bound's answer, as for any body
-            # _record() for one item, inlined (this is the hot path of a burst).
-            self._pending[sender] = count + 1
-            self._pending_total += 1
-        gate = self._gate
-        gate.acks_waiting += 1
-        try:
-            added = await self.store.add_inbound(self.name, (item,))
-        except Exception as exc:
-            self._count_pending((item,), -1)
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"could not record inbound messages: {exc}") from exc
-        finally:
-            gate.acks_waiting -= 1
-        if not added[0]:
-            self._count_pending((item,), -1)
-            self.stats.duplicates += 1
-            return "ignored"
-        self.stats.received += 1
-        self._schedule(sender)
-        return "processing"
+        return await self._record([item], None)
 
     async def _record(self, items: list[InboxItem], messages: list[Message] | None) -> str:
         """Record ``items`` in the inbox (within the backlog bounds) and schedule the new
@@ -689,14 +674,15 @@ class WhatsAppInterface:
             gate.acks_waiting -= 1
         accepted = False
         cache = self._accepted
+        stats = self.stats
         for item, new in zip(items, added, strict=True):
             if not new:
-                self._count_pending([item], -1)
-                self.stats.duplicates += 1
+                self._count_pending((item,), -1)
+                stats.duplicates += 1
                 continue
             accepted = True
-            self.stats.received += 1
-            message = parsed.get(id(item))
+            stats.received += 1
+            message = parsed.get(id(item)) if parsed else None
             if message is not None:
                 if len(cache) >= _MESSAGE_CACHE:  # oldest first: answered elsewhere age out
                     del cache[next(iter(cache))]
@@ -714,11 +700,13 @@ class WhatsAppInterface:
         if self.receive_only:
             return items, 0
         kept: list[InboxItem] = []
+        pending = self._pending
         for item in items:
-            if (self._pending.get(item.sender, 0) >= self.max_pending_per_sender
-                    or self._pending_total >= self.max_pending):
+            count = pending.get(item.sender, 0)
+            if count >= self.max_pending_per_sender or self._pending_total >= self.max_pending:
                 continue
-            self._count_pending([item], 1)
+            pending[item.sender] = count + 1
+            self._pending_total += 1
             kept.append(item)
         held = len(items) - len(kept)
         if held:
@@ -770,7 +758,7 @@ class WhatsAppInterface:
             return
         if self._backoff and self._backoff.get(sender, 0.0) > time.monotonic():
             return
-        if len(self._drains) + len(self._starting) >= self.max_queued_senders:
+        if self._queued_senders >= self.max_queued_senders:
             if not self._overflow:
                 logger.warning("more than %d senders waiting: new ones stay in the inbox until "
                                "the queue empties", self.max_queued_senders)
@@ -884,8 +872,7 @@ class WhatsAppInterface:
             if self._drains.get(sender) is asyncio.current_task():
                 del self._drains[sender]
                 if self._overflow and self._sweep_now is not None \
-                        and len(self._drains) + len(self._starting) \
-                        <= self.max_queued_senders // 2:
+                        and self._queued_senders <= self.max_queued_senders // 2:
                     self._sweep_now.set()
 
     async def _keep_leases(self) -> None:

@@ -366,7 +366,7 @@ class Simulator:
             await self.emulator.drain()
             if self._status_tasks:
                 await asyncio.gather(*list(self._status_tasks), return_exceptions=True)
-            busy = any(i._drains or i._starting or i._wake for i in self.manager.interfaces)
+            busy = any(i._busy for i in self.manager.interfaces)
             if not busy:
                 return
             if loop.time() > deadline:
