@@ -37,6 +37,12 @@ _NO_BODY_STATUS: Final = frozenset({204, 304})
 Origin = tuple[str, str, int]
 
 
+def _buffered(reader: asyncio.StreamReader) -> bytes | bytearray:
+    """What ``reader`` has received and not handed out yet (asyncio has no public peek)."""
+    buffer: bytes | bytearray = getattr(reader, "_buffer", b"")
+    return buffer
+
+
 class _Connection:
     """One open HTTP/1.1 connection and its pool bookkeeping."""
 
@@ -55,7 +61,7 @@ class _Connection:
         if self.writer.transport.is_closing() or self.reader.at_eof():
             return False
         # Bytes waiting on an idle connection are not ours to parse: drop it.
-        return not getattr(self.reader, "_buffer", b"")  # no public peek
+        return not _buffered(self.reader)
 
     def close(self) -> None:
         try:
@@ -363,7 +369,7 @@ class FastTransport(httpx.AsyncBaseTransport):
             mode = "length"
             if length <= _EAGER_BODY:
                 try:
-                    if len(getattr(reader, "_buffer", b"")) >= length:
+                    if len(_buffered(reader)) >= length:
                         body = await reader.readexactly(length)  # already here: no timer
                     else:
                         async with asyncio.timeout(read_timeout):

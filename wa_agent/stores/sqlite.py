@@ -800,22 +800,24 @@ def _sql(statement: tuple[str, str, str], rows: int) -> str:
     return f"{head} {', '.join([one] * rows)} {tail}"
 
 
+def _run_chunks(conn: sqlite3.Connection, statement: tuple[str, str, str],
+                rows: list[tuple[Any, ...]]) -> Iterator[sqlite3.Cursor]:
+    """A multi-row statement (``statement`` = head, one row's placeholders, tail) over
+    ``rows``, in chunks: one step each; yields each chunk's cursor."""
+    for chunk in _chunks(rows):
+        yield conn.execute(_sql(statement, len(chunk)), [v for row in chunk for v in row])
+
+
 def _insert_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
                  rows: list[tuple[Any, ...]]) -> None:
-    """A multi-row statement (``statement`` = head, one row's placeholders, tail) over
-    ``rows``, in chunks: one step each."""
-    for chunk in _chunks(rows):
-        conn.execute(_sql(statement, len(chunk)), [v for row in chunk for v in row])
+    for _cursor in _run_chunks(conn, statement, rows):
+        pass
 
 
 def _select_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
                  rows: list[tuple[Any, ...]]) -> list[tuple[str, str, str]]:
-    """Like :func:`_insert_rows` for a query; answers its ``(kind, interface, key)`` rows."""
-    out: list[tuple[str, str, str]] = []
-    for chunk in _chunks(rows):
-        out.extend(conn.execute(_sql(statement, len(chunk)),
-                                [v for row in chunk for v in row]).fetchall())
-    return out
+    """:func:`_run_chunks` for a query; answers its ``(kind, interface, key)`` rows."""
+    return [row for cursor in _run_chunks(conn, statement, rows) for row in cursor.fetchall()]
 
 
 def _turn_rows(
