@@ -180,11 +180,11 @@ class ServerProcess:
 
 class RedisProcess:
     """A throwaway ``redis-server`` on a free loopback port, durable like a production one
-    (append-only file, fsync every second) in a temporary directory; killed on exit."""
+    (append-only file, fsync every second) in a temporary directory; stopped on exit. Started
+    by the test suite's launcher (``tests/redis_server.py``)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://{HOST}:{self.port}/0"
+        self.url = ""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -193,31 +193,25 @@ class RedisProcess:
         return shutil.which("redis-server") is not None
 
     def __enter__(self) -> Self:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        if str(ROOT) not in sys.path:
+            sys.path.append(str(ROOT))
+        from tests.redis_server import start_redis_server
+
         self._tmp = tempfile.TemporaryDirectory(prefix="wa-bench-redis-")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", HOST, "--save", "",
-             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", self._tmp.name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port),
-                                                                          0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return self
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.__exit__()
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
+        try:
+            self.proc, self.url = start_redis_server(
+                Path(self._tmp.name), "--appendonly", "yes", "--appendfsync", "everysec")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
+        from tests.redis_server import stop_redis_server
+
+        if self.proc is not None:
+            stop_redis_server(self.proc)
+            self.proc = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
