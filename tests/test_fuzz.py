@@ -260,7 +260,7 @@ CONTENT_TYPES: list[bytes | None] = [
     b"application/json; charset=utf-16", b"\xff\xfe garbage", b"",
 ]
 LENGTH_MODES = ["none", "right", "smaller", "larger", "over_cap", "garbage", "negative",
-                "huge", "twice"]
+                "huge", "twice", "twice_over_cap"]
 
 
 def _signature_headers(mode: str, body: bytes) -> list[tuple[bytes, bytes]]:
@@ -295,6 +295,7 @@ def _length_headers(mode: str, size: int) -> list[tuple[bytes, bytes]]:
         "negative": [(name, b"-5")],
         "huge": [(name, b"9" * 40)],
         "twice": [(name, str(size).encode()), (name, b"0")],
+        "twice_over_cap": [(name, str(size).encode()), (name, str(CAP + 1).encode())],
     }[mode]
 
 
@@ -365,9 +366,9 @@ def check_response(ex: Exchange, req: Request, spy: Spy) -> None:
     if ex.status == 200:
         assert json.loads(ex.body)["status"] in ("processing", "ignored", "invalid_payload")
     assert ex.bytes_consumed <= CAP + max(map(len, req.chunks()))
-    if req.length == "over_cap" and ex.status == 413:
+    if req.length in ("over_cap", "twice_over_cap") and ex.status == 413:
         assert ex.bytes_consumed == 0
-    too_big = len(req.body) > CAP or req.length in ("over_cap", "huge")
+    too_big = len(req.body) > CAP or req.length in ("over_cap", "huge", "twice_over_cap")
     if req.validly_signed and not too_big and not spy.fail:
         assert ex.status == 200, (ex.status, ex.body)
 
@@ -483,6 +484,19 @@ async def test_declared_length_over_the_cap_reads_nothing() -> None:
     """A Content-Length over the cap is refused from the headers: not one receive()."""
     app = WebhookApp(Spy(), app_secret=SECRET, max_body=CAP)
     ex = await call_asgi(app, headers=[(b"content-length", str(CAP + 1).encode())],
+                         chunks=_endless(b"x" * 1000, 10**6))
+    assert ex.status == 413 and ex.receive_calls == 0 and ex.bytes_consumed == 0
+
+
+@pytest.mark.parametrize("lengths", [(b"10", str(CAP + 1).encode()),
+                                     (str(CAP + 1).encode(), b"10"),
+                                     (b"garbage", str(CAP + 1).encode())])
+async def test_any_repeated_length_over_the_cap_reads_nothing(
+        lengths: tuple[bytes, bytes]) -> None:
+    """With Content-Length given twice, the larger value decides, in either order, and an
+    unreadable one does not hide the other: over the cap is 413 before any receive()."""
+    app = WebhookApp(Spy(), app_secret=SECRET, max_body=CAP)
+    ex = await call_asgi(app, headers=[(b"content-length", v) for v in lengths],
                          chunks=_endless(b"x" * 1000, 10**6))
     assert ex.status == 413 and ex.receive_calls == 0 and ex.bytes_consumed == 0
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import load_payload, sign
 from wa_agent import InvalidSignature, Secret, SignatureVerifier
@@ -153,3 +157,34 @@ def test_empty_secret_is_refused(secret: str | Secret) -> None:
     """An empty app secret is a configuration mistake: ValueError at construction."""
     with pytest.raises(ValueError, match="non-empty"):
         SignatureVerifier(secret)
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=st.text(min_size=1, max_size=150), body=st.binary(max_size=2000),
+       upper=st.booleans(), as_bytes=st.booleans(), pad=st.sampled_from(["", " ", "\t "]))
+def test_keyed_once_state_agrees_with_a_fresh_hmac_per_body(
+        secret: str, body: bytes, upper: bool, as_bytes: bool, pad: str) -> None:
+    """The verifier keys its HMAC once and copies that state per body: for any secret
+    (longer than SHA-256's 64-byte block too) and body, the result is the standard HMAC;
+    the header may be text or the raw header bytes, in either case, with blanks around."""
+    v = SignatureVerifier(secret)
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert v.sign(body) == "sha256=" + expected
+    text = pad + ("SHA256=" + expected.upper() if upper else "sha256=" + expected)
+    header: str | bytes = text.encode() if as_bytes else text
+    assert v.is_valid(body, header)
+    assert v.is_valid(body, v.sign(body))  # the state is not consumed by earlier checks
+    assert not v.is_valid(body + b"x", header)
+
+
+@pytest.mark.parametrize("header", [
+    b"sha256=" + b"g" * 64,  # not hex
+    "sha256=" + "é" * 64,  # not ASCII
+    b"sha256=" + b"0" * 62 + b"  ",  # blanks inside the digest
+    b"sha1=" + b"0" * 66,  # right length, wrong algorithm
+    b"\xffsha256=" + b"0" * 63,  # undecodable prefix
+])
+def test_malformed_headers_are_refused_without_an_exception(
+        verifier: SignatureVerifier, header: str | bytes) -> None:
+    """Text or bytes headers that are not 'sha256=' + 64 hex digits are simply invalid."""
+    assert verifier.is_valid(b"{}", header) is False

@@ -8,6 +8,7 @@ expiry on every access with millisecond precision, so this is not timing-sensiti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -19,11 +20,14 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.redis_server import free_port
 from wa_agent.agents import Turn
 from wa_agent.exceptions import StoreError
 from wa_agent.stores import InboxItem, MemorySessionStore, SessionStore, SQLiteSessionStore
+from wa_agent.stores.base import make_item
 from wa_agent.testing.clock import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -809,3 +813,20 @@ async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
     assert grouped == serial
     assert sum(grouped_calls) >= 2  # some calls did share a batch
     assert serial[0] == [[True], [False, True], [False], [False], [True, False], [True]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(id=st.text(), sender=st.text(), payload=st.text(), received_at=st.floats(allow_nan=False),
+       seq=st.integers(), attempts=st.integers(), progress=st.none() | st.text())
+def test_make_item_builds_the_same_item_as_the_constructor(
+        id: str, sender: str, payload: str, received_at: float, seq: int, attempts: int,
+        progress: str | None) -> None:
+    """The ack path's fast InboxItem constructor gives an item equal to (and as frozen as)
+    the dataclass constructor's, every field in its place."""
+    fast = make_item(id, sender, payload, received_at, seq, attempts, progress)
+    assert fast == InboxItem(id, sender, payload, received_at, seq, attempts, progress)
+    assert type(fast) is InboxItem
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.seq = 1  # type: ignore[misc]
+    assert make_item(id, sender, payload, received_at) == InboxItem(id, sender, payload,
+                                                                    received_at)

@@ -241,8 +241,15 @@ class WebhookApp:
         if self._warn_unsigned:
             self._warn_once()
         if kind == "http":
-            try:
-                await self._http(scope, receive, send)
+            try:  # routing inline: one coroutine less on every webhook
+                path: str = scope.get("path", "")
+                root = scope.get("root_path", "")
+                if root and path.startswith(root):
+                    path = path[len(root):]
+                if path == "/webhook" and scope.get("method") == "POST":
+                    await self._post(scope, receive, send)
+                else:
+                    await self._http(path, scope, receive, send)
             except Exception:
                 logger.exception("unexpected error handling %s %s", scope.get("method"),
                                  scope.get("path"))
@@ -292,11 +299,8 @@ class WebhookApp:
         elif not self._ready.done():
             await asyncio.shield(self._ready)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
+    async def _http(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request but ``POST /webhook`` (``path`` is relative to the mount)."""
         path = path.rstrip("/") or "/"
         method = scope.get("method", "GET")
         if path == "/webhook":
@@ -335,19 +339,19 @@ class WebhookApp:
         logger.info("webhook verified by Meta")
         await _respond(send, 200, challenge.encode(), _TEXT)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_body:
-                    raise _TooLarge
+    async def _read_body(self, receive: Receive, declared: int) -> bytes:
+        """The whole request body (``declared`` is its ``Content-Length``, or -1)."""
+        if declared > self.max_body:
+            raise _TooLarge
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")  # the common case: one chunk
+            if len(body) > self.max_body:
+                raise _TooLarge
+            return body
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Disconnected  # never process a partial body
             chunk = message.get("body", b"")
@@ -358,28 +362,33 @@ class WebhookApp:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            message = await receive()
+        return b"".join(chunks)
 
     async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = -1
+        header = None
+        for name, value in scope.get("headers", ()):  # one pass for both headers
+            if name == b"content-length":
+                try:  # repeated: the largest decides
+                    declared = max(declared, int(value))
+                except ValueError:
+                    pass
+            elif name == b"x-hub-signature-256" and header is None:
+                header = value
         try:
-            body = await self._read_body(scope, receive)
+            body = await self._read_body(receive, declared)
         except _TooLarge:
             await _respond(send, 413, b'{"status":"too_large"}', _JSON)
             return
         except _Disconnected:
             logger.info("client disconnected before the whole webhook body arrived")
             return
-        if self._verifier is not None:
-            header = None
-            for name, value in scope.get("headers", ()):
-                if name == b"x-hub-signature-256":
-                    header = value.decode("latin-1")
-                    break
-            if not self._verifier.is_valid(body, header):
-                logger.warning("webhook refused: %s X-Hub-Signature-256",
-                               "missing" if header is None else "invalid")
-                await _respond(send, 403, b'{"status":"invalid_signature"}', _JSON)
-                return
+        if self._verifier is not None and not self._verifier.is_valid(body, header):
+            logger.warning("webhook refused: %s X-Hub-Signature-256",
+                           "missing" if header is None else "invalid")
+            await _respond(send, 403, b'{"status":"invalid_signature"}', _JSON)
+            return
         try:
             status = None
             if self._accept_body is not None:

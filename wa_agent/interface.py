@@ -64,7 +64,7 @@ from .exceptions import (
 )
 from .parser import MessageParser, _too_deep
 from .secret import Secret
-from .stores.base import InboxItem, SessionStore
+from .stores.base import InboxItem, SessionStore, make_item
 
 if TYPE_CHECKING:
     from .heartbeat import HeartbeatConfig, HeartbeatScheduler, StoreLease
@@ -646,11 +646,11 @@ class WhatsAppInterface:
             return None
         wamid, sender, pnid = found
         if ((self.phone_number_id and pnid and pnid != self.phone_number_id)
-                or "text" not in self.answer_types or not self.is_user_allowed(sender)):
+                or "text" not in self.answer_types
+                or (self.allowed_numbers is not None and not self.is_user_allowed(sender))):
             return None
         self._gate.webhook()
-        item = InboxItem(id=wamid, sender=sender, payload=body.decode(), received_at=time.time())
-        return await self._record([item], None)
+        return await self._record([make_item(wamid, sender, body.decode(), time.time())], None)
 
     async def _record(self, items: list[InboxItem], messages: list[Message] | None) -> str:
         """Record ``items`` in the inbox (within the backlog bounds) and schedule the new

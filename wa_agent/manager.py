@@ -97,11 +97,12 @@ class InterfaceManager:
         for prefix, interface in self._routes:
             if local == prefix or local.startswith(prefix + "/"):
                 app = interface.attach_routes()
-                child = dict(scope)
-                child["root_path"] = root + prefix
-                if not path.startswith(root):  # server gave a path relative to root_path
-                    child["path"] = root + path
-                await app(child, receive, send)
+                if prefix or not path.startswith(root):
+                    scope = dict(scope)  # the child's own (the common root mount needs none)
+                    scope["root_path"] = root + prefix
+                    if not path.startswith(root):  # server gave a path relative to root_path
+                        scope["path"] = root + path
+                await app(scope, receive, send)
                 return
         if local.rstrip("/") in ("", "/health"):
             body = json.dumps({"status": "ok", "interfaces": [

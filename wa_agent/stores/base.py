@@ -44,6 +44,29 @@ class InboxItem:
     progress: str | None = None
 
 
+# The dataclass __init__ of a frozen class sets each field through object.__setattr__; the
+# slots' own descriptors do the same job in half the time. For the ack path's hot spots.
+_new = object.__new__
+_SET_FIELDS = tuple(InboxItem.__dict__[name].__set__ for name in (
+    "id", "sender", "payload", "received_at", "seq", "attempts", "progress"))
+
+
+def make_item(id: str, sender: str, payload: str, received_at: float, seq: int = 0,
+              attempts: int = 0, progress: str | None = None) -> InboxItem:
+    """``InboxItem(id, sender, payload, received_at, seq, attempts, progress)``, faster."""
+    item: InboxItem = _new(InboxItem)
+    set_id, set_sender, set_payload, set_received, set_seq, set_attempts, set_progress = \
+        _SET_FIELDS
+    set_id(item, id)
+    set_sender(item, sender)
+    set_payload(item, payload)
+    set_received(item, received_at)
+    set_seq(item, seq)
+    set_attempts(item, attempts)
+    set_progress(item, progress)
+    return item
+
+
 @runtime_checkable
 class SessionStore(Protocol):
     """Storage behind an interface. See the module docstring."""

@@ -12,7 +12,7 @@ from typing import Self
 
 from ..agents import Turn
 from ._common import check_ttl, from_micros, status_advances, to_micros
-from .base import DEFAULT_DEDUPE_TTL, InboxItem
+from .base import DEFAULT_DEDUPE_TTL, InboxItem, make_item
 
 __all__ = ["MemorySessionStore"]
 
@@ -74,19 +74,23 @@ class MemorySessionStore:
     # -- dedupe -------------------------------------------------------------------------
     def _mark(self, interface: str, key: str, now: float) -> bool:
         """Set the mark unless a live one exists; ``True`` if it was set."""
-        k = (interface, key)
-        expires = self._marks.get(k)
-        if expires is not None and expires > now:
-            return False
+        return self._mark_key((interface, key), now)
+
+    def _mark_key(self, k: tuple[str, str], now: float) -> bool:
         marks = self._marks
+        expires = marks.get(k)
         if expires is not None:
+            if expires > now:
+                return False
             del marks[k]  # re-insert at the end to keep the order by expiry
         marks[k] = now + self._ttl
-        if next(iter(marks.values())) <= now:  # the oldest mark expired: drop a few
-            for old, exp in list(itertools.islice(marks.items(), _PURGE_STEP)):
-                if exp > now:
-                    break
-                del marks[old]
+        for exp in marks.values():  # the oldest mark expired: drop a few
+            if exp <= now:
+                for old, exp in list(itertools.islice(marks.items(), _PURGE_STEP)):
+                    if exp > now:
+                        break
+                    del marks[old]
+            break
         return True
 
     async def purge_expired(self) -> int:
@@ -116,18 +120,22 @@ class MemorySessionStore:
         """Dedupe and enqueue; see :meth:`SessionStore.add_inbound`."""
         now = self._clock()
         senders = self._inbox.setdefault(interface, {})
+        where = self._item_sender
         out: list[bool] = []
         for item in items:
-            if (interface, item.id) in self._item_sender or not self._mark(
-                interface, item.id, now
-            ):
+            key = (interface, item.id)
+            if key in where or not self._mark_key(key, now):
                 out.append(False)
                 continue
             # (dataclasses.replace() costs ~3 µs: it inspects every field each call)
-            stored = InboxItem(item.id, item.sender, item.payload, item.received_at,
+            stored = make_item(item.id, item.sender, item.payload, item.received_at,
                                next(self._seq), item.attempts, item.progress)
-            senders.setdefault(item.sender, {})[item.id] = stored
-            self._item_sender[(interface, item.id)] = item.sender
+            queue = senders.get(item.sender)
+            if queue is None:
+                senders[item.sender] = {item.id: stored}
+            else:
+                queue[item.id] = stored
+            where[key] = item.sender
             out.append(True)
         return out
 
