@@ -25,7 +25,9 @@ _FORBIDDEN = [(b"content-type", b"application/json"), (b"content-length", b"2")]
 
 def make_app(app_secret: str) -> Callable[..., Awaitable[None]]:
     """The bare receiver for ``app_secret``."""
-    key = app_secret.encode()
+    # Keyed once, copied per body: the same HMAC shortcut wa_agent's SignatureVerifier
+    # takes, so the ceiling does not lose to wa_agent on the one step they share.
+    keyed = hmac.new(app_secret.encode(), digestmod=hashlib.sha256)
 
     async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
                   send: Callable[[Message], Awaitable[None]]) -> None:
@@ -50,7 +52,9 @@ def make_app(app_secret: str) -> Callable[..., Awaitable[None]]:
             if name == b"x-hub-signature-256":
                 signature = value
                 break
-        expected = b"sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+        mac = keyed.copy()
+        mac.update(body)
+        expected = b"sha256=" + mac.hexdigest().encode()
         if hmac.compare_digest(expected, signature):
             await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
             await send({"type": "http.response.body", "body": _OK})

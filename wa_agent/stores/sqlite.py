@@ -11,6 +11,9 @@ Design:
   when it returns, at the cost of one ``fsync`` per batch instead of one per message. The
   batch's :meth:`add_inbound` calls (a burst of webhooks) run together as a few multi-row
   statements; if those fail, each call runs alone as above.
+* **One row per acknowledged message.** While a message waits in the inbox, its inbox row
+  is its dedupe mark; :meth:`complete` deletes the row and writes the mark (TTL from then)
+  in the same transaction, so the ack path inserts one row instead of two.
 * WAL journal, ``BEGIN IMMEDIATE`` for writes and a busy timeout, so several processes can
   share the file: dedupe, the inbox, statuses and leases hold across them.
 * ``synchronous="NORMAL"`` (the default) survives a crash of the process (``SIGKILL``) but
@@ -99,9 +102,10 @@ _REPEATS = (
      "AND d.key = v.key WHERE d.expires > v.now UNION ALL SELECT 'inbox', v.interface, v.key "
      "FROM v JOIN inbox i ON i.interface = v.interface AND i.id = v.key"),
 )
-_MARK_MANY = (
-    "INSERT INTO dedupe (interface, key, expires) VALUES", "(?, ?, ?)",
-    "ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires",
+_LIVE_MARK = "SELECT 1 FROM dedupe WHERE interface = ? AND key = ? AND expires > ?"
+_MARK_SET = (
+    "INSERT INTO dedupe (interface, key, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires"
 )
 _ENQUEUE_MANY = (
     ("INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) "
@@ -408,14 +412,11 @@ class SQLiteSessionStore:
             for kind, iface, wamid in _select_rows(conn, _REPEATS, wanted):
                 (live if kind == "mark" else queued_before).add((iface, wamid))
             new: dict[tuple[str, str], tuple[Any, ...]] = {}
-            marks: list[tuple[Any, ...]] = []
             for op in ops:
                 for row in op.rows:
                     key = (op.interface, row[0])
                     if key not in live and key not in new:
                         new[key] = (op.interface, *row)
-                        marks.append((op.interface, row[0], op.expires))
-            _insert_rows(conn, _MARK_MANY, marks)
             _insert_rows(conn, _ENQUEUE_MANY,
                          [row for key, row in new.items() if key not in queued_before])
         except sqlite3.Error:
@@ -505,7 +506,7 @@ class SQLiteSessionStore:
             for it in items
         ]
         result: list[bool] = await self._submit(
-            _AddInbound(interface, rows, now + self._ttl, now), write=True)
+            _AddInbound(interface, rows, now), write=True)
         return result
 
     async def pending(self, interface: str, sender: str | None = None) -> list[InboxItem]:
@@ -563,8 +564,13 @@ class SQLiteSessionStore:
         """Remove the item (if present) and append ``turns`` to the history, atomically."""
         rows = _turn_rows(interface, sender, turns)
 
+        expires = self._clock() + self._ttl
+
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM inbox WHERE interface = ? AND id = ?", (interface, item_id))
+            if conn.execute("DELETE FROM inbox WHERE interface = ? AND id = ?",
+                            (interface, item_id)).rowcount:
+                # Its dedupe mark, from now on (the inbox row was the mark until now).
+                conn.execute(_MARK_SET, (interface, item_id, expires))
             if rows:
                 conn.executemany(_INSERT_TURN, rows)
 
@@ -753,20 +759,17 @@ _INSERT_TURN = (
 class _AddInbound:
     """One ``add_inbound`` call: run alone, or grouped with the others of its batch."""
 
-    __slots__ = ("expires", "interface", "now", "rows")
+    __slots__ = ("interface", "now", "rows")
 
-    def __init__(self, interface: str, rows: list[tuple[Any, ...]], expires: float,
-                 now: float) -> None:
+    def __init__(self, interface: str, rows: list[tuple[Any, ...]], now: float) -> None:
         self.interface = interface
         self.rows = rows
-        self.expires = expires
         self.now = now
 
     def __call__(self, conn: sqlite3.Connection) -> list[bool]:
         out: list[bool] = []
         for item_id, sender, payload, received_at, attempts, progress in self.rows:
-            marked = conn.execute(_MARK, (self.interface, item_id, self.expires, self.now))
-            if marked.rowcount != 1:
+            if conn.execute(_LIVE_MARK, (self.interface, item_id, self.now)).fetchone():
                 out.append(False)
                 continue
             cur = conn.execute(
