@@ -16,11 +16,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def _unfrozen_gc() -> object:
-    """A manager started through the ASGI lifespan freezes the garbage collector's view of
-    the process (``InterfaceManager(freeze_gc=None)``); undo it after each test so the test
-    process keeps collecting normally."""
+    """A manager started through the ASGI lifespan tunes the garbage collector of the
+    process (``InterfaceManager(tune_gc=None)``: freeze, rarer full collections); undo it
+    after each test (a test may stop without closing) so the test process keeps collecting
+    normally."""
     import gc
 
+    thresholds = gc.get_threshold()
     yield
     if gc.get_freeze_count():
         gc.unfreeze()
+    gc.set_threshold(*thresholds)

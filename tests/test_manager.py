@@ -237,10 +237,11 @@ async def test_secrets_stay_out_of_reprs_and_logs(caplog: pytest.LogCaptureFixtu
 
 
 # -- garbage collector ------------------------------------------------------------------------
-async def test_serving_freezes_the_gc_but_a_background_start_does_not() -> None:
-    """The lifespan startup of a served app collects once and freezes what is left
-    (``gc.get_freeze_count()`` > 0); ``freeze_gc=False`` and a background ``start()`` (a
-    notebook kernel) leave the collector alone."""
+async def test_serving_tunes_the_gc_but_a_background_start_does_not() -> None:
+    """The lifespan startup of a served app collects once, freezes what is left
+    (``gc.get_freeze_count()`` > 0) and makes full collections rarer (third threshold 100,
+    the previous one back after close()); ``tune_gc=False`` and a background ``start()``
+    (a notebook kernel) leave the collector alone."""
     import gc
 
     from wa_agent.sender import Sender
@@ -251,14 +252,19 @@ async def test_serving_freezes_the_gc_but_a_background_start_does_not() -> None:
                                  verify_token="v")
 
     gc.unfreeze()
+    before = gc.get_threshold()
+    assert before[2] < 100
     served = InterfaceManager([interface()])
     await served.open()  # what the ASGI lifespan startup runs under uvicorn
     assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == (before[0], before[1], 100)
     await served.close()
+    assert gc.get_threshold() == before
     gc.unfreeze()
 
-    never = InterfaceManager([interface()], freeze_gc=False)
+    never = InterfaceManager([interface()], tune_gc=False)
     await never.open()
+    assert gc.get_threshold() == before
     await never.close()
     assert gc.get_freeze_count() == 0
 
@@ -266,5 +272,6 @@ async def test_serving_freezes_the_gc_but_a_background_start_does_not() -> None:
     await background.start(port=0)
     try:
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == before
     finally:
         await background.stop()

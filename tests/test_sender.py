@@ -1041,3 +1041,30 @@ async def test_empty_text_is_refused(make_sender: Callable[..., Sender]) -> None
     """Sending blank text is a usage error, not an API call."""
     with pytest.raises(ValueError, match="empty"):
         await make_sender().send_text(USER, "  \n ")
+
+
+async def test_graph_calls_leave_no_reference_cycles(
+    served: Served, make_sender: Callable[..., Sender]
+) -> None:
+    """A send or read receipt leaves no httpx request/response behind for the garbage
+    collector: httpx's response <-> stream cycle is cut once the body is read, so reference
+    counting frees each call's objects at once (with thousands of agents in flight the
+    collector's pauses are the ack latency's tail). Checked with and without keep-alive."""
+    import gc
+
+    for sender in (make_sender(own_client=True), make_sender()):
+        await sender.send_text("15551230001", "warm-up")
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for n in range(5):
+                await sender.send_text("15551230001", f"hello {n}")
+                await sender.mark_read(f"wamid.IN{n}", typing=True)
+            gc.collect()
+            left = [o for o in gc.garbage if isinstance(o, (httpx.Request, httpx.Response))]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert left == []

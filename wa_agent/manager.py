@@ -39,28 +39,39 @@ __all__ = ["InterfaceManager"]
 logger = logging.getLogger(__name__)
 
 
+#: Generation-1 collections per full collection while tuned (``tune_gc``); CPython's
+#: default is 10.
+_FULL_COLLECTION_EVERY = 100
+
+
 class InterfaceManager:
     """Hosts one or more :class:`~wa_agent.WhatsAppInterface` objects in one ASGI app.
 
     Interfaces are routed by their ``prefix`` (two numbers: two prefixes). ``GET /health``
     at the root lists every interface's health.
 
-    ``freeze_gc``: after the interfaces have started (ASGI lifespan startup), collect
-    garbage once and ``gc.freeze()`` what is left, so the garbage collector no longer walks
-    the tens of thousands of long-lived objects of the imported libraries on every full
-    collection. With thousands of agents in flight those collections are what delays acks
-    (measured: ack p99 41–75 ms → 14–24 ms at 1 000 webhooks/s with 2 s agents, see
-    BENCHMARKS.md). Frozen objects are still freed when unused; only reference cycles among
-    them would stay until ``gc.unfreeze()``. ``None`` (the default) freezes when serving
-    for real (``serve()`` in a script, or the app under uvicorn or any ASGI server) and not
-    for :meth:`start` (a notebook kernel's objects are the user's); ``True`` / ``False``
-    always / never.
+    ``tune_gc``: after the interfaces have started (ASGI lifespan startup), collect
+    garbage once, ``gc.freeze()`` what is left, and make full collections ten times rarer
+    (CPython's third ``gc.set_threshold()`` value, 10 → 100; restored by :meth:`close`).
+    With thousands of agents in flight, each full collection walks every object of every
+    running agent (plus, unfrozen, the imported libraries' tens of thousands) and holds the
+    event loop for tens of milliseconds, and the defaults run one every second or two at
+    1 000 webhooks/s: those pauses were the ack latency's tail (p99 at 1 000 webhooks/s
+    with 2 s agents: 41–75 ms untuned, 14–24 ms frozen, 5–6 ms with rarer full
+    collections too; see BENCHMARKS.md). The rarer collections are safe here because the
+    reply path leaves no reference cycles behind (young cycles are still collected by the
+    frequent young-generation passes). Frozen objects are still freed when unused; only
+    reference cycles among them would stay until ``gc.unfreeze()``. ``None`` (the default)
+    tunes when serving for real (``serve()`` in a script, or the app under uvicorn or any
+    ASGI server) and not for :meth:`start` (a notebook kernel's process is the user's);
+    ``True`` / ``False`` always / never.
     """
 
     def __init__(self, interfaces: Iterable[WhatsAppInterface], *,
-                 freeze_gc: bool | None = None) -> None:
+                 tune_gc: bool | None = None) -> None:
         self.interfaces = list(interfaces)
-        self.freeze_gc = freeze_gc
+        self.tune_gc = tune_gc
+        self._gc_threshold: tuple[int, int, int] | None = None  # to restore on close()
         self._background = False  # started by start(): a notebook or a test, not a server
         if not self.interfaces:
             raise ValueError("InterfaceManager needs at least one WhatsAppInterface")
@@ -147,11 +158,15 @@ class InterfaceManager:
             for interface in started:
                 await interface.aclose()
             raise
-        if self.freeze_gc or (self.freeze_gc is None and not self._background):
+        if self.tune_gc or (self.tune_gc is None and not self._background):
             gc.collect()
             gc.freeze()
-            logger.debug("gc.freeze(): %d objects out of the collector's way",
-                         gc.get_freeze_count())
+            young, middle, old = gc.get_threshold()
+            if old < _FULL_COLLECTION_EVERY and self._gc_threshold is None:
+                self._gc_threshold = (young, middle, old)
+                gc.set_threshold(young, middle, _FULL_COLLECTION_EVERY)
+            logger.debug("gc.freeze(): %d objects out of the collector's way; thresholds %s",
+                         gc.get_freeze_count(), gc.get_threshold())
 
     async def close(self) -> None:
         """Stop every interface (what the ASGI lifespan shutdown does)."""
@@ -160,6 +175,9 @@ class InterfaceManager:
                 await interface.aclose()
             except Exception:
                 logger.exception("closing interface %r failed", interface.name)
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
+            self._gc_threshold = None
 
     # -- running ---------------------------------------------------------------------------
     @property
