@@ -565,6 +565,39 @@ async def test_sqlite_failing_call_does_not_spoil_its_batch(tmp_path: Path) -> N
         assert await store.add_inbound(IFACE, [item(2)]) == [True]
 
 
+async def test_sqlite_failing_write_is_undone_alone_among_other_writes(tmp_path: Path) -> None:
+    """Writes of one batch run without a savepoint each; when one fails the batch runs
+    again with savepoints: the failing call gets StoreError and leaves nothing, the other
+    writes (a completion with history, a progress save) and reads of the batch take effect
+    exactly once."""
+    async with SQLiteSessionStore(tmp_path / "w.db") as store:
+        await store.add_inbound(IFACE, [item(1), item(2)])
+        bad = InboxItem("wamid.bad", "1", None, 1.0)  # type: ignore[arg-type]
+        outcomes: dict[str, Any] = {}
+
+        async def call(name: str, coro: Any) -> None:
+            try:
+                outcomes[name] = await coro
+            except StoreError as exc:
+                outcomes[name] = exc
+
+        before = store.commits
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "complete", store.complete(IFACE, "wamid.1", "111",
+                                                           [turn("q"), turn("a")]))
+            # Its first item is written before the second fails: that must be undone too.
+            tg.start_soon(call, "bad", store.add_inbound(IFACE, [item(5), bad]))
+            tg.start_soon(call, "progress", store.save_progress(IFACE, "wamid.2", '{"p":1}'))
+            tg.start_soon(call, "read", store.pending(IFACE))
+        assert store.commits - before == 1  # one batch, committed once
+        assert isinstance(outcomes["bad"], StoreError)
+        assert isinstance(outcomes["bad"].__cause__, sqlite3.IntegrityError)
+        assert [t.text for t in await store.get_history(IFACE, "111")] == ["q", "a"]
+        (left,) = await store.pending(IFACE)
+        assert (left.id, left.attempts, left.progress) == ("wamid.2", 1, '{"p":1}')
+        assert await store.add_inbound(IFACE, [item(1)]) == [False]  # completed: marked
+
+
 async def test_sqlite_purges_expired_marks(tmp_path: Path) -> None:
     """Expired dedupe marks and statuses are deleted by writes after the purge interval."""
     clock = FakeClock(T0)
