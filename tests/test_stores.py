@@ -823,9 +823,9 @@ async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
     grouped_calls: list[int] = []
     group = SQLiteSessionStore._add_inbound_group
 
-    def counting(conn: sqlite3.Connection, requests: list[Any]) -> Any:
+    def counting(conn: sqlite3.Connection, requests: list[Any], savepoint: bool) -> Any:
         grouped_calls.append(len(requests))
-        return group(conn, requests)
+        return group(conn, requests, savepoint)
 
     monkeypatch.setattr(SQLiteSessionStore, "_add_inbound_group", staticmethod(counting))
 

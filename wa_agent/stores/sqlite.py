@@ -379,9 +379,10 @@ class SQLiteSessionStore:
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]] | None:
         """Run the batch in one transaction (none for reads only) and commit it.
 
-        Without ``isolate`` the writes run back to back, and the first one that fails rolls
-        the whole transaction back and answers ``None`` (the caller then runs the batch
-        again with ``isolate``): a savepoint around every write costs two more statements,
+        Without ``isolate`` the writes (the ``add_inbound`` group first) run back to back,
+        and the first one that fails rolls the whole transaction back and answers ``None``
+        (the caller then runs the batch again with ``isolate``): a savepoint around every
+        write costs two more statements,
         and each statement hands the GIL over and waits to get it back from a busy event
         loop, so under load the savepoints were most of a batch's time. With ``isolate``
         each write runs in its own savepoint, so one failing write undoes only itself.
@@ -389,7 +390,11 @@ class SQLiteSessionStore:
         if write:
             conn.execute("BEGIN IMMEDIATE")
         inbound = [r for r in batch if isinstance(r.op, _AddInbound)] if _GROUPED else []
-        grouped = self._add_inbound_group(conn, inbound) if len(inbound) > 1 else {}
+        grouped = (self._add_inbound_group(conn, inbound, savepoint=isolate)
+                   if len(inbound) > 1 else {})
+        if grouped is None:
+            conn.execute("ROLLBACK")
+            return None
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for r in batch:
             outcome = grouped.get(id(r))
@@ -415,22 +420,24 @@ class SQLiteSessionStore:
 
     @staticmethod
     def _add_inbound_group(
-        conn: sqlite3.Connection, requests: list[_Request]
-    ) -> dict[int, tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        conn: sqlite3.Connection, requests: list[_Request], savepoint: bool
+    ) -> dict[int, tuple[asyncio.Future[Any], Any, BaseException | None]] | None:
         """Every ``add_inbound`` of a batch in a few multi-row statements instead of two per
         item plus a savepoint per call. Each statement step hands the GIL over (and waits up
         to the interpreter's switch interval to get it back while the event loop is busy),
         so the steps are what bounds a burst: one lookup that returns rows only for the rare
-        repeats (a live dedupe mark, an id still in the inbox), then one insert of the marks
-        and one of the inbox rows. Same answers as the calls one after the other (the first
-        copy of an id wins). On an SQLite error it gives up (``{}``): the calls then run one
-        by one."""
+        repeats (a live dedupe mark, an id still in the inbox), then one insert of the inbox
+        rows. Same answers as the calls one after the other (the first copy of an id wins).
+        On an SQLite error it gives up: inside its own ``savepoint`` it undoes itself and
+        answers ``{}`` (the calls then run one by one); without one it answers ``None``
+        and the caller rolls the transaction back."""
         ops: list[_AddInbound] = []
         for r in requests:
             assert isinstance(r.op, _AddInbound)
             ops.append(r.op)
         wanted = [(op.interface, row[0], op.now) for op in ops for row in op.rows]
-        conn.execute("SAVEPOINT inbound")
+        if savepoint:
+            conn.execute("SAVEPOINT inbound")
         try:
             live: set[tuple[str, str]] = set()
             queued_before: set[tuple[str, str]] = set()
@@ -447,10 +454,13 @@ class SQLiteSessionStore:
         except sqlite3.Error:
             if not conn.in_transaction:
                 raise
+            if not savepoint:
+                return None
             conn.execute("ROLLBACK TO inbound")
             conn.execute("RELEASE inbound")
             return {}
-        conn.execute("RELEASE inbound")
+        if savepoint:
+            conn.execute("RELEASE inbound")
         out: dict[int, tuple[asyncio.Future[Any], Any, BaseException | None]] = {}
         taken: set[tuple[str, str]] = set()
         for r, op in zip(requests, ops, strict=True):
