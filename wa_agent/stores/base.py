@@ -88,8 +88,9 @@ class SessionStore(Protocol):
         sender's queue, in order) and answer ``True``. When this returns, every ``True`` item
         survives a crash. Raises :class:`~wa_agent.StoreError` if it could not write.
         A store may let the inbox entry stand for the mark and write the mark itself in
-        :meth:`complete` (the SQLite store does: one row less per acknowledged message);
-        either way an id is a duplicate from ``add_inbound`` until the TTL after completion.
+        :meth:`complete` (the memory and SQLite stores do: one write less per acknowledged
+        message); either way an id is a duplicate from ``add_inbound`` until the TTL after
+        completion.
         """
         ...
 

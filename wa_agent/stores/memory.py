@@ -122,9 +122,13 @@ class MemorySessionStore:
         senders = self._inbox.setdefault(interface, {})
         where = self._item_sender
         out: list[bool] = []
+        marks = self._marks
         for item in items:
             key = (interface, item.id)
-            if key in where or not self._mark_key(key, now):
+            # While the item waits in the inbox, its entry there is its dedupe mark;
+            # complete() writes the mark (one dictionary insert less per message here).
+            expires = marks.get(key)
+            if key in where or (expires is not None and expires > now):
                 out.append(False)
                 continue
             # (dataclasses.replace() costs ~3 µs: it inspects every field each call)
@@ -166,12 +170,15 @@ class MemorySessionStore:
         self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
     ) -> None:
         """Remove the item (if present) and append ``turns`` to the history, atomically."""
-        owner = self._item_sender.pop((interface, item_id), None)
+        key = (interface, item_id)
+        owner = self._item_sender.pop(key, None)
         if owner is not None:
             senders = self._inbox[interface]
             del senders[owner][item_id]
             if not senders[owner]:
                 del senders[owner]
+            self._marks.pop(key, None)  # re-inserted last: the dict stays in expiry order
+            self._mark_key(key, self._clock())  # the dedupe mark, from now on
         if turns:
             self._append(interface, sender, turns)
 
