@@ -4,6 +4,7 @@ wamids in one body under the backlog bound, one lease keeper for every sender.""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -320,3 +321,60 @@ async def test_a_receiver_only_records_and_a_worker_on_the_same_store_answers(
         assert sim.emulator.texts_to("15551230002") == ["echo b0", "echo b1", "echo b2"]
         assert ran_in == ["worker"] * 6
         assert await receiver.store.pending(receiver.name) == []
+
+
+class _CountingStore(MemorySessionStore):
+    """Counts the sender-lease acquisitions and inbox reads (the drain's store round trips)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acquired: list[str] = []
+        self.reads = 0
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        if name.startswith("sender:"):
+            self.acquired.append(name)
+        return await super().acquire_lease(name, owner, ttl)
+
+    async def pending(self, interface: str, sender: str | None = None) -> list[Any]:
+        self.reads += sender is not None
+        return await super().pending(interface, sender)
+
+
+async def test_one_lease_round_per_drain_follow_ups_included() -> None:
+    """A drain holds the sender's lease until the inbox has nothing more for the sender:
+    one message costs one lease acquisition and two inbox reads (the second finds it
+    empty), not a second lease round; a follow-up recorded while the agent runs is answered
+    in the same round, after the first."""
+    from wa_agent.testing import Simulator
+
+    store = _CountingStore()
+    answered: list[str] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def agent(request: AgentRequest) -> str:
+        answered.append(request.text)
+        started.set()
+        if request.text == "first":
+            await release.wait()
+        return f"re: {request.text}"
+
+    async with Simulator(agent, storage=store) as sim:
+        user = sim.user("15550002222")
+        assert (await user.ask("alone")).text == "re: alone"
+        await sim.settle()
+        assert answered == ["alone"]
+        assert (len(store.acquired), store.reads) == (1, 2)
+
+        store.acquired.clear()
+        store.reads = 0
+        started.clear()
+        await user.send_text("first")
+        await asyncio.wait_for(started.wait(), 5)
+        await user.send_text("second")  # recorded while the agent answers "first"
+        release.set()
+        await sim.settle()
+        assert answered == ["alone", "first", "second"]
+        assert [r.text for r in user.take_replies()] == ["re: first", "re: second"]
+        assert len(store.acquired) == 1 and store.reads == 3

@@ -843,17 +843,23 @@ class WhatsAppInterface:
                     continue
                 held = self._held[lease_name] = _Held()
                 try:
-                    items = await self.store.pending(self.name, sender)
-                    self._sync_pending(sender, len(items))
-                    for index, item in enumerate(items):
-                        if self._closing or held.lost:  # lease lost: start over
-                            break
-                        latest = index == len(items) - 1 and sender not in self._wake
-                        assert self._sem is not None
-                        async with self._sem:
-                            if self._closing:  # waited for a slot while shutting down
+                    # Until the inbox has nothing more for the sender: one lease for all
+                    # rounds (a round per follow-up that came in meanwhile).
+                    while True:
+                        items = await self.store.pending(self.name, sender)
+                        self._sync_pending(sender, len(items))
+                        for index, item in enumerate(items):
+                            if self._closing or held.lost:  # lease lost: start over
                                 break
-                            await self._process(item, quote=not latest)
+                            latest = index == len(items) - 1 and sender not in self._wake
+                            assert self._sem is not None
+                            async with self._sem:
+                                if self._closing:  # waited for a slot while shutting down
+                                    break
+                                await self._process(item, quote=not latest)
+                        if not items or self._closing or held.lost:
+                            break
+                        self._wake.discard(sender)  # the next read sees what woke it
                 finally:
                     if self._held.get(lease_name) is held:
                         del self._held[lease_name]
