@@ -735,3 +735,31 @@ def test_import_stays_light() -> None:
         "import wa_agent.llm; assert 'httpx' not in sys.modules, 'httpx imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+async def test_model_calls_leave_no_reference_cycles(api: FakeAPI,
+                                                     make_agent: MakeAgent) -> None:
+    """A model call, answered or failed and retried, leaves no httpx request/response for
+    the garbage collector (the response <-> stream cycle is cut once the body is read)."""
+    import gc
+
+    agent = make_agent()
+    api.reply(200, anthropic_message("warm"))
+    await agent.answer(req("warm up"))
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(3):
+            api.script.clear()  # (the last entry would repeat)
+            api.reply(529, {"type": "error", "error": {"type": "overloaded_error",
+                                                       "message": "busy"}})
+            api.reply(200, anthropic_message(f"answer {n}"))
+            assert (await agent.answer(req(f"question {n}"))).text == f"answer {n}"
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, (httpx.Request, httpx.Response))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []

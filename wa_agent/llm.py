@@ -597,6 +597,8 @@ class LLMAgent:
     async def _post(self, body: dict[str, Any]) -> Any:
         import httpx
 
+        from ._transport import unlink_response
+
         client = self._get_client()
         content = json.dumps(body, ensure_ascii=False).encode()
         attempts = self.max_retries + 1
@@ -621,6 +623,7 @@ class LLMAgent:
                     provider=self.provider, retryable=True,
                 )
             else:
+                unlink_response(response)  # no reference cycle left for the collector
                 ms = (time.perf_counter() - started) * 1000
                 logger.info("%s POST %s -> %d in %.0f ms (attempt %d)", self.provider,
                             self.model_id, response.status_code, ms, attempt)

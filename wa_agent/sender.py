@@ -37,6 +37,7 @@ import anyio
 import httpx
 
 from ._media import MEDIA_MIME_TYPES, MEDIA_SIZE_LIMITS, base_mime, kind_for_mime, sniff_mime
+from ._transport import unlink_response
 from .exceptions import (
     ConfigurationError,
     MediaError,
@@ -890,7 +891,7 @@ class Sender:
                         )
                     finally:
                         self._in_flight -= 1
-                _unlink(response)
+                unlink_response(response)
             except httpx.TransportError as exc:
                 self.stats.requests += 1
                 elapsed = (time.perf_counter() - started) * 1000
@@ -1070,18 +1071,6 @@ def _cap(max_bytes: int | None, kind: str | None, mime_type: str | None) -> int:
         return MEDIA_SIZE_LIMITS[kind]
     found = kind_for_mime(mime_type) if mime_type else None
     return MEDIA_SIZE_LIMITS[found] if found else max(MEDIA_SIZE_LIMITS.values())
-
-
-#: What a read response's stream is replaced with by :func:`_unlink`.
-_DRAINED = httpx.ByteStream(b"")
-
-
-def _unlink(response: httpx.Response) -> None:
-    """Cut the reference cycle httpx leaves between a response and its stream wrapper (with
-    the request, URL and headers hanging off them: 26 objects per Graph call, freed only by
-    the garbage collector, whose pauses grow with every agent call in flight). The body is
-    read by then, so reference counting frees it all when the caller lets go."""
-    response.stream = _DRAINED
 
 
 def _body(response: httpx.Response) -> Any:
