@@ -57,7 +57,7 @@ class InterfaceManager:
     running agent (plus, unfrozen, the imported libraries' tens of thousands) and holds the
     event loop for tens of milliseconds, and the defaults run one every second or two at
     1 000 webhooks/s: those pauses were the ack latency's tail (p99 at 1 000 webhooks/s
-    with 2 s agents: 41–75 ms untuned, 14–24 ms frozen, 5–6 ms with rarer full
+    with 2 s agents: 41–75 ms untuned, 14–24 ms frozen, 4–8 ms with rarer full
     collections too; see BENCHMARKS.md). The rarer collections are safe here because the
     reply path leaves no reference cycles behind (young cycles are still collected by the
     frequent young-generation passes). Frozen objects are still freed when unused; only

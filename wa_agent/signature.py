@@ -68,9 +68,7 @@ class SignatureVerifier:
             given = binascii.a2b_hex(header[7:])  # either case; refuses non-hex
         except ValueError:  # binascii.Error, or a str with non-ASCII characters
             return False
-        mac = self._mac.copy()
-        mac.update(body)
-        return hmac.compare_digest(mac.digest(), given)
+        return hmac.compare_digest(self._digest(body), given)
 
     def verify(self, body: bytes, header: str | None) -> None:
         """Raise :class:`~wa_agent.InvalidSignature` unless ``header`` signs ``body``.
