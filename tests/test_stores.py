@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sqlite3
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -583,6 +584,9 @@ async def test_sqlite_failing_write_is_undone_alone_among_other_writes(tmp_path:
 
         before = store.commits
         async with anyio.create_task_group() as tg:
+            # Keep the writer thread busy while the four calls queue up: one batch.
+            tg.start_soon(call, "hold", store._submit(lambda c: time.sleep(0.1), write=False))
+            await anyio.sleep(0.02)
             tg.start_soon(call, "complete", store.complete(IFACE, "wamid.1", "111",
                                                            [turn("q"), turn("a")]))
             # Its first item is written before the second fails: that must be undone too.
