@@ -1,5 +1,6 @@
 """The ack path's shortcuts keep behaviour: the parsed message reaches the agent, repeated
-wamids in one body under the backlog bound, one lease keeper for every sender."""
+wamids in one body under the backlog bound, one lease keeper for every sender, one lease
+round per drain."""
 
 from __future__ import annotations
 
