@@ -72,26 +72,28 @@ class MemorySessionStore:
         """Nothing to release; the data stays until the object is dropped."""
 
     # -- dedupe -------------------------------------------------------------------------
-    def _mark(self, interface: str, key: str, now: float) -> bool:
-        """Set the mark unless a live one exists; ``True`` if it was set."""
-        return self._mark_key((interface, key), now)
+    def _live_mark(self, k: tuple[str, str], now: float) -> bool:
+        """Whether ``k`` has a mark that has not expired at ``now``."""
+        expires = self._marks.get(k)
+        return expires is not None and expires > now
 
-    def _mark_key(self, k: tuple[str, str], now: float) -> bool:
-        marks = self._marks
-        expires = marks.get(k)
-        if expires is not None:
-            if expires > now:
-                return False
-            del marks[k]  # re-insert at the end to keep the order by expiry
-        marks[k] = now + self._ttl
-        for exp in marks.values():  # the oldest mark expired: drop a few
-            if exp <= now:
-                for old, exp in list(itertools.islice(marks.items(), _PURGE_STEP)):
-                    if exp > now:
-                        break
-                    del marks[old]
-            break
+    def _mark(self, k: tuple[str, str], now: float) -> bool:
+        """Set the mark ``k`` unless a live one exists; ``True`` if it was set."""
+        if self._live_mark(k, now):
+            return False
+        self._set_mark(k, now)
         return True
+
+    def _set_mark(self, k: tuple[str, str], now: float) -> None:
+        """Mark ``k`` until a TTL from ``now``; drop a few marks that have expired."""
+        marks = self._marks
+        marks.pop(k, None)  # re-inserted at the end: the dict stays in expiry order
+        marks[k] = now + self._ttl
+        if next(iter(marks.values())) <= now:  # the oldest mark expired: drop a few
+            for old, exp in list(itertools.islice(marks.items(), _PURGE_STEP)):
+                if exp > now:
+                    break
+                del marks[old]
 
     async def purge_expired(self) -> int:
         """Drop every expired dedupe mark and delivery state now; answer how many.
@@ -113,7 +115,7 @@ class MemorySessionStore:
 
     async def seen(self, interface: str, key: str) -> bool:
         """``True`` if ``key`` was marked within the TTL; otherwise mark it and answer ``False``."""
-        return not self._mark(interface, key, self._clock())
+        return not self._mark((interface, key), self._clock())
 
     # -- inbox ----------------------------------------------------------------------------
     async def add_inbound(self, interface: str, items: Sequence[InboxItem]) -> list[bool]:
@@ -122,13 +124,11 @@ class MemorySessionStore:
         senders = self._inbox.setdefault(interface, {})
         where = self._item_sender
         out: list[bool] = []
-        marks = self._marks
         for item in items:
             key = (interface, item.id)
             # While the item waits in the inbox, its entry there is its dedupe mark;
             # complete() writes the mark (one dictionary insert less per message here).
-            expires = marks.get(key)
-            if key in where or (expires is not None and expires > now):
+            if key in where or self._live_mark(key, now):
                 out.append(False)
                 continue
             # (dataclasses.replace() costs ~3 µs: it inspects every field each call)
@@ -177,8 +177,7 @@ class MemorySessionStore:
             del senders[owner][item_id]
             if not senders[owner]:
                 del senders[owner]
-            self._marks.pop(key, None)  # re-inserted last: the dict stays in expiry order
-            self._mark_key(key, self._clock())  # the dedupe mark, from now on
+            self._set_mark(key, self._clock())  # its dedupe mark, from now on
         if turns:
             self._append(interface, sender, turns)
 
