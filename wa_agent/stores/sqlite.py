@@ -382,10 +382,10 @@ class SQLiteSessionStore:
         Without ``isolate`` the writes (the ``add_inbound`` group first) run back to back,
         and the first one that fails rolls the whole transaction back and answers ``None``
         (the caller then runs the batch again with ``isolate``): a savepoint around every
-        write costs two more statements,
-        and each statement hands the GIL over and waits to get it back from a busy event
-        loop, so under load the savepoints were most of a batch's time. With ``isolate``
-        each write runs in its own savepoint, so one failing write undoes only itself.
+        write costs two more statements, and each statement hands the GIL over and waits to
+        get it back from a busy event loop, so under load the savepoints were most of a
+        batch's time. With ``isolate`` each write runs in its own savepoint, so one failing
+        write undoes only itself.
         """
         if write:
             conn.execute("BEGIN IMMEDIATE")
@@ -398,11 +398,9 @@ class SQLiteSessionStore:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for r in batch:
             outcome = grouped.get(id(r))
-            if outcome is None and not r.write:
-                outcome = self._apply(r, conn)  # a read: nothing to roll back
-            elif outcome is None and not isolate:
-                outcome = self._apply(r, conn)
-                if outcome[2] is not None:
+            if outcome is None and (not r.write or not isolate):
+                outcome = self._apply(r, conn)  # a read has nothing to roll back
+                if r.write and outcome[2] is not None:
                     conn.execute("ROLLBACK")
                     return None
             elif outcome is None:
