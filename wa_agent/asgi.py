@@ -390,11 +390,11 @@ class WebhookApp:
             await _respond(send, 403, b'{"status":"invalid_signature"}', _JSON)
             return
         try:
+            ready = self._ready
+            if self._on_first_request is not None and (ready is None or not ready.done()):
+                await self._ensure_ready()
             status = None
             if self._accept_body is not None:
-                ready = self._ready
-                if self._on_first_request is not None and (ready is None or not ready.done()):
-                    await self._ensure_ready()
                 status = await self._accept_body(body)
             if status is None:
                 try:
@@ -403,8 +403,6 @@ class WebhookApp:
                     logger.warning("webhook body is not a WhatsApp payload: %s", exc.reason)
                     await _respond(send, 200, _INVALID, _JSON)
                     return
-                if self._on_first_request is not None:
-                    await self._ensure_ready()
                 status = await self.consumer.accept(events)
         except StoreError:
             logger.exception("could not record webhook messages; answering 500 so Meta retries")
