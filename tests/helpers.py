@@ -1,4 +1,5 @@
-"""Small helpers shared by the test modules: sample payloads, webhook bodies, signatures.
+"""Small helpers shared by the test modules: sample payloads, webhook bodies, signatures,
+httpx objects left for the garbage collector.
 
 ``sign`` is written independently of :class:`wa_agent.SignatureVerifier` so the verifier is
 checked against a second implementation, not against itself.
@@ -6,14 +7,19 @@ checked against a second implementation, not against itself.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import hmac
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PAYLOADS", "load_payload", "sign", "text_webhook"]
+import httpx
+
+__all__ = ["PAYLOADS", "httpx_garbage", "load_payload", "sign", "text_webhook"]
 
 #: Directory of the sample webhook bodies (``tests/payloads/*.json``).
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -70,3 +76,22 @@ def text_webhook(
 def sign(body: bytes, secret: str) -> str:
     """The ``X-Hub-Signature-256`` value Meta would send for ``body`` signed with ``secret``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@contextlib.contextmanager
+def httpx_garbage() -> Iterator[list[object]]:
+    """With the automatic collector off, run the block; the list it yields is then filled
+    with the httpx requests and responses the block left that only the garbage collector
+    could free (reference cycles)."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    left: list[object] = []
+    try:
+        yield left
+        gc.collect()
+        left.extend(o for o in gc.garbage if isinstance(o, (httpx.Request, httpx.Response)))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()

@@ -23,6 +23,7 @@ import anyio
 import httpx
 import pytest
 
+from tests.helpers import httpx_garbage
 from wa_agent.agents import AgentRequest, Attachment, Turn
 from wa_agent.events import MediaRef, Message
 from wa_agent.exceptions import AgentError, ConfigurationError
@@ -741,25 +742,14 @@ async def test_model_calls_leave_no_reference_cycles(api: FakeAPI,
                                                      make_agent: MakeAgent) -> None:
     """A model call, answered or failed and retried, leaves no httpx request/response for
     the garbage collector (the response <-> stream cycle is cut once the body is read)."""
-    import gc
-
     agent = make_agent()
     api.reply(200, anthropic_message("warm"))
     await agent.answer(req("warm up"))
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    with httpx_garbage() as left:
         for n in range(3):
             api.script.clear()  # (the last entry would repeat)
             api.reply(529, {"type": "error", "error": {"type": "overloaded_error",
                                                        "message": "busy"}})
             api.reply(200, anthropic_message(f"answer {n}"))
             assert (await agent.answer(req(f"question {n}"))).text == f"answer {n}"
-        gc.collect()
-        left = [o for o in gc.garbage if isinstance(o, (httpx.Request, httpx.Response))]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
     assert left == []

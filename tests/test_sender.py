@@ -18,6 +18,7 @@ import anyio
 import httpx
 import pytest
 
+from tests.helpers import httpx_garbage
 from wa_agent.exceptions import (
     AccountError,
     AuthenticationError,
@@ -1050,21 +1051,10 @@ async def test_graph_calls_leave_no_reference_cycles(
     collector: httpx's response <-> stream cycle is cut once the body is read, so reference
     counting frees each call's objects at once (with thousands of agents in flight the
     collector's pauses are the ack latency's tail). Checked with and without keep-alive."""
-    import gc
-
     for sender in (make_sender(own_client=True), make_sender()):
         await sender.send_text("15551230001", "warm-up")
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with httpx_garbage() as left:
             for n in range(5):
                 await sender.send_text("15551230001", f"hello {n}")
                 await sender.mark_read(f"wamid.IN{n}", typing=True)
-            gc.collect()
-            left = [o for o in gc.garbage if isinstance(o, (httpx.Request, httpx.Response))]
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
         assert left == []
