@@ -45,6 +45,7 @@ from .exceptions import (
     WhatsAppAPIError,
     api_error_from_body,
 )
+from .numbers import normalize_number
 from .secret import Secret
 from .text import MAX_TEXT_LENGTH, split_text
 
@@ -73,7 +74,6 @@ _PAIR_RATE_CODE = 131056
 _TRANSIENT_CODES = frozenset({1, 2, 131000, 131016})
 _META_SUFFIXES = (".facebook.com", ".fbsbx.com", ".fbcdn.net")
 _META_DOMAINS = frozenset({"facebook.com", "fbsbx.com", "fbcdn.net"})
-_PHONE_RE = re.compile(r"\+?[\d\s\-().]+")
 # Failures before the request could have been written: safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -1098,11 +1098,9 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _recipient(to: str) -> str:
-    to = str(to).strip()
+    to = normalize_number(to)
     if not to:
         raise ValueError("the recipient ('to') is empty")
-    if _PHONE_RE.fullmatch(to):
-        return re.sub(r"\D", "", to)
     return to
 
 
