@@ -85,6 +85,11 @@ class AgentRequest:
     ``history`` holds the sender's previous turns in CHAT mode (empty in TASK mode), oldest
     first, never another sender's. ``purpose`` is ``"message"`` for a user message,
     ``"heartbeat"`` for a scheduled proactive message and ``"greeting"`` after a reset.
+
+    In CHAT mode one request may answer several messages the user sent in a row (a
+    coalesced turn): ``messages`` holds each of them in order, ``text`` joins their texts
+    with newlines, ``attachments`` holds the media of all of them and ``message`` is the
+    newest. For a single message, ``messages == (message,)``.
     """
 
     text: str
@@ -95,6 +100,7 @@ class AgentRequest:
     profile_name: str | None = None
     interface: str = "WhatsApp"
     purpose: Literal["message", "heartbeat", "greeting"] = "message"
+    messages: tuple[Message, ...] = ()
 
 
 @dataclass(frozen=True)
