@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -297,13 +298,12 @@ class Scheduler:
             self._newest[contact] = items[-1].id
             turn = next_chat_turn(items, processor.load, processor.is_reset,
                                   _MAX_TURN_ITEMS)
-            anchor = turn.anchor.id
+            latest = functools.partial(self.is_latest, contact, turn.anchor.id)
             async with self._sem:
                 if not self.active:  # waited for a slot while shutting down
                     return items
                 try:
-                    await processor.process(
-                        turn, latest=lambda: self.is_latest(contact, anchor))
+                    await processor.process(turn, latest=latest)
                 except Interrupted:
                     continue  # a newer message: one turn with everything pending
 
@@ -359,7 +359,7 @@ class Scheduler:
                 if self.active:
                     await self.processor.process(
                         self.processor.turn_of(item), order=order,
-                        latest=lambda: self.is_latest(item.sender, item.id))
+                        latest=functools.partial(self.is_latest, item.sender, item.id))
         except RetryLater as retry:
             blocked = retry.delay
         except Exception:
