@@ -76,6 +76,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _ids(request: AgentRequest) -> str:
+    """The wamids a request answers: one, or several joined by commas (a coalesced CHAT
+    turn)."""
+    if request.messages:
+        return ",".join(m.id for m in request.messages)
+    return request.message.id if request.message is not None else ""
+
+
 def build(args: argparse.Namespace) -> WhatsAppInterface:
     """The interface this process serves, configured from the command line."""
     log_fd = (os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -85,8 +93,7 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
     def record(event: str, request: AgentRequest) -> None:
         if log_fd is None:
             return
-        wamid = request.message.id if request.message is not None else ""
-        line = json.dumps({"e": event, "id": wamid, "s": request.sender, "pid": pid})
+        line = json.dumps({"e": event, "id": _ids(request), "s": request.sender, "pid": pid})
         os.write(log_fd, (line + "\n").encode())
 
     async def agent(request: AgentRequest) -> str:
@@ -98,7 +105,7 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
         text = request.text
         if text.startswith("MULTI"):
             return multi_part_reply(request.message.id)
-        return f"re {request.message.id} {text}"
+        return f"re {_ids(request)} {text}"
 
     retry = RetryPolicy(scale=args.retry_scale)
     if args.retry_attempts is not None:

@@ -159,9 +159,10 @@ class Cloud:
     url: str
 
     def replies(self) -> collections.Counter[str]:
-        """Accepted text replies per answered wamid (the agent's replies name it)."""
-        return collections.Counter(_answered(m) for m in self.emulator.messages
-                                   if m.type == "text")
+        """Accepted text replies per answered wamid (the agent's replies name it, or every
+        wamid of a coalesced turn, comma-separated)."""
+        return collections.Counter(wamid for m in self.emulator.messages if m.type == "text"
+                                   for wamid in _answered(m).split(","))
 
     async def wait_answered(self, wamids: Iterable[str], timeout: float = 20.0) -> None:
         """Wait until every wamid in ``wamids`` has at least one reply."""
@@ -823,3 +824,87 @@ async def test_backlog_bound_counts_messages_answered_by_another_worker(
         assert a.stats.processed == 0
         assert b.stats.processed == 5
     assert cloud.replies() == dict.fromkeys(wamids, 1)
+
+
+# -- coalesced CHAT turns across crashes and workers ---------------------------------------------
+async def _wait_log(log: Path, predicate: Callable[[list[dict[str, Any]]], bool],
+                    timeout: float = 10.0) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate(events := read_log(log)):
+        assert loop.time() < deadline, f"log never matched: {events}"
+        await asyncio.sleep(0.02)
+    return events
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_crash_mid_coalesced_turn_redoes_the_whole_turn(
+        kind: str, cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """CHAT: two follow-ups recorded while the first message is answered form one turn;
+    the process is SIGKILLed while that turn's agent runs. The next process on the same
+    store answers the two follow-ups again as ONE turn: each message gets exactly one
+    reply, and the history holds each user message once, in order."""
+    if kind == "redis":
+        spec, prefix = request.getfixturevalue("redis_url"), f"t{uuid.uuid4().hex[:10]}"
+    else:
+        spec, prefix = f"sqlite:{tmp_path / 'bot.db'}", ""
+    log = tmp_path / "agent.log"
+    options: dict[str, Any] = {"mode": "chat", "log": log, "prefix": prefix or "wa_agent"}
+    bot = bots(cloud.url, spec, delay=0.6, **options)
+    await bot.ready(client)
+    contact = "15557100001"
+    messages = [message_body(contact, f"m{n}") for n in range(3)]
+    ids = [wamid for wamid, _ in messages]
+    assert await post(client, bot.url, messages[0][1]) == (200, "processing")
+    await _wait_log(log, lambda ev: any(e["e"] == "start" for e in ev))
+    for _, body in messages[1:]:
+        assert await post(client, bot.url, body) == (200, "processing")
+    turn = f"{ids[1]},{ids[2]}"
+    await _wait_log(log, lambda ev: any(e["e"] == "start" and e["id"] == turn for e in ev))
+    bot.kill()  # mid-turn: the coalesced turn's agent is running
+    assert cloud.replies() == {ids[0]: 1}
+    left = await inbox(spec, options["prefix"] if kind == "redis" else "")
+    assert [item.id for item in left] == ids[1:]
+    again = bots(cloud.url, spec, **options)
+    await again.ready(client)
+    await cloud.wait_answered(ids)
+    await wait_inbox_empty(spec, options["prefix"] if kind == "redis" else "")
+    assert cloud.replies() == dict.fromkeys(ids, 1)
+    texts = [m.text or "" for m in cloud.emulator.sent_to(contact)]
+    assert texts == [f"re {ids[0]} m0", f"re {turn} m1\nm2"]
+    store = open_store(spec, options["prefix"] if kind == "redis" else "")
+    await store.open()
+    try:
+        history = await store.get_history(NAME, contact)
+    finally:
+        await store.aclose()
+    assert [(t.role, t.message_id) for t in history] == [
+        ("user", ids[0]), ("assistant", None), ("user", ids[1]), ("user", ids[2]),
+        ("assistant", None)]
+
+
+async def test_two_workers_on_redis_coalesce_one_burst_once(
+        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
+        tmp_path: Path, redis_url: str) -> None:
+    """CHAT, two processes sharing Redis: a burst of one contact's follow-ups, recorded half
+    by each process while the first message is answered, is answered in one turn by the
+    lease holder: two agent runs in all, every message answered exactly once."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    log = tmp_path / "agent.log"
+    common: dict[str, Any] = {"prefix": prefix, "mode": "chat", "delay": 0.6,
+                              "lease_ttl": 3.0, "sweep": 0.2, "log": log}
+    a, b = bots(cloud.url, redis_url, **common), bots(cloud.url, redis_url, **common)
+    await asyncio.gather(a.ready(client), b.ready(client))
+    contact = "15557200001"
+    messages = [message_body(contact, f"m{n}") for n in range(6)]
+    ids = [wamid for wamid, _ in messages]
+    assert await post(client, a.url, messages[0][1]) == (200, "processing")
+    await _wait_log(log, lambda ev: any(e["e"] == "start" for e in ev))
+    for n, (_, body) in enumerate(messages[1:]):
+        assert await post(client, (a, b)[n % 2].url, body) == (200, "processing")
+    await cloud.wait_answered(ids)
+    await wait_inbox_empty(redis_url, prefix)
+    assert cloud.replies() == dict.fromkeys(ids, 1)
+    starts = [e["id"] for e in read_log(log) if e["e"] == "start"]
+    assert starts == [ids[0], ",".join(ids[1:])]
