@@ -70,11 +70,15 @@ async def _json(send: Send, data: Any, status: int = 200) -> None:
 
 
 def make_agent(delay: float) -> Callable[[Any], Awaitable[str]]:
-    """The agent every target runs: wait ``delay`` s, answer ``ok <wamid>``."""
+    """The agent every target runs: wait ``delay`` s, answer ``ok <wamid>`` (``ok
+    <wamid>,<wamid>,...`` for a coalesced CHAT turn answering several messages)."""
 
     async def agent(request: Any) -> str:
         if delay:
             await asyncio.sleep(delay)
+        messages = getattr(request, "messages", ())  # absent before coalesced turns
+        if len(messages) > 1:
+            return "ok " + ",".join(m.id for m in messages)
         return f"ok {request.message.id}"
 
     return agent
@@ -112,10 +116,19 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
         tuning["sweep_interval"] = args.sweep_interval
     if args.receive_only:
         tuning["receive_only"] = True
+    if args.max_concurrency is not None:
+        tuning["max_concurrency"] = args.max_concurrency
+    if args.mode != "task":
+        tuning["mode"] = args.mode
+    if args.retry_scale is not None:
+        from wa_agent.sender import RetryPolicy
+
+        sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None,
+                        retry=RetryPolicy(scale=args.retry_scale), **options)
     interface = WhatsAppInterface(
         make_agent(args.agent_delay), verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
-        storage=storage, sender=sender, max_concurrency=args.max_concurrency,
-        phone_number_id=PHONE_NUMBER_ID, shutdown_timeout=1.0, **tuning,
+        storage=storage, sender=sender, phone_number_id=PHONE_NUMBER_ID,
+        shutdown_timeout=1.0, **tuning,
     )
     return InterfaceManager([interface]).app
 
@@ -159,6 +172,67 @@ def sink_app(args: argparse.Namespace) -> ASGIApp:
     return app
 
 
+def stub_app(args: argparse.Namespace) -> ASGIApp:
+    """A Graph API stub for the conversational benchmarks: accepts every call (no
+    throughput tier) except for the injected faults (``--fail-429``/``--fail-500``: that
+    share of message sends answered with Meta's 130429 / 131000 errors), and records each
+    accepted reply: when it arrived, to whom, and which wamids it answers (``ok <ids>``)."""
+    import random
+    import time
+
+    rng = random.Random(args.seed)
+    replies: list[tuple[float, str, str]] = []
+    counts = {"messages": 0, "reads": 0, "faults": 0}
+    seq = iter(range(10**12))
+    faults = [(args.fail_429, 429, 130429, "Rate limit hit"),
+              (args.fail_500, 500, 131000, "Something went wrong")]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        body = await _read(receive)
+        path: str = scope["path"]
+        if path == "/__bench/stats":
+            data: dict[str, Any] = dict(counts)
+            if "replies" in scope.get("query_string", b"").decode():
+                data["replies"] = replies
+            await _json(send, data)
+            return
+        if not (path.endswith("/messages") and scope["method"] == "POST"):
+            await _json(send, {"success": True})
+            return
+        payload = json.loads(body)
+        if payload.get("status") == "read":
+            counts["reads"] += 1
+            await _json(send, {"success": True})
+            return
+        roll = rng.random()
+        for share, status, code, message in faults:
+            if roll < share:
+                counts["faults"] += 1
+                await _json(send, {"error": {"message": message, "type": "OAuthException",
+                                             "code": code, "fbtrace_id": "bench"}}, status)
+                return
+            roll -= share
+        counts["messages"] += 1
+        text = (payload.get("text") or {}).get("body") or ""
+        replies.append((time.time(), str(payload.get("to")), text.removeprefix("ok ")))
+        await _json(send, {"messaging_product": "whatsapp",
+                           "contacts": [{"input": payload.get("to"),
+                                         "wa_id": payload.get("to")}],
+                           "messages": [{"id": f"wamid.STUB{next(seq):012d}"}]})
+
+    return app
+
+
+def lean_app(args: argparse.Namespace) -> ASGIApp:
+    from lean_bot import make_app
+
+    return make_app(APP_SECRET, args.graph, ACCESS_TOKEN, PHONE_NUMBER_ID, args.agent_delay,
+                    read_receipt=args.read_receipt)  # type: ignore[no-any-return]
+
+
 def emulator_app(args: argparse.Namespace) -> ASGIApp:
     from wa_agent.testing.emulator import CloudAPIEmulator
 
@@ -190,7 +264,7 @@ def fastapi_app(args: argparse.Namespace) -> ASGIApp:
 
 TARGETS: dict[str, Callable[[argparse.Namespace], ASGIApp]] = {
     "bare": bare_app, "wa": wa_app, "sink": sink_app, "emulator": emulator_app,
-    "fastapi": fastapi_app,
+    "fastapi": fastapi_app, "stub": stub_app, "lean": lean_app,
 }
 
 
@@ -203,7 +277,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--db", default="bench.sqlite3")
     parser.add_argument("--agent-delay", type=float, default=0.0)
     parser.add_argument("--graph", default="http://127.0.0.1:9", help="Graph API base URL")
-    parser.add_argument("--max-concurrency", type=int, default=64)
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="WhatsAppInterface max_concurrency (default: its own)")
+    parser.add_argument("--mode", choices=["task", "chat"], default="task")
+    parser.add_argument("--retry-scale", type=float, default=None,
+                        help="scale of the Sender's retry waits (default: real waits)")
+    parser.add_argument("--read-receipt", action="store_true",
+                        help="lean: mark each message read (with typing) before answering")
+    parser.add_argument("--fail-429", type=float, default=0.0,
+                        help="stub: share of sends answered 429/130429")
+    parser.add_argument("--fail-500", type=float, default=0.0,
+                        help="stub: share of sends answered 500/131000")
+    parser.add_argument("--seed", type=int, default=1, help="stub: fault RNG seed")
     parser.add_argument("--max-queued-senders", type=int, default=None,
                         help="WhatsAppInterface max_queued_senders (default: its own)")
     parser.add_argument("--max-pending", type=int, default=None,
