@@ -24,7 +24,9 @@ _EXPORTS: dict[str, str] = {
     "BeatResult": "heartbeat",
     "ButtonReply": "events",
     "CallbackConsumer": "asgi",
+    "Choice": "agents",
     "ConfigurationError": "exceptions",
+    "Contact": "agents",
     "Context": "events",
     "ConversationLog": "widget",
     "ConversationsWidget": "widget",
@@ -42,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "LLMAgent": "llm",
     "LLMAuthError": "llm",
     "LLMError": "llm",
+    "LinkButton": "agents",
     "Location": "events",
     "Media": "agents",
     "MediaError": "exceptions",
@@ -110,7 +113,9 @@ __all__ = [
     "BeatResult",
     "ButtonReply",
     "CallbackConsumer",
+    "Choice",
     "ConfigurationError",
+    "Contact",
     "Context",
     "ConversationLog",
     "ConversationsWidget",
@@ -128,6 +133,7 @@ __all__ = [
     "LLMAgent",
     "LLMAuthError",
     "LLMError",
+    "LinkButton",
     "Location",
     "Media",
     "MediaError",
@@ -199,7 +205,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .agents import Agent, AgentReply, AgentRequest, Attachment, Media, Turn, as_agent
+    from .agents import (
+        Agent,
+        AgentReply,
+        AgentRequest,
+        Attachment,
+        Choice,
+        Contact,
+        LinkButton,
+        Media,
+        Turn,
+        as_agent,
+    )
     from .asgi import CallbackConsumer, Overloaded, RedactVerifyToken, WebhookApp, WebhookConsumer
     from .events import (
         ButtonReply,
