@@ -56,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "Sender",
     "SenderStats",
+    "is_voice_note",
 ]
 
 logger = logging.getLogger(__name__)
@@ -435,9 +436,17 @@ class Sender:
         filename: str | None = None,
         mime_type: str | None = None,
         reply_to: str | None = None,
+        voice: bool | None = None,
     ) -> str:
-        """Send audio (no caption: WhatsApp shows none; a ``caption`` raises ValueError)."""
-        return await self._send_media(to, "audio", media, caption, filename, mime_type, reply_to)
+        """Send audio (no caption: WhatsApp shows none; a ``caption`` raises ValueError).
+
+        ``voice=True`` sends a voice note (``"voice": true``: profile picture, microphone
+        icon, automatic download, a ``played`` status); Meta requires OGG/Opus for it.
+        ``None`` (the default) decides from the media: OGG/Opus bytes or a ``.ogg`` file go
+        out as a voice note; a media id or link only when ``voice=True``.
+        """
+        return await self._send_media(to, "audio", media, caption, filename, mime_type, reply_to,
+                                      voice=voice)
 
     async def send_document(
         self,
@@ -468,7 +477,13 @@ class Sender:
         return await self._send_media(to, "sticker", media, caption, filename, mime_type, reply_to)
 
     async def send_reaction(self, to: str, message_id: str, emoji: str) -> str:
-        """React to ``message_id`` with ``emoji`` (``""`` removes the reaction)."""
+        """React to ``message_id`` with ``emoji`` (``""`` removes the reaction).
+
+        The API accepts a reaction to a message that is too old (over 30 days), deleted or
+        itself a reaction; Meta then reports error 131009 in a webhook instead.
+        """
+        if not message_id:
+            raise ValueError("send_reaction needs the message_id of the message to react to")
         return await self._send(to, "reaction", {"message_id": message_id, "emoji": emoji})
 
     async def send_location(
@@ -479,14 +494,40 @@ class Sender:
         *,
         name: str | None = None,
         address: str | None = None,
+        reply_to: str | None = None,
     ) -> str:
         """Send a location pin (``name``/``address`` label a place)."""
+        if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+            raise ValueError(f"({latitude}, {longitude}) is not a latitude/longitude pair")
         content: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
         if name is not None:
             content["name"] = name
         if address is not None:
             content["address"] = address
-        return await self._send(to, "location", content)
+        return await self._send(to, "location", content, reply_to=reply_to)
+
+    async def send_contacts(
+        self,
+        to: str,
+        contacts: Sequence[Any],
+        *,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send contact cards: each a :class:`~wa_agent.Contact`, a received
+        :class:`~wa_agent.SharedContact`, a name, or a card dict in Meta's shape
+        (``{"name": {"formatted_name": ..., "first_name": ...}, "phones": [...], ...}``)."""
+        from .agents import Contact, _contact
+
+        cards: list[dict[str, Any]] = []
+        for contact in contacts:
+            if isinstance(contact, Mapping) and isinstance(contact.get("name"), Mapping):
+                cards.append(dict(contact))
+            else:
+                card = contact if isinstance(contact, Contact) else _contact(contact)
+                cards.append(card.to_card())
+        if not cards:
+            raise ValueError("send_contacts needs at least one contact")
+        return await self._send(to, "contacts", cards, reply_to=reply_to)
 
     async def send_buttons(
         self,
@@ -520,6 +561,7 @@ class Sender:
         *,
         header: str | None = None,
         footer: str | None = None,
+        reply_to: str | None = None,
     ) -> str:
         """Send a list message: ``button`` opens it; ``sections`` are
         ``{"title": ..., "rows": [...]}``, or a flat list of rows for a single section.
@@ -530,7 +572,28 @@ class Sender:
             "action": {"button": button, "sections": _sections(sections)},
         }
         _decorate(interactive, header, footer)
-        return await self._send(to, "interactive", interactive)
+        return await self._send(to, "interactive", interactive, reply_to=reply_to)
+
+    async def send_cta_url(
+        self,
+        to: str,
+        body: str,
+        label: str,
+        url: str,
+        *,
+        header: str | Mapping[str, Any] | None = None,
+        footer: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send a call-to-action button (interactive ``cta_url``): the user sees ``body``
+        and a button labelled ``label`` (at most 20 characters) that opens ``url``."""
+        interactive: dict[str, Any] = {
+            "type": "cta_url",
+            "body": {"text": body},
+            "action": {"name": "cta_url", "parameters": {"display_text": label, "url": url}},
+        }
+        _decorate(interactive, header, footer)
+        return await self._send(to, "interactive", interactive, reply_to=reply_to)
 
     async def send_template(
         self,
@@ -765,6 +828,8 @@ class Sender:
         filename: str | None,
         mime_type: str | None,
         reply_to: str | None,
+        *,
+        voice: bool | None = None,
     ) -> str:
         if caption is not None and kind in ("audio", "sticker"):
             raise ValueError(f"WhatsApp shows no caption on {kind} messages")
@@ -782,11 +847,18 @@ class Sender:
         elif isinstance(media, bytes | bytearray | memoryview | os.PathLike):
             if kind == "document" and filename is None and isinstance(media, os.PathLike):
                 filename = Path(media).name
-            content = {"id": await self._upload(media, mime_type, filename, kind)}
+            media_id, mime_type, raw = await self._upload_detailed(
+                media, mime_type, filename, kind
+            )
+            content = {"id": media_id}
+            if voice is None and kind == "audio":
+                voice = is_voice_note(raw, mime_type)
         else:
             raise TypeError(
                 f"media must be bytes, a path, a media id or a link, not {type(media).__name__}"
             )
+        if voice:
+            content["voice"] = True
         if caption is not None:
             content["caption"] = caption
         if filename is not None and kind == "document":
@@ -800,6 +872,16 @@ class Sender:
         filename: str | None,
         kind: str | None,
     ) -> str:
+        return (await self._upload_detailed(data, mime_type, filename, kind))[0]
+
+    async def _upload_detailed(
+        self,
+        data: bytes | bytearray | memoryview | os.PathLike[str],
+        mime_type: str | None,
+        filename: str | None,
+        kind: str | None,
+    ) -> tuple[str, str, bytes]:
+        """Upload; returns the media id, the MIME type sent and the bytes."""
         if isinstance(data, os.PathLike):
             path = Path(data)
             if mime_type is None:
@@ -840,7 +922,7 @@ class Sender:
         if not isinstance(media_id, str | int):
             self.stats.failures += 1
             raise WhatsAppAPIError("the media upload answered without an id", http_status=200)
-        return str(media_id)
+        return str(media_id), mime_type, raw
 
     async def _request(
         self,
@@ -1104,6 +1186,19 @@ def _recipient(to: str) -> str:
     if _PHONE_RE.fullmatch(to):
         return re.sub(r"\D", "", to)
     return to
+
+
+def is_voice_note(data: bytes, mime_type: str | None = None) -> bool:
+    """Whether audio can go out as a voice note: OGG with the Opus codec (Meta's rule).
+
+    Bytes are checked by their header (an Ogg page whose first packet is ``OpusHead``); a
+    declared ``audio/ogg`` MIME type counts when the bytes do not tell.
+    """
+    if data[:4] == b"OggS":
+        return b"OpusHead" in data[:128]
+    if data:
+        return False
+    return mime_type is not None and base_mime(mime_type) == "audio/ogg"
 
 
 def _button(button: tuple[str, str] | Mapping[str, Any] | str) -> dict[str, Any]:
