@@ -204,6 +204,27 @@ class Message(_Model):
     errors: tuple[ErrorDetail, ...] = ()
     raw: dict[str, Any] = {}
 
+    @property
+    def choice(self) -> str | None:
+        """The id of what the user tapped: a reply button or list row you sent
+        (``interactive.id``), or a template's quick-reply button (its ``payload``, else its
+        text); ``None`` for any other message."""
+        if self.type == "interactive" and self.interactive is not None and \
+                self.interactive.type in ("button_reply", "list_reply"):
+            return self.interactive.id or self.interactive.title
+        if self.type == "button" and self.button is not None:
+            return self.button.payload or self.button.text
+        return None
+
+    @property
+    def choice_title(self) -> str | None:
+        """The title the user saw on what they tapped (``None`` when :attr:`choice` is)."""
+        if self.choice is None:
+            return None
+        if self.interactive is not None:
+            return self.interactive.title
+        return self.button.text if self.button is not None else None
+
 
 class Pricing(_Model):
     """How Meta prices a delivered message (on ``sent`` and one later status)."""
