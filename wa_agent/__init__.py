@@ -33,6 +33,14 @@ _EXPORTS: dict[str, str] = {
     "ErrorDetail": "events",
     "ErrorEvent": "events",
     "Event": "events",
+    "GroupEvent": "events",
+    "GroupLifecycleEvent": "events",
+    "GroupParticipant": "events",
+    "GroupParticipantsEvent": "events",
+    "GroupSetting": "events",
+    "GroupSettingsEvent": "events",
+    "GroupStatusEvent": "events",
+    "GroupId": "sender",
     "HeartbeatScheduler": "heartbeat",
     "InboxItem": "stores.base",
     "InteractiveReply": "events",
@@ -122,6 +130,14 @@ __all__ = [
     "ErrorDetail",
     "ErrorEvent",
     "Event",
+    "GroupEvent",
+    "GroupId",
+    "GroupLifecycleEvent",
+    "GroupParticipant",
+    "GroupParticipantsEvent",
+    "GroupSetting",
+    "GroupSettingsEvent",
+    "GroupStatusEvent",
     "HeartbeatScheduler",
     "InboxItem",
     "InteractiveReply",
@@ -224,6 +240,13 @@ if TYPE_CHECKING:
         ErrorDetail,
         ErrorEvent,
         Event,
+        GroupEvent,
+        GroupLifecycleEvent,
+        GroupParticipant,
+        GroupParticipantsEvent,
+        GroupSetting,
+        GroupSettingsEvent,
+        GroupStatusEvent,
         InteractiveReply,
         Location,
         MediaRef,
@@ -272,7 +295,7 @@ if TYPE_CHECKING:
     from .parser import MessageParser
     from .phone import PhoneWidget
     from .secret import Secret
-    from .sender import MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
+    from .sender import GroupId, MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
     from .server import BackgroundServer, ServerStartError
     from .signature import SignatureVerifier
     from .stores.base import InboxItem, SessionStore

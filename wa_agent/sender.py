@@ -50,6 +50,7 @@ from .text import MAX_TEXT_LENGTH, split_text
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "GroupId",
     "MediaInfo",
     "MediaSource",
     "RateLimiter",
@@ -225,6 +226,23 @@ class RateLimiter:
 
 
 # --------------------------------------------------------------------------- values
+
+
+class GroupId(str):
+    """A WhatsApp group id (from the Groups API or a message's ``group_id``) used as a
+    recipient: every send to a ``GroupId`` goes out with ``"recipient_type": "group"``.
+
+    Meta's group messaging takes text, media and templates (not interactive messages,
+    reactions, locations or contacts)::
+
+        await sender.send_text(GroupId(message.group_id), "Hello, group")
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"GroupId({str.__repr__(self)})"
+
 
 
 @final
@@ -795,7 +813,7 @@ class Sender:
         recipient = _recipient(to)
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
-            "recipient_type": "individual",
+            "recipient_type": "group" if isinstance(to, GroupId) else "individual",
             "to": recipient,
             "type": kind,
             kind: content,
@@ -1180,9 +1198,12 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _recipient(to: str) -> str:
-    to = str(to).strip()
+    group = isinstance(to, GroupId)
+    to = str.strip(to)
     if not to:
         raise ValueError("the recipient ('to') is empty")
+    if group:
+        return to
     if _PHONE_RE.fullmatch(to):
         return re.sub(r"\D", "", to)
     return to

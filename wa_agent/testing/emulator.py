@@ -1090,6 +1090,8 @@ _MESSAGE_TYPES = {
     "text", "image", "video", "audio", "document", "sticker", "location", "contacts",
     "interactive", "reaction", "template",
 }  # fmt: skip
+#: Message types a group takes (Meta: text, media and text- or media-based templates).
+_GROUP_TYPES = {"text", "image", "video", "audio", "document", "sticker", "template"}
 _MEDIA_FIELDS = {
     "image": {"id", "link", "caption"},
     "video": {"id", "link", "caption"},
@@ -1114,6 +1116,9 @@ def _validate_message(body: dict[str, Any], emulator: CloudAPIEmulator) -> str:
     kind = body.get("type", "text")
     if not isinstance(kind, str) or kind not in _MESSAGE_TYPES:
         raise _Reject(100, f"Param type must be one of {{{', '.join(sorted(_MESSAGE_TYPES))}}}.")
+    if recipient_type == "group" and kind not in _GROUP_TYPES:
+        # Meta's "Group messaging" page: groups take text, media and templates only.
+        raise _Reject(131051, f"Message type {kind} is not supported for group messages.")
     if kind not in body:
         raise _Reject(100, f"The parameter {kind} is required.")
     context = body.get("context")
