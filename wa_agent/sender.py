@@ -57,7 +57,6 @@ __all__ = [
     "RetryPolicy",
     "Sender",
     "SenderStats",
-    "is_voice_note",
 ]
 
 logger = logging.getLogger(__name__)
