@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "MemorySessionStore": "stores.memory",
     "Message": "events",
     "MessageParser": "parser",
+    "OpenAITranscriber": "transcribe",
     "Order": "events",
     "OrderItem": "events",
     "OutsideServiceWindow": "exceptions",
@@ -91,6 +92,7 @@ _EXPORTS: dict[str, str] = {
     "StoreLease": "heartbeat",
     "SystemInfo": "events",
     "TemplateError": "exceptions",
+    "TranscriptionError": "transcribe",
     "TransportError": "exceptions",
     "Tunnel": "tunnel",
     "TunnelError": "tunnel",
@@ -159,6 +161,7 @@ __all__ = [
     "MemorySessionStore",
     "Message",
     "MessageParser",
+    "OpenAITranscriber",
     "Order",
     "OrderItem",
     "OutsideServiceWindow",
@@ -188,6 +191,7 @@ __all__ = [
     "StoreLease",
     "SystemInfo",
     "TemplateError",
+    "TranscriptionError",
     "TransportError",
     "Tunnel",
     "TunnelError",
@@ -302,5 +306,6 @@ if TYPE_CHECKING:
     from .stores.memory import MemorySessionStore
     from .stores.sqlite import SQLiteSessionStore
     from .text import markdown_to_whatsapp, split_text
+    from .transcribe import OpenAITranscriber, TranscriptionError
     from .tunnel import Tunnel, TunnelError, aopen_tunnel, open_tunnel
     from .widget import ConversationLog, ConversationsWidget
