@@ -76,6 +76,9 @@ class InboxRecorder:
         self.received = 0
         self.duplicates = 0
 
+    async def accept_body(self, body: bytes) -> str | None:
+        return None  # no fast path: every body is parsed and given to accept()
+
     async def accept(self, events: list[Event]) -> str:
         """Record new messages (deduplicated by wamid across every process); a
         ``StoreError`` raised here makes the webhook answer 500, so Meta redelivers."""

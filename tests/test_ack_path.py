@@ -24,9 +24,9 @@ def _interface(agent: object, **options: object) -> WhatsAppInterface:
     # Port 9 (discard) refuses: read receipts fail fast and are ignored; nothing is sent.
     sender = Sender("token", PNID, base_url="http://127.0.0.1:9", retry=RetryPolicy(
         scale=0.01))
+    options.setdefault("storage", MemorySessionStore())
     return WhatsAppInterface(agent, sender=sender, phone_number_id=PNID,
-                             storage=MemorySessionStore(), shutdown_timeout=0.2,
-                             **options)  # type: ignore[arg-type]
+                             shutdown_timeout=0.2, **options)  # type: ignore[arg-type]
 
 
 async def test_repeated_wamid_in_one_body_under_the_backlog_bound() -> None:
@@ -82,7 +82,7 @@ async def test_one_lease_keeper_for_many_senders() -> None:
                 break
             await asyncio.sleep(0.01)
         assert started == 20
-        assert len(interface._held) == 20
+        assert len(interface._scheduler.held) == 20
         names = [t.get_name() for t in asyncio.all_tasks()]
         assert sum(name.endswith(":leases") for name in names) == 1
         assert sum(name.endswith(":typing-keeper") for name in names) == 1
@@ -93,11 +93,11 @@ async def test_one_lease_keeper_for_many_senders() -> None:
 async def test_typing_indicator_renewed_while_the_agent_runs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The one typing keeper renews the typing indicator of a long-running agent every
-    ``_TYPING_REFRESH`` seconds, and stops (task gone) once no agent runs."""
-    import wa_agent.interface as module
+    ``TYPING_REFRESH`` seconds, and stops (task gone) once no agent runs."""
+    import wa_agent.hosting.runner as module
 
-    monkeypatch.setattr(module, "_TYPING_REFRESH", 0.05)
-    monkeypatch.setattr(module, "_TYPING_TICK", 0.01)
+    monkeypatch.setattr(module, "TYPING_REFRESH", 0.05)
+    monkeypatch.setattr(module, "TYPING_TICK", 0.01)
     reads: list[tuple[str, bool]] = []
     done = asyncio.Event()
 
@@ -121,7 +121,7 @@ async def test_typing_indicator_renewed_while_the_agent_runs(
         await asyncio.sleep(0.1)  # the keeper notices that no agent runs any more
         renewals = [r for r in reads if r == (item["id"], True)]
         assert len(renewals) >= 3  # the first one, then renewals every 0.05 s for 0.3 s
-        assert interface._typing_keeper is None and not interface._typing
+        assert interface._typing.task is None and not interface._typing.active
 
 
 # -- the fast path for one-text-message bodies -------------------------------------------
@@ -183,10 +183,10 @@ def test_fast_path_agrees_with_the_full_parser(index: int) -> None:
     """The fast path answers only for bodies the full parser reads as exactly one valid
     text message (and then with the same wamid, sender and phone number id); for every
     other body — whitespace aside — it declines, so the full parse decides."""
-    from wa_agent.interface import _lone_text_message
+    from wa_agent.hosting.payload import lone_text_message
 
     body = _variants()[index]
-    fast = _lone_text_message(body, MessageParser().max_depth)
+    fast = lone_text_message(body, MessageParser().max_depth)
     if fast is not None:
         assert fast == _parsed_lone_text(body)
     if index == 0:
@@ -197,12 +197,12 @@ def test_fast_path_agrees_on_every_sample_payload() -> None:
     """Over every sample payload of the test suite: whenever the fast path answers, the
     full parser reads the body as that one text message."""
     from tests.helpers import PAYLOADS
-    from wa_agent.interface import _lone_text_message
+    from wa_agent.hosting.payload import lone_text_message
 
     taken = 0
     for path in sorted(PAYLOADS.glob("*.json")):
         body = path.read_bytes()
-        fast = _lone_text_message(body, MessageParser().max_depth)
+        fast = lone_text_message(body, MessageParser().max_depth)
         if fast is not None:
             taken += 1
             assert fast == _parsed_lone_text(body), body[:200]
@@ -229,8 +229,7 @@ async def test_fast_path_records_the_body_and_the_agent_gets_the_message() -> No
         await release.wait()
         return await agent(request)
 
-    interface = _interface(slow_agent)
-    interface.store = store
+    interface = _interface(slow_agent, storage=store)
     async with interface:
         assert await interface.accept_body(body) == "processing"
         stored = await store.pending(interface.name)
@@ -310,7 +309,7 @@ async def test_a_receiver_only_records_and_a_worker_on_the_same_store_answers(
             await alice.send_text(f"a{n}")
             await bob.send_text(f"b{n}")
         assert receiver.stats.received == 6 and receiver.stats.overloaded == 0
-        assert not receiver._drains and not receiver._starting and ran_in == []
+        assert not receiver._scheduler.drains and not receiver._scheduler.starting and ran_in == []
         async with worker:
             for _ in range(500):
                 if len(sim.emulator.messages) >= 6:

@@ -116,6 +116,9 @@ class StandIn:
         self.exc = exc
         self.calls = 0
 
+    async def accept_body(self, body: bytes) -> str | None:
+        return None
+
     async def accept(self, events: list[Event]) -> str:
         self.calls += 1
         raise self.exc
@@ -745,3 +748,21 @@ async def test_a_consumers_fast_path_answers_or_hands_the_body_on(serve: ServeFa
                                         headers={"x-hub-signature-256": "sha256=" + "0" * 64})
     assert unsigned.status_code == 403
     assert consumer.raw == [body, body, body] and started == ["yes"]
+
+
+def test_a_consumer_without_the_fast_path_method_is_refused_at_construction() -> None:
+    """``accept_body`` is part of the WebhookConsumer protocol: a consumer without it (or
+    without ``accept``/``health``) is refused when the app is built, with the fix in the
+    message, instead of failing at the first webhook."""
+
+    class OldStyle:
+        async def accept(self, events: list[Event]) -> str:
+            return "ignored"
+
+        def health(self) -> dict[str, Any]:
+            return {}
+
+    with pytest.raises(TypeError, match="accept_body.*return None"):
+        WebhookApp(OldStyle())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="accept_body, accept, health"):
+        WebhookApp(object())  # type: ignore[arg-type]

@@ -90,6 +90,9 @@ class Spy:
         self.fail = fail
         self.calls: list[list[Event]] = []
 
+    async def accept_body(self, body: bytes) -> str | None:
+        return None
+
     async def accept(self, events: list[Event]) -> str:
         self.calls.append(events)
         if self.fail:

@@ -481,8 +481,9 @@ async def test_markdown_is_converted_and_long_replies_split_in_order() -> None:
 
 
 async def test_reply_media_is_uploaded_and_sent(tmp_path: Path) -> None:
-    """Images and files in an AgentReply (bytes, Path, str path, Media, link) are uploaded
-    (or linked) and sent after the text, with captions and file names."""
+    """Images and files in an AgentReply (bytes, Path, a str path inside ``media_dir``,
+    Media, link) are uploaded (or linked) and sent after the text, with captions and file
+    names."""
     png = make_png(16, 16)
     jpeg = b"\xff\xd8\xff\xe0" + os.urandom(64)
     pic = tmp_path / "pic.png"
@@ -498,10 +499,10 @@ async def test_reply_media_is_uploaded_and_sent(tmp_path: Path) -> None:
             images=[png, pic, Media(data=jpeg, mime_type="image/jpeg", caption="a jpeg"),
                     "https://example.com/cat.jpg"],
             files=[doc, Media(data=b"hello, file", mime_type="text/plain", filename="hi.txt",
-                              caption="greetings"), str(notes)],
+                              caption="greetings"), "notes.txt"],
         )
 
-    async with Simulator(Recorder(handler)) as sim:
+    async with Simulator(Recorder(handler), media_dir=tmp_path) as sim:
         alice = sim.user(ALICE)
         await alice.send_text("send stuff")
         await sim.settle()
@@ -549,10 +550,11 @@ async def test_unsendable_reply_media_is_skipped_and_logged(
 async def test_agent_exception_gives_the_apology_and_logs_the_stack(
         caplog: pytest.LogCaptureFixture) -> None:
     """An agent exception: the user gets the short apology (never the exception text or a
-    stack trace), the log has the stack, the message is not retried; the apology is
-    configurable."""
+    stack trace), the ERROR log has the exception's type and stack but not its text (which
+    may quote user data: that is logged at DEBUG only), the message is not retried; the
+    apology is configurable."""
     async def handler(request: AgentRequest) -> str:
-        raise RuntimeError("db password is hunter2")
+        raise RuntimeError(f"db password is {request.text[::-1]}")  # from the user
 
     for apology in (None, "Oops, try later."):
         agent = Recorder(handler)
@@ -560,17 +562,25 @@ async def test_agent_exception_gives_the_apology_and_logs_the_stack(
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="wa_agent.interface"):
             async with Simulator(agent, mode="chat", **options) as sim:
-                reply = await sim.user(ALICE).ask("hi")
+                reply = await sim.user(ALICE).ask("2retnuh")
                 await sim.settle()
                 assert reply.text == (apology or DEFAULT_APOLOGY)
                 assert texts_of(sim, ALICE) == [reply.text]
                 assert sim.interface.health()["agent_errors"] == 1
                 assert await sim.interface.store.pending(sim.interface.name) == []
         assert "hunter2" not in (reply.text or "") and "Traceback" not in (reply.text or "")
-        records = [r for r in caplog.records if r.exc_info]
-        assert records and records[0].exc_info is not None
-        assert isinstance(records[0].exc_info[1], RuntimeError)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("RuntimeError" in m and "in handler" in m for m in errors), errors
+        assert not any("hunter2" in m for m in errors)
+        assert not [r.getMessage() for r in caplog.records
+                    if r.exc_info and r.levelno >= logging.ERROR]
         assert len(agent.requests) == 1
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="wa_agent.interface"):
+        async with Simulator(Recorder(handler)) as sim:
+            await sim.user(ALICE).ask("2retnuh")
+    debug = [r for r in caplog.records if r.exc_info and r.levelno == logging.DEBUG]
+    assert debug and isinstance(debug[0].exc_info[1], RuntimeError)  # type: ignore[index]
 
 
 async def test_sync_agent_function_runs_in_a_thread() -> None:

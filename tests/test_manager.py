@@ -172,8 +172,8 @@ def test_env_var_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     interface = WhatsAppInterface(tagged("x"))
     assert interface.verify_token is not None and interface.verify_token.reveal() == "env-verify"
     assert interface.app_secret is not None and interface.app_secret.reveal() == "env-secret"
-    assert interface._access_token is not None
-    assert interface._access_token.reveal() == "env-token"
+    assert interface.settings.access_token is not None
+    assert interface.settings.access_token.reveal() == "env-token"
     assert interface.phone_number_id == "123456789"
     assert interface.missing_configuration() == []
     explicit = WhatsAppInterface(tagged("x"), verify_token="v", app_secret="s",

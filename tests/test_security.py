@@ -846,3 +846,66 @@ def test_credentials_are_held_as_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ConfigurationError) as info:
         LLMAgent("openai/gpt-4o-mini", api_key="", max_tokens=1)
     assert LLM_KEY not in str(info.value)
+
+
+# -- local files named by an agent's reply ---------------------------------------------------
+async def test_reply_strings_never_read_arbitrary_local_files(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A string in ``AgentReply.images/files`` that is not a link or a media id is not
+    read from disk unless it lies inside the operator's ``media_dir``: a prompt-injected
+    ``../../secret.txt`` or ``/proc/self/environ`` is never uploaded or sent (the user gets
+    the apology instead), while a ``Path`` built by code and a file inside ``media_dir`` are
+    sent."""
+
+    from wa_agent import AgentReply
+
+    allowed = tmp_path / "media"
+    allowed.mkdir()
+    (allowed / "ok.txt").write_bytes(b"public notes")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP SECRET")
+    (allowed / "link.txt").symlink_to(secret)
+    wanted: dict[str, list[Any]] = {
+        "traversal": ["../secret.txt"],
+        "absolute": [str(secret)],
+        "proc": ["/proc/self/environ"],
+        "symlink": ["link.txt"],
+        "inside": ["ok.txt"],
+        "path object": [secret],
+    }
+
+    async def agent(request: AgentRequest) -> AgentReply:
+        return AgentReply(files=wanted[request.text])
+
+    with caplog.at_level(logging.ERROR, logger="wa_agent.interface"):
+        async with Simulator(agent, media_dir=allowed) as sim:
+            user = sim.user("15551230001")
+            replies = {name: await user.ask(name) for name in wanted}
+    uploaded = [m.data for m in sim.emulator.media.values()]
+    assert b"TOP SECRET" in uploaded  # only through the Path object
+    assert replies["path object"].data == b"TOP SECRET"
+    assert replies["inside"].data == b"public notes"
+    for name in ("traversal", "absolute", "proc", "symlink"):
+        assert replies[name].type == "text" and replies[name].text == sim.interface.apology
+    assert not any(b"PATH=" in data for data in uploaded)
+    assert sum("outside media_dir" in r.getMessage() or "outside media_dir" in
+               str(r.exc_info[1] if r.exc_info else "") for r in caplog.records) == 4
+
+
+async def test_reply_strings_without_media_dir_are_links_or_ids_only() -> None:
+    """Without ``media_dir`` any string path is refused (the reply's text still goes
+    out); the failure names the fix."""
+    from wa_agent import AgentReply
+    from wa_agent.hosting.delivery import UnsafeMediaPath
+
+    async def agent(request: AgentRequest) -> AgentReply:
+        return AgentReply(text="here", files=["/etc/hostname"])
+
+    async with Simulator(agent) as sim:
+        user = sim.user("15551230001")
+        reply = await user.ask("file please")
+        await sim.settle()
+        assert reply.text == "here" and user.take_replies() == []
+        assert not sim.emulator.media
+    with pytest.raises(UnsafeMediaPath, match="media_dir"):
+        sim.interface._delivery.local_path("/etc/hostname")

@@ -57,14 +57,18 @@ class Overloaded(Exception):  # a signal, not an error (hence no "Error" suffix)
 
 
 class WebhookConsumer(Protocol):
-    """What the webhook app hands parsed events to.
+    """What the webhook app hands verified bodies and parsed events to.
 
-    A consumer may also have a fast path for the bodies it sees most, ``async
-    accept_body(body: bytes) -> str | None``: called with the signed raw body before any
-    parsing, it either handles the body completely (exactly as :meth:`accept` would after
-    the parse) and returns its status, or returns ``None`` having done nothing, and the
-    app parses the body and calls :meth:`accept`. It raises what :meth:`accept` raises.
+    Each signed body is first offered raw to :meth:`accept_body`, the consumer's fast path
+    for the bodies it sees most; when that returns ``None`` the app parses the body and
+    calls :meth:`accept` with the events.
     """
+
+    async def accept_body(self, body: bytes) -> str | None:
+        """Handle ``body`` completely (exactly as :meth:`accept` would after the parse) and
+        return its status, or return ``None`` having done nothing. Raises what
+        :meth:`accept` raises. A consumer without a fast path returns ``None``."""
+        ...
 
     async def accept(self, events: list[Event]) -> str:
         """Durably record what needs processing and schedule it; return ``"processing"``
@@ -92,6 +96,10 @@ class CallbackConsumer:
         self.processed = 0
         self.duplicates = 0
         self.failures = 0
+
+    async def accept_body(self, body: bytes) -> str | None:
+        """No fast path: every body is parsed and given to :meth:`accept`."""
+        return None
 
     async def accept(self, events: list[Event]) -> str:
         """Start ``callback`` for each message not seen before; ``"processing"`` if
@@ -208,6 +216,13 @@ class WebhookApp:
         on_first_request: Callable[[], Awaitable[None]] | None = None,
         warn_unsigned: bool = True,
     ) -> None:
+        missing = [name for name in ("accept_body", "accept", "health")
+                   if not callable(getattr(consumer, name, None))]
+        if missing:
+            raise TypeError(
+                f"{type(consumer).__name__} is not a WebhookConsumer: it has no "
+                f"{', '.join(missing)} (see WebhookConsumer; a consumer without a fast path "
+                "defines `async def accept_body(self, body): return None`)")
         self.consumer = consumer
         self._verify_token = Secret(verify_token) if verify_token else None
         self._verifier = SignatureVerifier(app_secret) if app_secret else None
@@ -220,10 +235,6 @@ class WebhookApp:
         self._on_shutdown = on_shutdown
         self._on_first_request = on_first_request
         self._ready: asyncio.Future[None] | None = None
-        # A consumer's fast path for the common body (WhatsAppInterface: one new text
-        # message), tried before the full parse.
-        self._accept_body: Callable[[bytes], Awaitable[str | None]] | None = getattr(
-            consumer, "accept_body", None)
 
     @property
     def signature_required(self) -> bool:
@@ -393,9 +404,9 @@ class WebhookApp:
             ready = self._ready
             if self._on_first_request is not None and (ready is None or not ready.done()):
                 await self._ensure_ready()
-            status = None
-            if self._accept_body is not None:
-                status = await self._accept_body(body)
+            # The consumer's fast path for the common body (WhatsAppInterface: one new
+            # text message), tried before the full parse.
+            status = await self.consumer.accept_body(body)
             if status is None:
                 try:
                     events = self.parser.parse(body)

@@ -228,7 +228,7 @@ class InterfaceManager:
             await tunnel.aclose()
         if self._server is not None:
             server, self._server = self._server, None
-            await server.stop(timeout=max(i.shutdown_timeout for i in self.interfaces) + 5)
+            await server.stop(timeout=max(i.settings.shutdown_timeout for i in self.interfaces) + 5)
         self._background = False
 
     def serve(self, host: str = "0.0.0.0", port: int = 8000, reload: bool = False,

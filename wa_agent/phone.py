@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, final
 
+from .numbers import normalize_number
+
 if TYPE_CHECKING:
     from .testing.emulator import SentMessage
     from .testing.simulator import Reply, SimulatedUser, Simulator
@@ -410,7 +412,8 @@ class PhoneWidget:
     # -- rendering -----------------------------------------------------------------------
     @staticmethod
     def _digits(number: str) -> str:
-        return "".join(ch for ch in number if ch.isdigit())
+        number = normalize_number(number)
+        return number if number.isdigit() else ""
 
     def _inline(self, mime_type: str, data: bytes) -> bytes | None:
         base = mime_type.split(";")[0].strip().lower()

@@ -45,6 +45,7 @@ from .exceptions import (
     WhatsAppAPIError,
     api_error_from_body,
 )
+from .numbers import normalize_number
 from .secret import Secret
 from .text import MAX_TEXT_LENGTH, split_text
 
@@ -74,7 +75,6 @@ _PAIR_RATE_CODE = 131056
 _TRANSIENT_CODES = frozenset({1, 2, 131000, 131016})
 _META_SUFFIXES = (".facebook.com", ".fbsbx.com", ".fbcdn.net")
 _META_DOMAINS = frozenset({"facebook.com", "fbsbx.com", "fbcdn.net"})
-_PHONE_RE = re.compile(r"\+?[\d\s\-().]+")
 # Failures before the request could have been written: safe to send again.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -1197,14 +1197,14 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _recipient(to: str) -> str:
-    group = isinstance(to, GroupId)
-    to = str.strip(to)
+    if isinstance(to, GroupId):
+        group = str.strip(to)
+        if not group:
+            raise ValueError("the recipient ('to') is empty")
+        return group
+    to = normalize_number(to)
     if not to:
         raise ValueError("the recipient ('to') is empty")
-    if group:
-        return to
-    if _PHONE_RE.fullmatch(to):
-        return re.sub(r"\D", "", to)
     return to
 
 

@@ -33,7 +33,7 @@ import httpx
 
 from ..interface import InterfaceMode, WhatsAppInterface
 from ..manager import InterfaceManager
-from ..secret import Secret
+from ..numbers import normalize_number
 from ..sender import RetryPolicy, Sender
 from ..server import BackgroundServer
 from ..signature import SignatureVerifier
@@ -226,12 +226,7 @@ class Simulator:
                 bot, mode=mode, phone_number_id=phone_number_id, **interface_options)])
         self.interface = self.manager.interfaces[0]
         for interface in self.manager.interfaces:
-            if interface.app_secret is None:
-                interface.app_secret = Secret(app_secret)
-            if interface.verify_token is None:
-                interface.verify_token = Secret(verify_token)
-            if interface._app is not None:  # routes built before secrets were set
-                interface._app = None
+            interface.use_defaults(app_secret=app_secret, verify_token=verify_token)
         self.emulator = CloudAPIEmulator(access_token=access_token)
         self.users: dict[str, SimulatedUser] = {}
         self._emulator_server: BackgroundServer | None = None
@@ -257,10 +252,9 @@ class Simulator:
         await self._emulator_server.start()
         for interface in self.manager.interfaces:
             if interface.sender is None:
-                interface.sender = Sender(
+                interface.use_sender(Sender(
                     self.access_token, interface.phone_number_id or self.phone_number_id,
-                    base_url=self._emulator_server.url, retry=self.retry)
-                interface._owns_sender = True
+                    base_url=self._emulator_server.url, retry=self.retry))
         self._unsubscribe = self.emulator.subscribe(self._on_outbound)
         self._client = httpx.AsyncClient(timeout=30.0)
         try:
@@ -300,7 +294,7 @@ class Simulator:
     # -- users and webhooks ----------------------------------------------------------------
     def user(self, number: str = "15551230001", name: str | None = None) -> SimulatedUser:
         """The simulated user with this number (created on first use)."""
-        number = "".join(ch for ch in number if ch.isdigit()) or number
+        number = normalize_number(number)
         if number not in self.users:
             self.users[number] = SimulatedUser(self, number, name)
         elif name:
@@ -366,7 +360,7 @@ class Simulator:
             await self.emulator.drain()
             if self._status_tasks:
                 await asyncio.gather(*list(self._status_tasks), return_exceptions=True)
-            busy = any(i._busy for i in self.manager.interfaces)
+            busy = any(i.busy for i in self.manager.interfaces)
             if not busy:
                 return
             if loop.time() > deadline:

@@ -1,0 +1,86 @@
+"""The words an agent is given and the words history keeps.
+
+* :func:`render_text` — an inbound message as the request's text (locations, contacts,
+  replies and orders readable, SPEC §4);
+* :func:`history_text` / :func:`reply_history_text` — the user and assistant turns stored
+  in CHAT history (a media-only turn is named, never left empty).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from ..agents import AgentReply, Attachment
+from ..events import MEDIA_TYPES, Message
+
+__all__ = ["history_text", "render_text", "reply_history_text"]
+
+
+def history_text(text: str, attachments: Sequence[Attachment]) -> str:
+    """A user turn for the history: media-only messages would otherwise leave an empty turn
+    (which models drop), so each attachment is named: ``[image] my cat``."""
+    marks = []
+    for att in attachments:
+        label = "voice note" if att.voice else att.kind
+        marks.append(f'[{label} "{att.filename}"]' if att.filename else f"[{label}]")
+    return " ".join([*marks, text] if text else marks)
+
+
+def reply_history_text(reply: AgentReply) -> str:
+    """The assistant turn: the reply text, or what was sent when it was media only."""
+    if reply.text and reply.text.strip():
+        return reply.text
+    sent = [f"{len(items)} {kind}{'s' if len(items) > 1 else ''}"
+            for kind, items in (("image", reply.images), ("file", reply.files)) if items]
+    return f"[sent {' and '.join(sent)}]" if sent else ""
+
+
+def render_text(message: Message, notes: Sequence[str] = ()) -> str:
+    """The message as text for the agent (SPEC §4: locations, contacts, replies readable)."""
+    parts: list[str] = []
+    mtype = message.type
+    if mtype == "location" and message.location is not None:
+        loc = message.location
+        place = ", ".join(p for p in (loc.name, loc.address) if p)
+        parts.append(f"[location: {loc.latitude:.6f}, {loc.longitude:.6f}"
+                     + (f" — {place}" if place else "") + "]")
+    elif mtype == "contacts":
+        for card in message.contacts:
+            phones = ", ".join(card.phones)
+            parts.append(f"[contact: {card.formatted_name or 'unnamed'}"
+                         + (f", {phones}" if phones else "") + "]")
+    elif mtype == "interactive" and message.interactive is not None:
+        inter = message.interactive
+        if inter.type == "nfm_reply":
+            parts.append(f"[form submitted: {json.dumps(inter.response or {})}]")
+        else:
+            title = (inter.title or "").strip() or f"[{inter.type}]"
+            if inter.description:
+                title += f" ({inter.description})"
+            parts.append(title)
+    elif mtype == "button" and message.button is not None:
+        parts.append(message.button.text or message.button.payload or "[button]")
+    elif mtype == "order" and message.order is not None:
+        lines = [f"{i.quantity or 1} x {i.product_retailer_id} at {i.item_price} {i.currency}"
+                 for i in message.order.product_items]
+        parts.append("[order: " + "; ".join(lines) + "]")
+        if message.order.text:
+            parts.append(message.order.text)
+    elif mtype == "reaction" and message.reaction is not None:
+        parts.append(f"[reaction {message.reaction.emoji or 'removed'} to "
+                     f"{message.reaction.message_id}]")
+    elif mtype in MEDIA_TYPES:
+        if message.caption:
+            parts.append(message.caption)
+    elif mtype == "edit":
+        parts.append("[edited an earlier message]"
+                     + (f" {message.text}" if message.text else ""))
+    elif mtype == "revoke":
+        parts.append("[deleted an earlier message]")
+    elif message.text:
+        parts.append(message.text)
+    else:
+        parts.append(f"[{mtype} message]")
+    parts.extend(notes)
+    return "\n".join(parts)

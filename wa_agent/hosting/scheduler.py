@@ -1,0 +1,308 @@
+"""Who is answered when: per-contact drains, leases, the sweeper.
+
+Each contact with unanswered inbox items gets one *drain*: a task that takes the contact's
+items in arrival order and has them answered, while holding the contact's lease in the
+store (one drainer per contact across every process sharing the store, so one user's
+replies stay in order even with several workers). Different contacts are drained
+concurrently, at most ``max_concurrency`` agents at once.
+
+* :meth:`Scheduler.schedule` is called for every newly recorded message; it is cheap (the
+  webhook waits for it): a contact already being drained is only marked *woken*; a new one
+  is queued, and a single dispatcher starts queued drains one per
+  :class:`~wa_agent._ackgate.AckGate` turn, so a burst of webhooks never waits for them.
+* A contact whose send failed transiently backs off (:class:`~.processor.RetryLater`);
+  more than ``max_queued_senders`` contacts at once overflow: their items wait in the
+  inbox (still acknowledged) until the queue has room.
+* The sweeper looks at the inbox every ``sweep_interval`` (and at once when a full queue
+  empties): leftovers of a crash or of another process, retries that are due.
+* The lease keeper renews the held leases so a slow agent never loses its contact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..numbers import mask_number
+from .processor import RetryLater
+
+if TYPE_CHECKING:
+    from .._ackgate import AckGate
+    from ..stores.base import InboxItem, SessionStore
+    from .intake import Backlog
+    from .observers import Stats
+    from .settings import InterfaceSettings
+    from .tasks import TaskSet
+
+__all__ = ["Scheduler"]
+
+logger = logging.getLogger("wa_agent.interface")
+
+Process = Callable[..., Awaitable[None]]
+
+
+class Held:
+    """A contact lease this process holds (renewed by the lease keeper)."""
+
+    __slots__ = ("lost", "since")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.since = time.monotonic()
+
+
+class Scheduler:
+    """Schedules the answering of one interface's contacts (see the module docstring)."""
+
+    def __init__(self, settings: InterfaceSettings, *, store: SessionStore, backlog: Backlog,
+                 tasks: TaskSet, gate: AckGate, stats: Stats, owner: str) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.store = store
+        self.backlog = backlog
+        self.tasks = tasks
+        self.gate = gate
+        self.stats = stats
+        self.owner = owner
+        self.process: Process | None = None  # set by the interface: answers one item
+        self.active = False  # started and not closing
+        self.drains: dict[str, asyncio.Task[None]] = {}
+        # Contacts whose drain starts next, in order (an ordered set): started one per gate
+        # turn by a single dispatcher task, so a burst of webhooks never waits for them.
+        self.starting: dict[str, None] = {}
+        self.woken: set[str] = set()
+        self.backoff: dict[str, float] = {}
+        self.held: dict[str, Held] = {}  # contact leases held by this process's drains
+        self.overflow = False  # contacts were left in the inbox because the queue was full
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._sweep_now: asyncio.Event | None = None
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        """Contacts with a drain running or about to start in this process."""
+        return len(self.drains) + len(self.starting)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a contact is being answered, about to be, or was woken for more."""
+        return bool(self.drains or self.starting or self.woken)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing processing, queued, deferred (queue full) or waiting for a retry."""
+        return not (self.busy or self.overflow or self.backoff)
+
+    def is_woken(self, contact: str) -> bool:
+        return contact in self.woken
+
+    # -- life -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the sweeper and the lease keeper, and schedule the inbox's leftovers."""
+        self._sem = asyncio.Semaphore(self.settings.max_concurrency)
+        self._sweep_now = asyncio.Event()
+        self.backoff.clear()
+        self.overflow = False
+        self.active = True
+        self.tasks.spawn(self._sweeper(), "sweeper")
+        self.tasks.spawn(self._keep_leases(), "leases")
+        await self._resume()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking new work; let running drains finish within ``timeout`` (the rest
+        stays in the inbox)."""
+        self.active = False
+        drains = list(self.drains.values())
+        if drains:
+            _done, pending = await asyncio.wait(drains, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning("shutdown: %d sender(s) still busy after %.1f s; their "
+                               "messages stay in the inbox", len(pending), timeout)
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def clear(self) -> None:
+        """Forget everything (after the interface's tasks were cancelled)."""
+        self.drains.clear()
+        self.starting.clear()
+        self._dispatcher = None
+
+    # -- scheduling -----------------------------------------------------------------------
+    def schedule(self, contact: str) -> None:
+        """Start (or wake) the contact's drain, unless it is backing off after a failed send
+        or the in-memory queue is full: then its items wait in the inbox for the sweeper."""
+        if not self.active:
+            return
+        if contact in self.drains or contact in self.starting:
+            self.woken.add(contact)
+            return
+        backoff = self.backoff
+        if backoff and backoff.get(contact, 0.0) > time.monotonic():
+            return
+        if self.queued >= self.settings.max_queued_senders:
+            if not self.overflow:
+                logger.warning("more than %d senders waiting: new ones stay in the inbox until "
+                               "the queue empties", self.settings.max_queued_senders)
+            self.overflow = True
+            self.stats.deferred += 1
+            return
+        if backoff:
+            backoff.pop(contact, None)
+        self.woken.add(contact)
+        self.starting[contact] = None
+        if self._dispatcher is None:
+            self._dispatcher = self.tasks.spawn(self._dispatch(), "dispatch")
+
+    async def _dispatch(self) -> None:
+        """Start the drains of :attr:`starting`, one per :class:`AckGate` turn (webhook acks
+        first: during a burst the contacts wait here, their messages safe in the inbox)."""
+        try:
+            while self.starting and self.active:
+                await self.gate.turn()
+                if not self.starting or not self.active:
+                    break
+                contact = next(iter(self.starting))
+                del self.starting[contact]
+                self.drains[contact] = self.tasks.spawn(self._drain(contact), "drain")
+        finally:
+            if self._dispatcher is asyncio.current_task():
+                self._dispatcher = None
+
+    async def _resume(self) -> None:
+        try:
+            contacts = await self.store.pending_senders(self.name)
+        except Exception:
+            logger.warning("could not list inbox leftovers; the sweeper will retry",
+                           exc_info=True)
+            return
+        if contacts:
+            logger.info("resuming %d sender(s) with unanswered messages", len(contacts))
+        for contact in contacts:
+            self.schedule(contact)
+
+    async def _sweeper(self) -> None:
+        """Every ``sweep_interval`` (or as soon as a full queue has room again), schedule the
+        contacts with inbox items that nobody in this process is working on."""
+        assert self._sweep_now is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_now.wait(), self.settings.sweep_interval)
+            self._sweep_now.clear()
+            try:
+                contacts = await self.store.pending_senders(self.name)
+            except Exception:
+                logger.warning("sweep: could not list the inbox", exc_info=True)
+                continue
+            waiting = set(contacts)
+            for contact in [c for c in self.backoff if c not in waiting]:
+                del self.backoff[contact]  # answered meanwhile (by another process)
+            for contact in [c for c in self.backlog.counts if c not in waiting]:
+                self.backlog.sync(contact, 0)  # answered elsewhere while it had no drain here
+            self.overflow = False
+            for contact in contacts:
+                if not self.active:
+                    return
+                self.schedule(contact)
+                if self.overflow:
+                    break
+
+    # -- draining -------------------------------------------------------------------------
+    async def _drain(self, contact: str) -> None:
+        """Answer the contact's inbox items in arrival order while holding its lease."""
+        lease = f"sender:{self.name}:{contact}"
+        try:
+            while self.active:
+                self.woken.discard(contact)
+                if not await self.store.acquire_lease(lease, self.owner, self.settings.lease_ttl):
+                    if not await self._wait_for_other_drainer(contact):
+                        return
+                    continue
+                held = self.held[lease] = Held()
+                try:
+                    items = await self._rounds(contact, held)
+                finally:
+                    if self.held.get(lease) is held:
+                        del self.held[lease]
+                    with contextlib.suppress(Exception):
+                        await self.store.release_lease(lease, self.owner)
+                if not items and contact not in self.woken:
+                    return
+        except RetryLater as retry:
+            self.backoff[contact] = time.monotonic() + retry.delay
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("processing messages of %s failed; will retry",
+                             mask_number(contact))
+            self.backoff[contact] = time.monotonic() + self.settings.sweep_interval
+        finally:
+            if self.drains.get(contact) is asyncio.current_task():
+                del self.drains[contact]
+                if self.overflow and self._sweep_now is not None \
+                        and self.queued <= self.settings.max_queued_senders // 2:
+                    self._sweep_now.set()
+
+    async def _wait_for_other_drainer(self, contact: str) -> bool:
+        """Another process holds the lease (it will see our items too): wait a little,
+        then whether there is still something to do here."""
+        await asyncio.sleep(min(1.0, self.settings.lease_ttl / 4))
+        left = await self.store.pending(self.name, contact)
+        # Items this process recorded may be answered by the other one: count what is
+        # really left, or the backlog bound would refuse this contact.
+        self.backlog.sync(contact, len(left))
+        return bool(contact in self.woken or left)
+
+    async def _rounds(self, contact: str, held: Held) -> list[InboxItem]:
+        """Until the inbox has nothing more for the contact: one lease for all rounds (a
+        round per follow-up that came in meanwhile). Returns the last round's items."""
+        assert self._sem is not None and self.process is not None
+        while True:
+            items = await self.store.pending(self.name, contact)
+            self.backlog.sync(contact, len(items))
+            for index, item in enumerate(items):
+                if not self.active or held.lost:  # lease lost: start over
+                    break
+                latest = index == len(items) - 1 and contact not in self.woken
+                async with self._sem:
+                    if not self.active:  # waited for a slot while shutting down
+                        break
+                    await self.process(item, quote=not latest, more_waiting=self.is_woken)
+            if not items or not self.active or held.lost:
+                return items
+            self.woken.discard(contact)  # the next read sees what woke it
+
+    async def _keep_leases(self) -> None:
+        """Renew every held lease once it is a third of its TTL old (so at the latest at
+        two thirds), so a slow agent never loses it. One task for all contacts."""
+        ttl = self.settings.lease_ttl
+        period = ttl / 3
+        while True:
+            await asyncio.sleep(period)
+            for name, held in list(self.held.items()):
+                if time.monotonic() - held.since < period or self.held.get(name) is not held:
+                    continue
+                try:
+                    ok = await self.store.acquire_lease(name, self.owner, ttl)
+                except Exception:
+                    logger.warning("could not renew the lease %s", name, exc_info=True)
+                    continue
+                if self.held.get(name) is not held:
+                    # Released while renewing: give back what was just taken again, unless a
+                    # new drain of this contact holds it now.
+                    if ok and name not in self.held:
+                        with contextlib.suppress(Exception):
+                            await self.store.release_lease(name, self.owner)
+                    continue
+                if ok:
+                    held.since = time.monotonic()
+                    continue
+                held.lost = True
+                logger.warning("lost the lease %s (this process stalled longer than lease_ttl="
+                               "%.1f s): another process may be answering the same sender",
+                               name, ttl)
