@@ -66,6 +66,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lease-ttl", type=float, default=1.0)
     p.add_argument("--sweep", type=float, default=0.2)
     p.add_argument("--max-concurrency", type=int, default=64)
+    p.add_argument("--per-sender", type=int, default=16,
+                   help="max_concurrency_per_sender (TASK mode pipelining)")
     p.add_argument("--shutdown-timeout", type=float, default=2.0)
     p.add_argument("--retry-scale", type=float, default=0.01)
     p.add_argument("--retry-attempts", type=int, default=None,
@@ -115,6 +117,7 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
         lease_ttl=args.lease_ttl,
         sweep_interval=args.sweep,
         max_concurrency=args.max_concurrency,
+        max_concurrency_per_sender=args.per_sender,
         shutdown_timeout=args.shutdown_timeout,
     )
 

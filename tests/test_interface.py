@@ -336,10 +336,16 @@ async def test_chat_history_names_media_turns() -> None:
     agent = Recorder(handler)
     async with Simulator(agent, mode="chat") as sim:
         alice = sim.user(ALICE)
+        # One at a time, each answered before the next (quick follow-ups would be
+        # coalesced into one turn: see the coalescing tests).
         await alice.send_image(png, "image/png", caption="my cat")
+        await sim.settle()
         await alice.send_voice(VOICE)
+        await sim.settle()
         await alice.send_document(PDF, "report.pdf")
+        await sim.settle()
         await alice.send_text("draw")
+        await sim.settle()
         await alice.send_text("what did we share?")
         await sim.settle()
     assert [(t.role, t.text) for t in agent.requests[-1].history] == [
@@ -636,10 +642,12 @@ async def test_framework_agent_in_chat_mode_gets_history_in_its_prompt() -> None
 
 
 # -- ordering and quoting --------------------------------------------------------------------
-async def test_follow_up_is_queued_answered_in_order_and_first_reply_quotes() -> None:
-    """A follow-up sent while the first message is being answered is not dropped: the first
-    reply quotes its message (it is no longer the latest turn), the follow-up is answered
-    after it (with the first exchange in its history) and is not quoted."""
+async def test_chat_follow_ups_are_coalesced_into_one_turn_and_first_reply_quotes() -> None:
+    """CHAT: follow-ups sent while the first message is being answered are not dropped:
+    the first reply quotes its message (it is no longer the latest turn); the two
+    follow-ups are answered together in ONE next turn (text joined in order, each message
+    in ``messages``, the first exchange in its history), not quoted; history keeps each user
+    message as its own turn."""
     started = asyncio.Event()
     release = asyncio.Event()
 
@@ -659,14 +667,53 @@ async def test_follow_up_is_queued_answered_in_order_and_first_reply_quotes() ->
         release.set()
         await sim.settle()
         replies = alice.take_replies()
-    assert [r.text for r in replies] == ["re: first", "re: second", "re: third"]
+        stored = await sim.interface.store.get_history(sim.interface.name, ALICE)
+    assert [r.text for r in replies] == ["re: first", "re: second\nthird"]
     assert replies[0].reply_to == first
-    assert replies[1].reply_to == second
+    assert replies[1].reply_to is None
+    assert agent.texts() == ["first", "second\nthird"]
+    request = agent.requests[1]
+    assert [m.id for m in request.messages] == [second, third]
+    assert request.message is not None and request.message.id == third
+    assert [t.text for t in request.history] == ["first", "re: first"]
+    assert [(t.role, t.text, t.message_id) for t in stored] == [
+        ("user", "first", first), ("assistant", "re: first", None),
+        ("user", "second", second), ("user", "third", third),
+        ("assistant", "re: second\nthird", None)]
+
+
+async def test_task_follow_ups_run_at_once_and_replies_keep_their_order() -> None:
+    """TASK: follow-ups sent while the first message's agent still runs are answered
+    concurrently (each on its own), but every reply waits for the earlier ones: the user
+    gets them in the order they wrote; replies that are no longer the latest quote their
+    message."""
+    release = asyncio.Event()
+    running: set[str] = set()
+    overlapped = asyncio.Event()
+
+    async def handler(request: AgentRequest) -> str:
+        running.add(request.text)
+        if len(running) == 3:
+            overlapped.set()
+        if request.text == "first":
+            await release.wait()  # the slowest: the others finish before it
+        return f"re: {request.text}"
+
+    agent = Recorder(handler)
+    async with Simulator(agent, mode="task") as sim:
+        alice = sim.user(ALICE)
+        first = await alice.send_text("first")
+        second = await alice.send_text("second")
+        await alice.send_text("third")
+        await asyncio.wait_for(overlapped.wait(), 5)  # all three agents ran at once
+        await asyncio.sleep(0.05)
+        assert alice.take_replies() == []  # "second" and "third" wait for "first"
+        release.set()
+        await sim.settle()
+        replies = alice.take_replies()
+    assert [r.text for r in replies] == ["re: first", "re: second", "re: third"]
+    assert replies[0].reply_to == first and replies[1].reply_to == second
     assert replies[2].reply_to is None
-    assert agent.texts() == ["first", "second", "third"]
-    assert [t.text for t in agent.requests[2].history] == [
-        "first", "re: first", "second", "re: second"]
-    assert third == alice.sent[-1]
 
 
 async def test_lone_message_reply_is_not_quoted() -> None:

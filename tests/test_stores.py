@@ -283,6 +283,20 @@ async def test_complete_removes_item_and_appends_history(store: SessionStore) ->
     assert await store.get_history(IFACE, "111") == turns
 
 
+async def test_complete_takes_several_items_in_one_step(store: SessionStore) -> None:
+    """complete() with a sequence of ids (one coalesced turn) removes all of them and
+    appends the turns once; ids already gone are skipped; the other items stay, in order."""
+    await store.add_inbound(IFACE, [item(1), item(2), item(3), item(4, sender="222")])
+    turns = [turn("m1", message_id="wamid.1"), turn("m2", message_id="wamid.2"),
+             turn("answer", role="assistant")]
+    await store.complete(IFACE, ["wamid.1", "wamid.2", "wamid.gone"], "111", turns)
+    assert [i.id for i in await store.pending(IFACE)] == ["wamid.3", "wamid.4"]
+    assert await store.get_history(IFACE, "111") == turns
+    await store.complete(IFACE, ("wamid.3",), "111")
+    assert await store.pending_senders(IFACE) == ["222"]
+    assert (await store.add_inbound(IFACE, [item(1), item(2)])) == [False, False]
+
+
 async def test_complete_is_atomic_for_concurrent_readers(harness: Harness) -> None:
     """A reader never sees an item gone from the inbox while its turns are not in history."""
     writer = harness.make()
@@ -751,7 +765,7 @@ async def test_redis_resent_scripts_answer_like_the_first_attempt(
 
         complete = store._scripts["complete"]
         t = '{"role":"user","text":"hi","at":null,"message_id":null}'
-        cargs = [base, "wamid.1", "111", "token-3", 60_000, t]
+        cargs = [base, "111", "token-3", 60_000, 1, "wamid.1", t]
         await complete(keys=[], args=cargs)
         await complete(keys=[], args=cargs)  # the resend
         assert await store.get_history(IFACE, "111") == [turn("hi")]

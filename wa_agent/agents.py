@@ -195,9 +195,12 @@ class AgentRequest:
     ``history`` holds the sender's previous turns in CHAT mode (empty in TASK mode), oldest
     first, never another sender's. ``purpose`` is ``"message"`` for a user message,
     ``"heartbeat"`` for a scheduled proactive message and ``"greeting"`` after a reset.
-    ``choice`` is the id of the reply button or list row the user tapped (its title is the
-    ``text``), else ``None``. ``messages`` holds each inbound message of the turn, in order
-    (several when quick follow-ups are answered together; ``message`` is the last).
+
+    In CHAT mode one request may answer several messages the user sent in a row (a
+    coalesced turn): ``messages`` holds each of them in order, ``text`` joins their texts
+    with newlines, ``attachments`` holds the media of all of them and ``message`` is the
+    newest. For a single message, ``messages == (message,)``. ``choice`` is the id of the
+    reply button or list row the user tapped (its title is the ``text``), else ``None``.
     """
 
     text: str
@@ -208,8 +211,8 @@ class AgentRequest:
     profile_name: str | None = None
     interface: str = "WhatsApp"
     purpose: Literal["message", "heartbeat", "greeting"] = "message"
-    choice: str | None = None
     messages: tuple[Message, ...] = ()
+    choice: str | None = None
 
 
 ButtonSpec = (

@@ -160,8 +160,12 @@ class WhatsAppInterface:
         phone_number_id: str | int | None = None,
         sender: Sender | None = None,
         prefix: str = "/whatsapp",
+        # -- conversations --
+        debounce: float = 0.0,
+        interrupt: bool = False,
         # -- tuning (not in the seed) --
-        max_concurrency: int = 64,
+        max_concurrency: int = 10_000,
+        max_concurrency_per_sender: int = 16,
         agent_timeout: float | None = 300.0,
         shutdown_timeout: float = 10.0,
         history_limit: int | None = 50,
@@ -179,7 +183,7 @@ class WhatsAppInterface:
         base_url: str | None = None,
         sweep_interval: float = 5.0,
         lease_ttl: float = 30.0,
-        max_queued_senders: int = 1000,
+        max_queued_senders: int = 10_000,
         media_max_bytes: int | None = None,
         media_dir: str | Path | None = None,
         max_pending_per_sender: int = 100,
@@ -194,7 +198,9 @@ class WhatsAppInterface:
             allowed_numbers=allowed_numbers, heartbeat_recipient=heartbeat_recipient,
             answer_types=answer_types, heartbeat_template=heartbeat_template, name=name,
             reset_command=reset_command, api_version=api_version,
-            max_concurrency=max_concurrency, agent_timeout=agent_timeout,
+            max_concurrency=max_concurrency,
+            max_concurrency_per_sender=max_concurrency_per_sender, debounce=debounce,
+            interrupt=interrupt, agent_timeout=agent_timeout,
             shutdown_timeout=shutdown_timeout, history_limit=history_limit, apology=apology,
             reset_message=reset_message, heartbeat_lease_ttl=heartbeat_lease_ttl,
             require_signature=require_signature, max_body=max_body,
@@ -254,8 +260,8 @@ class WhatsAppInterface:
                                     runner=self._runner, delivery=self._delivery,
                                     backlog=self._backlog, beats=self._beats,
                                     listeners=self.listeners, stats=self.stats, gate=self._gate,
-                                    parser=self._parser)
-        self._scheduler.process = self._processor.process
+                                    parser=self._parser, tasks=self._tasks)
+        self._scheduler.processor = self._processor
         self._intake = Intake(settings, policy=self._policy, store=store,
                               backlog=self._backlog, schedule=self._scheduler.schedule,
                               on_status=self._on_status, on_refused=self._on_refused,

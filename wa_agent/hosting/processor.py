@@ -1,22 +1,26 @@
-"""Answering one inbox item: from the stored message to the reply WhatsApp accepted.
+"""Answering one turn: from the stored messages to the reply WhatsApp accepted.
 
-For each item :meth:`Processor.process`:
+A turn (see :mod:`~wa_agent.hosting.turns`) is one or more inbox items of one contact
+answered by one agent run. For each turn :meth:`Processor.process`:
 
-1. reads the message back (from the in-memory cache of parsed messages, else from its
-   stored payload) and its saved progress;
-2. unless a reply was already prepared before a restart: marks the message read with the
-   typing indicator, answers the reset command itself (CHAT mode), or downloads the media
-   and asks the agent (with the contact's own history in CHAT mode), then turns the reply
-   into parts; a reply of several parts is saved as progress before the first is sent, so a
-   restart resumes rather than asks the agent again;
+1. unless a reply was already prepared before a restart: marks the newest message read
+   with the typing indicator, answers the reset command itself (CHAT mode), or downloads
+   the media and asks the agent (with the contact's own history in CHAT mode) with every
+   message of the turn, then turns the reply into parts; a reply of several parts, or for
+   several messages, is saved as progress on the turn's anchor before the first part is
+   sent, so a restart resumes rather than asks the agent again;
+2. in TASK mode, waits until the contact's earlier replies are out (replies keep the
+   messages' order even though their agents run at once);
 3. sends the parts not sent yet, saving progress after each;
-4. completes the item: it leaves the inbox and the turns enter the history in one store
-   step, retried in place if the store fails (the reply is out; it is never resent).
+4. completes the turn: its items leave the inbox and the history turns (each user message,
+   then the reply) are appended in one store step, retried in place if the store fails
+   (the reply is out; it is never resent).
 
 A send that fails with a retryable error saves progress and raises :class:`RetryLater`
-(the scheduler backs the contact off and the sweeper brings the item back); a permanent
-failure drops the reply with an ERROR; after :data:`MAX_ATTEMPTS` failures the item is
-given up.
+(the scheduler backs the contact off and the sweeper brings the turn back); a permanent
+failure drops the reply with an ERROR; after :data:`MAX_ATTEMPTS` failures the turn is
+given up. With ``interrupt=True`` a newer message cancels a turn's agent run
+(:class:`Interrupted`): nothing of it is sent, and the turn is formed again.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..agents import AgentReply, AgentRequest, Attachment, Turn, agent_attribute
+from ..agents import AgentReply, AgentRequest, Attachment, agent_attribute
+from ..agents import Turn as HistoryTurn
 from ..events import MEDIA_TYPES, Message
 from ..exceptions import AuthenticationError, MediaError, TransportError, WhatsAppAPIError
 from ..numbers import mask_number
 from .payload import load_message
 from .render import history_text, render_text, reply_history_text
 from .settings import InterfaceMode
+from .turns import ReplyOrder, Turn, progress_of
 
 if TYPE_CHECKING:
     from .._ackgate import AckGate
@@ -47,8 +53,9 @@ if TYPE_CHECKING:
     from .observers import Listeners, Stats
     from .runner import AgentRunner
     from .settings import InterfaceSettings
+    from .tasks import TaskSet
 
-__all__ = ["MAX_ATTEMPTS", "Processor", "RetryLater"]
+__all__ = ["MAX_ATTEMPTS", "Interrupted", "Processor", "RetryLater"]
 
 logger = logging.getLogger("wa_agent.interface")
 
@@ -64,13 +71,17 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class Interrupted(Exception):
+    """The turn's agent run was cancelled by a newer message (``interrupt=True``)."""
+
+
 class Processor:
-    """Answers inbox items of one interface (see the module docstring)."""
+    """Answers the turns of one interface (see the module docstring)."""
 
     def __init__(self, settings: InterfaceSettings, *, store: SessionStore,
                  graph: Callable[[], Sender], runner: AgentRunner, delivery: Delivery,
                  backlog: Backlog, beats: HeartbeatWiring, listeners: Listeners, stats: Stats,
-                 gate: AckGate, parser: MessageParser) -> None:
+                 gate: AckGate, parser: MessageParser, tasks: TaskSet) -> None:
         self.settings = settings
         self.name = settings.name
         self.store = store
@@ -83,98 +94,152 @@ class Processor:
         self.stats = stats
         self.gate = gate
         self.parser = parser
+        self.tasks = tasks
         self.in_flight = 0
+        self._agents: dict[str, asyncio.Task[tuple[AgentReply, bool]]] = {}  # interruptible
 
-    async def process(self, item: InboxItem, *, quote: bool,
-                      more_waiting: Callable[[str], bool]) -> None:
-        """Answer ``item``. ``quote``: later messages of the contact are already queued, so
-        the reply quotes its message; ``more_waiting(contact)`` tells whether more arrived
-        meanwhile (asked again just before sending)."""
-        message = self.backlog.parsed(item.id) or load_message(item.payload, item.id,
-                                                               self.parser)
-        contact = item.sender
-        progress: dict[str, Any] = json.loads(item.progress) if item.progress else {}
+    # -- the scheduler's side -------------------------------------------------------------
+    def load(self, item: InboxItem) -> Message:
+        """The message an inbox item holds (parsed at intake, else read back)."""
+        return self.backlog.parsed(item.id) or load_message(item.payload, item.id, self.parser)
+
+    def turn_of(self, item: InboxItem) -> Turn:
+        """A one-item turn (TASK mode)."""
+        return Turn([item], [self.load(item)], progress_of(item))
+
+    def is_reset(self, message: Message) -> bool:
+        """Whether ``message`` is the CHAT-mode reset command."""
+        command = self.settings.reset_command
+        return (self.settings.mode is InterfaceMode.CHAT and command is not None
+                and message.type == "text"
+                and (message.text or "").strip().lower() == command.lower())
+
+    def interrupt(self, contact: str) -> None:
+        """A new message from ``contact``: cancel their turn's agent run if one is running
+        (``interrupt=True``); the turn is then done again with everything pending."""
+        task = self._agents.get(contact)
+        if task is not None and not task.done():
+            logger.info("a new message from %s interrupts the running turn",
+                        mask_number(contact))
+            task.cancel()
+
+    async def process(self, turn: Turn, *, latest: Callable[[], bool],
+                      order: ReplyOrder | None = None) -> None:
+        """Answer ``turn``. ``latest()`` tells, just before the reply is sent, whether the
+        turn is still the contact's newest; if not, the reply quotes the turn's last
+        message. With ``order`` (TASK mode), the reply is sent only after the contact's
+        earlier replies."""
+        contact = turn.contact
+        progress = turn.progress
         failures = int(progress.get("failures", 0))
         if failures >= MAX_ATTEMPTS:
-            logger.error("giving up on message %s from %s: its reply failed %d times", item.id,
-                         mask_number(contact), failures)
-            await self.complete(item)
+            logger.error("giving up on message %s from %s: its reply failed %d times",
+                         turn.anchor.id, mask_number(contact), failures)
+            await self.complete(turn)
             return
         self.in_flight += 1
         try:
             if "parts" not in progress:
-                await self.store.touch_inbound(self.name, contact, message.timestamp)
+                await self.store.touch_inbound(self.name, contact, turn.last.timestamp)
                 await self.beats.note_contact(contact)
-                parts, turns = await self._answer(message)
-                progress = {"parts": parts, "sent": 0, "turns": turns}
-                if len(parts) > 1:
+                parts, turns = await self._answer(turn)
+                progress = turn.progress = {"parts": parts, "sent": 0, "turns": turns,
+                                            "covers": turn.ids}
+                if len(parts) > 1 or len(turn.items) > 1:
                     # Before the first part: a restart resumes instead of asking again.
-                    await self.store.save_progress(self.name, item.id, json.dumps(progress))
-            await self._send_parts(item, message, progress,
-                                   quote=quote or more_waiting(contact))
-            history = [Turn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
+                    await self.store.save_progress(self.name, turn.anchor.id,
+                                                   json.dumps(progress))
+            if order is not None:
+                blocked = await order.wait()
+                if blocked is not None:  # an earlier reply waits for a retry: so does this
+                    await self._save_progress(turn, progress)
+                    raise RetryLater(blocked)
+            await self._send_parts(turn, progress, quote=not latest())
+            history = [HistoryTurn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
                        for t in progress.get("turns", [])]
-            await self.complete(item, history)
-            self.stats.processed += 1
+            await self.complete(turn, history)
+            self.stats.processed += len(turn.items)
         finally:
             self.in_flight -= 1
             self.listeners.thinking(contact, False)
 
-    async def complete(self, item: InboxItem, history: Sequence[Turn] = ()) -> None:
-        """Remove the answered item from the inbox. The reply is out: a store failure here is
-        retried in place (never by resending), until it works or shutdown cancels it."""
+    async def complete(self, turn: Turn, history: Sequence[HistoryTurn] = ()) -> None:
+        """Remove the answered items from the inbox (one store step). The reply is out: a
+        store failure here is retried in place (never by resending), until it works or
+        shutdown cancels it."""
         delay = 0.05
+        ids = turn.ids
         while True:
             try:
-                await self.store.complete(self.name, item.id, item.sender, history)
-                self.backlog.release((item,))
+                await self.store.complete(self.name, ids[0] if len(ids) == 1 else ids,
+                                          turn.contact, history)
+                self.backlog.release(turn.items)
                 return
             except Exception as exc:  # noqa: BLE001 - logged, retried
                 logger.warning("the reply to message %s was sent but the store could not "
-                               "record it (%s); retrying in %.2f s", item.id,
+                               "record it (%s); retrying in %.2f s", turn.anchor.id,
                                type(exc).__name__, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
     # -- asking ---------------------------------------------------------------------------
-    async def _answer(self, message: Message) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    async def _answer(self, turn: Turn) -> tuple[list[dict[str, Any]], list[list[Any]]]:
         """Run the agent (or the reset command) and turn its reply into sendable parts."""
-        contact = message.sender
+        last = turn.last
+        contact = last.sender
         # Read receipt + typing indicator first, so the user sees the bot at work at once
-        # (the reset greeting is generated by the agent too).
+        # (the reset greeting is generated by the agent too). Marking the newest message
+        # read marks the earlier ones too.
         await self.gate.turn()  # webhook acks first (Meta's time-out is short)
         with contextlib.suppress(Exception):
-            await self._graph().mark_read(message.id, typing=True)
+            await self._graph().mark_read(last.id, typing=True)
         self.listeners.thinking(contact, True)
-        if self._is_reset(message):
+        if len(turn.messages) == 1 and self.is_reset(last):
             await self.store.clear_history(self.name, contact)
             logger.info("history of %s reset", mask_number(contact))
-            greeting = await self._greeting(message)
+            greeting = await self._greeting(last)
             return await self.delivery.parts(AgentReply(text=greeting)), []
-        history: tuple[Turn, ...] = ()
         chat = self.settings.mode is InterfaceMode.CHAT
+        history: tuple[HistoryTurn, ...] = ()
         if chat:
             history = tuple(await self.store.get_history(self.name, contact,
                                                          self.settings.history_limit))
-        attachments, notes = await self._attachments(message)
+        texts: list[str] = []
+        attachments: list[Attachment] = []
+        users: list[list[Any]] = []
+        for message in turn.messages:
+            found, notes = await self._attachments(message)
+            text = render_text(message, notes)
+            texts.append(text)
+            attachments.extend(found)
+            users.append(["user", history_text(text, found), message.id])
         request = AgentRequest(
-            text=render_text(message, notes), sender=contact, attachments=attachments,
-            history=history, message=message, profile_name=message.profile_name,
-            interface=self.name,
+            text="\n".join(texts), sender=contact, attachments=tuple(attachments),
+            history=history, message=last, messages=tuple(turn.messages),
+            profile_name=last.profile_name, interface=self.name,
         )
-        reply, ok = await self.runner.answer(request, message.id)
+        reply, ok = await self._run(request, last.id)
         parts = await self.delivery.parts(reply)
-        turns: list[list[Any]] = []
-        if chat and ok:
-            turns = [["user", history_text(request.text, request.attachments), message.id],
-                     ["assistant", reply_history_text(reply)]]
+        turns = [*users, ["assistant", reply_history_text(reply)]] if chat and ok else []
         return parts, turns
 
-    def _is_reset(self, message: Message) -> bool:
-        command = self.settings.reset_command
-        return (self.settings.mode is InterfaceMode.CHAT and command is not None
-                and message.type == "text"
-                and (message.text or "").strip().lower() == command.lower())
+    async def _run(self, request: AgentRequest, message_id: str) -> tuple[AgentReply, bool]:
+        """Ask the agent; with ``interrupt=True`` as a task a newer message may cancel."""
+        if not self.settings.interrupt:
+            return await self.runner.answer(request, message_id)
+        contact = request.sender
+        task = self._agents[contact] = self.tasks.spawn(
+            self.runner.answer(request, message_id), "agent")
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                raise Interrupted from None  # a newer message, not a shutdown
+            raise
+        finally:
+            if self._agents.get(contact) is task:
+                del self._agents[contact]
 
     async def _greeting(self, message: Message) -> str:
         """What confirms a reset: a greeting generated from the agent's workspace/greeting
@@ -215,55 +280,56 @@ class Processor:
                            caption=message.caption, voice=media.voice),), []
 
     # -- sending --------------------------------------------------------------------------
-    async def _send_parts(self, item: InboxItem, message: Message, progress: dict[str, Any],
-                          *, quote: bool) -> None:
+    async def _send_parts(self, turn: Turn, progress: dict[str, Any], *, quote: bool) -> None:
         """Send the parts not sent yet (a permanent failure drops the rest of the reply).
-        Quotes the message when this reply is no longer the latest turn."""
+        Quotes the turn's last message when this reply is no longer the latest turn."""
         parts: list[dict[str, Any]] = progress["parts"]
-        to = message.sender
+        to = turn.contact
         for index in range(int(progress.get("sent", 0)), len(parts)):
-            reply_to = message.id if quote and index == 0 else None
+            reply_to = turn.last.id if quote and index == 0 else None
             await self.gate.turn()
             try:
                 await self.delivery.send_part(to, parts[index], reply_to=reply_to)
             except TransportError as exc:
                 if not exc.maybe_delivered:
-                    await self._send_failed(item, to, exc, progress, index)
+                    await self._send_failed(turn, exc, progress, index)
                 logger.warning("reply part %d to %s may or may not have been delivered "
                                "(timeout after sending); not resending", index, mask_number(to))
             except AuthenticationError as exc:
-                await self._send_failed(item, to, exc, progress, index)
+                await self._send_failed(turn, exc, progress, index)
             except WhatsAppAPIError as exc:
                 if exc.retryable:
-                    await self._send_failed(item, to, exc, progress, index)
+                    await self._send_failed(turn, exc, progress, index)
                 self.stats.send_failures += 1
                 logger.error("reply to %s failed permanently (code %s: %s); message %s "
-                             "dropped", mask_number(to), exc.code, type(exc).__name__, item.id)
+                             "dropped", mask_number(to), exc.code, type(exc).__name__,
+                             turn.anchor.id)
                 self.listeners.error(to, f"send failed: {exc.code}")
                 return
             if len(parts) > 1 and index + 1 < len(parts):
                 progress["sent"] = index + 1
-                await self._save_progress(item, progress)
+                await self._save_progress(turn, progress)
 
-    async def _save_progress(self, item: InboxItem, progress: dict[str, Any]) -> None:
-        """Record how many parts were accepted. Best effort: if the store fails, sending
-        goes on (only a crash before the reply completes would repeat those parts)."""
+    async def _save_progress(self, turn: Turn, progress: dict[str, Any]) -> None:
+        """Record the turn's progress. Best effort: if the store fails, sending goes on
+        (only a crash before the reply completes would repeat those parts)."""
         try:
-            await self.store.save_progress(self.name, item.id, json.dumps(progress))
+            await self.store.save_progress(self.name, turn.anchor.id, json.dumps(progress))
         except Exception as exc:  # noqa: BLE001 - logged; sending goes on
-            logger.warning("could not save the progress of message %s: %s", item.id,
+            logger.warning("could not save the progress of message %s: %s", turn.anchor.id,
                            type(exc).__name__)
 
-    async def _send_failed(self, item: InboxItem, to: str, exc: WhatsAppAPIError,
-                           progress: dict[str, Any], index: int) -> None:
+    async def _send_failed(self, turn: Turn, exc: WhatsAppAPIError, progress: dict[str, Any],
+                           index: int) -> None:
         """A retryable send failure: the part was not accepted, so it is resent later from
         the inbox (the parts before it are not), after a delay that doubles each time."""
         self.stats.send_failures += 1
         failures = int(progress.get("failures", 0)) + 1
         progress["sent"] = index
         progress["failures"] = failures
-        await self.store.save_progress(self.name, item.id, json.dumps(progress))
+        await self.store.save_progress(self.name, turn.anchor.id, json.dumps(progress))
         delay = min(self.settings.sweep_interval * 2 ** (failures - 1), MAX_BACKOFF)
+        to = turn.contact
         logger.warning("reply to %s failed (%s, code %s); kept in the inbox, retry %d in "
                        "%.1f s", mask_number(to), type(exc).__name__, exc.code, failures, delay)
         self.listeners.error(to, f"send failed: {exc.code}; will retry")

@@ -22,28 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..numbers import mask_number
-from .processor import RetryLater
+from .processor import Interrupted, RetryLater
+from .settings import InterfaceMode
+from .turns import ReplyOrder, next_chat_turn
 
 if TYPE_CHECKING:
     from .._ackgate import AckGate
     from ..stores.base import InboxItem, SessionStore
     from .intake import Backlog
     from .observers import Stats
+    from .processor import Processor
     from .settings import InterfaceSettings
     from .tasks import TaskSet
 
 __all__ = ["Scheduler"]
 
 logger = logging.getLogger("wa_agent.interface")
-
-Process = Callable[..., Awaitable[None]]
-
 
 class Held:
     """A contact lease this process holds (renewed by the lease keeper)."""
@@ -68,7 +68,7 @@ class Scheduler:
         self.gate = gate
         self.stats = stats
         self.owner = owner
-        self.process: Process | None = None  # set by the interface: answers one item
+        self.processor: Processor | None = None  # set by the interface: answers turns
         self.active = False  # started and not closing
         self.drains: dict[str, asyncio.Task[None]] = {}
         # Contacts whose drain starts next, in order (an ordered set): started one per gate
@@ -79,6 +79,9 @@ class Scheduler:
         self.held: dict[str, Held] = {}  # contact leases held by this process's drains
         self.overflow = False  # contacts were left in the inbox because the queue was full
         self._dispatcher: asyncio.Task[None] | None = None
+        # TASK-mode drains waiting for a turn to end or a new message: woken by schedule()
+        self._wakeups: dict[str, asyncio.Future[None]] = {}
+        self._newest: dict[str, str] = {}  # contact -> id of the newest item its drain read
         self._sem: asyncio.Semaphore | None = None
         self._sweep_now: asyncio.Event | None = None
 
@@ -98,8 +101,10 @@ class Scheduler:
         """Nothing processing, queued, deferred (queue full) or waiting for a retry."""
         return not (self.busy or self.overflow or self.backoff)
 
-    def is_woken(self, contact: str) -> bool:
-        return contact in self.woken
+    def is_latest(self, contact: str, item_id: str) -> bool:
+        """Whether ``item_id`` is the newest message of ``contact`` this process knows of
+        (a reply to an older one quotes its message)."""
+        return self._newest.get(contact) == item_id and contact not in self.woken
 
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +136,7 @@ class Scheduler:
         """Forget everything (after the interface's tasks were cancelled)."""
         self.drains.clear()
         self.starting.clear()
+        self._wakeups.clear()
         self._dispatcher = None
 
     # -- scheduling -----------------------------------------------------------------------
@@ -141,6 +147,11 @@ class Scheduler:
             return
         if contact in self.drains or contact in self.starting:
             self.woken.add(contact)
+            waiter = self._wakeups.get(contact)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if self.settings.interrupt and self.processor is not None:
+                self.processor.interrupt(contact)
             return
         backoff = self.backoff
         if backoff and backoff.get(contact, 0.0) > time.monotonic():
@@ -219,7 +230,8 @@ class Scheduler:
         try:
             while self.active:
                 self.woken.discard(contact)
-                if not await self.store.acquire_lease(lease, self.owner, self.settings.lease_ttl):
+                if not await self.store.acquire_lease(lease, self.owner,
+                                                      self.settings.lease_ttl):
                     if not await self._wait_for_other_drainer(contact):
                         return
                     continue
@@ -244,6 +256,7 @@ class Scheduler:
         finally:
             if self.drains.get(contact) is asyncio.current_task():
                 del self.drains[contact]
+                self._newest.pop(contact, None)
                 if self.overflow and self._sweep_now is not None \
                         and self.queued <= self.settings.max_queued_senders // 2:
                     self._sweep_now.set()
@@ -261,21 +274,119 @@ class Scheduler:
     async def _rounds(self, contact: str, held: Held) -> list[InboxItem]:
         """Until the inbox has nothing more for the contact: one lease for all rounds (a
         round per follow-up that came in meanwhile). Returns the last round's items."""
-        assert self._sem is not None and self.process is not None
+        if self.settings.mode is InterfaceMode.CHAT:
+            return await self._chat_rounds(contact, held)
+        return await self._task_rounds(contact, held)
+
+    async def _chat_rounds(self, contact: str, held: Held) -> list[InboxItem]:
+        """CHAT: one turn at a time, each answering everything pending (see
+        :func:`~.turns.next_chat_turn`); what arrives while it runs forms the next one."""
+        assert self._sem is not None and self.processor is not None
+        processor = self.processor
+        debounce = self.settings.debounce
         while True:
+            self.woken.discard(contact)
             items = await self.store.pending(self.name, contact)
             self.backlog.sync(contact, len(items))
-            for index, item in enumerate(items):
-                if not self.active or held.lost:  # lease lost: start over
-                    break
-                latest = index == len(items) - 1 and contact not in self.woken
-                async with self._sem:
-                    if not self.active:  # waited for a slot while shutting down
-                        break
-                    await self.process(item, quote=not latest, more_waiting=self.is_woken)
             if not items or not self.active or held.lost:
                 return items
-            self.woken.discard(contact)  # the next read sees what woke it
+            if debounce > 0:
+                wait = items[-1].received_at + debounce - time.time()
+                if wait > 0:  # the user may still be typing: wait, then look again
+                    await asyncio.sleep(wait)
+                    continue
+            self._newest[contact] = items[-1].id
+            turn = next_chat_turn(items, processor.load, processor.is_reset,
+                                  _MAX_TURN_ITEMS)
+            latest = functools.partial(self.is_latest, contact, turn.anchor.id)
+            async with self._sem:
+                if not self.active:  # waited for a slot while shutting down
+                    return items
+                try:
+                    await processor.process(turn, latest=latest)
+                except Interrupted:
+                    continue  # a newer message: one turn with everything pending
+
+    async def _task_rounds(self, contact: str, held: Held) -> list[InboxItem]:
+        """TASK: each message is its own turn; up to ``max_concurrency_per_sender`` of the
+        contact's turns run at once, their replies delivered in arrival order."""
+        started: set[str] = set()
+        running: set[asyncio.Task[float | None]] = set()
+        order: ReplyOrder | None = None
+        blocked: float | None = None
+        bound = self.settings.max_concurrency_per_sender
+        items: list[InboxItem] = []
+        try:
+            while True:
+                self.woken.discard(contact)
+                items = await self.store.pending(self.name, contact)
+                self.backlog.sync(contact, len(items))
+                fresh = [item for item in items if item.id not in started]
+                if items:
+                    self._newest[contact] = items[-1].id
+                for item in fresh:
+                    if not self.active or held.lost or blocked is not None:
+                        break
+                    while len(running) >= bound:
+                        blocked = _first_block(blocked, await _finished(running))
+                    order = ReplyOrder(order)
+                    started.add(item.id)
+                    running.add(self.tasks.spawn(self._task_turn(item, order), "turn"))
+                while running:  # the inbox is read again once woken, or all turns are done
+                    blocked = _first_block(blocked, await self._finished_or_woken(
+                        contact, running))
+                    if contact in self.woken:
+                        break
+                if running or contact in self.woken:
+                    continue
+                if blocked is not None:
+                    raise RetryLater(blocked)
+                if not fresh or not self.active or held.lost:
+                    return [item for item in items if item.id not in started]
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _task_turn(self, item: InboxItem, order: ReplyOrder) -> float | None:
+        """One TASK turn; answers ``None``, or the retry delay when its reply (or an
+        earlier one) must be retried later."""
+        assert self._sem is not None and self.processor is not None
+        blocked: float | None = None
+        try:
+            async with self._sem:
+                if self.active:
+                    await self.processor.process(
+                        self.processor.turn_of(item), order=order,
+                        latest=functools.partial(self.is_latest, item.sender, item.id))
+        except RetryLater as retry:
+            blocked = retry.delay
+        except Exception:
+            logger.exception("processing a message of %s failed; will retry",
+                             mask_number(item.sender))
+            blocked = self.settings.sweep_interval
+        finally:
+            order.done(blocked)
+        return blocked
+
+    async def _finished_or_woken(self, contact: str, running: set[asyncio.Task[float | None]]
+                                 ) -> list[float | None]:
+        """Wait until one of ``running`` ends or a new message of ``contact`` arrives."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if contact in self.woken:
+            waiter.set_result(None)
+        self._wakeups[contact] = waiter
+        watched: set[asyncio.Future[Any]] = {*running, waiter}
+        try:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if self._wakeups.get(contact) is waiter:
+                del self._wakeups[contact]
+        finished = [task for task in running if task in done]
+        running.difference_update(finished)
+        return [task.result() for task in finished]
 
     async def _keep_leases(self) -> None:
         """Renew every held lease once it is a third of its TTL old (so at the latest at
@@ -306,3 +417,21 @@ class Scheduler:
                 logger.warning("lost the lease %s (this process stalled longer than lease_ttl="
                                "%.1f s): another process may be answering the same sender",
                                name, ttl)
+
+
+_MAX_TURN_ITEMS = 50  # messages one CHAT turn answers at most (the rest: the next turn)
+
+
+async def _finished(running: set[asyncio.Task[float | None]]) -> list[float | None]:
+    """Wait until one of ``running`` ends; remove the ended ones and answer their results."""
+    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+    running.difference_update(done)
+    return [task.result() for task in done]
+
+
+def _first_block(blocked: float | None, results: list[float | None]) -> float | None:
+    """The retry delay of the first blocked turn, if any."""
+    for result in results:
+        if blocked is None and result is not None:
+            blocked = result
+    return blocked

@@ -77,6 +77,9 @@ class InterfaceSettings:
     heartbeat_recipient: str | None
     api_version: str
     max_concurrency: int
+    max_concurrency_per_sender: int
+    debounce: float
+    interrupt: bool
     agent_timeout: float | None
     shutdown_timeout: float
     history_limit: int | None
@@ -138,8 +141,16 @@ class InterfaceSettings:
             raise ConfigurationError(
                 "heartbeat_lease_ttl must be longer than the heartbeat period, or the holder "
                 "loses it between beats and workers beat in turn")
-        if self.max_queued_senders < 1 or self.max_concurrency < 1:
-            raise ValueError("max_concurrency and max_queued_senders must be at least 1")
+        if (self.max_queued_senders < 1 or self.max_concurrency < 1
+                or self.max_concurrency_per_sender < 1):
+            raise ValueError("max_concurrency, max_concurrency_per_sender and "
+                             "max_queued_senders must be at least 1")
+        if not 0 <= self.debounce < 3600:
+            raise ValueError(f"debounce must be seconds in [0, 3600), not {self.debounce!r}")
+        if self.interrupt and self.mode is not InterfaceMode.CHAT:
+            raise ConfigurationError(
+                "interrupt=True cancels a CHAT turn for the messages that follow it; in TASK "
+                "mode every message is answered on its own (use mode='chat')")
         if self.max_pending_per_sender < 1 or self.max_pending < 1:
             raise ValueError("max_pending_per_sender and max_pending must be at least 1")
 

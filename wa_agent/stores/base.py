@@ -107,10 +107,12 @@ class SessionStore(Protocol):
         ...
 
     async def complete(
-        self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
+        self, interface: str, item_id: str | Sequence[str], sender: str,
+        turns: Sequence[Turn] = (),
     ) -> None:
-        """Remove the item from the inbox and append ``turns`` to the sender's history,
-        in one atomic step."""
+        """Remove the item (or every item of a sequence of ids: the messages answered by
+        one turn) from the inbox and append ``turns`` to the sender's history, in one
+        atomic step. Ids no longer in the inbox are skipped."""
         ...
 
     async def seen(self, interface: str, key: str) -> bool:

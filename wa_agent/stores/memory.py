@@ -167,17 +167,19 @@ class MemorySessionStore:
         queue[item_id] = dataclasses.replace(item, progress=progress, attempts=item.attempts + 1)
 
     async def complete(
-        self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
+        self, interface: str, item_id: str | Sequence[str], sender: str,
+        turns: Sequence[Turn] = (),
     ) -> None:
-        """Remove the item (if present) and append ``turns`` to the history, atomically."""
-        key = (interface, item_id)
-        owner = self._item_sender.pop(key, None)
-        if owner is not None:
-            senders = self._inbox[interface]
-            del senders[owner][item_id]
-            if not senders[owner]:
-                del senders[owner]
-            self._set_mark(key, self._clock())  # its dedupe mark, from now on
+        """Remove the item(s) (if present) and append ``turns`` to the history, atomically."""
+        for one in (item_id,) if isinstance(item_id, str) else item_id:
+            key = (interface, one)
+            owner = self._item_sender.pop(key, None)
+            if owner is not None:
+                senders = self._inbox[interface]
+                del senders[owner][one]
+                if not senders[owner]:
+                    del senders[owner]
+                self._set_mark(key, self._clock())  # its dedupe mark, from now on
         if turns:
             self._append(interface, sender, turns)
 

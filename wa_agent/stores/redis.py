@@ -114,28 +114,32 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return 1
 """
 
-# ARGV: base, id, sender, token, token_ttl_ms, turn JSON...
+# ARGV: base, sender, token, token_ttl_ms, n, then n item ids, then turn JSON...
+# The token makes a retried call (the connection broke after Redis ran it) a no-op.
 _COMPLETE = """
-local base, id, sender, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local done = base .. 'done:' .. id
+local base, sender, token, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])
+local done = base .. 'done:' .. ARGV[6]
 if redis.call('GET', done) == token then return 0 end
-redis.call('SET', done, token, 'PX', ARGV[5])
-local item = base .. 'item:' .. id
-local owner = redis.call('HGET', item, 'sender')
-if owner then
-  redis.call('DEL', item)
-  redis.call('ZREM', base .. 'inbox', id)
-  local q = base .. 'q:' .. owner
-  redis.call('ZREM', q, id)
-  local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-  if #head == 0 then
-    redis.call('ZREM', base .. 'senders', owner)
-  else
-    redis.call('ZADD', base .. 'senders', head[2], owner)
+redis.call('SET', done, token, 'PX', ARGV[4])
+for k = 6, 5 + n do
+  local id = ARGV[k]
+  local item = base .. 'item:' .. id
+  local owner = redis.call('HGET', item, 'sender')
+  if owner then
+    redis.call('DEL', item)
+    redis.call('ZREM', base .. 'inbox', id)
+    local q = base .. 'q:' .. owner
+    redis.call('ZREM', q, id)
+    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+    if #head == 0 then
+      redis.call('ZREM', base .. 'senders', owner)
+    else
+      redis.call('ZADD', base .. 'senders', head[2], owner)
+    end
   end
 end
 local hist = base .. 'h:' .. sender
-for i = 6, #ARGV, 100 do
+for i = 6 + n, #ARGV, 100 do
   redis.call('RPUSH', hist, unpack(ARGV, i, math.min(i + 99, #ARGV)))
 end
 return 1
@@ -375,12 +379,15 @@ class RedisSessionStore:
         await self._script("save_progress", (key,), (progress,))
 
     async def complete(
-        self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
+        self, interface: str, item_id: str | Sequence[str], sender: str,
+        turns: Sequence[Turn] = (),
     ) -> None:
-        """Remove the item (if present) and append ``turns`` to the history, atomically."""
-        args: list[Any] = [
-            self._base(interface), item_id, sender, secrets.token_hex(8), _COMPLETE_TOKEN_TTL_MS,
-        ]
+        """Remove the item(s) (if present) and append ``turns`` to the history, atomically."""
+        ids = [item_id] if isinstance(item_id, str) else list(item_id)
+        if not ids:
+            raise ValueError("complete() needs at least one item id")
+        args: list[Any] = [self._base(interface), sender, secrets.token_hex(8),
+                           _COMPLETE_TOKEN_TTL_MS, len(ids), *ids]
         args += [turn_to_json(t) for t in turns]
         await self._script("complete", (), args)
 

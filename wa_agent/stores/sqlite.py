@@ -592,18 +592,20 @@ class SQLiteSessionStore:
         )
 
     async def complete(
-        self, interface: str, item_id: str, sender: str, turns: Sequence[Turn] = ()
+        self, interface: str, item_id: str | Sequence[str], sender: str,
+        turns: Sequence[Turn] = (),
     ) -> None:
-        """Remove the item (if present) and append ``turns`` to the history, atomically."""
+        """Remove the item(s) (if present) and append ``turns`` to the history, atomically."""
         rows = _turn_rows(interface, sender, turns)
-
+        ids = (item_id,) if isinstance(item_id, str) else tuple(item_id)
         expires = self._clock() + self._ttl
 
         def op(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM inbox WHERE interface = ? AND id = ?",
-                            (interface, item_id)).rowcount:
-                # Its dedupe mark, from now on (the inbox row was the mark until now).
-                conn.execute(_MARK_SET, (interface, item_id, expires))
+            for one in ids:
+                if conn.execute("DELETE FROM inbox WHERE interface = ? AND id = ?",
+                                (interface, one)).rowcount:
+                    # Its dedupe mark, from now on (the inbox row was the mark until now).
+                    conn.execute(_MARK_SET, (interface, one, expires))
             if rows:
                 conn.executemany(_INSERT_TURN, rows)
 
