@@ -17,14 +17,17 @@ async def ask(text: str, **kw: object) -> AgentReply:
     return await DemoAgent().answer(AgentRequest(text=text, sender="15551230001", **kw))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("word", "field", "check"), [
-    ("menu", "choice_style", "buttons"),
-    ("times", "choice_style", "list"),
-    ("where", "location", "Brandenburger Tor"),
-    ("contact", "contacts", "Ada Lovelace"),
-    ("link", "link_button", "Open the docs"),
-    ("thanks", "reaction", "❤️"),
-])
+@pytest.mark.parametrize(
+    ("word", "field", "check"),
+    [
+        ("menu", "choice_style", "buttons"),
+        ("times", "choice_style", "list"),
+        ("where", "location", "Brandenburger Tor"),
+        ("contact", "contacts", "Ada Lovelace"),
+        ("link", "link_button", "Open the docs"),
+        ("thanks", "reaction", "❤️"),
+    ],
+)
 async def test_keywords_answer_with_each_feature(word: str, field: str, check: str) -> None:
     """menu → reply buttons, times → a list, where → a location, contact → a card,
     link → a link button, thanks → a reaction; each with some text."""
@@ -49,8 +52,10 @@ async def test_the_demo_replies_are_accepted_by_the_emulator() -> None:
     """Every feature reply goes through the reply plan and the Sender to the emulator as
     bodies Meta accepts."""
     emulator = CloudAPIEmulator(access_token="t")
-    async with emulator.serve() as url, Sender("t", "1", base_url=url,
-                                               retry=RetryPolicy.never()) as sender:
+    async with (
+        emulator.serve() as url,
+        Sender("t", "1", base_url=url, retry=RetryPolicy.never()) as sender,
+    ):
         for word in ("menu", "times", "where", "contact", "link", "thanks"):
             reply = await ask(word)
             text = [{"type": "text", "text": reply.text}] if reply.text else []
@@ -60,5 +65,13 @@ async def test_the_demo_replies_are_accepted_by_the_emulator() -> None:
                 else:
                     await send_rich_part(sender, "15551230001", part, answering="wamid.IN")
     assert [m.type for m in emulator.messages] == [
-        "interactive", "interactive", "text", "location", "text", "contacts",
-        "interactive", "reaction", "text"]
+        "interactive",
+        "interactive",
+        "text",
+        "location",
+        "text",
+        "contacts",
+        "interactive",
+        "reaction",
+        "text",
+    ]

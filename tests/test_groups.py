@@ -42,7 +42,10 @@ def test_group_created_and_failed_creation() -> None:
     assert isinstance(created, GroupLifecycleEvent) and isinstance(failed, GroupLifecycleEvent)
     assert created.kind == "group" and created.field == "group_lifecycle_update"
     assert (created.type, created.group_id, created.subject) == (
-        "group_create", GROUP, "New Purchase Inquiry")
+        "group_create",
+        GROUP,
+        "New Purchase Inquiry",
+    )
     assert created.invite_link == "https://chat.whatsapp.com/LINK_ID"
     assert created.join_approval_mode == "auto_approve" and created.ok
     assert created.phone_number_id == PNID and created.timestamp is not None
@@ -55,7 +58,10 @@ def test_group_deleted() -> None:
     (deleted,) = parse("group_lifecycle_delete")
     assert isinstance(deleted, GroupLifecycleEvent)
     assert (deleted.type, deleted.group_id, deleted.request_id) == (
-        "group_delete", GROUP, "106540352242924")
+        "group_delete",
+        GROUP,
+        "106540352242924",
+    )
 
 
 def test_participants_join_leave_removed_and_request() -> None:
@@ -84,7 +90,10 @@ def test_settings_update_reports_each_setting() -> None:
     (event,) = parse("group_settings_update")
     assert isinstance(event, GroupSettingsEvent)
     assert [s.name for s in event.settings] == [
-        "group_subject", "group_description", "profile_picture"]
+        "group_subject",
+        "group_description",
+        "profile_picture",
+    ]
     subject = event.setting("group_subject")
     assert subject is not None and subject.text == "Updated Purchase Inquiry"
     assert subject.update_successful is True
@@ -135,8 +144,12 @@ def test_odd_group_items_never_raise() -> None:
 
 def test_group_events_survive_a_json_round_trip() -> None:
     """Group events dump to JSON and validate back equal, as other events do."""
-    for name in ("group_lifecycle_create", "group_participants_update",
-                 "group_settings_update", "group_status_update"):
+    for name in (
+        "group_lifecycle_create",
+        "group_participants_update",
+        "group_settings_update",
+        "group_status_update",
+    ):
         for event in parse(name):
             assert type(event).model_validate_json(event.model_dump_json()) == event
 
@@ -147,8 +160,10 @@ async def test_replying_in_a_group_through_the_sender() -> None:
     refused by the emulator with 131051, as Meta's page lists only text, media and
     templates for groups."""
     emulator = CloudAPIEmulator(access_token="t")
-    async with emulator.serve() as url, Sender("t", PNID, base_url=url,
-                                               retry=RetryPolicy.never()) as sender:
+    async with (
+        emulator.serve() as url,
+        Sender("t", PNID, base_url=url, retry=RetryPolicy.never()) as sender,
+    ):
         await sender.send_text(GroupId(GROUP), "hello, group")
         with pytest.raises(InvalidRequestError) as caught:
             await sender.send_buttons(GroupId(GROUP), "Pick", ["a"])

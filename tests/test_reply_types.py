@@ -18,8 +18,14 @@ def test_string_buttons_are_their_own_ids() -> None:
 def test_pairs_triples_mappings_and_choices_mix() -> None:
     """(id, title) pairs, (id, title, description) triples, mappings and Choice objects all
     normalise to Choice; a description makes it a list even with few choices."""
-    reply = AgentReply(buttons=[("y", "Yes"), {"id": "n", "title": "No"},
-                                ("m", "Maybe", "I'll think about it"), Choice("l", "Later")])
+    reply = AgentReply(
+        buttons=[
+            ("y", "Yes"),
+            {"id": "n", "title": "No"},
+            ("m", "Maybe", "I'll think about it"),
+            Choice("l", "Later"),
+        ]
+    )
     assert [c.id for c in reply.choices] == ["y", "n", "m", "l"]
     assert reply.choices[2].description == "I'll think about it"
     assert reply.choice_style == "list"
@@ -43,8 +49,9 @@ def test_button_title_over_20_is_refused_but_a_list_row_takes_24() -> None:
     """A reply button title is at most 20 characters; the same title fits a list row (24)."""
     long = "A title of 22 letters!"
     assert len(long) == 22
-    with pytest.raises(ValueError, match="reply button title .* 22 characters; WhatsApp allows "
-                                         "at most 20"):
+    with pytest.raises(
+        ValueError, match="reply button title .* 22 characters; WhatsApp allows at most 20"
+    ):
         AgentReply(buttons=[long, "No"])
     assert AgentReply(buttons=[long, "b", "c", "d"]).choice_style == "list"
     with pytest.raises(ValueError, match="list row title .* at most 24"):
@@ -94,8 +101,9 @@ def test_reaction_must_be_an_emoji() -> None:
 
 def test_location_forms_and_ranges() -> None:
     """A location is a Location, a (lat, long) pair or a mapping; out-of-range is refused."""
-    assert AgentReply(location=(52.52, 13.405)).location == Location(latitude=52.52,
-                                                                      longitude=13.405)
+    assert AgentReply(location=(52.52, 13.405)).location == Location(
+        latitude=52.52, longitude=13.405
+    )
     reply = AgentReply(location={"latitude": 1, "longitude": 2, "name": "Here"})
     assert isinstance(reply.location, Location) and reply.location.name == "Here"
     with pytest.raises(ValueError, match="latitude 91.0 is outside"):
@@ -110,12 +118,19 @@ def test_contacts_normalise_to_contact_cards() -> None:
     """Contacts may be Contact, a received SharedContact, a name or a mapping; each becomes a
     card with Meta's required formatted_name plus a name part."""
     shared = SharedContact(formatted_name="Ada Lovelace", phones=("+44 20 1234",))
-    reply = AgentReply(contacts=[Contact("Grace Hopper", phones=("+1 555 0100",)), shared,
-                                 "Alan", {"name": "Bob", "emails": ["bob@example.com"]}])
+    reply = AgentReply(
+        contacts=[
+            Contact("Grace Hopper", phones=("+1 555 0100",)),
+            shared,
+            "Alan",
+            {"name": "Bob", "emails": ["bob@example.com"]},
+        ]
+    )
     cards = [c.to_card() for c in reply.contacts]  # type: ignore[union-attr]
-    assert cards[0] == {"name": {"formatted_name": "Grace Hopper", "first_name": "Grace",
-                                 "last_name": "Hopper"},
-                        "phones": [{"phone": "+1 555 0100", "type": "CELL"}]}
+    assert cards[0] == {
+        "name": {"formatted_name": "Grace Hopper", "first_name": "Grace", "last_name": "Hopper"},
+        "phones": [{"phone": "+1 555 0100", "type": "CELL"}],
+    }
     assert cards[1]["phones"] == [{"phone": "+44 20 1234", "type": "CELL"}]
     assert cards[2] == {"name": {"formatted_name": "Alan", "first_name": "Alan"}}
     assert cards[3]["emails"] == [{"email": "bob@example.com", "type": "WORK"}]
@@ -125,8 +140,9 @@ def test_contacts_normalise_to_contact_cards() -> None:
 
 def test_link_button_checks_label_and_url() -> None:
     """A link button has a label of at most 20 characters and an http(s) URL."""
-    assert AgentReply(link_button=("Open", "https://example.com/a?b=c")).link_button == \
-        LinkButton("Open", "https://example.com/a?b=c")
+    assert AgentReply(link_button=("Open", "https://example.com/a?b=c")).link_button == LinkButton(
+        "Open", "https://example.com/a?b=c"
+    )
     with pytest.raises(ValueError, match="at most 20"):
         LinkButton("A label far too long here", "https://example.com")
     with pytest.raises(ValueError, match="http"):

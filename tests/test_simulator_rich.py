@@ -38,8 +38,12 @@ class RichBot:
             if part["type"] == "text":
                 await sender.send_text(request.sender, part["text"])
             else:
-                await send_rich_part(sender, request.sender, part,
-                                     answering=request.message.id if request.message else None)
+                await send_rich_part(
+                    sender,
+                    request.sender,
+                    part,
+                    answering=request.message.id if request.message else None,
+                )
         return AgentReply()  # everything was sent above
 
 
@@ -48,13 +52,19 @@ def menu(request: AgentRequest) -> AgentReply:
         message = request.message
         return AgentReply(text=f"You chose {message.choice_title} ({message.choice})")
     if request.text == "more":
-        return AgentReply(text="Pick a time", list_button="Times", buttons=[
-            Choice(f"t{h}", f"{h}:00", "free" if h % 2 else None) for h in range(9, 14)])
+        return AgentReply(
+            text="Pick a time",
+            list_button="Times",
+            buttons=[Choice(f"t{h}", f"{h}:00", "free" if h % 2 else None) for h in range(9, 14)],
+        )
     if request.text == "everything":
-        return AgentReply(text="Here", reaction="👍", location=Location(
-            latitude=52.52, longitude=13.405, name="Brandenburger Tor"),
+        return AgentReply(
+            text="Here",
+            reaction="👍",
+            location=Location(latitude=52.52, longitude=13.405, name="Brandenburger Tor"),
             contacts=[Contact("Ada Lovelace", phones=("+44 20 7946 0000",))],
-            link_button=("Open map", "https://maps.example/berlin"))
+            link_button=("Open map", "https://maps.example/berlin"),
+        )
     return AgentReply(text="Coffee or tea?", buttons=[("coffee", "Coffee"), ("tea", "Tea")])
 
 
@@ -85,8 +95,10 @@ async def test_buttons_are_exposed_and_a_tap_reaches_the_bot_as_meta_sends_it() 
     assert answer.text == "You chose Tea (tea)"
     message = bot.requests[-1].message
     assert message is not None and message.id == tap
-    assert message.raw["interactive"] == {"type": "button_reply",
-                                          "button_reply": {"id": "tea", "title": "Tea"}}
+    assert message.raw["interactive"] == {
+        "type": "button_reply",
+        "button_reply": {"id": "tea", "title": "Tea"},
+    }
     assert message.context is not None and message.context.id == offer.wamid
 
 
@@ -106,8 +118,10 @@ async def test_list_rows_tap_by_id_or_title() -> None:
     finally:
         await sim.stop()
     raw = bot.requests[-1].message.raw  # type: ignore[union-attr]
-    assert raw["interactive"] == {"type": "list_reply", "list_reply": {
-        "id": "t11", "title": "11:00", "description": "free"}}
+    assert raw["interactive"] == {
+        "type": "list_reply",
+        "list_reply": {"id": "t11", "title": "11:00", "description": "free"},
+    }
 
 
 async def test_tapping_what_was_not_offered_is_a_clear_error() -> None:
@@ -142,8 +156,7 @@ async def test_reaction_location_contacts_and_link_are_exposed() -> None:
         await sim.stop()
     reaction, location, contacts, link = replies
     assert (reaction.type, reaction.reaction, reaction.reacted_to) == ("reaction", "👍", sent)
-    assert location.location == Location(latitude=52.52, longitude=13.405,
-                                         name="Brandenburger Tor")
+    assert location.location == Location(latitude=52.52, longitude=13.405, name="Brandenburger Tor")
     assert contacts.contacts == (Contact("Ada Lovelace", phones=("+44 20 7946 0000",)),)
     assert link.link_button == LinkButton("Open map", "https://maps.example/berlin")
     assert link.text == "Here" and link.interactive == "cta_url"
@@ -152,6 +165,7 @@ async def test_reaction_location_contacts_and_link_are_exposed() -> None:
 async def test_voice_notes_both_ways() -> None:
     """send_voice() sends an OGG/Opus voice note (a second of silence by default) that the
     bot receives as a voice attachment; a voice note the bot sends has reply.voice."""
+
     def echo(request: AgentRequest) -> AgentReply:
         return AgentReply(audio=b"unused")  # the audio part is made below
 
@@ -163,8 +177,9 @@ async def test_voice_notes_both_ways() -> None:
         assert sender is not None
         voice = request.attachments[0]
         media_id = await sender.upload_media(voice.data, "audio/ogg")
-        [part] = merge_parts(AgentReply(), [{"type": "audio", "id": media_id,
-                                             "mime_type": "audio/ogg"}])
+        [part] = merge_parts(
+            AgentReply(), [{"type": "audio", "id": media_id, "mime_type": "audio/ogg"}]
+        )
         await send_rich_part(sender, request.sender, part)
         return AgentReply()
 

@@ -45,5 +45,8 @@ async def test_other_rich_replies_read_as_text() -> None:
     finally:
         await sim.stop()
     assert printed == [
-        "[reacted 👍]", "[location 52.52, 13.405: Brandenburger Tor]",
-        "[contact Ada Lovelace: +44 20 7946 0000]", "Here\n  [Open map: https://maps.example/berlin]"]
+        "[reacted 👍]",
+        "[location 52.52, 13.405: Brandenburger Tor]",
+        "[contact Ada Lovelace: +44 20 7946 0000]",
+        "Here\n  [Open map: https://maps.example/berlin]",
+    ]

@@ -69,7 +69,8 @@ class FakeWhisper:
                 break
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         form = BytesParser(policy=HTTP).parsebytes(
-            f"Content-Type: {headers.get('content-type', '')}\r\n\r\n".encode() + raw)
+            f"Content-Type: {headers.get('content-type', '')}\r\n\r\n".encode() + raw
+        )
         fields: dict[str, str] = {}
         upload = Upload(scope["path"], headers, fields, None, None, b"")
         for part in form.iter_parts() if form.is_multipart() else []:
@@ -89,8 +90,9 @@ class FakeWhisper:
         status, body = entry
         payload = json.dumps(body).encode() if isinstance(body, dict) else str(body).encode()
         ctype = b"application/json" if isinstance(body, dict) else b"text/html"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype)]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -126,7 +128,7 @@ def make(whisper: FakeWhisper, **kw: Any) -> OpenAITranscriber:
 
 
 async def test_voice_note_is_posted_as_multipart_and_the_text_returned(
-    whisper: FakeWhisper
+    whisper: FakeWhisper,
 ) -> None:
     """The OGG/Opus bytes are uploaded to /v1/audio/transcriptions as voice.ogg with the
     model, language and prompt fields and the bearer key; the JSON text comes back
@@ -138,8 +140,12 @@ async def test_voice_note_is_posted_as_multipart_and_the_text_returned(
     [upload] = whisper.uploads
     assert upload.path == "/v1/audio/transcriptions"
     assert upload.headers["authorization"] == f"Bearer {KEY}"
-    assert upload.fields == {"model": "whisper-1", "response_format": "json",
-                             "language": "de", "prompt": "wa_agent"}
+    assert upload.fields == {
+        "model": "whisper-1",
+        "response_format": "json",
+        "language": "de",
+        "prompt": "wa_agent",
+    }
     assert (upload.filename, upload.content_type) == ("voice.ogg", "audio/ogg")
     assert upload.data == VOICE
 
@@ -147,8 +153,20 @@ async def test_voice_note_is_posted_as_multipart_and_the_text_returned(
 async def test_gpt_4o_transcribe_shape_and_one_shared_client(whisper: FakeWhisper) -> None:
     """The gpt-4o-*-transcribe answer (text plus usage) works, and every call reuses one
     client, which aclose() closes (a later call opens a new one)."""
-    whisper.script.append((200, {"text": "first", "usage": {
-        "type": "tokens", "input_tokens": 14, "output_tokens": 45, "total_tokens": 59}}))
+    whisper.script.append(
+        (
+            200,
+            {
+                "text": "first",
+                "usage": {
+                    "type": "tokens",
+                    "input_tokens": 14,
+                    "output_tokens": 45,
+                    "total_tokens": 59,
+                },
+            },
+        )
+    )
     transcribe = make(whisper, model="gpt-4o-mini-transcribe")
     assert await transcribe(VOICE, OGG_OPUS) == "first"
     client = transcribe._client
@@ -174,8 +192,14 @@ async def test_a_shared_client_is_not_closed(whisper: FakeWhisper) -> None:
 async def test_rejected_key_is_a_clear_error_without_the_key(whisper: FakeWhisper) -> None:
     """401 raises TranscriptionError naming where the key comes from, not retried, with
     the key redacted from the server's message."""
-    whisper.script.append((401, openai_error(f"Incorrect API key provided: {KEY}.",
-                                             "invalid_request_error", "invalid_api_key")))
+    whisper.script.append(
+        (
+            401,
+            openai_error(
+                f"Incorrect API key provided: {KEY}.", "invalid_request_error", "invalid_api_key"
+            ),
+        )
+    )
     transcribe = make(whisper)
     with pytest.raises(TranscriptionError) as caught:
         await transcribe(VOICE, OGG_OPUS)
@@ -189,9 +213,16 @@ async def test_rejected_key_is_a_clear_error_without_the_key(whisper: FakeWhispe
 
 async def test_bad_audio_is_not_retried(whisper: FakeWhisper) -> None:
     """A 400 (the format OpenAI cannot read) raises at once with OpenAI's message."""
-    whisper.script.append((400, openai_error(
-        "Invalid file format. Supported formats: ['flac', 'm4a', 'mp3', 'mp4', 'mpeg', "
-        "'mpga', 'oga', 'ogg', 'wav', 'webm']", "invalid_request_error")))
+    whisper.script.append(
+        (
+            400,
+            openai_error(
+                "Invalid file format. Supported formats: ['flac', 'm4a', 'mp3', 'mp4', 'mpeg', "
+                "'mpga', 'oga', 'ogg', 'wav', 'webm']",
+                "invalid_request_error",
+            ),
+        )
+    )
     transcribe = make(whisper)
     with pytest.raises(TranscriptionError, match="Invalid file format") as caught:
         await transcribe(b"#!AMR\n" + bytes(32), "audio/amr")
@@ -203,14 +234,19 @@ async def test_bad_audio_is_not_retried(whisper: FakeWhisper) -> None:
 async def test_5xx_and_429_are_retried_then_succeed_or_give_up(whisper: FakeWhisper) -> None:
     """A 500 then a 200 succeeds after one backoff; 429 until max_retries gives up with a
     retryable error; an HTML 502 page reads as HTTP 502."""
-    whisper.script.extend([(500, openai_error("The server had an error", "server_error")),
-                           (200, {"text": "after retry"})])
+    whisper.script.extend(
+        [
+            (500, openai_error("The server had an error", "server_error")),
+            (200, {"text": "after retry"}),
+        ]
+    )
     slept = Slept()
     transcribe = make(whisper, sleep=slept)
     assert await transcribe(VOICE, OGG_OPUS) == "after retry"
     assert len(slept) == 1 and 0 < slept[0] <= 0.5
-    whisper.script[:] = [(429, openai_error("Rate limit reached", "requests",
-                                            "rate_limit_exceeded"))]
+    whisper.script[:] = [
+        (429, openai_error("Rate limit reached", "requests", "rate_limit_exceeded"))
+    ]
     with pytest.raises(TranscriptionError) as caught:
         await transcribe(VOICE, OGG_OPUS)
     assert caught.value.retryable and caught.value.http_status == 429
@@ -253,8 +289,9 @@ async def test_empty_audio_is_refused_before_any_request(whisper: FakeWhisper) -
     assert whisper.uploads == []
 
 
-async def test_local_server_gets_no_key_unless_given(whisper: FakeWhisper,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_local_server_gets_no_key_unless_given(
+    whisper: FakeWhisper, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With base_url and no api_key, no Authorization header is sent (an OPENAI_API_KEY in
     the environment is not leaked to a local server)."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -276,6 +313,7 @@ def test_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     assert KEY not in repr(transcriber)
     with pytest.raises(ValueError, match="timeout"):
         OpenAITranscriber(timeout=0)
-    assert [audio_filename(m) for m in (OGG_OPUS, "audio/mpeg", "audio/mp4", "audio/aac",
-                                        "audio/x-unknown")] == [
-        "voice.ogg", "voice.mp3", "voice.m4a", "voice.aac", "voice.ogg"]
+    assert [
+        audio_filename(m)
+        for m in (OGG_OPUS, "audio/mpeg", "audio/mp4", "audio/aac", "audio/x-unknown")
+    ] == ["voice.ogg", "voice.mp3", "voice.m4a", "voice.aac", "voice.ogg"]

@@ -61,7 +61,7 @@ TOOLS: Final[dict[str, Tool]] = {
                 "text": {
                     "type": "string",
                     "description": "Optional question shown with the choices, if your "
-                                   "message does not ask it.",
+                    "message does not ask it.",
                 },
             },
             "required": ["choices"],
@@ -115,15 +115,21 @@ def tool_names(tools: bool | Sequence[str] | None, *, default: bool) -> tuple[st
 
 def anthropic_tools(names: Sequence[str]) -> list[dict[str, Any]]:
     """The tools in the Anthropic Messages API's shape."""
-    return [{"name": t.name, "description": t.description, "input_schema": t.schema}
-            for t in (TOOLS[n] for n in names)]
+    return [
+        {"name": t.name, "description": t.description, "input_schema": t.schema}
+        for t in (TOOLS[n] for n in names)
+    ]
 
 
 def openai_tools(names: Sequence[str]) -> list[dict[str, Any]]:
     """The tools in the OpenAI Chat Completions shape (``type: function``)."""
-    return [{"type": "function", "function": {
-        "name": t.name, "description": t.description, "parameters": t.schema}}
-        for t in (TOOLS[n] for n in names)]
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.schema},
+        }
+        for t in (TOOLS[n] for n in names)
+    ]
 
 
 @dataclass
@@ -196,8 +202,11 @@ class ToolEffects:
         return f"Done: you reacted {reaction} to the user's message.", True
 
     def _locate(self, args: dict[str, Any]) -> tuple[str, bool]:
-        fields = {k: args[k] for k in ("latitude", "longitude", "name", "address")
-                  if args.get(k) is not None}
+        fields = {
+            k: args[k]
+            for k in ("latitude", "longitude", "name", "address")
+            if args.get(k) is not None
+        }
         for key in ("latitude", "longitude"):
             if isinstance(fields[key], bool) or not isinstance(fields[key], int | float):
                 return f"Error: '{key}' must be a number.", False
@@ -223,5 +232,6 @@ class ToolEffects:
             text = self.choices_text
         elif self.choices_text and self.choices_text not in text:
             text = f"{text.strip()}\n\n{self.choices_text}"
-        return AgentReply(text=text, buttons=self.choices, reaction=self.reaction,
-                          location=self.location)
+        return AgentReply(
+            text=text, buttons=self.choices, reaction=self.reaction, location=self.location
+        )

@@ -99,18 +99,23 @@ def merge_parts(reply: AgentReply, parts: Sequence[dict[str, Any]]) -> list[dict
     for part in audio:
         if "voice" not in part:
             part["voice"] = is_voice_note(b"", part.get("mime_type")) or str(
-                part.get("link") or "").lower().split("?", 1)[0].endswith((".ogg", ".opus"))
+                part.get("link") or ""
+            ).lower().split("?", 1)[0].endswith((".ogg", ".opus"))
 
     interactive: list[dict[str, Any]] = []
     link = reply.link_button
     if isinstance(link, LinkButton):  # AgentReply normalised it
-        interactive.append({"type": "cta_url", "body": None, "label": link.label,
-                            "url": link.url})
+        interactive.append({"type": "cta_url", "body": None, "label": link.label, "url": link.url})
     choices = reply.choices
     if choices:
         if reply.choice_style == "buttons":
-            interactive.append({"type": "buttons", "body": None, "buttons": [
-                {"id": c.id, "title": c.title} for c in choices]})
+            interactive.append(
+                {
+                    "type": "buttons",
+                    "body": None,
+                    "buttons": [{"id": c.id, "title": c.title} for c in choices],
+                }
+            )
         else:
             rows = []
             for c in choices:
@@ -118,8 +123,9 @@ def merge_parts(reply: AgentReply, parts: Sequence[dict[str, Any]]) -> list[dict
                 if c.description:
                     row["description"] = c.description
                 rows.append(row)
-            interactive.append({"type": "list", "body": None, "button": reply.list_button,
-                                "rows": rows})
+            interactive.append(
+                {"type": "list", "body": None, "button": reply.list_button, "rows": rows}
+            )
     if interactive and texts:
         # The last interactive message (choices, else the link button) carries the text.
         last = texts.pop()["text"]
@@ -128,8 +134,11 @@ def merge_parts(reply: AgentReply, parts: Sequence[dict[str, Any]]) -> list[dict
         interactive[-1]["body"] = pieces[-1]
     for part in interactive:
         if part["body"] is None:
-            part["body"] = (DEFAULT_CHOICE_BODY if part["type"] != "cta_url"
-                            else urlsplit(part["url"]).hostname or part["label"])
+            part["body"] = (
+                DEFAULT_CHOICE_BODY
+                if part["type"] != "cta_url"
+                else urlsplit(part["url"]).hostname or part["label"]
+            )
 
     merged: list[dict[str, Any]] = []
     if reply.reaction:
@@ -139,8 +148,15 @@ def merge_parts(reply: AgentReply, parts: Sequence[dict[str, Any]]) -> list[dict
     merged.extend(audio)
     loc = reply.location
     if isinstance(loc, Location):  # AgentReply normalised it
-        merged.append({"type": "location", "latitude": loc.latitude,
-                       "longitude": loc.longitude, "name": loc.name, "address": loc.address})
+        merged.append(
+            {
+                "type": "location",
+                "latitude": loc.latitude,
+                "longitude": loc.longitude,
+                "name": loc.name,
+                "address": loc.address,
+            }
+        )
     if reply.contacts:
         cards = [c.to_card() for c in reply.contacts if isinstance(c, Contact)]
         merged.append({"type": "contacts", "contacts": cards})
@@ -177,27 +193,36 @@ async def send_rich_part(
         return await sender.send_reaction(to, answering, str(part["emoji"]))
     if kind == "buttons":
         return await sender.send_buttons(
-            to, part["body"], [(b["id"], b["title"]) for b in part["buttons"]],
-            reply_to=reply_to)
+            to, part["body"], [(b["id"], b["title"]) for b in part["buttons"]], reply_to=reply_to
+        )
     if kind == "list":
-        rows = [(r["id"], r["title"], r["description"]) if r.get("description")
-                else (r["id"], r["title"]) for r in part["rows"]]
+        rows = [
+            (r["id"], r["title"], r["description"])
+            if r.get("description")
+            else (r["id"], r["title"])
+            for r in part["rows"]
+        ]
         return await sender.send_list(to, part["body"], part["button"], rows, reply_to=reply_to)
     if kind == "cta_url":
-        return await sender.send_cta_url(to, part["body"], part["label"], part["url"],
-                                         reply_to=reply_to)
+        return await sender.send_cta_url(
+            to, part["body"], part["label"], part["url"], reply_to=reply_to
+        )
     if kind == "location":
-        return await sender.send_location(to, part["latitude"], part["longitude"],
-                                          name=part.get("name"), address=part.get("address"),
-                                          reply_to=reply_to)
+        return await sender.send_location(
+            to,
+            part["latitude"],
+            part["longitude"],
+            name=part.get("name"),
+            address=part.get("address"),
+            reply_to=reply_to,
+        )
     if kind == "contacts":
         return await sender.send_contacts(to, part["contacts"], reply_to=reply_to)
     if kind == "audio":
         media = part.get("id") or part.get("link")
         if not media:
             raise ValueError("an audio part needs an 'id' or a 'link'")
-        return await sender.send_audio(to, media, reply_to=reply_to,
-                                       voice=bool(part.get("voice")))
+        return await sender.send_audio(to, media, reply_to=reply_to, voice=bool(part.get("voice")))
     raise ValueError(f"{kind!r} is not a rich part type (one of {sorted(RICH_TYPES)})")
 
 
@@ -217,14 +242,19 @@ def describe_part(part: dict[str, Any]) -> str:
         return f"{part.get('body')}\n[{part.get('label')}: {part.get('url')}]"
     if kind == "location":
         place = ", ".join(p for p in (part.get("name"), part.get("address")) if p)
-        return (f"[location: {part['latitude']:.6f}, {part['longitude']:.6f}"
-                + (f" — {place}" if place else "") + "]")
+        return (
+            f"[location: {part['latitude']:.6f}, {part['longitude']:.6f}"
+            + (f" — {place}" if place else "")
+            + "]"
+        )
     if kind == "contacts":
         names = []
         for card in part.get("contacts", []):
             phones = ", ".join(p.get("phone", "") for p in card.get("phones", []))
-            names.append(card.get("name", {}).get("formatted_name", "contact")
-                         + (f" ({phones})" if phones else ""))
+            names.append(
+                card.get("name", {}).get("formatted_name", "contact")
+                + (f" ({phones})" if phones else "")
+            )
         return f"[contact: {'; '.join(names)}]"
     if kind == "audio":
         return "[voice note]" if part.get("voice") else "[audio]"
@@ -240,8 +270,11 @@ def history_text(reply: AgentReply) -> str:
         lines.append(f"[reacted {reply.reaction}]")
     if reply.text and reply.text.strip():
         lines.append(reply.text)
-    sent = [f"{len(items)} {kind}{'s' if len(items) > 1 else ''}"
-            for kind, items in (("image", reply.images), ("file", reply.files)) if items]
+    sent = [
+        f"{len(items)} {kind}{'s' if len(items) > 1 else ''}"
+        for kind, items in (("image", reply.images), ("file", reply.files))
+        if items
+    ]
     if reply.audio is not None:
         sent.append("audio")
     if sent:

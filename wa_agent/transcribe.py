@@ -44,11 +44,24 @@ MAX_AUDIO_BYTES: Final = 25 * 1024 * 1024
 
 # File names the endpoint recognises the format from (it goes by the extension).
 _EXTENSIONS: Final[dict[str, str]] = {
-    "audio/ogg": "ogg", "audio/opus": "ogg", "application/ogg": "ogg",
-    "audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mp4": "m4a", "audio/m4a": "m4a",
-    "audio/x-m4a": "m4a", "audio/aac": "aac", "audio/amr": "amr", "audio/wav": "wav",
-    "audio/x-wav": "wav", "audio/wave": "wav", "audio/webm": "webm", "audio/flac": "flac",
-    "audio/x-flac": "flac", "video/mp4": "mp4", "video/webm": "webm",
+    "audio/ogg": "ogg",
+    "audio/opus": "ogg",
+    "application/ogg": "ogg",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/mp4": "m4a",
+    "audio/m4a": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/aac": "aac",
+    "audio/amr": "amr",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/webm": "webm",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
 }
 _RETRY_STATUSES: Final = frozenset({408, 409, 429})
 
@@ -61,8 +74,14 @@ class TranscriptionError(WAAgentError):
     ``rate_limit_exceeded``...), ``retryable`` whether the same audio may succeed later.
     """
 
-    def __init__(self, message: str, *, http_status: int | None = None,
-                 error_type: str | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        retryable: bool = False,
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.error_type = error_type
@@ -128,11 +147,14 @@ class OpenAITranscriber:
         self._client = client
         self._owns_client = client is None
         self._sleep: Callable[[float], Awaitable[None]] = (
-            sleep if sleep is not None else anyio.sleep)
+            sleep if sleep is not None else anyio.sleep
+        )
 
     def __repr__(self) -> str:
-        return (f"OpenAITranscriber(model={self.model!r}, base_url={self.base_url!r}, "
-                f"api_key={self._api_key!r})")
+        return (
+            f"OpenAITranscriber(model={self.model!r}, base_url={self.base_url!r}, "
+            f"api_key={self._api_key!r})"
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -168,7 +190,8 @@ class OpenAITranscriber:
             raise TranscriptionError("the voice note is empty")
         if len(audio) > MAX_AUDIO_BYTES:
             raise TranscriptionError(
-                f"the audio is {len(audio)} bytes, over the {MAX_AUDIO_BYTES}-byte limit")
+                f"the audio is {len(audio)} bytes, over the {MAX_AUDIO_BYTES}-byte limit"
+            )
         base_mime = mime_type.split(";", 1)[0].strip() or "audio/ogg"
         data: dict[str, str] = {"model": self.model, "response_format": "json"}
         if self.language:
@@ -185,21 +208,33 @@ class OpenAITranscriber:
             try:
                 with anyio.fail_after(self.timeout):
                     response = await client.post(
-                        self.url, data=data, files=files, headers=headers,
+                        self.url,
+                        data=data,
+                        files=files,
+                        headers=headers,
                         timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
                     )
             except (httpx.TimeoutException, TimeoutError):
                 failure = TranscriptionError(
                     f"{self.base_url} did not transcribe within {self.timeout:g} s "
-                    f"(attempt {attempt} of {attempts})", retryable=True)
+                    f"(attempt {attempt} of {attempts})",
+                    retryable=True,
+                )
             except httpx.TransportError as exc:
                 failure = TranscriptionError(
                     f"could not reach {self.base_url} to transcribe: {type(exc).__name__}",
-                    retryable=True)
+                    retryable=True,
+                )
             else:
                 unlink_response(response)
-                logger.info("POST %s -> %d (attempt %d, %d bytes of %s)", self.url,
-                            response.status_code, attempt, len(audio), base_mime)
+                logger.info(
+                    "POST %s -> %d (attempt %d, %d bytes of %s)",
+                    self.url,
+                    response.status_code,
+                    attempt,
+                    len(audio),
+                    base_mime,
+                )
                 if response.is_success:
                     return self._text(response)
                 failure = self._error(response)
@@ -220,7 +255,8 @@ class OpenAITranscriber:
             raise TranscriptionError(
                 f"{self.url} answered {response.status_code} without a 'text' field (is "
                 "base_url an OpenAI-compatible /v1 endpoint?)",
-                http_status=response.status_code)
+                http_status=response.status_code,
+            )
         return text.strip()
 
     def _error(self, response: httpx.Response) -> TranscriptionError:
@@ -246,13 +282,22 @@ class OpenAITranscriber:
         if message:
             detail += f": {message[:300]}"
         if status in (401, 403):
-            where = ("OPENAI_API_KEY or the api_key argument" if self.base_url == OPENAI_BASE_URL
-                     else "the api_key argument")
+            where = (
+                "OPENAI_API_KEY or the api_key argument"
+                if self.base_url == OPENAI_BASE_URL
+                else "the api_key argument"
+            )
             return TranscriptionError(
                 f"{self.base_url} refused the API key ({detail}); check {where}",
-                http_status=status, error_type=error_type)
+                http_status=status,
+                error_type=error_type,
+            )
         retryable = status in _RETRY_STATUSES or status >= 500
         if error_type == "insufficient_quota":
             retryable = False
-        return TranscriptionError(f"transcription failed ({detail})", http_status=status,
-                                  error_type=error_type, retryable=retryable)
+        return TranscriptionError(
+            f"transcription failed ({detail})",
+            http_status=status,
+            error_type=error_type,
+            retryable=retryable,
+        )

@@ -47,8 +47,9 @@ def _page(packets: list[bytes], *, sequence: int, granule: int, flags: int) -> b
         size = len(packet)
         lacing.extend([255] * (size // 255))
         lacing.append(size % 255)
-    header = struct.pack("<4sBBqIIIB", b"OggS", 0, flags, granule, _SERIAL, sequence, 0,
-                         len(lacing))
+    header = struct.pack(
+        "<4sBBqIIIB", b"OggS", 0, flags, granule, _SERIAL, sequence, 0, len(lacing)
+    )
     page = header + bytes(lacing) + b"".join(packets)
     crc = _ogg_crc(page)
     return page[:22] + struct.pack("<I", crc) + page[26:]
@@ -74,8 +75,13 @@ def silent_voice_note(seconds: float = 1.0) -> bytes:
         count = min(per_page, frames - done)
         done += count
         last = done == frames
-        pages.append(_page([_SILENT_FRAME] * count, sequence=sequence,
-                           granule=_PRE_SKIP + done * _FRAME_SAMPLES,
-                           flags=0x04 if last else 0x00))
+        pages.append(
+            _page(
+                [_SILENT_FRAME] * count,
+                sequence=sequence,
+                granule=_PRE_SKIP + done * _FRAME_SAMPLES,
+                flags=0x04 if last else 0x00,
+            )
+        )
         sequence += 1
     return b"".join(pages)
