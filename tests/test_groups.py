@@ -25,7 +25,7 @@ from wa_agent import (
     StatusUpdate,
     UnknownEvent,
 )
-from wa_agent.testing import CloudAPIEmulator
+from wa_agent.testing import CloudAPIEmulator, webhooks
 
 GROUP = "Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAzNjM0MDQ2OTQyMzM4MjAZD"
 PNID = "100000000000001"
@@ -174,3 +174,12 @@ async def test_replying_in_a_group_through_the_sender() -> None:
     assert group.wa_id == GROUP
     assert individual.body["recipient_type"] == "individual"
     assert repr(GroupId("g")) == "GroupId('g')"
+
+
+def test_webhook_builder_writes_group_messages() -> None:
+    """webhooks.text_message(group_id=...) builds the group message Meta sends, which parses
+    with its group id."""
+    item = webhooks.text_message("15551230001", "hi all", group_id=GROUP)
+    [message] = MessageParser().parse(webhooks.envelope(messages=[item]))
+    assert isinstance(message, Message) and message.group_id == GROUP
+    assert "group_id" not in webhooks.text_message("15551230001", "hi")
