@@ -310,7 +310,7 @@ NOT_EXPORTED = {
 PUBLIC_MODULES = (
     "agents", "asgi", "events", "exceptions", "heartbeat", "interface", "llm", "manager",
     "parser", "secret", "sender", "server", "signature", "stores.base", "stores.memory",
-    "stores.sqlite", "text", "tunnel", "widget",
+    "stores.sqlite", "text", "transcribe", "tunnel", "widget",
 )
 
 

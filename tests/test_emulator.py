@@ -149,6 +149,21 @@ def _list(rows_per_section: list[int], titled: bool = True) -> dict[str, Any]:
             "action": {"button": "Open", "sections": sections}}
 
 
+def _list_with(**row: Any) -> dict[str, Any]:
+    body = _list([1])
+    body["action"]["sections"][0]["rows"][0].update(row)
+    return body
+
+
+def _cta(label: str = "See Dates", url: str | None = "https://www.example.com?a=1"
+         ) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"display_text": label}
+    if url is not None:
+        parameters["url"] = url
+    return {"type": "cta_url", "body": {"text": "Tap the button below to see available dates."},
+            "action": {"name": "cta_url", "parameters": parameters}}
+
+
 INVALID: list[tuple[str, dict[str, Any], int, str]] = [
     ("no-product", {"-": ["messaging_product"], "type": "text", "text": {"body": "x"}}, 100,
      "messaging_product"),
@@ -168,15 +183,50 @@ INVALID: list[tuple[str, dict[str, Any], int, str]] = [
      100, "caption"),
     ("png-as-sticker", {"type": "sticker", "sticker": {"id": "<image>"}}, 131053,
      "cannot be sent as sticker"),
-    ("four-buttons", {"type": "interactive", "interactive": _buttons("a", "b", "c", "d")}, 100,
-     "1 to 3"),
-    ("no-buttons", {"type": "interactive", "interactive": _buttons()}, 100, "1 to 3"),
-    ("same-titles", {"type": "interactive", "interactive": _buttons("a", "a")}, 100, "unique"),
-    ("title-21", {"type": "interactive", "interactive": _buttons("x" * 21)}, 100, "at most 20"),
+    # Interactive limits answer 131009 with Meta's observed details (see _validate_interactive).
+    ("four-buttons", {"type": "interactive", "interactive": _buttons("a", "b", "c", "d")},
+     131009, "Max allowed buttons: 3"),
+    ("no-buttons", {"type": "interactive", "interactive": _buttons()}, 131009,
+     "Min allowed buttons: 1"),
+    ("same-titles", {"type": "interactive", "interactive": _buttons("a", "a")}, 131009,
+     "unique"),
+    ("title-21", {"type": "interactive", "interactive": _buttons("x" * 21)}, 131009,
+     "Button title length invalid. Min length: 1, Max length: 20"),
+    ("title-empty", {"type": "interactive", "interactive": _buttons("")}, 131009,
+     "Button title length invalid"),
+    ("button-id-257", {"type": "interactive", "interactive": {
+        "type": "button", "body": {"text": "Pick"}, "action": {"buttons": [
+            {"type": "reply", "reply": {"id": "i" * 257, "title": "A"}}]}}}, 131009,
+     "Max length: 256"),
+    ("button-no-body", {"type": "interactive", "interactive": {
+        k: v for k, v in _buttons("a").items() if k != "body"}}, 100, "body"),
     ("eleven-rows", {"type": "interactive", "interactive": _list([6, 5])}, 131009,
      "max allowed count: 10"),
     ("untitled-sections", {"type": "interactive", "interactive": _list([1, 1], titled=False)},
      100, "title"),
+    ("row-title-25", {"type": "interactive", "interactive": _list_with(title="r" * 25)},
+     131009, "Row title is too long. Max length is 24"),
+    ("row-description-73", {"type": "interactive",
+                            "interactive": _list_with(description="d" * 73)},
+     131009, "Max length is 72"),
+    ("row-ids-repeat", {"type": "interactive", "interactive": {
+        "type": "list", "body": {"text": "Choose"}, "action": {"button": "Open", "sections": [
+            {"rows": [{"id": "a", "title": "A"}, {"id": "a", "title": "B"}]}]}}}, 131009,
+     "unique"),
+    ("list-button-21", {"type": "interactive", "interactive": {
+        **_list([2]), "action": {**_list([2])["action"], "button": "b" * 21}}}, 131009,
+     "Max length: 20"),
+    ("cta-label-21", {"type": "interactive", "interactive": _cta(label="L" * 21)}, 131009,
+     "Display text length invalid. Min length: 1, Max length: 20"),
+    ("cta-ftp-url", {"type": "interactive", "interactive": _cta(url="ftp://example.com")},
+     131009, "http(s) URL"),
+    ("cta-no-url", {"type": "interactive", "interactive": _cta(url=None)}, 100, "url"),
+    ("cta-no-body", {"type": "interactive", "interactive": {
+        k: v for k, v in _cta().items() if k != "body"}}, 100, "body"),
+    ("cta-wrong-name", {"type": "interactive", "interactive": {
+        **_cta(), "action": {**_cta()["action"], "name": "url"}}}, 100, "'cta_url'"),
+    ("interactive-unknown", {"type": "interactive", "interactive": {
+        "type": "poll", "action": {}}}, 100, "not a valid interactive type"),
     ("no-language", {"type": "template", "template": {"name": "t"}}, 100, "language"),
     ("button-without-index", {"type": "template", "template": {
         "name": "t", "language": {"code": "en"},
@@ -184,9 +234,19 @@ INVALID: list[tuple[str, dict[str, Any], int, str]] = [
      100, "index"),
     ("latitude-91", {"type": "location", "location": {"latitude": 91, "longitude": 0}}, 100,
      "latitude"),
+    ("longitude-181", {"type": "location", "location": {"latitude": 0, "longitude": -181}},
+     100, "longitude"),
+    ("latitude-missing", {"type": "location", "location": {"longitude": 0}}, 100, "latitude"),
     ("reaction-no-id", {"type": "reaction", "reaction": {"emoji": "x"}}, 100, "message_id"),
+    ("reaction-no-emoji", {"type": "reaction", "reaction": {"message_id": "wamid.A"}}, 100,
+     "emoji"),
+    ("reaction-text", {"type": "reaction", "reaction": {"message_id": "wamid.A",
+                                                         "emoji": "ok"}}, 131009, "one emoji"),
     ("context-no-id", {"type": "text", "text": {"body": "x"}, "context": {}}, 100, "message_id"),
     ("contact-no-name", {"type": "contacts", "contacts": [{"name": {}}]}, 100, "formatted_name"),
+    ("contacts-empty", {"type": "contacts", "contacts": []}, 100, "non-empty"),
+    ("voice-not-bool", {"type": "audio", "audio": {"link": "https://x.y/a.ogg",
+                                                   "voice": "yes"}}, 100, "voice"),
 ]
 
 
@@ -209,6 +269,72 @@ async def test_invalid_sends_get_metas_error(
     assert error["error_data"]["messaging_product"] == "whatsapp"
     assert detail in error["error_data"]["details"]
     assert served.emulator.messages == []
+
+
+# Bodies at Meta's limits, each shaped like an example of Meta's OpenAPI description
+# (facebook/openapi business-messaging-api_v23.0.yaml, requestBody examples of
+# POST /{Version}/{Phone-Number-ID}/messages, named below) or, for cta_url and voice notes
+# (no example there), Meta's "Interactive CTA URL messages" and "Audio messages" pages.
+ACCEPTED: list[tuple[str, dict[str, Any]]] = [
+    ("reply-buttons-20", {  # "Send Reply Button"
+        "type": "interactive", "interactive": {
+            "type": "button", "body": {"text": "<BUTTON_TEXT>"}, "action": {"buttons": [
+                {"type": "reply", "reply": {"id": "i" * 256, "title": "t" * 20}},
+                {"type": "reply", "reply": {"id": "b", "title": "Back"}},
+                {"type": "reply", "reply": {"id": "c", "title": "🙂 Yes"}}]}}}),
+    ("list-10-rows", {  # "Send List Message" (two titled sections, header and footer)
+        "type": "interactive", "interactive": {
+            "type": "list", "header": {"type": "text", "text": "h" * 60},
+            "body": {"text": "b" * 1024}, "footer": {"text": "f" * 60},
+            "action": {"button": "B" * 20, "sections": [
+                {"title": "S" * 24, "rows": [{"id": f"a{n}", "title": "T" * 24,
+                                               "description": "D" * 72} for n in range(6)]},
+                {"title": "Two", "rows": [{"id": f"b{n}", "title": f"Row {n}"}
+                                          for n in range(4)]}]}}}),
+    ("cta-url", {  # Meta's CTA URL page: text header, body, footer, display_text and url
+        "type": "interactive", "interactive": {
+            "type": "cta_url", "header": {"type": "text", "text": "Available Dates"},
+            "body": {"text": "Tap the button below to see available dates."},
+            "footer": {"text": "Dates subject to change."},
+            "action": {"name": "cta_url", "parameters": {
+                "display_text": "See Dates", "url": "https://www.luckyshrub.com?clickID=kqDG"}}}}),
+    ("reaction", {  # "Send Reply with Reaction Message"
+        "type": "reaction", "reaction": {"message_id": "wamid.HBgLM", "emoji": "😀"}}),
+    ("reaction-removed", {"type": "reaction", "reaction": {"message_id": "wamid.A", "emoji": ""}}),
+    ("reaction-joined-emoji", {"type": "reaction",
+                               "reaction": {"message_id": "wamid.A", "emoji": "👨‍👩‍👧"}}),
+    ("location", {  # "Send Location Message"
+        "type": "location", "location": {"latitude": 37.758056, "longitude": -122.425332,
+                                         "name": "META HQ",
+                                         "address": "1 Hacker Way, Menlo Park, CA 94025"}}),
+    ("location-edges", {"type": "location", "location": {"latitude": -90, "longitude": 180}}),
+    ("contacts", {  # "Send Contact Message"
+        "type": "contacts", "contacts": [{
+            "addresses": [{"city": "Menlo Park", "country": "United States",
+                           "country_code": "us", "state": "CA", "street": "1 Hacker Way",
+                           "type": "HOME", "zip": "94025"}],
+            "birthday": "2012-08-18",
+            "emails": [{"email": "test@fb.com", "type": "WORK"}],
+            "name": {"first_name": "John", "formatted_name": "John Smith", "last_name": "Smith"},
+            "org": {"company": "WhatsApp", "department": "Design", "title": "Manager"},
+            "phones": [{"phone": "+1 (650) 555-1234", "type": "WORK", "wa_id": "16505551234"}],
+            "urls": [{"type": "WORK", "url": "https://www.facebook.com"}]}]}),
+    ("voice-note", {  # Meta's audio page: "voice": true for an OGG/Opus voice message
+        "type": "audio", "audio": {"link": "https://example.com/note.ogg", "voice": True}}),
+]
+
+
+@pytest.mark.parametrize("body", [c[1] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
+async def test_rich_bodies_at_metas_limits_are_accepted(
+    served: Served, body: dict[str, Any]
+) -> None:
+    """Each rich message body shaped like Meta's examples, at the edge of every limit, is
+    accepted and recorded as sent."""
+    response = await post(served, {"messaging_product": "whatsapp", "recipient_type":
+                                   "individual", "to": USER, **body})
+    assert response.status_code == 200, response.text
+    [sent] = served.emulator.messages
+    assert sent.type == body["type"] and sent.body[sent.type] == body[body["type"]]
 
 
 async def test_not_json_and_unknown_paths(served: Served) -> None:

@@ -126,3 +126,38 @@ def test_import_time_is_measured() -> None:
           f"{cumulative_us / 1000:.1f} ms cumulative (-X importtime); "
           f"+ parser/verifier/events: {timings['pieces_ms']:.1f} ms")
     assert timings["bare_ms"] > 0 and cumulative_us > 0
+
+
+def _imports_of(path: Path, module: str) -> set[str]:
+    """Every wa_agent module ``path`` imports anywhere (top level, in functions, under
+    TYPE_CHECKING), resolved to dotted names."""
+    import ast
+
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(max(0, node.level - 1)):
+                base = base.rsplit(".", 1)[0]
+            target = (f"{base}.{node.module}" if node.module else base) if node.level \
+                else (node.module or "")
+            for alias in node.names:
+                found.add(target)
+                found.add(f"{target}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("wa_agent")}
+
+
+def test_phone_and_the_simulator_are_not_an_import_cycle() -> None:
+    """The phone widget is a view on the simulator and imports nothing of wa_agent.testing
+    (not even for type checking: it types the simulator with protocols); only the
+    simulator's phone() imports the phone."""
+    root = ROOT / "wa_agent"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    phone = _imports_of(modules["wa_agent.phone"], "wa_agent.phone")
+    assert not any(name.startswith("wa_agent.testing") for name in phone), phone
+    simulator = _imports_of(modules["wa_agent.testing.simulator"], "wa_agent.testing.simulator")
+    assert "wa_agent.phone" in simulator

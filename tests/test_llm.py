@@ -220,9 +220,10 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 async def test_anthropic_request_body_and_headers(api: FakeAPI, make_agent: MakeAgent) -> None:
     """A chat turn is POSTed to /v1/messages with x-api-key, anthropic-version, the system
-    prompt at the top level and the history in order, and the reply text comes back."""
+    prompt at the top level and the history in order, and the reply text comes back (with
+    tools=False: the WhatsApp tools are tested in test_llm_tools.py)."""
     api.reply(200, anthropic_message("Sunny, 24 °C."), {"request-id": "req_1"})
-    agent = make_agent(system="You are terse.", temperature=0.2, max_tokens=300)
+    agent = make_agent(system="You are terse.", temperature=0.2, max_tokens=300, tools=False)
     reply = await agent.answer(req("And tomorrow?", ("user", "Weather in Lisbon?"),
                                    ("assistant", "Let me check.")))
     assert reply.text == "Sunny, 24 °C."
@@ -503,9 +504,10 @@ async def test_reply_without_text_is_an_error(api: FakeAPI, make_agent: MakeAgen
 
 async def test_openai_request_body_and_headers(api: FakeAPI, make_agent: MakeAgent) -> None:
     """Chat Completions gets a bearer key, the system prompt as the first message, the
-    history in order and max_completion_tokens; the reply is choices[0].message.content."""
+    history in order and max_completion_tokens; the reply is choices[0].message.content
+    (with tools=False: the WhatsApp tools are tested in test_llm_tools.py)."""
     api.reply(200, openai_completion("Sure!"))
-    agent = make_agent("openai/gpt-4o-mini", system="Be nice.", max_tokens=200)
+    agent = make_agent("openai/gpt-4o-mini", system="Be nice.", max_tokens=200, tools=False)
     reply = await agent.answer(req("Thanks", ("user", "Hello"), ("assistant", "Hi!")))
     assert reply.text == "Sure!"
     sent = api.last

@@ -17,6 +17,7 @@ from tests.helpers import PAYLOADS, load_payload, text_webhook
 from wa_agent import (
     ErrorEvent,
     Event,
+    GroupEvent,
     InvalidPayload,
     MediaRef,
     Message,
@@ -916,7 +917,8 @@ def _parse_or_invalid(body: Any) -> list[Event] | None:
         assert exc.reason
         return None
     assert isinstance(events, list)
-    assert all(isinstance(e, Message | StatusUpdate | ErrorEvent | UnknownEvent) for e in events)
+    assert all(isinstance(e, Message | StatusUpdate | ErrorEvent | GroupEvent | UnknownEvent)
+               for e in events)
     if not isinstance(body, dict):
         for event in events:
             event.model_dump_json()  # every string is valid UTF-8 text

@@ -205,3 +205,86 @@ async def test_memory_is_bounded_per_user() -> None:
         phone.close()
     with pytest.raises(ValueError):
         PhoneWidget(sim, max_messages=0)
+
+
+# ------------------------------------------------------------------ rich replies on the phone
+
+
+async def test_choices_are_tappable_buttons_under_the_screen() -> None:
+    """When the bot's last message offers choices they appear as buttons under the screen;
+    clicking one taps it in the background (the bot gets the choice), the tap shows as the
+    user's bubble, and the buttons go away when the bot answers without choices."""
+    from tests.test_simulator_rich import menu, start
+
+    sim, bot = await start(menu)
+    try:
+        phone = sim.phone("15551230009", "Bea")
+        await phone.send("hi")
+        buttons = list(phone.choices.children)
+        assert [b.description for b in buttons] == ["Coffee", "Tea"]
+        assert phone.offered() == ["Coffee", "Tea"]
+        buttons[1].click()
+        assert phone.pending == 1
+        await phone.wait()
+        transcript = phone.transcript()
+        assert [(m["from"], m["kind"], m["text"]) for m in transcript] == [
+            ("me", "text", "hi"), ("bot", "interactive", "Coffee or tea?"),
+            ("me", "interactive", "Tea"), ("bot", "text", "You chose Tea (tea)")]
+        assert transcript[1]["choices"] == ["Coffee", "Tea"]
+        assert transcript[2]["status"] == "read"
+        assert phone.choices.children == () and phone.offered() == []
+        assert all(b.comm is None for b in buttons)  # the old buttons were closed
+        assert bot.requests[-1].message is not None
+        assert bot.requests[-1].message.choice == "tea"
+        phone.close()
+    finally:
+        await sim.stop()
+
+
+async def test_list_choices_and_tap_from_code() -> None:
+    """A list message shows its label and one button per row (descriptions as tooltips);
+    phone.tap() taps from code and returns the replies."""
+    from tests.test_simulator_rich import menu, start
+
+    sim, _ = await start(menu)
+    try:
+        phone = sim.phone()
+        await phone.send("more")
+        label, *rows = phone.choices.children
+        assert "☰ Times" in label.value
+        assert [r.description for r in rows] == ["9:00", "10:00", "11:00", "12:00", "13:00"]
+        assert rows[0].tooltip == "free" and rows[1].tooltip == "10:00"
+        replies = await phone.tap("12:00")
+        assert [r.text for r in replies] == ["You chose 12:00 (t12)"]
+        with pytest.raises(LookupError):
+            await phone.tap("nope")
+        assert phone.transcript()[-1]["status"] == "failed"
+        phone.close()
+    finally:
+        await sim.stop()
+
+
+async def test_reaction_location_contacts_link_and_voice_on_the_phone() -> None:
+    """The bot's reaction shows on the user's own bubble; a location, a contact card and a
+    link button read as text (escaped); the voice button sends a voice note."""
+    from tests.test_simulator_rich import menu, start
+
+    sim, bot = await start(menu)
+    try:
+        phone = sim.phone()
+        await phone.send("everything")
+        transcript = phone.transcript()
+        assert transcript[0]["from"] == "me" and transcript[0]["reaction"] == "👍"
+        kinds = [(m["kind"], m["text"]) for m in transcript[1:]]
+        assert kinds[0] == ("location", "📍 Brandenburger Tor\n52.52, 13.405")
+        assert kinds[1] == ("contacts", "👤 Ada Lovelace · +44 20 7946 0000")
+        assert kinds[2] == ("interactive", "Here")
+        assert transcript[3]["extra"] == "🔗 Open map: https://maps.example/berlin"
+        assert '<span class="wa-phone-reaction">👍</span>' in phone.html
+        phone.voice_button.click()
+        await phone.wait()
+        assert bot.requests[-1].attachments[0].voice
+        assert phone.transcript()[-2]["extra"] == "voice note"
+        phone.close()
+    finally:
+        await sim.stop()

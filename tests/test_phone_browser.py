@@ -84,3 +84,27 @@ async def test_phone_renders_in_chromium(tmp_path: Path) -> None:
     assert probe["imgs"] == 2  # the two pictures, nothing injected
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+
+
+async def test_choices_render_as_buttons_in_chromium(tmp_path: Path) -> None:
+    """The choices of the bot's last message are real buttons in the page (with a list's
+    label), next to the phone's own controls, and the bot's reaction shows on the user's
+    bubble. Saves a screenshot."""
+    _require(CHROMIUM, "chromium")
+    _require(EMBED_JS.is_file(), f"@jupyter-widgets/html-manager ({EMBED_JS})")
+    from tests.test_simulator_rich import menu, start
+
+    sim, _ = await start(menu)
+    try:
+        phone = sim.phone("15551230001", "Ada")
+        await phone.send("more")
+        shot = tmp_path / "choices.png"
+        probe = await render_and_probe(phone.box, PROBE % {"bubbles": 2}, shot, tmp_path)
+        phone.close()
+    finally:
+        await sim.stop()
+    assert probe["pwned"] is None
+    assert {"9:00", "10:00", "11:00", "12:00", "13:00", "Send", "Voice note"} <= set(
+        probe["buttons"]), probe["buttons"]
+    assert [b["text"] for b in probe["bubbles"]] == ["more", "Pick a time"]
+    assert shot.read_bytes().startswith(b"\x89PNG")

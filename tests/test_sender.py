@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.helpers import httpx_garbage
+from wa_agent.agents import Contact
 from wa_agent.exceptions import (
     AccountError,
     AuthenticationError,
@@ -34,9 +35,17 @@ from wa_agent.exceptions import (
     WhatsAppAPIError,
 )
 from wa_agent.secret import Secret
-from wa_agent.sender import MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
+from wa_agent.sender import (
+    MediaInfo,
+    RateLimiter,
+    RetryPolicy,
+    Sender,
+    SenderStats,
+    is_voice_note,
+)
 from wa_agent.server import BackgroundServer
 from wa_agent.testing import CloudAPIEmulator
+from wa_agent.testing.audio import silent_voice_note
 
 TOKEN = "EAAG-test-token-5f3a"
 PNID = "100000000000001"
@@ -149,7 +158,20 @@ def message_calls(emulator: CloudAPIEmulator) -> list[Any]:
 
 Op = Callable[[Sender, dict[str, str]], Awaitable[Any]]
 
-BODY_CASES: list[tuple[str, Op, str, dict[str, Any], str | None]] = [
+# Each body follows an example of Meta's OpenAPI description (facebook/openapi,
+# business-messaging-api_v23.0.yaml, requestBody examples of POST /{Version}/{Phone-Number-ID}/
+# messages): text "Send Text Message"; text-reply-preview "Send Reply to Text Message" and
+# "Send Text Message with Preview URL"; image-id "Send Image Message by ID"; image-link
+# "Send Reply to Image Message by URL"; video "Send Video Message by ID"; audio "Send Audio
+# Message by ID"; document "Send Document Message by ID"; sticker "Send Sticker Message by
+# ID"; reaction "Send Reply with Reaction Message"; location "Send Location Message";
+# location-reply "Send Reply to Location Message"; buttons "Send Reply Button"; list "Send
+# List Message"; list-reply "Send Reply to List Message"; contacts "Send Contact Message";
+# contacts-reply "Send Reply to Contact Message"; template "Send Message Template
+# Interactive"; template-bare "Send Test Message". The yaml has no cta_url or voice example:
+# cta_url follows Meta's "Interactive CTA URL messages" page and audio-voice its "Audio
+# messages" page ("voice": true).
+BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
     ("text", lambda s, m: s.send_text(USER, "hello"), "text", {"body": "hello"}, None),
     (
         "text-reply-preview",
@@ -206,6 +228,66 @@ BODY_CASES: list[tuple[str, Op, str, dict[str, Any], str | None]] = [
         None,
     ),
     (
+        "location-reply",
+        lambda s, m: s.send_location(USER, 37.758056, -122.425332, reply_to="wamid.IN1"),
+        "location",
+        {"latitude": 37.758056, "longitude": -122.425332},
+        "wamid.IN1",
+    ),
+    (
+        "audio-voice",
+        lambda s, m: s.send_audio(USER, m["audio"], voice=True),
+        "audio",
+        {"id": "<audio>", "voice": True},
+        None,
+    ),
+    (
+        "contacts",
+        lambda s, m: s.send_contacts(USER, [
+            Contact("John Smith", phones=("+1 (650) 555-1234",), emails=("test@fb.com",),
+                    organization="WhatsApp", urls=("https://www.facebook.com",)),
+            {"name": {"formatted_name": "Jane", "first_name": "Jane"},
+             "phones": [{"phone": "+1 (940) 555-1234", "type": "HOME", "wa_id": "19405551234"}]},
+        ]),
+        "contacts",
+        [
+            {"name": {"formatted_name": "John Smith", "first_name": "John",
+                      "last_name": "Smith"},
+             "phones": [{"phone": "+1 (650) 555-1234", "type": "CELL"}],
+             "emails": [{"email": "test@fb.com", "type": "WORK"}],
+             "org": {"company": "WhatsApp"},
+             "urls": [{"url": "https://www.facebook.com", "type": "WORK"}]},
+            {"name": {"formatted_name": "Jane", "first_name": "Jane"},
+             "phones": [{"phone": "+1 (940) 555-1234", "type": "HOME", "wa_id": "19405551234"}]},
+        ],
+        None,
+    ),
+    (
+        "contacts-reply",
+        lambda s, m: s.send_contacts(USER, ["Alan"], reply_to="wamid.IN5"),
+        "contacts",
+        [{"name": {"formatted_name": "Alan", "first_name": "Alan"}}],
+        "wamid.IN5",
+    ),
+    (
+        "cta-url",
+        lambda s, m: s.send_cta_url(
+            USER, "Tap the button below to see available dates.", "See Dates",
+            "https://www.luckyshrub.com?clickID=kqDG", header="Available Dates",
+            footer="Dates subject to change.", reply_to="wamid.IN6",
+        ),
+        "interactive",
+        {
+            "type": "cta_url",
+            "body": {"text": "Tap the button below to see available dates."},
+            "action": {"name": "cta_url", "parameters": {
+                "display_text": "See Dates", "url": "https://www.luckyshrub.com?clickID=kqDG"}},
+            "header": {"type": "text", "text": "Available Dates"},
+            "footer": {"text": "Dates subject to change."},
+        },
+        "wamid.IN6",
+    ),
+    (
         "buttons",
         lambda s, m: s.send_buttons(
             USER, "Pick one", [("yes", "Yes"), {"id": "no", "title": "No"}, "Maybe"],
@@ -248,6 +330,17 @@ BODY_CASES: list[tuple[str, Op, str, dict[str, Any], str | None]] = [
             "footer": {"text": "prices in EUR"},
         },
         None,
+    ),
+    (
+        "list-reply",
+        lambda s, m: s.send_list(USER, "Choose", "Open", [("a", "A")], reply_to="wamid.IN4"),
+        "interactive",
+        {
+            "type": "list",
+            "body": {"text": "Choose"},
+            "action": {"button": "Open", "sections": [{"rows": [{"id": "a", "title": "A"}]}]},
+        },
+        "wamid.IN4",
     ),
     (
         "list-flat-rows",
@@ -302,7 +395,7 @@ async def test_send_body_matches_the_reference(
     make_sender: Callable[..., Sender],
     op: Op,
     kind: str,
-    content: dict[str, Any],
+    content: Any,
     reply_to: str | None,
 ) -> None:
     """Each send method posts exactly the body of reference/cloud_api.md §8 and returns
@@ -315,7 +408,7 @@ async def test_send_body_matches_the_reference(
         "document": emulator.add_media(PDF, "application/pdf"),
         "sticker": emulator.add_media(WEBP, "image/webp"),
     }
-    expected_content = {
+    expected_content: Any = content if isinstance(content, list) else {
         k: (media[v[1:-1]] if isinstance(v, str) and v.startswith("<") else v)
         for k, v in content.items()
     }
@@ -390,6 +483,58 @@ async def test_media_bytes_and_paths_are_uploaded_first(
     assert served.emulator.media[image.content["id"]].data == PNG
     assert served.emulator.media[document.content["id"]].data == PDF
     assert document.content == {"id": document.content["id"], "filename": "report.pdf"}
+
+
+async def test_ogg_opus_audio_goes_out_as_a_voice_note(
+    served: Served, make_sender: Callable[..., Sender], tmp_path: Path
+) -> None:
+    """OGG/Opus bytes or an .ogg file are sent with "voice": true (Meta's voice message);
+    MP3 or OGG without Opus are plain audio; voice=False and voice=True override."""
+    note = silent_voice_note(0.5)
+    path = tmp_path / "note.ogg"
+    path.write_bytes(note)
+    sender = make_sender()
+    await sender.send_audio(USER, note)
+    await sender.send_audio(USER, path)
+    await sender.send_audio(USER, b"ID3" + bytes(300))
+    await sender.send_audio(USER, OGG)  # Ogg container without an OpusHead packet
+    await sender.send_audio(USER, note, voice=False)
+    await sender.send_audio(USER, "https://example.com/a.mp3", voice=True)
+    voices = [m.content.get("voice") for m in served.emulator.messages]
+    assert voices == [True, True, None, None, None, True]
+    uploads = [c for c in served.emulator.calls if c.endpoint == "upload"]
+    assert uploads[0].body["type"] == "audio/ogg"
+    assert is_voice_note(note) and not is_voice_note(b"ID3")
+    assert is_voice_note(b"", "audio/ogg; codecs=opus")
+
+
+async def test_rich_sends_refuse_bad_arguments_before_any_call(
+    served: Served, make_sender: Callable[..., Sender]
+) -> None:
+    """A reaction without a target, a location out of range and no contacts raise before
+    anything reaches the API."""
+    sender = make_sender()
+    with pytest.raises(ValueError, match="message_id"):
+        await sender.send_reaction(USER, "", "👍")
+    with pytest.raises(ValueError, match="latitude/longitude"):
+        await sender.send_location(USER, 91.0, 0.0)
+    with pytest.raises(ValueError, match="at least one contact"):
+        await sender.send_contacts(USER, [])
+    assert served.emulator.calls == []
+
+
+async def test_emulator_refusals_of_rich_sends_raise_invalid_request(
+    served: Served, make_sender: Callable[..., Sender]
+) -> None:
+    """What the emulator refuses as Meta does (a 21-character CTA label, a fourth reply
+    button) raises InvalidRequestError with code 131009 and Meta's details, not retried."""
+    sender = make_sender()
+    with pytest.raises(InvalidRequestError) as caught:
+        await sender.send_cta_url(USER, "body", "L" * 21, "https://example.com")
+    assert caught.value.code == 131009 and "Max length: 20" in str(caught.value.details)
+    with pytest.raises(InvalidRequestError, match="Max allowed buttons: 3"):
+        await sender.send_buttons(USER, "Pick", ["a", "b", "c", "d"])
+    assert len(message_calls(served.emulator)) == 2 and sender.stats.retries == 0
 
 
 async def test_wrong_media_is_refused_before_any_call(

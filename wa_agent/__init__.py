@@ -24,13 +24,23 @@ _EXPORTS: dict[str, str] = {
     "BeatResult": "heartbeat",
     "ButtonReply": "events",
     "CallbackConsumer": "asgi",
+    "Choice": "agents",
     "ConfigurationError": "exceptions",
+    "Contact": "agents",
     "Context": "events",
     "ConversationLog": "widget",
     "ConversationsWidget": "widget",
     "ErrorDetail": "events",
     "ErrorEvent": "events",
     "Event": "events",
+    "GroupEvent": "events",
+    "GroupLifecycleEvent": "events",
+    "GroupParticipant": "events",
+    "GroupParticipantsEvent": "events",
+    "GroupSetting": "events",
+    "GroupSettingsEvent": "events",
+    "GroupStatusEvent": "events",
+    "GroupId": "sender",
     "HeartbeatScheduler": "heartbeat",
     "InboxItem": "stores.base",
     "InteractiveReply": "events",
@@ -42,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "LLMAgent": "llm",
     "LLMAuthError": "llm",
     "LLMError": "llm",
+    "LinkButton": "agents",
     "Location": "events",
     "Media": "agents",
     "MediaError": "exceptions",
@@ -51,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "MemorySessionStore": "stores.memory",
     "Message": "events",
     "MessageParser": "parser",
+    "OpenAITranscriber": "transcribe",
     "Order": "events",
     "OrderItem": "events",
     "OutsideServiceWindow": "exceptions",
@@ -80,6 +92,7 @@ _EXPORTS: dict[str, str] = {
     "StoreLease": "heartbeat",
     "SystemInfo": "events",
     "TemplateError": "exceptions",
+    "TranscriptionError": "transcribe",
     "TransportError": "exceptions",
     "Tunnel": "tunnel",
     "TunnelError": "tunnel",
@@ -110,13 +123,23 @@ __all__ = [
     "BeatResult",
     "ButtonReply",
     "CallbackConsumer",
+    "Choice",
     "ConfigurationError",
+    "Contact",
     "Context",
     "ConversationLog",
     "ConversationsWidget",
     "ErrorDetail",
     "ErrorEvent",
     "Event",
+    "GroupEvent",
+    "GroupId",
+    "GroupLifecycleEvent",
+    "GroupParticipant",
+    "GroupParticipantsEvent",
+    "GroupSetting",
+    "GroupSettingsEvent",
+    "GroupStatusEvent",
     "HeartbeatScheduler",
     "InboxItem",
     "InteractiveReply",
@@ -128,6 +151,7 @@ __all__ = [
     "LLMAgent",
     "LLMAuthError",
     "LLMError",
+    "LinkButton",
     "Location",
     "Media",
     "MediaError",
@@ -137,6 +161,7 @@ __all__ = [
     "MemorySessionStore",
     "Message",
     "MessageParser",
+    "OpenAITranscriber",
     "Order",
     "OrderItem",
     "OutsideServiceWindow",
@@ -166,6 +191,7 @@ __all__ = [
     "StoreLease",
     "SystemInfo",
     "TemplateError",
+    "TranscriptionError",
     "TransportError",
     "Tunnel",
     "TunnelError",
@@ -199,7 +225,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .agents import Agent, AgentReply, AgentRequest, Attachment, Media, Turn, as_agent
+    from .agents import (
+        Agent,
+        AgentReply,
+        AgentRequest,
+        Attachment,
+        Choice,
+        Contact,
+        LinkButton,
+        Media,
+        Turn,
+        as_agent,
+    )
     from .asgi import CallbackConsumer, Overloaded, RedactVerifyToken, WebhookApp, WebhookConsumer
     from .events import (
         ButtonReply,
@@ -207,6 +244,13 @@ if TYPE_CHECKING:
         ErrorDetail,
         ErrorEvent,
         Event,
+        GroupEvent,
+        GroupLifecycleEvent,
+        GroupParticipant,
+        GroupParticipantsEvent,
+        GroupSetting,
+        GroupSettingsEvent,
+        GroupStatusEvent,
         InteractiveReply,
         Location,
         MediaRef,
@@ -255,12 +299,13 @@ if TYPE_CHECKING:
     from .parser import MessageParser
     from .phone import PhoneWidget
     from .secret import Secret
-    from .sender import MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
+    from .sender import GroupId, MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
     from .server import BackgroundServer, ServerStartError
     from .signature import SignatureVerifier
     from .stores.base import InboxItem, SessionStore
     from .stores.memory import MemorySessionStore
     from .stores.sqlite import SQLiteSessionStore
     from .text import markdown_to_whatsapp, split_text
+    from .transcribe import OpenAITranscriber, TranscriptionError
     from .tunnel import Tunnel, TunnelError, aopen_tunnel, open_tunnel
     from .widget import ConversationLog, ConversationsWidget

@@ -2,7 +2,11 @@
 
 It says what it received (text, media type and size, location, contacts, button taps),
 keeps a per-sender turn count in CHAT mode, and sends an image back when asked
-("send me a picture"). It is what ``wa-agent demo`` runs when no ``--agent`` is given.
+("send me a picture"). It also shows what a WhatsApp reply can be: "menu" answers with reply
+buttons, "times" with a list, "where" with a location, "contact" with a contact card, "link"
+with a link button, "thanks" with a reaction; a voice note is echoed as its transcript when
+the interface has a transcriber. It is what ``wa-agent demo`` runs when no ``--agent`` is
+given.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import struct
 import zlib
 
-from .agents import AgentReply, AgentRequest, Media
+from .agents import AgentReply, AgentRequest, Choice, Contact, LinkButton, Media
+from .events import Location
 
 __all__ = ["DemoAgent", "make_png"]
 
@@ -60,6 +65,11 @@ class DemoAgent:
             lines.append(line + ".")
         message = request.message
         text = request.text.strip()
+        if text and any(a.voice for a in request.attachments):
+            lines.append(f'I heard: "{text}"')  # the transcript (with a transcriber)
+        feature = self._feature(text.lower()) if text and not request.attachments else None
+        if feature is not None:
+            return feature
         if message is not None and message.location is not None:
             loc = message.location
             place = f" ({loc.name})" if loc.name else ""
@@ -89,3 +99,27 @@ class DemoAgent:
         if not lines:
             lines.append(f"I received a {message.type if message else 'message'} message.")
         return AgentReply(text="\n".join(lines))
+
+    @staticmethod
+    def _feature(lowered: str) -> AgentReply | None:
+        """The rich reply a keyword asks for, if it is one."""
+        if lowered == "menu":
+            return AgentReply(text="What would you like?", buttons=[
+                ("coffee", "☕ Coffee"), ("tea", "🍵 Tea"), ("water", "💧 Water")])
+        if lowered in ("times", "list"):
+            return AgentReply(text="When shall we meet?", list_button="Pick a time", buttons=[
+                Choice(f"slot-{h}", f"{h}:00", "free" if h != 12 else "lunch, but possible")
+                for h in range(9, 15)])
+        if lowered in ("where", "where are you?", "location"):
+            return AgentReply(text="Here I am:", location=Location(
+                latitude=52.5163, longitude=13.3777, name="Brandenburger Tor",
+                address="Pariser Platz, 10117 Berlin"))
+        if lowered in ("contact", "card"):
+            return AgentReply(text="Here is who to call:", contacts=[Contact(
+                "Ada Lovelace", phones=("+44 20 7946 0000",), emails=("ada@example.com",))])
+        if lowered == "link":
+            return AgentReply(text="The documentation is one tap away.", link_button=LinkButton(
+                "Open the docs", "https://github.com/"))
+        if lowered in ("thanks", "thank you", "thx"):
+            return AgentReply(text="You're welcome!", reaction="❤️")
+        return None

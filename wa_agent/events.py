@@ -19,6 +19,13 @@ __all__ = [
     "ErrorDetail",
     "ErrorEvent",
     "Event",
+    "GroupEvent",
+    "GroupLifecycleEvent",
+    "GroupParticipant",
+    "GroupParticipantsEvent",
+    "GroupSetting",
+    "GroupSettingsEvent",
+    "GroupStatusEvent",
     "InteractiveReply",
     "Location",
     "MediaRef",
@@ -204,6 +211,27 @@ class Message(_Model):
     errors: tuple[ErrorDetail, ...] = ()
     raw: dict[str, Any] = {}
 
+    @property
+    def choice(self) -> str | None:
+        """The id of what the user tapped: a reply button or list row you sent
+        (``interactive.id``), or a template's quick-reply button (its ``payload``, else its
+        text); ``None`` for any other message."""
+        if self.type == "interactive" and self.interactive is not None and \
+                self.interactive.type in ("button_reply", "list_reply"):
+            return self.interactive.id or self.interactive.title
+        if self.type == "button" and self.button is not None:
+            return self.button.payload or self.button.text
+        return None
+
+    @property
+    def choice_title(self) -> str | None:
+        """The title the user saw on what they tapped (``None`` when :attr:`choice` is)."""
+        if self.choice is None:
+            return None
+        if self.interactive is not None:
+            return self.interactive.title
+        return self.button.text if self.button is not None else None
+
 
 class Pricing(_Model):
     """How Meta prices a delivered message (on ``sent`` and one later status)."""
@@ -227,6 +255,7 @@ class StatusUpdate(_Model):
     errors: tuple[ErrorDetail, ...] = ()
     pricing: Pricing | None = None
     biz_opaque_callback_data: str | None = None
+    recipient_type: str | None = None
     raw: dict[str, Any] = {}
 
 
@@ -242,6 +271,105 @@ class ErrorEvent(_Model):
     raw: dict[str, Any] = {}
 
 
+class GroupParticipant(_Model):
+    """A user in a group webhook: ``wa_id`` (their number, omitted for some username users),
+    ``user_id`` (their business-scoped id), or ``input`` (what the business passed when it
+    removed them); ``errors`` when the change failed for them."""
+
+    wa_id: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    username: str | None = None
+    input: str | None = None
+    errors: tuple[ErrorDetail, ...] = ()
+
+    @property
+    def id(self) -> str | None:
+        """The best identifier there is: the number, else the BSUID, else the input."""
+        return self.wa_id or self.user_id or self.input
+
+
+class GroupSetting(_Model):
+    """One setting of a ``group_settings_update``: ``group_subject``/``group_description``
+    carry ``text``, ``profile_picture`` a ``mime_type`` and ``sha256``."""
+
+    name: str
+    text: str | None = None
+    mime_type: str | None = None
+    sha256: str | None = None
+    update_successful: bool | None = None
+    errors: tuple[ErrorDetail, ...] = ()
+
+
+class GroupEvent(_Model):
+    """A Groups API webhook (fields ``group_*``): what happened to one group.
+
+    ``type`` is Meta's event type (``group_create``, ``group_delete``,
+    ``group_participants_add``, ``group_participants_remove``, ``group_join_request_created``,
+    ``group_join_request_revoked``, ``group_settings_update``, ``group_suspend``, ...);
+    ``errors`` is non-empty when the request behind it failed. Subclasses add the fields of
+    each webhook field.
+    """
+
+    kind: Literal["group"] = "group"
+    field: str
+    type: str | None = None
+    group_id: str | None = None
+    request_id: str | None = None
+    timestamp: datetime | None = None
+    phone_number_id: str | None = None
+    errors: tuple[ErrorDetail, ...] = ()
+    raw: dict[str, Any] = {}
+
+    @property
+    def ok(self) -> bool:
+        """``True`` unless Meta reported errors for this change."""
+        return not self.errors
+
+
+class GroupLifecycleEvent(GroupEvent):
+    """``group_lifecycle_update``: a group was created (with its invite link) or deleted."""
+
+    subject: str | None = None
+    description: str | None = None
+    invite_link: str | None = None
+    join_approval_mode: str | None = None
+
+
+class GroupParticipantsEvent(GroupEvent):
+    """``group_participants_update``: users joined (``added``), left or were removed
+    (``removed``; ``initiated_by`` is ``"participant"`` or ``"business"``), requested to
+    join or withdrew a request (``join_request_id`` with ``wa_id``/``user_id``)."""
+
+    reason: str | None = None
+    initiated_by: str | None = None
+    added: tuple[GroupParticipant, ...] = ()
+    removed: tuple[GroupParticipant, ...] = ()
+    failed: tuple[GroupParticipant, ...] = ()
+    join_request_id: str | None = None
+    wa_id: str | None = None
+    user_id: str | None = None
+    username: str | None = None
+
+
+class GroupSettingsEvent(GroupEvent):
+    """``group_settings_update``: the subject, description or picture changed (or failed
+    to); each setting says whether its update succeeded."""
+
+    settings: tuple[GroupSetting, ...] = ()
+
+    def setting(self, name: str) -> GroupSetting | None:
+        """The setting called ``name`` (``group_subject``, ``group_description``,
+        ``profile_picture``), if this update carries it."""
+        return next((s for s in self.settings if s.name == name), None)
+
+
+class GroupStatusEvent(GroupEvent):
+    """``group_status_update``: WhatsApp suspended a group or lifted a suspension."""
+
+    reason: str | None = None
+
+
 class UnknownEvent(_Model):
     """Anything else: other webhook fields (template status, account updates) or an item
     that could not be read. ``reason`` says why it is unknown."""
@@ -253,4 +381,4 @@ class UnknownEvent(_Model):
     raw: Any = None
 
 
-Event: TypeAlias = Message | StatusUpdate | ErrorEvent | UnknownEvent
+Event: TypeAlias = Message | StatusUpdate | ErrorEvent | GroupEvent | UnknownEvent

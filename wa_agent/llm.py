@@ -318,8 +318,17 @@ class LLMAgent:
         workspace: str | os.PathLike[str] | None = None,
         client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        tools: bool | Sequence[str] | None = None,
+        max_tool_rounds: int = 3,
     ) -> None:
+        from ._llm_tools import tool_names
+
         provider, model_id = _parse_model(model)
+        if max_tool_rounds < 0:
+            raise ValueError(f"max_tool_rounds must be 0 or more, not {max_tool_rounds}")
+        #: The WhatsApp tools offered to the model (see :mod:`wa_agent._llm_tools`).
+        self.tools = tool_names(tools, default=provider != "openai-compatible")
+        self.max_tool_rounds = max_tool_rounds
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
         if not timeout > 0:
@@ -422,18 +431,104 @@ class LLMAgent:
     # -- the agent -----------------------------------------------------------------------
 
     async def answer(self, request: AgentRequest) -> AgentReply:
-        """Ask the model; return its text. Raises :class:`LLMError` when the API fails."""
+        """Ask the model; return its reply. Raises :class:`LLMError` when the API fails.
+
+        With tools (see ``tools=``) the model may first call them: each call is answered
+        with a tool result and the model asked again, at most ``max_tool_rounds`` times
+        (the last round forbids more calls); the calls' effects (choices, a reaction, a
+        location) join the final text in the :class:`~wa_agent.AgentReply`.
+        """
+        from ._llm_tools import ToolEffects
+
         messages = self._conversation(request)
         system = self._system_prompt(request)
+        names = self._tools_for(request)
+        effects = ToolEffects(names)
         if self.provider == "anthropic":
             body = self._anthropic_body(system, messages)
-            data = await self._post(body)
-            text = self._anthropic_text(data)
+            text = await self._anthropic_rounds(body, effects)
         else:
             body = self._openai_body(system, messages)
+            text = await self._openai_rounds(body, effects)
+        return effects.reply(text)
+
+    def _tools_for(self, request: AgentRequest) -> tuple[str, ...]:
+        from ._llm_tools import TOOLS
+
+        answering = request.purpose == "message" and request.message is not None
+        return tuple(n for n in self.tools if answering or not TOOLS[n].needs_message)
+
+    async def _anthropic_rounds(self, body: dict[str, Any], effects: Any) -> str | None:
+        from ._llm_tools import anthropic_tools
+
+        if effects.names:
+            body["tools"] = anthropic_tools(effects.names)
+        earlier_text = ""
+        for round_ in range(self.max_tool_rounds + 1):
+            if effects.names and round_ == self.max_tool_rounds:
+                body["tool_choice"] = {"type": "none"}
             data = await self._post(body)
-            text = self._openai_text(data)
-        return AgentReply(text=text)
+            content = data.get("content") if isinstance(data, dict) else None
+            blocks = [b for b in content if isinstance(b, dict)] \
+                if isinstance(content, list) else []
+            calls = [b for b in blocks if b.get("type") == "tool_use"]
+            if not calls or round_ == self.max_tool_rounds:
+                return self._anthropic_text(data, allow_empty=effects.any,
+                                            fallback=earlier_text)
+            earlier_text = "\n\n".join(
+                t for t in (earlier_text, self._anthropic_text(data, allow_empty=True)) if t)
+            results = []
+            for call in calls:
+                name = call.get("name")
+                result, is_error = effects.call(name if isinstance(name, str) else "",
+                                                call.get("input"))
+                logger.info("%s called tool %s (%s)", self.model, name,
+                            "error" if is_error else "ok")
+                entry: dict[str, Any] = {"type": "tool_result",
+                                         "tool_use_id": call.get("id"), "content": result}
+                if is_error:
+                    entry["is_error"] = True
+                results.append(entry)
+            body["messages"] = [*body["messages"], {"role": "assistant", "content": blocks},
+                                {"role": "user", "content": results}]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _openai_rounds(self, body: dict[str, Any], effects: Any) -> str | None:
+        from ._llm_tools import openai_tools
+
+        if effects.names:
+            body["tools"] = openai_tools(effects.names)
+        earlier_text = ""
+        for round_ in range(self.max_tool_rounds + 1):
+            if effects.names and round_ == self.max_tool_rounds:
+                body["tool_choice"] = "none"
+            data = await self._post(body)
+            choices = data.get("choices") if isinstance(data, dict) else None
+            choice = choices[0] if isinstance(choices, list) and choices else None
+            message = choice.get("message") if isinstance(choice, dict) else None
+            raw_calls = message.get("tool_calls") if isinstance(message, dict) else None
+            calls = [c for c in raw_calls if isinstance(c, dict)] \
+                if isinstance(raw_calls, list) else []
+            if not calls or round_ == self.max_tool_rounds:
+                return self._openai_text(data, allow_empty=effects.any, fallback=earlier_text)
+            earlier_text = "\n\n".join(
+                t for t in (earlier_text, self._openai_text(data, allow_empty=True)) if t)
+            assert isinstance(message, dict)
+            replies: list[dict[str, Any]] = []
+            for call in calls:
+                function = call.get("function")
+                function = function if isinstance(function, dict) else {}
+                name = function.get("name")
+                result, is_error = effects.call(name if isinstance(name, str) else "",
+                                                function.get("arguments"))
+                logger.info("%s called tool %s (%s)", self.model, name,
+                            "error" if is_error else "ok")
+                replies.append({"role": "tool", "tool_call_id": call.get("id"),
+                                "content": result})
+            assistant = {"role": "assistant", "content": message.get("content"),
+                         "tool_calls": calls}
+            body["messages"] = [*body["messages"], assistant, *replies]
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _system_prompt(self, request: AgentRequest) -> str:
         if self.system is not None:
@@ -521,7 +616,8 @@ class LLMAgent:
             body["temperature"] = self.temperature
         return body
 
-    def _anthropic_text(self, data: Any) -> str:
+    def _anthropic_text(self, data: Any, *, allow_empty: bool = False,
+                        fallback: str = "") -> str:
         content = data.get("content") if isinstance(data, dict) else None
         stop = data.get("stop_reason") if isinstance(data, dict) else None
         texts = [
@@ -530,10 +626,10 @@ class LLMAgent:
             if isinstance(block, dict) and block.get("type") == "text"
             and isinstance(block.get("text"), str)
         ]
-        text = "".join(texts).strip()
+        text = "".join(texts).strip() or fallback.strip()
         if stop == "max_tokens":
             logger.warning("%s reply cut off at max_tokens=%d", self.model, self.max_tokens)
-        if not text:
+        if not text and not allow_empty:
             raise LLMError(
                 f"{self.model} returned no text (stop_reason={stop!r})",
                 provider=self.provider, http_status=200,
@@ -555,7 +651,7 @@ class LLMAgent:
             body["temperature"] = self.temperature
         return body
 
-    def _openai_text(self, data: Any) -> str:
+    def _openai_text(self, data: Any, *, allow_empty: bool = False, fallback: str = "") -> str:
         choices = data.get("choices") if isinstance(data, dict) else None
         choice = choices[0] if isinstance(choices, list) and choices else None
         message = choice.get("message") if isinstance(choice, dict) else None
@@ -572,10 +668,10 @@ class LLMAgent:
                 )
             if not text.strip() and isinstance(message.get("refusal"), str):
                 text = message["refusal"]
-        text = _strip_thinking(text).strip()
+        text = _strip_thinking(text).strip() or fallback.strip()
         if finish == "length":
             logger.warning("%s reply cut off at max_tokens=%d", self.model, self.max_tokens)
-        if not text:
+        if not text and not allow_empty:
             raise LLMError(
                 f"{self.model} returned no text (finish_reason={finish!r})",
                 provider=self.provider, http_status=200,

@@ -31,6 +31,13 @@ from .events import (
     ErrorDetail,
     ErrorEvent,
     Event,
+    GroupEvent,
+    GroupLifecycleEvent,
+    GroupParticipant,
+    GroupParticipantsEvent,
+    GroupSetting,
+    GroupSettingsEvent,
+    GroupStatusEvent,
     InteractiveReply,
     Location,
     MediaRef,
@@ -299,6 +306,8 @@ def _error_detail(item: Any) -> ErrorDetail | None:
     if not isinstance(item, dict):
         return None
     code = item.get("code")
+    if isinstance(code, str) and code.strip().isdigit():
+        code = int(code)  # the Groups API docs show codes as strings
     data = _d(item.get("error_data"))
     return _new_error_detail(
         code=code if isinstance(code, int) and not isinstance(code, bool) else None,
@@ -606,8 +615,81 @@ def _status(item: Any, phone_number_id: str | None) -> StatusUpdate:
             category=_s(pricing.get("category")),
         ) if pricing else None,
         biz_opaque_callback_data=_s(item.get("biz_opaque_callback_data")),
+        recipient_type=_s(item.get("recipient_type")),
         raw=item,
     )
+
+
+#: Groups API webhook fields and the event each ``value.groups[]`` item becomes.
+_GROUP_FIELDS: dict[str, type[GroupEvent]] = {
+    "group_lifecycle_update": GroupLifecycleEvent,
+    "group_participants_update": GroupParticipantsEvent,
+    "group_settings_update": GroupSettingsEvent,
+    "group_status_update": GroupStatusEvent,
+}
+_GROUP_SETTINGS = ("group_subject", "group_description", "profile_picture")
+
+
+def _participants(value: Any) -> tuple[GroupParticipant, ...]:
+    out = []
+    for item in _list(value):
+        if isinstance(item, str):
+            item = {"input": item}
+        if not isinstance(item, dict):
+            continue
+        out.append(GroupParticipant(
+            wa_id=_s(item.get("wa_id")), user_id=_s(item.get("user_id")),
+            parent_user_id=_s(item.get("parent_user_id")), username=_s(item.get("username")),
+            input=_s(item.get("input")), errors=_errors(item.get("errors")),
+        ))
+    return tuple(out)
+
+
+def _group(field: str, item: Any, phone_number_id: str | None) -> GroupEvent:
+    """One ``value.groups[]`` item of a Groups API webhook (reference: Meta's "Webhooks for
+    Groups API" page; payloads in tests/payloads/group_*.json)."""
+    if not isinstance(item, dict):
+        raise _Malformed("group item is not an object")
+    try:
+        timestamp: datetime | None = parse_timestamp(item.get("timestamp"))
+    except ValueError:
+        timestamp = None
+    common: dict[str, Any] = {
+        "field": field, "type": _s(item.get("type")) or None,
+        "group_id": _s(item.get("group_id")) or None, "request_id": _s(item.get("request_id")), "timestamp": timestamp,
+        "phone_number_id": phone_number_id, "errors": _errors(item.get("errors")), "raw": item,
+    }
+    cls = _GROUP_FIELDS[field]
+    if cls is GroupLifecycleEvent:
+        return GroupLifecycleEvent(
+            **common, subject=_s(item.get("subject")), description=_s(item.get("description")),
+            invite_link=_s(item.get("invite_link")),
+            join_approval_mode=_s(item.get("join_approval_mode")),
+        )
+    if cls is GroupParticipantsEvent:
+        return GroupParticipantsEvent(
+            **common, reason=_s(item.get("reason")), initiated_by=_s(item.get("initiated_by")),
+            added=_participants(item.get("added_participants")),
+            removed=_participants(item.get("removed_participants")),
+            failed=_participants(item.get("failed_participants")),
+            join_request_id=_s(item.get("join_request_id")), wa_id=_s(item.get("wa_id")),
+            user_id=_s(item.get("user_id")), username=_s(item.get("username")),
+        )
+    if cls is GroupSettingsEvent:
+        settings = []
+        for name in _GROUP_SETTINGS:
+            setting = _d(item.get(name))
+            if setting is None:
+                continue
+            success = setting.get("update_successful")
+            settings.append(GroupSetting(
+                name=name, text=_s(setting.get("text")), mime_type=_s(setting.get("mime_type")),
+                sha256=_s(setting.get("sha256")),
+                update_successful=success if isinstance(success, bool) else None,
+                errors=_errors(setting.get("errors")),
+            ))
+        return GroupSettingsEvent(**common, settings=tuple(settings))
+    return GroupStatusEvent(**common, reason=_s(item.get("reason")))
 
 
 def _profiles(value: Any) -> dict[str, str | None]:
@@ -705,12 +787,32 @@ class MessageParser:
             events.append(UnknownEvent(reason="too many items", raw=None))
         return list(events)
 
+    @staticmethod
+    def _groups(field: str, value: dict[str, Any], change: dict[str, Any],
+                events: _Events) -> None:
+        metadata = _d(value.get("metadata")) or {}
+        pnid = _s(metadata.get("phone_number_id"))
+        groups = value.get("groups")
+        if not isinstance(groups, list):
+            events.add(_new_unknown_event(field=field, reason="group change without a 'groups' "
+                                          "list", phone_number_id=pnid, raw=change))
+            return
+        for item in groups:
+            try:
+                events.add(_group(field, item, pnid))
+            except (_Malformed, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                events.add(_new_unknown_event(field=field, reason=str(exc),
+                                              phone_number_id=pnid, raw=item))
+
     def _change(self, change: Any, entry: dict[str, Any], events: _Events) -> None:
         if not isinstance(change, dict):
             events.add(UnknownEvent(reason="change is not an object", raw=change))
             return
         field = _s(change.get("field"))
         value = change.get("value")
+        if field in _GROUP_FIELDS and isinstance(value, dict):
+            self._groups(field, value, change, events)
+            return
         if field != "messages":
             events.add(_new_unknown_event(
                 field=field, reason=f"webhook field {field!r}",

@@ -10,13 +10,16 @@
 
 The widget (extra ``notebook``) has a user picker (and fields to create a new simulated
 user), the conversation as bubbles (the user's messages on the right with read ticks, the
-bot's on the left; images inline, other media as placeholders), a text box with a Send
-button and an "Attach image" upload. Pressing Send returns at once: the message is posted
+bot's on the left; images inline, other media as placeholders; locations, contact cards and
+link buttons as text; the bot's reactions on the user's bubbles), the choices of the bot's
+last message as buttons to tap (reply buttons, or a list's rows under its label), a text box
+with a Send button, an "Attach image" upload and a "Voice note" button. Pressing Send returns at once: the message is posted
 by a background task and the bot's replies appear when the emulator receives them, while no
 cell runs. Every string shown is HTML-escaped.
 
 Code (and CI, which cannot click) uses :meth:`PhoneWidget.send`,
-:meth:`PhoneWidget.send_image` and :meth:`PhoneWidget.select`, and reads the state back with
+:meth:`PhoneWidget.send_image`, :meth:`PhoneWidget.tap`, :meth:`PhoneWidget.send_voice` and
+:meth:`PhoneWidget.select`, and reads the state back with
 :meth:`PhoneWidget.transcript`. All of it must run on the event loop the simulator runs on
 (the notebook kernel's loop).
 """
@@ -29,19 +32,89 @@ import html
 import logging
 import mimetypes
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import Any, Literal, Protocol, final
 
 from .numbers import normalize_number
 
-if TYPE_CHECKING:
-    from .testing.emulator import SentMessage
-    from .testing.simulator import Reply, SimulatedUser, Simulator
+__all__ = ["PhoneMessage", "PhoneSimulator", "PhoneUser", "PhoneWidget"]
 
-__all__ = ["PhoneMessage", "PhoneWidget"]
+
+# What the phone needs from the simulator, as protocols: the phone is a view on top of
+# wa_agent.testing.Simulator and never imports it (no import cycle between the two).
+class _Stored(Protocol):
+    @property
+    def mime_type(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+class _Receipt(Protocol):
+    @property
+    def message_id(self) -> str: ...
+
+
+class _Outbound(Protocol):
+    """A message the bot sent (the emulator's ``SentMessage``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def wamid(self) -> str: ...
+    @property
+    def wa_id(self) -> str: ...
+    @property
+    def time(self) -> float: ...
+    @property
+    def body(self) -> dict[str, Any]: ...
+    @property
+    def content(self) -> dict[str, Any]: ...
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def reply_to(self) -> str | None: ...
+
+
+class _Emulator(Protocol):
+    @property
+    def media(self) -> Mapping[str, _Stored]: ...
+    @property
+    def reads(self) -> Sequence[_Receipt]: ...
+    def subscribe(self, callback: Callable[[Any], Any]) -> Callable[[], None]: ...
+
+
+class PhoneUser(Protocol):
+    """What the phone needs of a simulated user (``wa_agent.testing.SimulatedUser``)."""
+
+    @property
+    def number(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def replies(self) -> Sequence[Any]: ...
+    async def send_text(self, text: str, *, reply_to: str | None = None) -> str: ...
+    async def send_image(self, data: bytes | Path, mime_type: str = ..., *,
+                         caption: str | None = None) -> str: ...
+    async def send_document(self, data: bytes | Path, filename: str | None = None,
+                            mime_type: str = ..., *, caption: str | None = None) -> str: ...
+    async def send_voice(self, data: bytes | None = None, mime_type: str = ...) -> str: ...
+    async def tap(self, choice: str, *, on: Any = None) -> str: ...
+
+
+class PhoneSimulator(Protocol):
+    """What the phone needs of a simulator (``wa_agent.testing.Simulator``)."""
+
+    @property
+    def users(self) -> Mapping[str, PhoneUser]: ...
+    @property
+    def display_phone_number(self) -> str: ...
+    @property
+    def emulator(self) -> _Emulator: ...
+    def user(self, number: str = ..., name: str | None = None) -> PhoneUser: ...
+    async def settle(self, timeout: float = ...) -> None: ...
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +140,9 @@ class PhoneMessage:
     reply_to: str | None = None
     failed: str | None = None  # why sending failed (for the user's own messages)
     data: bytes | None = None  # kept only for small images shown inline
+    choices: tuple[tuple[str, str, str | None], ...] = ()  # (id, title, description)
+    list_button: str | None = None  # the label opening a list message
+    reaction: str | None = None  # the bot's reaction to this (user's) message
 
     def as_dict(self, status: str | None = None) -> dict[str, Any]:
         """A JSON-friendly summary (no media bytes)."""
@@ -74,10 +150,13 @@ class PhoneMessage:
             "from": self.sender, "kind": self.kind, "text": self.text,
             "time": self.time.isoformat(), "wamid": self.wamid,
         }
-        for key in ("caption", "mime_type", "size", "filename", "extra", "reply_to", "failed"):
+        for key in ("caption", "mime_type", "size", "filename", "extra", "reply_to", "failed",
+                    "list_button", "reaction"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.choices:
+            out["choices"] = [title for _id, title, _description in self.choices]
         if self.sender == "me":
             out["status"] = status
         return out
@@ -102,6 +181,8 @@ _CSS = """<style>
 .wa-phone-meta{font-size:11px;color:#667781;margin-left:8px;float:right}
 .wa-phone-read{color:#53bdeb}
 .wa-phone-failed{color:#d93025;font-weight:600}
+.wa-phone-reaction{display:inline-block;background:#fff;border-radius:10px;padding:0 4px;
+  margin-top:2px;box-shadow:0 1px 1px rgba(0,0,0,.15)}
 </style>"""
 
 
@@ -127,7 +208,7 @@ def _import_ipywidgets() -> Any:
     return ipywidgets
 
 
-def _interactive_extra(message: SentMessage) -> str | None:
+def _interactive_extra(message: _Outbound) -> str | None:
     content = message.content
     if message.type == "template":
         name = content.get("name")
@@ -151,6 +232,48 @@ def _interactive_extra(message: SentMessage) -> str | None:
     return " ".join(titles) or None
 
 
+def _choices(message: _Outbound) -> tuple[tuple[tuple[str, str, str | None], ...], str | None]:
+    """The choices of an interactive message (reply buttons or list rows) and the label of
+    the button that opens a list."""
+    if message.type != "interactive":
+        return (), None
+    action = message.content.get("action")
+    if not isinstance(action, dict):
+        return (), None
+    out: list[tuple[str, str, str | None]] = []
+    for button in action.get("buttons") or []:
+        reply = button.get("reply") if isinstance(button, dict) else None
+        if isinstance(reply, dict) and isinstance(reply.get("title"), str):
+            out.append((str(reply.get("id")), reply["title"], None))
+    for section in action.get("sections") or []:
+        for row in (section.get("rows") or []) if isinstance(section, dict) else []:
+            if isinstance(row, dict) and isinstance(row.get("title"), str):
+                description = row.get("description")
+                out.append((str(row.get("id")), row["title"],
+                            description if isinstance(description, str) else None))
+    label = action.get("button") if message.content.get("type") == "list" else None
+    return tuple(out), label if isinstance(label, str) else None
+
+
+def _link(message: _Outbound) -> tuple[str, str] | None:
+    """``(label, url)`` of a CTA URL message."""
+    if message.type != "interactive" or message.content.get("type") != "cta_url":
+        return None
+    action = message.content.get("action")
+    parameters = action.get("parameters") if isinstance(action, dict) else None
+    if not isinstance(parameters, dict):
+        return None
+    return str(parameters.get("display_text")), str(parameters.get("url"))
+
+
+def _card_line(card: dict[str, Any]) -> str:
+    name = card.get("name")
+    formatted = name.get("formatted_name") if isinstance(name, dict) else None
+    phones = [str(p.get("phone")) for p in card.get("phones") or []
+              if isinstance(p, dict) and p.get("phone")]
+    return f"👤 {formatted or 'contact'}" + (f" · {', '.join(phones)}" if phones else "")
+
+
 @final
 class PhoneWidget:
     """A phone for the :class:`~wa_agent.testing.Simulator`: pick a simulated user, type,
@@ -165,7 +288,7 @@ class PhoneWidget:
 
     def __init__(
         self,
-        simulator: Simulator,
+        simulator: PhoneSimulator,
         *,
         number: str = "15551230001",
         name: str | None = "Alice",
@@ -186,7 +309,7 @@ class PhoneWidget:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
-        self.user: SimulatedUser = simulator.user(number, name)
+        self.user: PhoneUser = simulator.user(number, name)
 
         self.contact = widgets.Dropdown(description="User", options=[])
         self.new_number = widgets.Text(placeholder="new number, e.g. 447700900123",
@@ -201,17 +324,27 @@ class PhoneWidget:
         self.upload = widgets.FileUpload(accept="image/*", multiple=False,
                                          description="Attach image")
         self.status = widgets.HTML()
+        #: The choices of the bot's last message, as buttons to tap (empty when it has none).
+        self.choices = widgets.Box(layout=widgets.Layout(flex_flow="row wrap",
+                                                         max_width="376px"))
+        self.choices.add_class("wa-phone-choices")
+        self._choices_key: str | None = None
+        self.voice_button = widgets.Button(description="Voice note", icon="microphone",
+                                           layout=widgets.Layout(width="120px"),
+                                           tooltip="Send a recorded voice note (silence)")
         self.box = widgets.VBox(children=(
             widgets.HBox(children=(self.contact,)),
             widgets.HBox(children=(self.new_number, self.new_name, self.add_button)),
             self.screen,
+            self.choices,
             widgets.HBox(children=(self.text, self.send_button)),
-            self.upload,
+            widgets.HBox(children=(self.upload, self.voice_button)),
             self.status,
         ))
         self.box.add_class("wa-phone-widget")
 
         self.send_button.on_click(self._on_send_click)
+        self.voice_button.on_click(self._on_voice_click)
         self.add_button.on_click(self._on_add_click)
         self.upload.observe(self._on_upload, names="value")
         self.contact.observe(self._on_contact, names="value")
@@ -245,7 +378,7 @@ class PhoneWidget:
         """The HTML the phone screen shows now."""
         return str(self.screen.value)
 
-    def select(self, number: str, name: str | None = None) -> SimulatedUser:
+    def select(self, number: str, name: str | None = None) -> PhoneUser:
         """Show (and create if needed) the simulated user ``number``."""
         self.user = self.sim.user(number, name)
         self._refresh_contacts()
@@ -253,18 +386,18 @@ class PhoneWidget:
         return self.user
 
     # -- sending from code -------------------------------------------------------------
-    async def send(self, text: str, *, timeout: float = 30.0) -> list[Reply]:
+    async def send(self, text: str, *, timeout: float = 30.0) -> list[Any]:
         """Send ``text`` as the shown user and wait until the bot has answered everything
         (:meth:`Simulator.settle`); return the replies this user got meanwhile."""
         user = self.user
         start = len(user.replies)
         await self._send_text(user, text)
         await self.sim.settle(timeout)
-        return user.replies[start:]
+        return list(user.replies[start:])
 
     async def send_image(self, data: bytes | Path, mime_type: str | None = None, *,
                          caption: str | None = None, filename: str | None = None,
-                         timeout: float = 30.0) -> list[Reply]:
+                         timeout: float = 30.0) -> list[Any]:
         """Send an image (bytes or a file) as the shown user; like :meth:`send`."""
         if isinstance(data, Path):
             filename = filename or data.name
@@ -275,7 +408,27 @@ class PhoneWidget:
         await self._send_media(user, "image", data, mime_type or "image/jpeg",
                                caption=caption, filename=filename)
         await self.sim.settle(timeout)
-        return user.replies[start:]
+        return list(user.replies[start:])
+
+    async def tap(self, choice: str, *, timeout: float = 30.0) -> list[Any]:
+        """Tap a choice of the bot's messages (by title or id) as the shown user, like the
+        choice buttons under the screen do; waits like :meth:`send` and returns the
+        replies."""
+        user = self.user
+        start = len(user.replies)
+        await self._tap(user, choice, None)
+        await self.sim.settle(timeout)
+        return list(user.replies[start:])
+
+    async def send_voice(self, data: bytes | None = None, *,
+                         timeout: float = 30.0) -> list[Any]:
+        """Send a voice note (OGG/Opus bytes; default a second of silence) as the shown
+        user; like :meth:`send`."""
+        user = self.user
+        start = len(user.replies)
+        await self._send_voice(user, data)
+        await self.sim.settle(timeout)
+        return list(user.replies[start:])
 
     async def wait(self, timeout: float = 30.0) -> None:
         """Wait for sends started from the widget, then for the bot to settle."""
@@ -285,7 +438,7 @@ class PhoneWidget:
         await self.sim.settle(timeout)
 
     # -- the actual sending ------------------------------------------------------------
-    async def _send_text(self, user: SimulatedUser, text: str) -> PhoneMessage:
+    async def _send_text(self, user: PhoneUser, text: str) -> PhoneMessage:
         entry = PhoneMessage("me", "text", text, datetime.now(UTC))
         self._add(user.number, entry)
         try:
@@ -297,7 +450,7 @@ class PhoneWidget:
             self._changed(user.number)
         return entry
 
-    async def _send_media(self, user: SimulatedUser, kind: str, data: bytes, mime_type: str, *,
+    async def _send_media(self, user: PhoneUser, kind: str, data: bytes, mime_type: str, *,
                           caption: str | None, filename: str | None) -> PhoneMessage:
         entry = PhoneMessage("me", kind, None, datetime.now(UTC), caption=caption,
                              mime_type=mime_type, size=len(data), filename=filename,
@@ -316,7 +469,46 @@ class PhoneWidget:
             self._changed(user.number)
         return entry
 
+    async def _tap(self, user: PhoneUser, choice: str, on: str | None) -> PhoneMessage:
+        offered = next((m for m in reversed(self._messages.get(user.number, ()))
+                        if m.choices and (on is None or m.wamid == on)), None)
+        title = choice
+        if offered is not None:
+            title = next((t for i, t, _d in offered.choices if choice in (i, t)), choice)
+        entry = PhoneMessage("me", "interactive", title, datetime.now(UTC),
+                             reply_to=offered.wamid if offered else on)
+        self._add(user.number, entry)
+        try:
+            entry.wamid = await user.tap(choice, on=on)
+        except BaseException as exc:
+            entry.failed = str(exc) or type(exc).__name__
+            raise
+        finally:
+            self._changed(user.number)
+        return entry
+
+    async def _send_voice(self, user: PhoneUser, data: bytes | None) -> PhoneMessage:
+        entry = PhoneMessage("me", "audio", None, datetime.now(UTC), extra="voice note",
+                             mime_type="audio/ogg; codecs=opus",
+                             size=len(data) if data is not None else None)
+        self._add(user.number, entry)
+        try:
+            entry.wamid = await user.send_voice(data)
+        except BaseException as exc:
+            entry.failed = str(exc) or type(exc).__name__
+            raise
+        finally:
+            self._changed(user.number)
+        return entry
+
     # -- widget callbacks (the kernel calls these on its loop thread) ------------------
+    def _on_voice_click(self, _button: Any = None) -> None:
+        self._spawn(self._send_voice(self.user, None))
+
+    def _on_choice_click(self, button: Any) -> None:
+        choice_id, wamid = button._wa_choice
+        self._spawn(self._tap(self.user, choice_id, wamid))
+
     def _on_send_click(self, _button: Any = None) -> None:
         text = str(self.text.value).strip()
         if not text:
@@ -383,19 +575,40 @@ class PhoneWidget:
             logger.warning("phone: sending failed: %s", exc)
             self._set_status(f"Sending failed: {exc}", error=True)
 
-    def _on_bot_message(self, message: SentMessage) -> None:
+    def _on_bot_message(self, message: _Outbound) -> None:
         """Emulator subscriber: a message the bot sent (to any number)."""
         content = message.content
         media_id = content.get("id") if isinstance(content.get("id"), str) else None
         stored = self.sim.emulator.media.get(media_id) if media_id else None
         text: str | None = None
         caption: str | None = None
+        extra = _interactive_extra(message)
+        choices: tuple[tuple[str, str, str | None], ...] = ()
+        list_button: str | None = None
         if message.type in ("text", "interactive"):
             text = message.text
+            choices, list_button = _choices(message)
+            link = _link(message)
+            if link is not None:
+                extra = f"🔗 {link[0]}: {link[1]}"
         elif message.type == "reaction":
+            target = self._find(message.wa_id, content.get("message_id"))
+            if target is not None:  # shown on the user's message, as WhatsApp does
+                target.reaction = content.get("emoji") or None
+                self._changed(message.wa_id)
+                return
             text = f"reacted {content.get('emoji') or '(removed)'}"
+        elif message.type == "location":
+            place = " — ".join(str(content[k]) for k in ("name", "address") if content.get(k))
+            text = f"📍 {place + chr(10) if place else ''}" \
+                   f"{content.get('latitude')}, {content.get('longitude')}"
+        elif message.type == "contacts":
+            text = "\n".join(_card_line(c) for c in message.body.get("contacts") or []
+                             if isinstance(c, dict))
         elif isinstance(content.get("caption"), str):
             caption = content["caption"]
+        if message.type == "audio" and content.get("voice") is True:
+            extra = "voice note"
         entry = PhoneMessage(
             "bot", message.type, text, datetime.fromtimestamp(message.time, UTC),
             wamid=message.wamid, caption=caption,
@@ -403,8 +616,9 @@ class PhoneWidget:
             size=len(stored.data) if stored else None,
             filename=content.get("filename") if isinstance(content.get("filename"), str)
             else None,
-            extra=_interactive_extra(message), reply_to=message.reply_to,
+            extra=extra, reply_to=message.reply_to,
             data=self._inline(stored.mime_type, stored.data) if stored else None,
+            choices=choices, list_button=list_button,
         )
         self._add(message.wa_id, entry)
         self._changed(message.wa_id)
@@ -414,6 +628,11 @@ class PhoneWidget:
     def _digits(number: str) -> str:
         number = normalize_number(number)
         return number if number.isdigit() else ""
+
+    def _find(self, number: str, wamid: Any) -> PhoneMessage | None:
+        if not isinstance(wamid, str):
+            return None
+        return next((m for m in self._messages.get(number, ()) if m.wamid == wamid), None)
 
     def _inline(self, mime_type: str, data: bytes) -> bytes | None:
         base = mime_type.split(";")[0].strip().lower()
@@ -471,7 +690,7 @@ class PhoneWidget:
             src = f"data:{mime};base64,{base64.b64encode(entry.data).decode()}"
             parts.append(f'<img class="wa-phone-img" src="{_e(src)}" '
                          f'alt="{_e(entry.filename or entry.kind)}">')
-        elif entry.kind not in ("text", "interactive", "reaction"):
+        elif entry.kind not in ("text", "interactive", "reaction", "location", "contacts"):
             bits = [entry.kind] + [b for b in (_size(entry.size), entry.filename,
                                                entry.mime_type) if b]
             parts.append(f'<span class="wa-phone-media">[{_e(" · ".join(bits))}]</span>')
@@ -483,6 +702,8 @@ class PhoneWidget:
             parts.append(f'<span class="wa-phone-text">{_e(entry.text)}</span>')
         if entry.extra:
             parts.append(f'<span class="wa-phone-extra">{_e(entry.extra)}</span>')
+        if entry.reaction:
+            parts.append(f'<span class="wa-phone-reaction">{_e(entry.reaction)}</span>')
         meta = _e(entry.time.astimezone().strftime("%H:%M"))
         status = self._status(entry)
         if status == "failed":
@@ -517,6 +738,40 @@ class PhoneWidget:
         value = self.render()
         if self.screen.value != value:
             self.screen.value = value
+        self._render_choices()
+
+    def offered(self) -> list[str]:
+        """Titles of the choices the tap buttons show now: those of the bot's last message
+        to the shown user, if it offered any."""
+        last = next((m for m in reversed(self._messages.get(self.number, ()))
+                     if m.sender == "bot"), None)
+        return [t for _i, t, _d in last.choices] if last is not None else []
+
+    def _render_choices(self) -> None:
+        widgets = _import_ipywidgets()
+        last = next((m for m in reversed(self._messages.get(self.number, ()))
+                     if m.sender == "bot"), None)
+        key = f"{self.number}:{last.wamid}" if last is not None and last.choices else None
+        if key == self._choices_key:
+            return
+        self._choices_key = key
+        old = list(self.choices.children)
+        children: list[Any] = []
+        if last is not None and last.choices:
+            if last.list_button:
+                label = widgets.HTML(f'<span class="wa-phone-list">☰ {_e(last.list_button)}'
+                                     "</span>")
+                children.append(label)
+            for choice_id, title, description in last.choices:
+                button = widgets.Button(description=title, tooltip=description or title,
+                                        layout=widgets.Layout(width="auto"))
+                button._wa_choice = (choice_id, last.wamid)
+                button.add_class("wa-phone-choice")
+                button.on_click(self._on_choice_click)
+                children.append(button)
+        self.choices.children = tuple(children)
+        for child in old:
+            child.close()
 
     def _set_status(self, text: str, *, error: bool = False) -> None:
         if self._closed:
@@ -533,8 +788,9 @@ class PhoneWidget:
         self._unsubscribe()
         for task in self._tasks:
             task.cancel()
-        for child in (self.contact, self.new_number, self.new_name, self.add_button,
-                      self.screen, self.text, self.send_button, self.upload, self.status):
+        for child in (*self.choices.children, self.contact, self.new_number, self.new_name,
+                      self.add_button, self.screen, self.choices, self.text, self.send_button,
+                      self.upload, self.voice_button, self.status):
             child.close()
         for row in self.box.children:
             if row is not self.screen and hasattr(row, "children"):

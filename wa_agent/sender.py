@@ -51,6 +51,7 @@ from .text import MAX_TEXT_LENGTH, split_text
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "GroupId",
     "MediaInfo",
     "MediaSource",
     "RateLimiter",
@@ -224,6 +225,23 @@ class RateLimiter:
 
 
 # --------------------------------------------------------------------------- values
+
+
+class GroupId(str):
+    """A WhatsApp group id (from the Groups API or a message's ``group_id``) used as a
+    recipient: every send to a ``GroupId`` goes out with ``"recipient_type": "group"``.
+
+    Meta's group messaging takes text, media and templates (not interactive messages,
+    reactions, locations or contacts)::
+
+        await sender.send_text(GroupId(message.group_id), "Hello, group")
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"GroupId({str.__repr__(self)})"
+
 
 
 @final
@@ -435,9 +453,17 @@ class Sender:
         filename: str | None = None,
         mime_type: str | None = None,
         reply_to: str | None = None,
+        voice: bool | None = None,
     ) -> str:
-        """Send audio (no caption: WhatsApp shows none; a ``caption`` raises ValueError)."""
-        return await self._send_media(to, "audio", media, caption, filename, mime_type, reply_to)
+        """Send audio (no caption: WhatsApp shows none; a ``caption`` raises ValueError).
+
+        ``voice=True`` sends a voice note (``"voice": true``: profile picture, microphone
+        icon, automatic download, a ``played`` status); Meta requires OGG/Opus for it.
+        ``None`` (the default) decides from the media: OGG/Opus bytes or a ``.ogg`` file go
+        out as a voice note; a media id or link only when ``voice=True``.
+        """
+        return await self._send_media(to, "audio", media, caption, filename, mime_type, reply_to,
+                                      voice=voice)
 
     async def send_document(
         self,
@@ -468,7 +494,13 @@ class Sender:
         return await self._send_media(to, "sticker", media, caption, filename, mime_type, reply_to)
 
     async def send_reaction(self, to: str, message_id: str, emoji: str) -> str:
-        """React to ``message_id`` with ``emoji`` (``""`` removes the reaction)."""
+        """React to ``message_id`` with ``emoji`` (``""`` removes the reaction).
+
+        The API accepts a reaction to a message that is too old (over 30 days), deleted or
+        itself a reaction; Meta then reports error 131009 in a webhook instead.
+        """
+        if not message_id:
+            raise ValueError("send_reaction needs the message_id of the message to react to")
         return await self._send(to, "reaction", {"message_id": message_id, "emoji": emoji})
 
     async def send_location(
@@ -479,14 +511,40 @@ class Sender:
         *,
         name: str | None = None,
         address: str | None = None,
+        reply_to: str | None = None,
     ) -> str:
         """Send a location pin (``name``/``address`` label a place)."""
+        if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+            raise ValueError(f"({latitude}, {longitude}) is not a latitude/longitude pair")
         content: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
         if name is not None:
             content["name"] = name
         if address is not None:
             content["address"] = address
-        return await self._send(to, "location", content)
+        return await self._send(to, "location", content, reply_to=reply_to)
+
+    async def send_contacts(
+        self,
+        to: str,
+        contacts: Sequence[Any],
+        *,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send contact cards: each a :class:`~wa_agent.Contact`, a received
+        :class:`~wa_agent.SharedContact`, a name, or a card dict in Meta's shape
+        (``{"name": {"formatted_name": ..., "first_name": ...}, "phones": [...], ...}``)."""
+        from .agents import Contact, _contact
+
+        cards: list[dict[str, Any]] = []
+        for contact in contacts:
+            if isinstance(contact, Mapping) and isinstance(contact.get("name"), Mapping):
+                cards.append(dict(contact))
+            else:
+                card = contact if isinstance(contact, Contact) else _contact(contact)
+                cards.append(card.to_card())
+        if not cards:
+            raise ValueError("send_contacts needs at least one contact")
+        return await self._send(to, "contacts", cards, reply_to=reply_to)
 
     async def send_buttons(
         self,
@@ -520,6 +578,7 @@ class Sender:
         *,
         header: str | None = None,
         footer: str | None = None,
+        reply_to: str | None = None,
     ) -> str:
         """Send a list message: ``button`` opens it; ``sections`` are
         ``{"title": ..., "rows": [...]}``, or a flat list of rows for a single section.
@@ -530,7 +589,28 @@ class Sender:
             "action": {"button": button, "sections": _sections(sections)},
         }
         _decorate(interactive, header, footer)
-        return await self._send(to, "interactive", interactive)
+        return await self._send(to, "interactive", interactive, reply_to=reply_to)
+
+    async def send_cta_url(
+        self,
+        to: str,
+        body: str,
+        label: str,
+        url: str,
+        *,
+        header: str | Mapping[str, Any] | None = None,
+        footer: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Send a call-to-action button (interactive ``cta_url``): the user sees ``body``
+        and a button labelled ``label`` (at most 20 characters) that opens ``url``."""
+        interactive: dict[str, Any] = {
+            "type": "cta_url",
+            "body": {"text": body},
+            "action": {"name": "cta_url", "parameters": {"display_text": label, "url": url}},
+        }
+        _decorate(interactive, header, footer)
+        return await self._send(to, "interactive", interactive, reply_to=reply_to)
 
     async def send_template(
         self,
@@ -732,7 +812,7 @@ class Sender:
         recipient = _recipient(to)
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
-            "recipient_type": "individual",
+            "recipient_type": "group" if isinstance(to, GroupId) else "individual",
             "to": recipient,
             "type": kind,
             kind: content,
@@ -765,6 +845,8 @@ class Sender:
         filename: str | None,
         mime_type: str | None,
         reply_to: str | None,
+        *,
+        voice: bool | None = None,
     ) -> str:
         if caption is not None and kind in ("audio", "sticker"):
             raise ValueError(f"WhatsApp shows no caption on {kind} messages")
@@ -782,11 +864,18 @@ class Sender:
         elif isinstance(media, bytes | bytearray | memoryview | os.PathLike):
             if kind == "document" and filename is None and isinstance(media, os.PathLike):
                 filename = Path(media).name
-            content = {"id": await self._upload(media, mime_type, filename, kind)}
+            media_id, mime_type, raw = await self._upload_detailed(
+                media, mime_type, filename, kind
+            )
+            content = {"id": media_id}
+            if voice is None and kind == "audio":
+                voice = is_voice_note(raw, mime_type)
         else:
             raise TypeError(
                 f"media must be bytes, a path, a media id or a link, not {type(media).__name__}"
             )
+        if voice:
+            content["voice"] = True
         if caption is not None:
             content["caption"] = caption
         if filename is not None and kind == "document":
@@ -800,6 +889,16 @@ class Sender:
         filename: str | None,
         kind: str | None,
     ) -> str:
+        return (await self._upload_detailed(data, mime_type, filename, kind))[0]
+
+    async def _upload_detailed(
+        self,
+        data: bytes | bytearray | memoryview | os.PathLike[str],
+        mime_type: str | None,
+        filename: str | None,
+        kind: str | None,
+    ) -> tuple[str, str, bytes]:
+        """Upload; returns the media id, the MIME type sent and the bytes."""
         if isinstance(data, os.PathLike):
             path = Path(data)
             if mime_type is None:
@@ -840,7 +939,7 @@ class Sender:
         if not isinstance(media_id, str | int):
             self.stats.failures += 1
             raise WhatsAppAPIError("the media upload answered without an id", http_status=200)
-        return str(media_id)
+        return str(media_id), mime_type, raw
 
     async def _request(
         self,
@@ -1098,10 +1197,28 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _recipient(to: str) -> str:
+    if isinstance(to, GroupId):
+        group = str.strip(to)
+        if not group:
+            raise ValueError("the recipient ('to') is empty")
+        return group
     to = normalize_number(to)
     if not to:
         raise ValueError("the recipient ('to') is empty")
     return to
+
+
+def is_voice_note(data: bytes, mime_type: str | None = None) -> bool:
+    """Whether audio can go out as a voice note: OGG with the Opus codec (Meta's rule).
+
+    Bytes are checked by their header (an Ogg page whose first packet is ``OpusHead``); a
+    declared ``audio/ogg`` MIME type counts when the bytes do not tell.
+    """
+    if data[:4] == b"OggS":
+        return b"OpusHead" in data[:128]
+    if data:
+        return False
+    return mime_type is not None and base_mime(mime_type) == "audio/ogg"
 
 
 def _button(button: tuple[str, str] | Mapping[str, Any] | str) -> dict[str, Any]:

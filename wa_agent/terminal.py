@@ -3,7 +3,8 @@
 Interactive use has line editing and history (``readline``); piped input works too: each
 line is sent, the bot's answers are printed, and the program ends at end of input.
 Commands: ``/image PATH``, ``/doc PATH``, ``/location LAT LON [NAME]``, ``/reset`` (sent to
-the bot), ``/help``, ``/quit``. Everything the bot sends is stripped of terminal control
+the bot), ``/help``, ``/quit``. Choices the bot offers are printed numbered; typing a number
+taps that choice. Everything the bot sends is stripped of terminal control
 sequences before it is printed.
 """
 
@@ -24,14 +25,19 @@ __all__ = ["run_demo"]
 HELP = """Type a message and press Enter. Commands:
   /image PATH            send a photo          /doc PATH     send a document
   /location LAT LON [NAME]  share a location   /reset        clear the conversation
-  /help                  this text             /quit         leave"""
+  /help                  this text             /quit         leave
+  1, 2, ...              tap a numbered choice the bot offered"""
 
 
 def _describe(reply: Any) -> str:
     """One printable line for a reply; every field the bot (or a user) controls, type and
-    MIME type included, is stripped of control sequences."""
+    MIME type included, is stripped of control sequences. Choices are listed numbered (type
+    the number to tap one)."""
     if reply.type == "text":
         return strip_control(reply.text or "")
+    rich = _describe_rich(reply)
+    if rich is not None:
+        return strip_control(rich)
     parts = [f"[{reply.type}"]
     if reply.mime_type:
         parts.append(f": {reply.mime_type}")
@@ -43,6 +49,36 @@ def _describe(reply: Any) -> str:
     if reply.text:
         parts.append(" " + reply.text)
     return strip_control("".join(parts))
+
+
+def _describe_rich(reply: Any) -> str | None:
+    """Choices (numbered), a link button, a reaction, a location, contact cards or a voice
+    note, readably; ``None`` for anything else."""
+    buttons = getattr(reply, "buttons", ())
+    if buttons:
+        lines = [reply.text or ""]
+        if getattr(reply, "list_button", None):
+            lines.append(f"  [{reply.list_button}]")
+        lines += [f"  {n}. {c.title}" + (f" ({c.description})" if c.description else "")
+                  for n, c in enumerate(buttons, 1)]
+        return "\n".join(lines)
+    link = getattr(reply, "link_button", None)
+    if link is not None:
+        return f"{reply.text or ''}\n  [{link.label}: {link.url}]"
+    if getattr(reply, "reaction", None):
+        return f"[reacted {reply.reaction}]"
+    location = getattr(reply, "location", None)
+    if location is not None:
+        place = ", ".join(p for p in (location.name, location.address) if p)
+        return f"[location {location.latitude}, {location.longitude}" + \
+            (f": {place}]" if place else "]")
+    contacts = getattr(reply, "contacts", ())
+    if contacts:
+        return "\n".join(f"[contact {c.name}" + (f": {', '.join(c.phones)}]" if c.phones
+                                                 else "]") for c in contacts)
+    if getattr(reply, "voice", False):
+        return f"[voice note, {reply.size} bytes]"
+    return None
 
 
 async def _read_line(prompt: str, interactive: bool) -> str | None:
@@ -83,6 +119,7 @@ async def run_demo(*, agent_spec: str | None = None, mode: str = "chat", name: s
         if interactive:
             print(f"wa_agent demo: you are {name} (+{number}) chatting with the bot on a local "
                   "WhatsApp simulator.\n" + HELP, file=out)
+        offered: Any = None  # the last reply with choices: its numbers are taps
         while True:
             line = await _read_line("you> ", interactive)
             if line is None:
@@ -91,8 +128,8 @@ async def run_demo(*, agent_spec: str | None = None, mode: str = "chat", name: s
             if not line:
                 continue
             try:
-                sent = await _send_line(user, line, out)
-            except (OSError, ValueError) as exc:
+                sent = await _send_line(user, line, out, offered)
+            except (OSError, ValueError, LookupError) as exc:
                 print(f"! {exc}", file=out)
                 continue
             if sent is None:
@@ -107,13 +144,16 @@ async def run_demo(*, agent_spec: str | None = None, mode: str = "chat", name: s
             await sim.settle(timeout)
             for reply in [first, *user.take_replies()]:
                 print(f"bot> {_describe(reply)}", file=out)
+                offered = reply if getattr(reply, "buttons", ()) else offered
             out.flush()
     return 0
 
 
-async def _send_line(user: Any, line: str, out: TextIO) -> str | None:
+async def _send_line(user: Any, line: str, out: TextIO, offered: Any = None) -> str | None:
     if line in ("/quit", "/exit"):
         return None
+    if line.isdigit() and offered is not None and 1 <= int(line) <= len(offered.buttons):
+        return str(await user.tap(offered.buttons[int(line) - 1].id, on=offered))
     if line == "/help":
         print(HELP, file=out)
         return None

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from .emulator import CloudAPIEmulator
 
-__all__ = ["CloudAPIEmulator", "FakeClock", "Reply", "SimulatedUser", "Simulator"]
+__all__ = [
+    "CloudAPIEmulator",
+    "FakeClock",
+    "Reply",
+    "SimulatedUser",
+    "Simulator",
+    "silent_voice_note",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +25,10 @@ def __getattr__(name: str) -> Any:
         from . import simulator
 
         return getattr(simulator, name)
+    if name == "silent_voice_note":
+        from .audio import silent_voice_note
+
+        return silent_voice_note
     if name == "FakeClock":
         from .clock import FakeClock
 
@@ -26,5 +37,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .audio import silent_voice_note
     from .clock import FakeClock
     from .simulator import Reply, SimulatedUser, Simulator

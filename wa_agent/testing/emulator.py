@@ -13,7 +13,10 @@ It implements, under ``/{version}/``:
 
 * ``POST /{phone_number_id}/messages``: every message type, mark-as-read and the typing
   indicator, validated against the Cloud API limits (4096-character text, 1024-character
-  captions, 1–3 unique reply buttons, at most 10 list rows, template shape, ...);
+  captions, 1–3 unique reply buttons with 20-character titles, at most 10 list rows with
+  24-character titles, CTA URL buttons with an http(s) URL, one-emoji reactions, locations
+  in range, named contact cards, template shape, ...) and answering Meta's error for a
+  violation (131009 for a value out of range, 100 for a missing or mistyped parameter);
 * ``POST /{phone_number_id}/media`` (multipart upload, MIME type and size checked),
   ``GET /{media_id}`` (metadata and a short-lived download URL), ``DELETE /{media_id}``;
 * the download URL itself (``/whatsapp_business/attachments/?mid=...``), served by the
@@ -1050,14 +1053,25 @@ def _describe_form(form: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- validation
 
 
-def _check_str(value: Any, name: str, max_len: int, *, min_len: int = 1) -> str:
+def _check_str(
+    value: Any, name: str, max_len: int, *, min_len: int = 1, code: int = 100,
+    details: str | None = None,
+) -> str:
+    """A string of ``min_len``..``max_len`` characters; a missing or non-string value is
+    code 100, a length out of range ``code`` (with Meta's own ``details`` where known)."""
     if not isinstance(value, str):
         raise _Reject(100, f"The parameter {name} is required and must be a string.")
     if len(value) < min_len:
-        raise _Reject(100, f"Param {name} must be at least {min_len} characters long.")
+        raise _Reject(code, details or f"Param {name} must be at least {min_len} characters long.")
     if len(value) > max_len:
-        raise _Reject(100, f"Param {name} must be at most {max_len} characters long.")
+        raise _Reject(code, details or f"Param {name} must be at most {max_len} characters long.")
     return value
+
+
+def _length_details(what: str, max_len: int) -> str:
+    # Meta's wording, as observed in live answers (code 131009):
+    # "Button title length invalid. Min length: 1, Max length: 20".
+    return f"{what} length invalid. Min length: 1, Max length: {max_len}"
 
 
 def _check_keys(obj: dict[str, Any], name: str, allowed: set[str]) -> None:
@@ -1076,6 +1090,8 @@ _MESSAGE_TYPES = {
     "text", "image", "video", "audio", "document", "sticker", "location", "contacts",
     "interactive", "reaction", "template",
 }  # fmt: skip
+#: Message types a group takes (Meta: text, media and text- or media-based templates).
+_GROUP_TYPES = {"text", "image", "video", "audio", "document", "sticker", "template"}
 _MEDIA_FIELDS = {
     "image": {"id", "link", "caption"},
     "video": {"id", "link", "caption"},
@@ -1100,6 +1116,9 @@ def _validate_message(body: dict[str, Any], emulator: CloudAPIEmulator) -> str:
     kind = body.get("type", "text")
     if not isinstance(kind, str) or kind not in _MESSAGE_TYPES:
         raise _Reject(100, f"Param type must be one of {{{', '.join(sorted(_MESSAGE_TYPES))}}}.")
+    if recipient_type == "group" and kind not in _GROUP_TYPES:
+        # Meta's "Group messaging" page: groups take text, media and templates only.
+        raise _Reject(131051, f"Message type {kind} is not supported for group messages.")
     if kind not in body:
         raise _Reject(100, f"The parameter {kind} is required.")
     context = body.get("context")
@@ -1123,7 +1142,10 @@ def _validate_message(body: dict[str, Any], emulator: CloudAPIEmulator) -> str:
         reaction = _obj(content, "reaction")
         _check_keys(reaction, "reaction", {"message_id", "emoji"})
         _check_str(reaction.get("message_id"), "reaction['message_id']", 256)
-        _check_str(reaction.get("emoji"), "reaction['emoji']", 16, min_len=0)
+        emoji = _check_str(reaction.get("emoji"), "reaction['emoji']", 16, min_len=0,
+                           code=131009, details="Invalid emoji: one emoji at most.")
+        if any(c.isspace() or (c.isascii() and c.isalpha()) for c in emoji):
+            raise _Reject(131009, f"Invalid emoji {emoji!r}: a reaction is one emoji.")
     elif kind == "contacts":
         if not isinstance(content, list) or not content:
             raise _Reject(100, "Param contacts must be a non-empty array.")
@@ -1155,6 +1177,8 @@ def _validate_media(kind: str, media: dict[str, Any], emulator: CloudAPIEmulator
         link = _check_str(media["link"], f"{kind}['link']", 2048)
         if not re.match(r"https?://[^\s/]+", link):
             raise _Reject(100, f"Param {kind}['link'] must be an http(s) URL.")
+    if "voice" in media and not isinstance(media["voice"], bool):
+        raise _Reject(100, f"Param {kind}['voice'] must be a boolean.")
     if "caption" in media:
         _check_str(media["caption"], f"{kind}['caption']", 1024, min_len=0)
     if "filename" in media:
@@ -1181,71 +1205,133 @@ def _validate_header(header: Any, emulator: CloudAPIEmulator) -> None:
     header = _obj(header, "interactive['header']")
     kind = header.get("type")
     if kind == "text":
-        _check_str(header.get("text"), "interactive['header']['text']", 60)
+        _check_str(header.get("text"), "interactive['header']['text']", 60, code=131009,
+                   details=_length_details("Header text", 60))
     elif kind in ("image", "video", "document"):
         _validate_media(kind, _obj(header.get(kind), f"interactive['header']['{kind}']"), emulator)
     else:
         raise _Reject(100, "Param interactive['header']['type'] must be text/image/video/document.")
 
 
+#: Interactive types the Cloud API knows; the emulator checks button, list and cta_url fully.
+_INTERACTIVE_TYPES = {
+    "button", "list", "cta_url", "flow", "product", "product_list", "catalog_message",
+    "location_request_message", "address_message", "call_permission_request", "carousel",
+    "order_details", "order_status",
+}  # fmt: skip
+
+
 def _validate_interactive(interactive: dict[str, Any], emulator: CloudAPIEmulator) -> None:
+    """Reply buttons, list messages and CTA URL buttons against Meta's limits.
+
+    Lengths and counts out of range answer 131009 "Parameter value is not valid" with the
+    details Meta gives (observed: "Button title length invalid. Min length: 1, Max length:
+    20", "Invalid buttons count. Min allowed buttons: 1, Max allowed buttons: 3", "Row title
+    is too long. Max length is 24", "Total row count exceed max allowed count: 10"); a missing
+    or mistyped parameter answers 100.
+    """
     kind = interactive.get("type")
     if not isinstance(kind, str):
         raise _Reject(100, "The parameter interactive['type'] is required.")
+    if kind not in _INTERACTIVE_TYPES:
+        raise _Reject(100, f"Param interactive['type'] {kind!r} is not a valid interactive type.")
     action = _obj(interactive.get("action"), "interactive['action']")
     if "header" in interactive:
         _validate_header(interactive["header"], emulator)
     if "footer" in interactive:
         footer = _obj(interactive["footer"], "interactive['footer']")
-        _check_str(footer.get("text"), "interactive['footer']['text']", 60)
-    if kind in ("button", "list"):
+        _check_str(footer.get("text"), "interactive['footer']['text']", 60, code=131009,
+                   details=_length_details("Footer text", 60))
+    if kind in ("button", "list", "cta_url"):
         body = _obj(interactive.get("body"), "interactive['body']")
-        _check_str(body.get("text"), "interactive['body']['text']", 1024)
+        _check_str(body.get("text"), "interactive['body']['text']", 1024, code=131009,
+                   details=_length_details("Body text", 1024))
     if kind == "button":
-        buttons = action.get("buttons")
-        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
-            raise _Reject(100, "Param interactive['action']['buttons'] must have 1 to 3 buttons.")
-        ids, titles = set(), set()
-        for n, button in enumerate(buttons):
-            where = f"interactive['action']['buttons'][{n}]"
-            button = _obj(button, where)
-            if button.get("type") != "reply":
-                raise _Reject(100, f"Param {where}['type'] must be 'reply'.")
-            reply = _obj(button.get("reply"), f"{where}['reply']")
-            button_id = _check_str(reply.get("id"), f"{where}['reply']['id']", 256)
-            title = _check_str(reply.get("title"), f"{where}['reply']['title']", 20)
-            if button_id in ids or title in titles:
-                raise _Reject(100, "Button ids and titles must be unique.")
-            ids.add(button_id)
-            titles.add(title)
+        _validate_reply_buttons(action)
     elif kind == "list":
-        _check_str(action.get("button"), "interactive['action']['button']", 20)
-        sections = action.get("sections")
-        if not isinstance(sections, list) or not 1 <= len(sections) <= 10:
-            raise _Reject(100, "Param interactive['action']['sections'] must have 1 to 10 items.")
-        total = 0
-        row_ids: set[str] = set()
-        for n, section in enumerate(sections):
-            where = f"interactive['action']['sections'][{n}]"
-            section = _obj(section, where)
-            if len(sections) > 1 or "title" in section:
-                _check_str(section.get("title"), f"{where}['title']", 24)
-            rows = section.get("rows")
-            if not isinstance(rows, list) or not rows:
-                raise _Reject(100, f"Param {where}['rows'] must be a non-empty array.")
-            total += len(rows)
-            for r, row in enumerate(rows):
-                row_where = f"{where}['rows'][{r}]"
-                row = _obj(row, row_where)
-                row_id = _check_str(row.get("id"), f"{row_where}['id']", 200)
-                _check_str(row.get("title"), f"{row_where}['title']", 24)
-                if "description" in row:
-                    _check_str(row["description"], f"{row_where}['description']", 72)
-                if row_id in row_ids:
-                    raise _Reject(100, "Row ids must be unique.")
-                row_ids.add(row_id)
-        if total > 10:
-            raise _Reject(131009, f"Total row count exceed max allowed count: 10 (got {total}).")
+        _validate_list(action)
+    elif kind == "cta_url":
+        _validate_cta_url(action)
+
+
+def _validate_reply_buttons(action: dict[str, Any]) -> None:
+    buttons = action.get("buttons")
+    if not isinstance(buttons, list):
+        raise _Reject(100, "The parameter interactive['action']['buttons'] is required.")
+    if not 1 <= len(buttons) <= 3:
+        raise _Reject(131009, "Invalid buttons count. Min allowed buttons: 1, Max allowed "
+                              f"buttons: 3 (got {len(buttons)}).")
+    ids, titles = set(), set()
+    for n, button in enumerate(buttons):
+        where = f"interactive['action']['buttons'][{n}]"
+        button = _obj(button, where)
+        if button.get("type") != "reply":
+            raise _Reject(100, f"Param {where}['type'] must be 'reply'.")
+        reply = _obj(button.get("reply"), f"{where}['reply']")
+        button_id = _check_str(reply.get("id"), f"{where}['reply']['id']", 256, code=131009,
+                               details=_length_details("Button id", 256))
+        title = _check_str(reply.get("title"), f"{where}['reply']['title']", 20, code=131009,
+                           details=_length_details("Button title", 20))
+        if not title.strip():
+            raise _Reject(131009, _length_details("Button title", 20))
+        if button_id in ids or title in titles:
+            raise _Reject(131009, "Button ids and titles must be unique.")
+        ids.add(button_id)
+        titles.add(title)
+
+
+def _validate_list(action: dict[str, Any]) -> None:
+    _check_str(action.get("button"), "interactive['action']['button']", 20, code=131009,
+               details=_length_details("Button text", 20))
+    sections = action.get("sections")
+    if not isinstance(sections, list) or not sections:
+        raise _Reject(100, "The parameter interactive['action']['sections'] is required.")
+    if len(sections) > 10:
+        raise _Reject(131009, f"Too many sections: {len(sections)}. Max allowed sections: 10.")
+    total = 0
+    row_ids: set[str] = set()
+    for n, section in enumerate(sections):
+        where = f"interactive['action']['sections'][{n}]"
+        section = _obj(section, where)
+        if len(sections) > 1 or "title" in section:
+            _check_str(section.get("title"), f"{where}['title']", 24, code=131009,
+                       details="Section title is too long. Max length is 24")
+        rows = section.get("rows")
+        if not isinstance(rows, list) or not rows:
+            raise _Reject(100, f"Param {where}['rows'] must be a non-empty array.")
+        total += len(rows)
+        for r, row in enumerate(rows):
+            row_where = f"{where}['rows'][{r}]"
+            row = _obj(row, row_where)
+            row_id = _check_str(row.get("id"), f"{row_where}['id']", 200, code=131009,
+                                details="Row id is too long. Max length is 200")
+            _check_str(row.get("title"), f"{row_where}['title']", 24, code=131009,
+                       details="Row title is too long. Max length is 24")
+            if "description" in row:
+                _check_str(row["description"], f"{row_where}['description']", 72, min_len=0,
+                           code=131009, details="Row description is too long. Max length is 72")
+            if row_id in row_ids:
+                raise _Reject(131009, "Row ids must be unique.")
+            row_ids.add(row_id)
+    if total > 10:
+        raise _Reject(131009, f"Total row count exceed max allowed count: 10 (got {total}).")
+
+
+def _validate_cta_url(action: dict[str, Any]) -> None:
+    if action.get("name") != "cta_url":
+        raise _Reject(100, "Param interactive['action']['name'] must be 'cta_url'.")
+    parameters = _obj(action.get("parameters"), "interactive['action']['parameters']")
+    _check_keys(parameters, "interactive['action']['parameters']", {"display_text", "url"})
+    label = _check_str(parameters.get("display_text"),
+                       "interactive['action']['parameters']['display_text']", 20, code=131009,
+                       details=_length_details("Display text", 20))
+    if not label.strip():
+        raise _Reject(131009, _length_details("Display text", 20))
+    url = _check_str(parameters.get("url"), "interactive['action']['parameters']['url']", 2000,
+                     code=131009, details="Parameter url is too long.")
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url, re.IGNORECASE):
+        raise _Reject(131009, f"Param interactive['action']['parameters']['url'] must be an "
+                              f"http(s) URL, got {url!r}.")
 
 
 def _validate_template(template: dict[str, Any], emulator: CloudAPIEmulator) -> None:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import httpx
 
+from ..agents import Choice, Contact, LinkButton
+from ..events import Location
 from ..interface import InterfaceMode, WhatsAppInterface
 from ..manager import InterfaceManager
 from ..numbers import normalize_number
@@ -38,6 +40,7 @@ from ..sender import RetryPolicy, Sender
 from ..server import BackgroundServer
 from ..signature import SignatureVerifier
 from . import webhooks
+from .audio import silent_voice_note
 from .emulator import CloudAPIEmulator, SentMessage
 
 if TYPE_CHECKING:
@@ -53,7 +56,15 @@ DEFAULT_DISPLAY_NUMBER = "15550000000"
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One message the bot sent to a simulated user."""
+    """One message the bot sent to a simulated user.
+
+    ``text`` is the text body, a media caption or an interactive message's body. What else
+    the bot sent is read into typed fields: ``buttons`` (the choices of reply buttons or of a
+    list message, as :class:`~wa_agent.Choice`; ``list_button`` labels the list),
+    ``link_button`` (a CTA URL button), ``reaction`` (and ``reacted_to``, the wamid it is
+    on), ``location``, ``contacts`` (as :class:`~wa_agent.Contact`) and ``voice`` (audio sent
+    as a voice note). ``raw`` is the whole request body.
+    """
 
     type: str
     text: str | None
@@ -64,11 +75,82 @@ class Reply:
     filename: str | None
     data: bytes | None
     raw: dict[str, Any]
+    interactive: str | None = None  # "button", "list", "cta_url", ...
+    buttons: tuple[Choice, ...] = ()
+    list_button: str | None = None
+    link_button: LinkButton | None = None
+    reaction: str | None = None
+    reacted_to: str | None = None
+    location: Location | None = None
+    contacts: tuple[Contact, ...] = ()
+    voice: bool = False
 
     @property
     def size(self) -> int | None:
         """Size in bytes of the media sent, if any."""
         return len(self.data) if self.data is not None else None
+
+    def choice(self, title_or_id: str) -> Choice | None:
+        """The choice of this reply titled ``title_or_id`` (or with that id), if any."""
+        for choice in self.buttons:
+            if choice.title == title_or_id:
+                return choice
+        return next((c for c in self.buttons if c.id == title_or_id), None)
+
+
+def _rich_fields(message: SentMessage) -> dict[str, Any]:
+    """The typed fields of :class:`Reply` read from the body the bot sent."""
+    content = message.content
+    fields: dict[str, Any] = {}
+    if message.type == "interactive":
+        fields["interactive"] = content.get("type")
+        raw_action = content.get("action")
+        action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
+        choices: list[Choice] = []
+        for button in action.get("buttons") or []:
+            reply = button.get("reply") if isinstance(button, dict) else None
+            if isinstance(reply, dict):
+                choices.append(Choice(str(reply.get("id")), str(reply.get("title"))))
+        for section in action.get("sections") or []:
+            for row in (section.get("rows") or []) if isinstance(section, dict) else []:
+                if isinstance(row, dict):
+                    description = row.get("description")
+                    choices.append(Choice(str(row.get("id")), str(row.get("title")),
+                                          description if isinstance(description, str) else None))
+        fields["buttons"] = tuple(choices)
+        if content.get("type") == "list" and isinstance(action.get("button"), str):
+            fields["list_button"] = action["button"]
+        parameters = action.get("parameters")
+        if content.get("type") == "cta_url" and isinstance(parameters, dict):
+            fields["link_button"] = LinkButton(str(parameters.get("display_text")),
+                                               str(parameters.get("url")))
+    elif message.type == "reaction":
+        fields["reaction"] = content.get("emoji") or None
+        fields["reacted_to"] = content.get("message_id")
+    elif message.type == "location":
+        fields["location"] = Location(**{k: content[k] for k in (
+            "latitude", "longitude", "name", "address") if k in content})
+    elif message.type == "contacts":
+        cards = message.body.get("contacts")
+        fields["contacts"] = tuple(_contact_from_card(c) for c in cards or []
+                                   if isinstance(c, dict))
+    elif message.type == "audio":
+        fields["voice"] = content.get("voice") is True
+    return fields
+
+
+def _contact_from_card(card: dict[str, Any]) -> Contact:
+    raw_name, raw_org = card.get("name"), card.get("org")
+    name: dict[str, Any] = raw_name if isinstance(raw_name, dict) else {}
+    org: dict[str, Any] = raw_org if isinstance(raw_org, dict) else {}
+
+    def values(key: str, inner: str) -> tuple[str, ...]:
+        items = card.get(key)
+        return tuple(str(i[inner]) for i in items if isinstance(i, dict) and i.get(inner)) \
+            if isinstance(items, list) else ()
+
+    return Contact(str(name.get("formatted_name") or "contact"), values("phones", "phone"),
+                   values("emails", "email"), org.get("company"), values("urls", "url"))
 
 
 class SimulatedUser:
@@ -124,8 +206,12 @@ class SimulatedUser:
         return await self.send_media("document", data, mime_type, caption=caption,
                                      filename=filename)
 
-    async def send_voice(self, data: bytes, mime_type: str = "audio/ogg; codecs=opus") -> str:
-        """Send a recorded voice note."""
+    async def send_voice(self, data: bytes | None = None,
+                         mime_type: str = "audio/ogg; codecs=opus") -> str:
+        """Send a recorded voice note (OGG/Opus as WhatsApp records them; by default a
+        second of silence, :func:`~wa_agent.testing.silent_voice_note`)."""
+        if data is None:
+            data = silent_voice_note()
         return await self.send_media("audio", data, mime_type, voice=True)
 
     async def send_location(self, latitude: float, longitude: float, *,
@@ -146,6 +232,29 @@ class SimulatedUser:
         return await self._send(webhooks.interactive_reply_message(
             self.number, row_id, title, kind="list_reply", description=description,
             context_id=on, business_number=self.sim.display_phone_number))
+
+    async def tap(self, choice: str, *, on: Reply | str | None = None) -> str:
+        """Tap a choice the bot offered, by its title (or id), as WhatsApp posts it: a
+        ``button_reply`` for a reply button, a ``list_reply`` for a list row, quoting the
+        message it belongs to. ``on`` is that message (a :class:`Reply` or its wamid);
+        by default the latest reply offering ``choice``. Returns the tap's wamid; raises
+        :class:`LookupError` naming the choices on offer when there is no such choice."""
+        candidates = [r for r in reversed(self.replies) if r.buttons]
+        if on is not None:
+            wamid = on.wamid if isinstance(on, Reply) else on
+            candidates = [r for r in candidates if r.wamid == wamid]
+        for reply in candidates:
+            found = reply.choice(choice)
+            if found is None:
+                continue
+            if reply.interactive == "list":
+                return await self.choose_row(found.id, found.title,
+                                             description=found.description, on=reply.wamid)
+            return await self.tap_button(found.id, found.title, on=reply.wamid)
+        offered = [c.title for c in candidates[0].buttons] if candidates else []
+        raise LookupError(f"no choice {choice!r} in the bot's replies to {self.number}"
+                          + (f"; the latest offered {offered}" if offered else
+                             " (the bot offered no choices)"))
 
     async def react(self, message_id: str, emoji: str | None) -> str:
         """React to a message (``None`` removes the reaction)."""
@@ -376,7 +485,8 @@ class Simulator:
             data, mime = stored.data, stored.mime_type
         reply = Reply(type=message.type, text=message.text, wamid=message.wamid,
                       reply_to=message.reply_to, media_id=media_id, mime_type=mime,
-                      filename=content.get("filename"), data=data, raw=message.body)
+                      filename=content.get("filename"), data=data, raw=message.body,
+                      **_rich_fields(message))
         user = self.users.get(message.wa_id) or self.user(message.wa_id)
         user._received(reply)
         if self.statuses and not self._stopping:

@@ -53,10 +53,14 @@ def _base(sender: str, mtype: str, wamid: str | None, timestamp: int | str | Non
 
 def text_message(sender: str, text: str, *, wamid: str | None = None,
                  timestamp: int | str | None = None,
-                 context: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A ``text`` message item."""
+                 context: dict[str, Any] | None = None,
+                 group_id: str | None = None) -> dict[str, Any]:
+    """A ``text`` message item; with ``group_id``, written in that group (``sender`` is
+    the participant), as Meta's group messaging sends it."""
     item = _base(sender, "text", wamid, timestamp, context)
     item["text"] = {"body": text}
+    if group_id is not None:
+        item["group_id"] = group_id
     return item
 
 
