@@ -358,7 +358,9 @@ async def test_chat_history_names_media_turns() -> None:
 
 async def test_media_download_failure_gives_the_agent_a_note() -> None:
     """A media lookup the Cloud API refuses, or media over the size cap, reaches the agent as
-    a note in the text (no attachment), and the user still gets an answer."""
+    a structured note (``AgentRequest.notes``, no attachment) while ``text`` stays exactly
+    what the user wrote (the caption), so the failure's wording cannot change its meaning;
+    the user still gets an answer."""
     agent = Recorder()
     async with Simulator(agent, media_max_bytes=1000) as sim:
         alice = sim.user(ALICE)
@@ -369,14 +371,17 @@ async def test_media_download_failure_gives_the_agent_a_note() -> None:
         await alice.next_reply()
         await sim.settle()
     first, second = agent.requests
-    assert first.attachments == () and "could not be downloaded" in first.text
-    assert first.text.startswith("look\n")
-    assert second.attachments == () and "could not be downloaded" in second.text
+    assert first.attachments == () and first.text == "look"
+    note = "the image the user sent could not be downloaded (InvalidRequestError)"
+    assert first.notes == (note,)
+    assert second.attachments == () and second.text == ""
+    assert len(second.notes) == 1 and "document" in second.notes[0]
 
 
 async def test_structured_messages_are_rendered_as_readable_text() -> None:
     """Locations, contacts, interactive button/list replies, template buttons and orders
-    reach the agent as readable text (the raw Message is attached too)."""
+    reach the agent as readable text (the raw Message is attached too); a tapped button or
+    list row gives its title as the text and its id as ``AgentRequest.choice``."""
     agent = Recorder()
     async with Simulator(agent) as sim:
         alice = sim.user(ALICE)
@@ -394,7 +399,9 @@ async def test_structured_messages_are_rendered_as_readable_text() -> None:
     assert texts[0] == "[location: 52.520008, 13.404954 — Alexanderplatz, 10178 Berlin]"
     assert texts[1] == "[contact: Grace Hopper, +1 555 0100]"
     assert texts[2] == "Yes, please"
-    assert texts[3] == "14:00 (Afternoon slot)"
+    assert texts[3] == "14:00"
+    assert [r.choice for r in agent.requests] == [None, None, "yes-1", "slot-14", "STOP",
+                                                  None]
     assert texts[4] == "Stop promotions"
     assert texts[5] == ("[order: 2 x sku-tea-01 at 4.5 EUR; 1 x sku-mug-07 at 12.0 EUR]\n"
                         "Please deliver after 5pm")

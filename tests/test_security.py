@@ -426,7 +426,7 @@ async def test_interface_downloads_inbound_media_only_from_allowed_hosts() -> No
         await send({"type": "http.response.body", "body": PNG})
 
     def agent(request: AgentRequest) -> str:
-        return f"{len(request.attachments)} attachment(s); {request.text}"
+        return f"{len(request.attachments)} attachment(s); {request.text}; {request.notes}"
 
     async with BackgroundServer(other_server, lifespan="off") as other, \
             Simulator(agent, access_token=ACCESS) as sim:

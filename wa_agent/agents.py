@@ -201,6 +201,11 @@ class AgentRequest:
     with newlines, ``attachments`` holds the media of all of them and ``message`` is the
     newest. For a single message, ``messages == (message,)``. ``choice`` is the id of the
     reply button or list row the user tapped (its title is the ``text``), else ``None``.
+    A voice note's ``text`` is its transcript when the interface has a transcriber.
+
+    ``notes`` say what could not be given to the agent, apart from the user's own words
+    (e.g. ``"the image the user sent could not be downloaded (MediaError)"``): they are
+    never mixed into ``text``, so they cannot change what the user said.
     """
 
     text: str
@@ -213,6 +218,7 @@ class AgentRequest:
     purpose: Literal["message", "heartbeat", "greeting"] = "message"
     messages: tuple[Message, ...] = ()
     choice: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 ButtonSpec = (
@@ -458,10 +464,11 @@ def _prompt(request: AgentRequest) -> str:
     parts: list[str] = []
     for turn in request.history:
         parts.append(f"{turn.role}: {turn.text}")
+    text = "\n".join([*(f"[note from the host: {n}]" for n in request.notes), request.text])
     if parts:
-        parts.append(f"user: {request.text}")
+        parts.append(f"user: {text}")
         return "\n".join(parts)
-    return request.text
+    return text
 
 
 class _FunctionAgent:

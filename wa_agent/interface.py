@@ -47,8 +47,10 @@ from .hosting.settings import (
     DEFAULT_ANSWER_TYPES,
     DEFAULT_APOLOGY,
     DEFAULT_RESET_MESSAGE,
+    DEFAULT_VOICE_APOLOGY,
     InterfaceMode,
     InterfaceSettings,
+    Transcriber,
     env_secret,
 )
 from .hosting.tasks import TaskSet
@@ -163,6 +165,8 @@ class WhatsAppInterface:
         # -- conversations --
         debounce: float = 0.0,
         interrupt: bool = False,
+        transcriber: Transcriber | None = None,
+        voice_apology: str = DEFAULT_VOICE_APOLOGY,
         # -- tuning (not in the seed) --
         max_concurrency: int = 10_000,
         max_concurrency_per_sender: int = 16,
@@ -200,7 +204,8 @@ class WhatsAppInterface:
             reset_command=reset_command, api_version=api_version,
             max_concurrency=max_concurrency,
             max_concurrency_per_sender=max_concurrency_per_sender, debounce=debounce,
-            interrupt=interrupt, agent_timeout=agent_timeout,
+            interrupt=interrupt, transcriber=transcriber, voice_apology=voice_apology,
+            agent_timeout=agent_timeout,
             shutdown_timeout=shutdown_timeout, history_limit=history_limit, apology=apology,
             reset_message=reset_message, heartbeat_lease_ttl=heartbeat_lease_ttl,
             require_signature=require_signature, max_body=max_body,

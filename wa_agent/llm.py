@@ -558,7 +558,8 @@ class LLMAgent:
         if request.purpose == "heartbeat":
             return [_Text(_HEARTBEAT_PREFIX + (request.text or self.heartbeat_message))]
         parts: list[_Part] = []
-        notes: list[str] = []
+        # What the host could not give the model (a failed download...), marked as such.
+        notes: list[str] = [f"[note from the host: {note}]" for note in request.notes]
         for att in request.attachments:
             part = self._media_part(att, request)
             if part is None:

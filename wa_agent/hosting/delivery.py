@@ -1,11 +1,14 @@
 """Turning an agent's reply into WhatsApp messages, and sending them.
 
 A reply becomes a list of *parts*, plain JSON-able dicts (``{"type": "text", "text": …}``,
-``{"type": "image", "id": …, "caption": …}``…): text converted from Markdown and split at
-WhatsApp's 4096-character limit, media uploaded first so that a part can be sent again from
-its media id after a restart (the parts are saved in the durable inbox). Every send, for a
-user's message, a greeting or a heartbeat, goes through :meth:`Delivery.send_part`, which
-also tells the listeners.
+``{"type": "image", "id": …, "caption": …}``, ``{"type": "buttons", …}``…): text converted
+from Markdown and split at WhatsApp's 4096-character limit, media uploaded first so that a
+part can be sent again from its media id after a restart (the parts are saved in the
+durable inbox), and the rich fields (reaction, choices, location, contacts, link button,
+voice note) placed and shaped by :mod:`wa_agent._rich` (text plus choices is one
+interactive message). Every send, for a user's message, a greeting or a heartbeat, goes
+through :meth:`Delivery.send_part`, which also tells the listeners. A reply into a WhatsApp
+group keeps only what groups accept (text and media).
 
 **Local files.** An agent's reply may name media as bytes, a :class:`~pathlib.Path`, a
 link, a media id, or a :class:`~wa_agent.Media` holding one of those. A *string* is never
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._rich import RICH_TYPES, describe_part, merge_parts, send_rich_part
 from ..agents import AgentReply, Media
 from ..exceptions import MediaError, WhatsAppAPIError
 
@@ -44,6 +48,9 @@ _MIME_BY_EXT = {
     ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 _NO_CAPTION = frozenset({"sticker", "audio"})  # WhatsApp shows no caption on these
+#: What a reply into a group may hold (Meta's group messaging: text, media, templates).
+GROUP_TYPES = frozenset({"text", "image", "video", "audio", "document", "sticker",
+                         "template"})
 
 
 class UnsafeMediaPath(ValueError):
@@ -78,7 +85,9 @@ class Delivery:
             for chunk in split_text(markdown_to_whatsapp(reply.text)):
                 parts.append({"type": "text", "text": chunk})
         skipped = 0
-        for kind, items in (("image", reply.images), ("document", reply.files)):
+        audio = (reply.audio,) if reply.audio is not None else ()
+        for kind, items in (("image", reply.images), ("document", reply.files),
+                            ("audio", audio)):
             for item in items:
                 try:
                     parts.append(await self.media_part(kind, item))
@@ -92,6 +101,7 @@ class Delivery:
                     logger.exception("a %s the agent returned could not be sent; skipped", kind)
         if skipped:
             self.stats.agent_errors += 1
+        parts = merge_parts(reply, parts)
         if not parts:
             if skipped:
                 return [{"type": "text", "text": self.apology}]
@@ -156,11 +166,24 @@ class Delivery:
         return part
 
     # -- sending ------------------------------------------------------------------------
-    async def send_part(self, to: str, part: dict[str, Any], *, reply_to: str | None = None
-                        ) -> list[str]:
-        """Send one part to ``to`` (quoting ``reply_to``); the wamids Meta gave it."""
+    async def send_part(self, to: str, part: dict[str, Any], *, reply_to: str | None = None,
+                        answering: str | None = None) -> list[str]:
+        """Send one part to ``to`` (quoting ``reply_to``); the wamids Meta gave it.
+        ``answering`` is the user's message the reply answers (a reaction's target)."""
         graph = self._graph()
         kind = part["type"]
+        if kind in RICH_TYPES:
+            wamid = await send_rich_part(graph, to, part, reply_to=reply_to,
+                                         answering=answering)
+            if wamid is None:
+                return []
+            if kind == "audio":
+                self.listeners.outbound(to, "", wamid=wamid, kind="audio", media_info={
+                    "type": "audio", "size": part.get("size"), "caption": None,
+                    "filename": part.get("filename"), "voice": bool(part.get("voice"))})
+            else:
+                self.listeners.outbound(to, describe_part(part), wamid=wamid)
+            return [wamid]
         if kind == "text":
             wamids = await graph.send_text(to, part["text"], reply_to=reply_to)
             self.listeners.outbound(to, part["text"], wamid=wamids[-1] if wamids else None)
@@ -185,8 +208,23 @@ class Delivery:
         return [wamid]
 
     async def send_all(self, to: str, parts: list[dict[str, Any]]) -> list[str]:
-        """Send every part in order (a heartbeat: no quoting, no progress)."""
+        """Send every part in order (a heartbeat: no quoting, no progress, nothing to
+        react to)."""
         wamids: list[str] = []
         for part in parts:
             wamids.extend(await self.send_part(to, part))
         return wamids
+
+
+def for_group(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The parts a WhatsApp group accepts; an interactive message keeps its text."""
+    kept: list[dict[str, Any]] = []
+    for part in parts:
+        if part["type"] in GROUP_TYPES:
+            kept.append(part)
+        elif part.get("body"):
+            kept.append({"type": "text", "text": describe_part(part)})
+        else:
+            logger.debug("a %s part is not sent into a group (not supported there)",
+                         part["type"])
+    return kept

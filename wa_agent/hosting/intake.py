@@ -134,12 +134,14 @@ class Intake:
                     stats.ignored += 1
                     continue
                 self.listeners.inbound(event)
-                if verdict is Verdict.IGNORED:
-                    stats.ignored += 1
+                if verdict is Verdict.IGNORED or (verdict is Verdict.REFUSED
+                                                  and event.group_id is not None):
+                    stats.ignored += 1  # no private refusal for a group member
                 elif verdict is Verdict.REFUSED:
                     refused.append(event)
                 else:
-                    items.append(InboxItem(id=event.id, sender=event.sender,
+                    # A group's messages are one conversation (history, order, replies).
+                    items.append(InboxItem(id=event.id, sender=event.group_id or event.sender,
                                            payload=dump_message(event), received_at=now))
                     messages.append(event)
             elif isinstance(event, StatusUpdate):

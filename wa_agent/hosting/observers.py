@@ -29,7 +29,8 @@ logger = logging.getLogger("wa_agent.interface")
 class ConversationListener(Protocol):
     """What the live widget (or any observer) is told. Every method must be cheap and
     must not raise; they run on the event loop. A listener may also have
-    ``media_size(wamid, size)``, called when an inbound media's size becomes known."""
+    ``media_size(wamid, size)``, called when an inbound media's size becomes known, and
+    ``transcript(wamid, text)``, called when a voice note has been transcribed."""
 
     def inbound(self, message: Message) -> object: ...
     def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
@@ -88,10 +89,17 @@ class Listeners(list[ConversationListener]):
             _call(listener.error, contact, text)
 
     def media_size(self, wamid: str, size: int) -> None:
+        self._optional("media_size", wamid, size)
+
+    def transcript(self, wamid: str, text: str) -> None:
+        """A voice note's transcript is known (listeners may have ``transcript()``)."""
+        self._optional("transcript", wamid, text)
+
+    def _optional(self, name: str, *args: Any) -> None:
         for listener in self:
-            media_size = getattr(listener, "media_size", None)
-            if media_size is not None:
-                _call(media_size, wamid, size)
+            method = getattr(listener, name, None)
+            if method is not None:
+                _call(method, *args)
 
 
 class StatusTracker:

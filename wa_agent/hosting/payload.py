@@ -66,6 +66,7 @@ def lone_text_message(body: bytes, max_depth: int) -> tuple[str, str, str | None
         metadata = value.get("metadata")
         if (data["object"] != "whatsapp_business_account" or change["field"] != "messages"
                 or "statuses" in value or "errors" in value or "errors" in item
+                or "group_id" in item
                 or item["type"] != "text" or type(data["entry"]) is not list):
             return None
     except (ValueError, LookupError, TypeError, AttributeError):

@@ -2,8 +2,8 @@
 
 * :func:`render_text` — an inbound message as the request's text (locations, contacts,
   replies and orders readable, SPEC §4);
-* :func:`history_text` / :func:`reply_history_text` — the user and assistant turns stored
-  in CHAT history (a media-only turn is named, never left empty).
+* :func:`history_text` — the user turn stored in CHAT history (a media-only message is
+  named, never left empty); the assistant turn is :func:`wa_agent._rich.history_text`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..agents import AgentReply, Attachment
+from ..agents import Attachment
 from ..events import MEDIA_TYPES, Message
 
-__all__ = ["history_text", "render_text", "reply_history_text"]
+__all__ = ["history_text", "render_text"]
 
 
 def history_text(text: str, attachments: Sequence[Attachment]) -> str:
@@ -27,16 +27,7 @@ def history_text(text: str, attachments: Sequence[Attachment]) -> str:
     return " ".join([*marks, text] if text else marks)
 
 
-def reply_history_text(reply: AgentReply) -> str:
-    """The assistant turn: the reply text, or what was sent when it was media only."""
-    if reply.text and reply.text.strip():
-        return reply.text
-    sent = [f"{len(items)} {kind}{'s' if len(items) > 1 else ''}"
-            for kind, items in (("image", reply.images), ("file", reply.files)) if items]
-    return f"[sent {' and '.join(sent)}]" if sent else ""
-
-
-def render_text(message: Message, notes: Sequence[str] = ()) -> str:
+def render_text(message: Message) -> str:
     """The message as text for the agent (SPEC §4: locations, contacts, replies readable)."""
     parts: list[str] = []
     mtype = message.type
@@ -82,5 +73,4 @@ def render_text(message: Message, notes: Sequence[str] = ()) -> str:
         parts.append(message.text)
     else:
         parts.append(f"[{mtype} message]")
-    parts.extend(notes)
     return "\n".join(parts)

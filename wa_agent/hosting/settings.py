@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -35,6 +35,10 @@ __all__ = [
 
 DEFAULT_APOLOGY = "Sorry, something went wrong while answering. Please try again in a moment."
 DEFAULT_RESET_MESSAGE = "Conversation reset. Let's start over!"
+DEFAULT_VOICE_APOLOGY = ("Sorry, I could not understand your voice message. Could you type "
+                         "it instead?")
+#: ``async (audio: bytes, mime_type: str) -> str``: a voice note's transcript.
+Transcriber = Callable[[bytes, str], Awaitable[str]]
 #: Message types answered by default; others (reaction, edit, revoke, system, unsupported,
 #: unknown future types) reach the agent only when listed in ``answer_types``.
 DEFAULT_ANSWER_TYPES = frozenset(
@@ -98,6 +102,8 @@ class InterfaceSettings:
     max_pending_per_sender: int
     max_pending: int
     receive_only: bool
+    transcriber: Transcriber | None = None
+    voice_apology: str = DEFAULT_VOICE_APOLOGY
 
     @classmethod
     def resolve(cls, agent: Agent, *, heartbeat: object, heartbeat_period: float | timedelta
@@ -147,6 +153,9 @@ class InterfaceSettings:
                              "max_queued_senders must be at least 1")
         if not 0 <= self.debounce < 3600:
             raise ValueError(f"debounce must be seconds in [0, 3600), not {self.debounce!r}")
+        if self.transcriber is not None and not callable(self.transcriber):
+            raise TypeError("transcriber must be an async callable (audio: bytes, "
+                            f"mime_type: str) -> str, not {type(self.transcriber).__name__}")
         if self.interrupt and self.mode is not InterfaceMode.CHAT:
             raise ConfigurationError(
                 "interrupt=True cancels a CHAT turn for the messages that follow it; in TASK "
