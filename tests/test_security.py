@@ -746,7 +746,7 @@ async def test_demo_prints_no_control_sequences(monkeypatch: pytest.MonkeyPatch)
     a user typing them: what it prints holds no control character but newlines."""
     monkeypatch.setattr(sys, "stdin", io.StringIO("hi \x1b[31mthere\x1b]0;x\x07\n"))
     out = io.StringIO()
-    assert await run_demo(agent_spec="tests.test_security:escaping_agent", out=out,
+    assert await run_demo(escaping_agent, out=out,
                           timeout=20) == 0
     printed = out.getvalue()
     assert "you said hi there" in printed and "[document: application/pdf" in printed

@@ -13,27 +13,17 @@ import asyncio
 import importlib
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._console import strip_control
+
 __all__ = ["load_object", "main", "strip_control"]
 
 REQUIRED_ENV = ("WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN",
                 "WHATSAPP_PHONE_NUMBER_ID")
-
-# CSI/OSC/other escape sequences and C0/C1 control characters except newline and tab.
-_CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -~]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-
-
-def strip_control(text: str) -> str:
-    """Remove ANSI escape sequences and control characters (user text shown in a terminal)."""
-    return _CONTROL.sub("", text)
-
 
 def load_object(spec: str) -> Any:
     """Import ``module:attribute`` (or ``path/to/file.py:attribute``)."""
@@ -98,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .terminal import run_demo
 
         return asyncio.run(run_demo(
-            agent_spec=args.agent, mode=args.mode, name=args.name, number=args.number,
+            load_object(args.agent) if args.agent else None, mode=args.mode, name=args.name, number=args.number,
             timeout=args.timeout))
     return _serve(args)
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from .cli import load_object, strip_control
+from ._console import strip_control
 from .interface import WhatsAppInterface
 
 __all__ = ["run_demo"]
@@ -58,10 +58,10 @@ async def _read_line(prompt: str, interactive: bool) -> str | None:
     return await asyncio.to_thread(read)
 
 
-async def run_demo(*, agent_spec: str | None = None, mode: str = "chat", name: str = "You",
+async def run_demo(agent: Any = None, *, mode: str = "chat", name: str = "You",
                    number: str = "15551230001", timeout: float = 120.0,
                    out: TextIO | None = None) -> int:
-    """Start the simulator with the demo agent (or ``agent_spec``) and chat with it."""
+    """Start the simulator with the demo agent (or ``agent``) and chat with it."""
     from .testing.simulator import Simulator
 
     out = out or sys.stdout
@@ -71,9 +71,7 @@ async def run_demo(*, agent_spec: str | None = None, mode: str = "chat", name: s
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:
             pass
-    if agent_spec:
-        agent = load_object(agent_spec)
-    else:
+    if agent is None:
         from .demo import DemoAgent
 
         agent = DemoAgent()
