@@ -3,6 +3,11 @@
 It says what it received (text, media type and size, location, contacts, button taps),
 keeps a per-sender turn count in CHAT mode, and sends an image back when asked
 ("send me a picture"). It is what ``wa-agent demo`` runs when no ``--agent`` is given.
+
+It decides from structured fields, never from words in ``request.text`` (which may carry
+notes the interface added, such as a media download failure): what arrived is
+``request.attachments``; the message's kind, its media reference and the user's own words
+are on ``request.message``.
 """
 
 from __future__ import annotations
@@ -59,14 +64,24 @@ class DemoAgent:
                 line += f', caption "{attachment.caption}"'
             lines.append(line + ".")
         message = request.message
-        text = request.text.strip()
-        if message is not None and message.location is not None:
+        # The user's own words: the message's text, never the notes of request.text.
+        text = ((message.text or "") if message is not None else request.text).strip()
+        if message is not None and message.media is not None and not request.attachments:
+            lines.append(f"Your {message.type} did not reach me (it could not be "
+                         "downloaded), so I cannot tell you what it is. Please send it again.")
+        elif message is not None and message.location is not None:
             loc = message.location
             place = f" ({loc.name})" if loc.name else ""
             lines.append(f"You are at {loc.latitude:.4f}, {loc.longitude:.4f}{place}.")
         elif message is not None and message.type == "interactive" and message.interactive:
             lines.append(f"You tapped: {message.interactive.title or message.interactive.id}.")
-        elif text and not request.attachments:
+        elif message is not None and message.type == "button" and message.button:
+            lines.append(f"You tapped: {message.button.text or message.button.payload}.")
+        elif message is not None and message.contacts:
+            names = ", ".join(card.formatted_name or "a contact" for card in message.contacts)
+            lines.append(f"You shared {len(message.contacts)} contact"
+                         f"{'s' if len(message.contacts) != 1 else ''}: {names}.")
+        elif text and not request.attachments and (message is None or message.type == "text"):
             lowered = text.lower()
             if any(word in lowered for word in ("picture", "image", "photo")):
                 return AgentReply(
