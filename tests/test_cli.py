@@ -85,6 +85,7 @@ MYBOT = textwrap.dedent("""
     manager = InterfaceManager([interface])
     guarded = WhatsAppInterface(agent, mode="chat", name="guarded",
                                 allowed_numbers=["+44 7700 900123"])
+    beating = WhatsAppInterface(agent, name="beating", heartbeat_period=30)
     not_an_agent = 42
 
     class Bot:
@@ -140,6 +141,16 @@ def test_demo_writes_as_an_allowed_number_of_a_whitelist(tmp_path: Path) -> None
                   stdin="hi\n", cwd=tmp_path)
     assert "+15551230001 is not in 'guarded'" in result.stdout
     assert "bot> This operation not allowed" in result.stdout
+
+
+def test_demo_runs_the_interfaces_heartbeat(tmp_path: Path) -> None:
+    """An interface with a heartbeat runs it in the demo as configured: the header shows
+    the period, and the interface answers as usual."""
+    result = _run(["demo", "--agent", "mybot:beating"], stdin="hi\n", cwd=_mybot(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "interface 'beating': task mode" in result.stdout
+    assert "heartbeat every 30 min" in result.stdout
+    assert "bot> You said 'hi' (0 earlier turns)" in result.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
