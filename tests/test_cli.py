@@ -73,6 +73,198 @@ def test_demo_strips_terminal_escapes_from_bot_output(tmp_path: Path) -> None:
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
 
 
+#: A module like the README's: an agent, an interface in chat mode on SQLite, a manager.
+MYBOT = textwrap.dedent("""
+    from wa_agent import AgentRequest, InterfaceManager, WhatsAppInterface
+
+    async def agent(request: AgentRequest) -> str:
+        turns = len(request.history) // 2
+        return f"You said {request.text!r} ({turns} earlier turns)"
+
+    interface = WhatsAppInterface(agent, mode="chat", storage="bot.db")
+    manager = InterfaceManager([interface])
+    guarded = WhatsAppInterface(agent, mode="chat", name="guarded",
+                                allowed_numbers=["+44 7700 900123"])
+    beating = WhatsAppInterface(agent, name="beating", heartbeat_period=30)
+    not_an_agent = 42
+
+    class Bot:
+        async def answer(self, request):
+            return "never"
+""")
+
+
+def _mybot(tmp_path: Path) -> Path:
+    (tmp_path / "mybot.py").write_text(MYBOT)
+    return tmp_path
+
+
+@pytest.mark.parametrize("attr", ["interface", "manager"])
+def test_demo_runs_the_users_interface_or_manager_as_configured(
+        tmp_path: Path, attr: str) -> None:
+    """`wa-agent demo --agent mybot:interface` (or `:manager`) runs that object: it prints
+    the effective mode, store and webhook path, answers in its chat mode (history kept),
+    and keeps that history in the interface's own SQLite file."""
+    result = _run(["demo", "--agent", f"mybot:{attr}"], stdin="hello\nagain\n",
+                  cwd=_mybot(tmp_path))
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.split("bot> ")[0]
+    assert "chat mode" in header
+    assert f"SQLite {tmp_path / 'bot.db'}" in header
+    assert "webhook path: /whatsapp/webhook" in header
+    assert "bot> You said 'hello' (0 earlier turns)" in result.stdout
+    assert "bot> You said 'again' (1 earlier turns)" in result.stdout
+    assert (tmp_path / "bot.db").is_file()
+
+
+def test_demo_and_serve_run_a_bare_agent_in_task_mode_by_default(tmp_path: Path) -> None:
+    """A bare agent without --mode runs in task mode in the demo (no history), as
+    WhatsAppInterface(agent) would, and --mode chat switches history on."""
+    cwd = _mybot(tmp_path)
+    result = _run(["demo", "--agent", "mybot:agent"], stdin="a\nb\n", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert "task mode" in result.stdout and "store: in memory" in result.stdout
+    assert "bot> You said 'b' (0 earlier turns)" in result.stdout
+    result = _run(["demo", "--agent", "mybot:agent", "--mode", "chat"], stdin="a\nb\n",
+                  cwd=cwd)
+    assert "bot> You said 'b' (1 earlier turns)" in result.stdout
+
+
+def test_demo_writes_as_an_allowed_number_of_a_whitelist(tmp_path: Path) -> None:
+    """With a whitelisted interface, the demo user is its first allowed number (so the bot
+    answers instead of refusing), and the header says who is answered."""
+    result = _run(["demo", "--agent", "mybot:guarded"], stdin="hi\n", cwd=_mybot(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "answers only +447700900123" in result.stdout
+    assert "bot> You said 'hi' (0 earlier turns)" in result.stdout
+    result = _run(["demo", "--agent", "mybot:guarded", "--number", "15551230001"],
+                  stdin="hi\n", cwd=tmp_path)
+    assert "+15551230001 is not in 'guarded'" in result.stdout
+    assert "bot> This operation not allowed" in result.stdout
+
+
+def test_demo_runs_the_interfaces_heartbeat(tmp_path: Path) -> None:
+    """An interface with a heartbeat runs it in the demo as configured: the header shows
+    the period, and the interface answers as usual."""
+    result = _run(["demo", "--agent", "mybot:beating"], stdin="hi\n", cwd=_mybot(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "interface 'beating': task mode" in result.stdout
+    assert "heartbeat every 30 min" in result.stdout
+    assert "bot> You said 'hi' (0 earlier turns)" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["demo", "--agent", "mybot:interface", "--mode", "task"],
+     ("--mode task conflicts with mybot:interface: interface 'WhatsApp' is configured with "
+      "mode='chat'")),
+    (["demo", "--agent", "mybot:not_an_agent"],
+     ("mybot:not_an_agent is not an agent, a WhatsAppInterface or an InterfaceManager (it "
+      "is 'int'")),
+    (["demo", "--agent", "mybot:Bot"], "mybot:Bot is the class Bot, not an agent"),
+    (["serve", "mybot:interface", "--storage", "other.db"],
+     "mybot:interface is a WhatsAppInterface, configured in your code: --storage only apply"),
+    (["serve", "mybot:manager", "--mode", "task"], "--mode task conflicts with mybot:manager"),
+])
+def test_cli_mistakes_get_one_clear_line(tmp_path: Path, args: list[str],
+                                         message: str) -> None:
+    """What the commands cannot run (a conflicting option, an object that is not an agent,
+    an interface or a manager, a class instead of an instance) exits 2 with one line
+    naming the problem, and no traceback."""
+    env = {"WHATSAPP_VERIFY_TOKEN": "v", "WHATSAPP_APP_SECRET": "s",
+           "WHATSAPP_ACCESS_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"}
+    result = _run(args, env=env, cwd=_mybot(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _serve(tmp_path: Path, args: list[str], env: dict[str, str]
+           ) -> tuple[subprocess.Popen[str], str]:
+    """Start `wa-agent serve` and return it with what it printed up to 'listening on'."""
+    import time
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
+    full_env.update(env)
+    proc = subprocess.Popen([sys.executable, "-m", "wa_agent", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=full_env, cwd=tmp_path)
+    assert proc.stdout is not None
+    output = ""
+    deadline = time.monotonic() + 30
+    while "listening on" not in output and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        output += line
+    return proc, output
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err
+
+
+@pytest.mark.parametrize(("attr", "mode", "store"), [
+    ("interface", "chat", "bot.db"), ("manager", "chat", "bot.db"),
+    ("agent", "task", "wa_agent.db"),
+])
+def test_serve_runs_what_the_user_built(tmp_path: Path, attr: str, mode: str,
+                                        store: str) -> None:
+    """`wa-agent serve mybot:interface` / `:manager` / `:agent` starts, prints the
+    effective mode, store and the webhook path `/whatsapp/webhook` (no tunnel), and serves
+    in that mode: Meta's verification GET is answered and the health shows the mode."""
+    import httpx
+
+    from tests.redis_server import free_port
+
+    port = free_port()
+    env = {"WHATSAPP_VERIFY_TOKEN": "vt", "WHATSAPP_APP_SECRET": "s3cret",
+           "WHATSAPP_ACCESS_TOKEN": "tok", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"}
+    proc, output = _serve(_mybot(tmp_path), [f"mybot:{attr}", "--host", "127.0.0.1",
+                                             "--port", str(port)], env)
+    try:
+        assert f"{mode} mode" in output, output
+        assert f"store: SQLite {tmp_path / store}" in output
+        assert f"listening on http://127.0.0.1:{port}/whatsapp/webhook" in output
+        assert "https://<your public host>/whatsapp/webhook" in output
+        base = f"http://127.0.0.1:{port}/whatsapp"
+        for _ in range(100):  # the line is printed just before uvicorn binds
+            try:
+                health = httpx.get(f"{base}/health", timeout=5)
+                break
+            except httpx.ConnectError:
+                import time
+
+                time.sleep(0.1)
+        assert health.json()["mode"] == mode
+        challenge = httpx.get(f"{base}/webhook", params={
+            "hub.mode": "subscribe", "hub.verify_token": "vt", "hub.challenge": "7"},
+            timeout=5)
+        assert (challenge.status_code, challenge.text) == (200, "7")
+    finally:
+        err = _stop(proc)
+    assert "Traceback" not in err, err
+
+
+def test_serve_refuses_an_interface_without_its_secrets(tmp_path: Path) -> None:
+    """`wa-agent serve mybot:interface` with no app secret or token anywhere exits 2
+    naming what the interface is missing (serve always verifies signatures)."""
+    result = _run(["serve", "mybot:interface"], env={"WHATSAPP_VERIFY_TOKEN": "v"},
+                  cwd=_mybot(tmp_path))
+    assert result.returncode == 2
+    assert "interface 'WhatsApp' is missing WHATSAPP_ACCESS_TOKEN, WHATSAPP_PHONE_NUMBER_ID, "\
+           "WHATSAPP_APP_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_refuses_to_start_without_configuration() -> None:
     """`wa-agent serve` with missing WHATSAPP_* variables exits non-zero naming them."""
     result = _run(["serve", "wa_agent.demo:DemoAgent"],
@@ -122,6 +314,7 @@ def test_serve_with_tunnel_prints_what_to_paste_into_meta(tmp_path: Path) -> Non
     from tests.fake_ngrok import write_launcher
     from tests.redis_server import free_port
 
+    _mybot(tmp_path)
     launcher = write_launcher(tmp_path, state_file=tmp_path / "state.json",
                               python=sys.executable)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
@@ -133,7 +326,7 @@ def test_serve_with_tunnel_prints_what_to_paste_into_meta(tmp_path: Path) -> Non
     })
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wa_agent", "serve", "wa_agent.demo:DemoAgent", "--host",
+        [sys.executable, "-m", "wa_agent", "serve", "mybot:agent", "--host",
          "127.0.0.1", "--port", str(port), "--storage", str(tmp_path / "bot.db"), "--tunnel"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:

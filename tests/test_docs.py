@@ -26,6 +26,7 @@ import importlib
 import inspect
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -383,3 +384,288 @@ def test_api_index_lists_every_export() -> None:
     text = (DOCS / "reference.md").read_text(encoding="utf-8")
     named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)[(`]", text))
     assert sorted(set(wa_agent.__all__) - named) == []
+
+
+# --------------------------------------------------------------------------- shell commands
+#
+# Every command the README, the docs, SECURITY.md and the notebooks' text show must work as
+# written after the README's setup (`bash scripts/test`, then `source .venv/bin/activate`):
+# its program exists (in the project's virtual environment, on PATH, or installed by a
+# `pip install` shown earlier on the page), the files and modules it names exist, a
+# `wa-agent` command uses only subcommands and options the CLI has, and a `pip install` of
+# this project names its distribution and extras. Commands are read from ```bash/sh/shell/
+# console blocks (every line) and from inline `code` of two words or more that starts with
+# one of the project's tools, `bash scripts/...` or `.venv/bin/...` (one word is a name).
+
+SHELL_PAGES = [*PAGES, ROOT / "SECURITY.md", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+#: Pages a reader starts from: a bare venv tool may only appear after the activation line.
+ENTRY_PAGES = {ROOT / "README.md", DOCS / "quickstart.md"}
+ACTIVATE = "source .venv/bin/activate"
+VENV_BIN = Path(sys.executable).parent
+#: Tools that come from the project's virtual environment (not on PATH before activation).
+VENV_TOOLS = {"wa-agent", "python", "pip", "pytest", "jupyter", "mkdocs", "uvicorn", "ruff",
+              "mypy"}
+#: Programs installed by a `pip install` of another package shown earlier on the page.
+INSTALLED_BY = {"jupyter": {"jupyterlab", "notebook"}}
+SHELL_BUILTINS = {"export", "cd", "source", ".", "echo", "set", "unset", "cat"}
+_SHELL_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?:bash|sh|shell|console)[^\n]*\n(?P<body>.*?)^(?P=indent)```"
+    r"[ \t]*$", re.MULTILINE | re.DOTALL)
+_ANY_FENCE = re.compile(r"^(?P<indent>[ \t]*)```.*?^(?P=indent)```[ \t]*$",
+                        re.MULTILINE | re.DOTALL)
+_INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+_PLACEHOLDER = re.compile(r"<[^<>\n]+>")
+_OPERATORS = {"|", "||", "&&", ";", "&"}
+
+
+@dataclass(frozen=True)
+class Command:
+    """One shell command shown on a page."""
+
+    page: Path
+    offset: int  # where it is on the page (characters)
+    argv: tuple[str, ...]
+    inline: bool
+
+    @property
+    def where(self) -> str:
+        text = page_text(self.page)
+        return f"{self.page.relative_to(ROOT)}:{text.count(chr(10), 0, self.offset) + 1}: " \
+               f"{' '.join(self.argv)}"
+
+
+def page_text(page: Path) -> str:
+    """A markdown page, or a notebook's markdown cells (one after the other)."""
+    if page.suffix != ".ipynb":
+        return page.read_text(encoding="utf-8")
+    import json
+
+    cells = json.loads(page.read_text(encoding="utf-8"))["cells"]
+    return "\n\n".join("".join(cell["source"]) for cell in cells
+                       if cell["cell_type"] == "markdown")
+
+
+def split_commands(line: str) -> list[list[str]]:
+    """A shell line as commands (split at pipes, ``&&``, ``;``), each as its words, with
+    comments, redirections and ``<placeholders>`` (as ``PLACEHOLDER``) dealt with."""
+    import shlex
+
+    lexer = shlex.shlex(_PLACEHOLDER.sub("PLACEHOLDER", line), posix=True,
+                        punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:  # an unbalanced quote: inline code that is not a command
+        return []
+    commands: list[list[str]] = [[]]
+    skip_next = False
+    for token in tokens:
+        if skip_next:
+            skip_next = False
+        elif token in _OPERATORS:
+            commands.append([])
+        elif token in (">", ">>", "<", "2>"):
+            skip_next = True
+        else:
+            commands[-1].append(token)
+    return [command for command in commands if command]
+
+
+def _program(argv: list[str]) -> list[str]:
+    """Without leading ``NAME=value`` assignments."""
+    while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", argv[0]):
+        argv = argv[1:]
+    return argv
+
+
+def commands_of(page: Path) -> list[Command]:
+    text = page_text(page)
+    found: list[Command] = []
+    for match in _SHELL_FENCE.finditer(text):
+        body = "\n".join(line.removeprefix(match["indent"])
+                         for line in match["body"].split("\n"))
+        offset = match.start("body")
+        for line in body.replace("\\\n", " ").split("\n"):
+            for argv in split_commands(line):
+                if _program(argv):
+                    found.append(Command(page, offset, tuple(_program(argv)), inline=False))
+            offset += len(line) + 1
+    prose = _ANY_FENCE.sub(lambda m: " " * len(m[0]), text)  # offsets stay right
+    for match in _INLINE.finditer(prose):
+        for argv in split_commands(match[1]):
+            argv = _program(argv)
+            if len(argv) > 1 and (argv[0] in VENV_TOOLS or argv[0].startswith(".venv/bin/")
+                         or (argv[0] == "bash" and argv[1:2] and argv[1].startswith("scripts/"))):
+                found.append(Command(page, match.start(), tuple(argv), inline=True))
+    return sorted(found, key=lambda c: c.offset)
+
+
+def _project_extras() -> tuple[str, set[str]]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return project["name"], set(project["optional-dependencies"])
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _cli_options() -> dict[str, set[str]]:
+    """``wa-agent``'s subcommands and the option strings each accepts."""
+    import argparse
+
+    from wa_agent.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    top = set(parser._option_string_actions)
+    return {name: top | set(p._option_string_actions) for name, p in sub.choices.items()}
+
+
+def check_command(command: Command, installed: set[str]) -> str | None:
+    """What is wrong with ``command`` (``None``: nothing). ``installed``: the packages a
+    ``pip install`` earlier on the page installs."""
+    argv = list(command.argv)
+    program = argv[0]
+    if program in SHELL_BUILTINS:
+        if program == "source" and argv[1:] == [".venv/bin/activate"]:
+            return None if (VENV_BIN / "activate").is_file() else "no .venv/bin/activate"
+        return None
+    if program.startswith(".venv/bin/"):
+        program = program.removeprefix(".venv/bin/")
+        if not (VENV_BIN / program).exists():
+            return f"{program} is not in the virtual environment"
+    elif program in VENV_TOOLS:
+        if command.page in ENTRY_PAGES \
+                and not 0 <= page_text(command.page).find(ACTIVATE) < command.offset:
+            return f"{program} is shown before the page says `{ACTIVATE}`"
+        if not (VENV_BIN / program).exists() and not INSTALLED_BY.get(program, set()) & installed:
+            return f"{program} is not in the virtual environment (nor pip-installed above)"
+    elif shutil.which(program) is None:
+        return f"{program} is not on PATH"
+    args = argv[1:]
+    if program == "wa-agent" and args:
+        options = _cli_options()
+        if args[0] not in options:
+            return f"wa-agent has no subcommand {args[0]!r}"
+        unknown = [a.split("=")[0] for a in args[1:]
+                   if a.startswith("-") and a.split("=")[0] not in options[args[0]]]
+        if unknown:
+            return f"wa-agent {args[0]} has no option {', '.join(unknown)}"
+    if program in ("python", "python3") and args[:1] == ["-m"] and len(args) > 1:
+        import importlib.util
+
+        if importlib.util.find_spec(args[1]) is None:
+            return f"no module {args[1]}"
+    if program == "pip" and args[:1] == ["install"]:
+        name, extras = _project_extras()
+        for requirement in (a for a in args[1:] if not a.startswith("-")):
+            match = re.match(r"([A-Za-z0-9_.\-]+|\.)(?:\[([^\]]*)\])?", requirement)
+            assert match is not None, requirement
+            if match[1] == "." or _normalize(match[1]) == _normalize(name):
+                wanted = {e.strip() for e in (match[2] or "").split(",") if e.strip()}
+                if not wanted <= extras:
+                    return f"{name} has no extra {', '.join(sorted(wanted - extras))}"
+            elif _normalize(match[1]).replace("-", "_") == "wa_agent":
+                return f"the distribution is {name}, not {match[1]}"
+    for arg in args:  # files of the repository that the command names
+        first = arg.split("/", 1)[0]
+        if "/" in arg and first and "PLACEHOLDER" not in arg and (ROOT / first).is_dir() \
+                and first != ".venv" and not (ROOT / arg).exists():
+            return f"{arg} does not exist"
+    if program == "bash" and args and not (ROOT / args[0]).is_file():
+        return f"{args[0]} does not exist"
+    return None
+
+
+def _installs_above(commands: list[Command], command: Command) -> set[str]:
+    names: set[str] = set()
+    for earlier in commands:
+        if earlier.offset >= command.offset:
+            break
+        if earlier.argv[:2] == ("pip", "install"):
+            names |= {_normalize(re.split(r"[\[<>=@ ]", a)[0]) for a in earlier.argv[2:]
+                      if not a.startswith("-")}
+    return names
+
+
+SHELL_COMMAND_PAGES = [page for page in SHELL_PAGES if commands_of(page)]
+
+
+@pytest.mark.parametrize("page", SHELL_COMMAND_PAGES,
+                         ids=[p.name for p in SHELL_COMMAND_PAGES])
+def test_shell_commands_work_after_setup(page: Path) -> None:
+    """Every shell command the page shows can run as written after the README's setup:
+    the program exists (and, on the README and the quickstart, comes after the line that
+    activates the virtual environment), named files and modules exist, `wa-agent` options
+    exist, and `pip install` names this project's distribution and extras."""
+    commands = commands_of(page)
+    problems = []
+    for command in commands:
+        problem = check_command(command, _installs_above(commands, command))
+        if problem:
+            problems.append(f"{command.where}: {problem}")
+    assert problems == []
+
+
+def test_documented_wa_agent_commands_run_help() -> None:
+    """`wa-agent --help` and `wa-agent <subcommand> --help`, for every subcommand the docs
+    show, run from the virtual environment's console script."""
+    subcommands = {c.argv[1] for page in SHELL_PAGES for c in commands_of(page)
+                   if c.argv[0] in ("wa-agent", ".venv/bin/wa-agent") and len(c.argv) > 1}
+    assert subcommands == {"demo", "serve"}
+    for args in ([], *([name] for name in sorted(subcommands))):
+        proc = subprocess.run([str(VENV_BIN / "wa-agent"), *args, "--help"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage: wa-agent" in proc.stdout
+
+
+def test_the_command_checker_finds_mistakes(tmp_path: Path) -> None:
+    """The checker catches what this section exists for: a venv tool before the activation
+    line, an option the CLI lacks, a script that is not there, another project's name."""
+    page = ROOT / "README.md"
+
+    def check(argv: tuple[str, ...], offset: int = 10**9) -> str | None:
+        return check_command(Command(page, offset, argv, inline=False), set())
+
+    assert check(("wa-agent", "demo"), offset=0) is not None  # before `source ...`
+    assert check(("wa-agent", "demo", "--agent", "m:a", "--mode", "chat")) is None
+    assert "no option --colour" in (check(("wa-agent", "serve", "--colour")) or "")
+    assert "no subcommand" in (check(("wa-agent", "launch")) or "")
+    assert "does not exist" in (check(("bash", "scripts/nothing")) or "")
+    assert "does not exist" in (check(("python", "benchmarks/nothing.py")) or "")
+    assert "not wa_agent" in (check(("pip", "install", "wa_agent[all]")) or "")
+    assert "no extra" in (check(("pip", "install", "-e", ".[everything]")) or "")
+    assert check(("jupyter", "lab")) is None or "pip-installed" in (check(("jupyter", "lab"))
+                                                                     or "")
+    assert split_commands('echo hi | bash scripts/demo && X=1 wa-agent demo # note') == [
+        ["echo", "hi"], ["bash", "scripts/demo"], ["X=1", "wa-agent", "demo"]]
+
+
+_NAMED = re.compile(r"`(wa_agent(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?:\(\)|\(…\))?`")
+
+
+def test_names_in_the_prose_exist() -> None:
+    """Every `wa_agent.name.path` the prose of the README, the docs and the notebooks
+    mentions (outside code blocks) can be imported or looked up: the quickstart notebook
+    once pointed at a `wa_agent.DemoAgent` that is not exported."""
+    missing = []
+    for page in SHELL_PAGES:
+        prose = _ANY_FENCE.sub("", page_text(page))
+        for dotted in sorted(set(_NAMED.findall(prose))):
+            parts = dotted.split(".")
+            if parts[-1] in ("db", "py", "md", "toml", "sqlite3"):
+                continue  # a file name such as wa_agent.db
+            obj: Any = importlib.import_module(parts[0])
+            for i, part in enumerate(parts[1:], start=1):
+                if hasattr(obj, part):
+                    obj = getattr(obj, part)
+                    continue
+                try:
+                    obj = importlib.import_module(".".join(parts[: i + 1]))
+                except ImportError:
+                    missing.append(f"{page.relative_to(ROOT)}: {dotted}")
+                    break
+    assert missing == []

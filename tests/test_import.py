@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +34,13 @@ CORE_MODULES = (
 
 def run_fresh(code: str, *flags: str) -> tuple[Any, str]:
     """Run ``code`` in a new interpreter from the repository root; it prints one JSON
-    value on its last stdout line. Returns that value and stderr."""
+    value on its last stdout line. Returns that value and stderr. The interpreter is a
+    bare one: not measured by coverage (``bash scripts/test`` measures subprocesses, and
+    coverage imports modules of its own, sqlite3 among them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     proc = subprocess.run(
         [sys.executable, *flags, "-c", code], cwd=ROOT, capture_output=True, text=True,
-        timeout=60, check=False,
+        timeout=60, check=False, env=env,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr

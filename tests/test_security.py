@@ -741,13 +741,12 @@ async def escaping_agent(request: AgentRequest) -> AgentReply:
                                    mime_type="application/pdf", caption=f"cap{evil}")])
 
 
-async def test_demo_prints_no_control_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_prints_no_control_sequences() -> None:
     """`wa-agent demo` with a bot replying escape sequences (text, file name, caption) and
     a user typing them: what it prints holds no control character but newlines."""
-    monkeypatch.setattr(sys, "stdin", io.StringIO("hi \x1b[31mthere\x1b]0;x\x07\n"))
+    stdin = io.StringIO("hi \x1b[31mthere\x1b]0;x\x07\n")
     out = io.StringIO()
-    assert await run_demo(agent_spec="tests.test_security:escaping_agent", out=out,
-                          timeout=20) == 0
+    assert run_demo(escaping_agent, stdin=stdin, out=out, timeout=20) == 0
     printed = out.getvalue()
     assert "you said hi there" in printed and "[document: application/pdf" in printed
     assert not _CONTROLS & set(printed), repr(printed)

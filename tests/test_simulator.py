@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from wa_agent import AgentReply, AgentRequest, WhatsAppInterface
+from wa_agent import AgentReply, AgentRequest, InterfaceManager, WhatsAppInterface
 from wa_agent.testing import Simulator, webhooks
 
 
@@ -106,6 +106,36 @@ async def test_interface_keeps_its_own_sender_and_secrets() -> None:
         body = webhooks.envelope(messages=[webhooks.text_message("15551230050", "y")])
         (response,) = await sim.deliver(body, signed=False)
         assert response.status_code == 403
+
+
+async def test_interface_with_its_number_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With WHATSAPP_PHONE_NUMBER_ID exported (as after going live), an interface tested
+    on the simulator is written to on its own number and answers at once (the webhooks used
+    to carry the simulator's default number, which the interface ignored as foreign)."""
+    monkeypatch.setenv("WHATSAPP_PHONE_NUMBER_ID", "123456789012345")
+    interface = WhatsAppInterface(echo, mode="chat")
+    assert interface.phone_number_id == "123456789012345"
+    async with Simulator(interface) as sim:
+        assert sim.number_id_of(interface) == "123456789012345"
+        reply = await sim.user("15551230070").ask("hi", timeout=5)
+        assert reply.text == "echo:hi"
+        await sim.settle()
+        assert {m.phone_number_id for m in sim.emulator.messages} == {"123456789012345"}
+        assert sim.interface.health()["statuses"] == 3
+
+
+async def test_manager_interfaces_each_get_their_own_number() -> None:
+    """In a manager, the simulator's Sender for each interface uses that interface's own
+    number, and users reach the first interface on its number."""
+    first = WhatsAppInterface(echo, phone_number_id="111111111111111", prefix="/a")
+    second = WhatsAppInterface(echo, phone_number_id="222222222222222", prefix="/b")
+    async with Simulator(InterfaceManager([first, second])) as sim:
+        assert (await sim.user("15551230071").ask("x", timeout=5)).text == "echo:x"
+        assert first.sender is not None and second.sender is not None
+        assert (first.sender.phone_number_id, second.sender.phone_number_id) == (
+            "111111111111111", "222222222222222")
+        assert sim.number_id_of(second) == "222222222222222"
 
 
 async def test_not_running_is_a_clear_error() -> None:

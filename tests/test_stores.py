@@ -825,7 +825,7 @@ async def test_importing_wa_agent_never_imports_redis() -> None:
         "    print(e)\n"
     )
     result = await anyio.run_process([sys.executable, "-c", code], cwd=REPO)
-    assert "pip install 'wa_agent[redis]'" in result.stdout.decode()
+    assert "pip install 'wa-agent-host[redis]'" in result.stdout.decode()
 
 
 async def test_sqlite_grouped_adds_answer_like_one_call_after_another(

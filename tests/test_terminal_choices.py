@@ -3,10 +3,20 @@ here sends its choices itself, see test_simulator_rich.py)."""
 
 from __future__ import annotations
 
-import io
+from typing import Any
 
 from tests.test_simulator_rich import menu, start
-from wa_agent.terminal import _describe, _send_line
+from wa_agent.terminal import _describe, _exchange, parse_line, tap_or_text
+
+
+async def _type(sim: Any, user: Any, line: str, offered: Any) -> list[Any]:
+    """What the terminal does with a typed line while ``offered`` is the last reply with
+    choices: the bot's answers."""
+    action = parse_line(line)
+    assert action is not None and not isinstance(action, str)
+    replies = await _exchange(sim, user, tap_or_text(action, offered), 10.0, offered)
+    assert not isinstance(replies, str), replies
+    return replies
 
 
 async def test_choices_are_numbered_and_a_number_taps() -> None:
@@ -14,19 +24,15 @@ async def test_choices_are_numbered_and_a_number_taps() -> None:
     a number taps that choice; a number out of range, or with nothing offered, is sent as
     text."""
     sim, bot = await start(menu)
-    out = io.StringIO()
     try:
         user = sim.user("15551230001")
         offer = await user.ask("hi")
         assert _describe(offer) == "Coffee or tea?\n  1. Coffee\n  2. Tea"
-        await _send_line(user, "2", out, offer)
-        assert (await user.next_reply()).text == "You chose Tea (tea)"
+        assert (await _type(sim, user, "2", offer))[0].text == "You chose Tea (tea)"
         rows = await user.ask("more")
         assert _describe(rows).splitlines()[:3] == ["Pick a time", "  [Times]", "  1. 9:00 (free)"]
-        await _send_line(user, "5", out, rows)
-        assert (await user.next_reply()).text == "You chose 13:00 (t13)"
-        await _send_line(user, "7", out, rows)  # not a choice: just text
-        await user.next_reply()
+        assert (await _type(sim, user, "5", rows))[0].text == "You chose 13:00 (t13)"
+        await _type(sim, user, "7", rows)  # not a choice: just text
         await sim.settle()
     finally:
         await sim.stop()

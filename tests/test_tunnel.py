@@ -222,7 +222,7 @@ def test_missing_pyngrok_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     """Without pyngrok, open_tunnel raises a TunnelError that is also an ImportError and says
     which extra to install."""
     monkeypatch.setitem(sys.modules, "pyngrok", None)
-    with pytest.raises(TunnelError, match=r"pip install 'wa_agent\[tunnel\]'") as info:
+    with pytest.raises(TunnelError, match=r"pip install 'wa-agent-host\[tunnel\]'") as info:
         open_tunnel(9000, authtoken="t")
     assert isinstance(info.value, ImportError)
 

@@ -407,7 +407,7 @@ def test_widget_without_ipywidgets_says_which_extra(monkeypatch: pytest.MonkeyPa
     """Without ipywidgets the widget raises ImportError naming the notebook extra; the clog
     itself still works."""
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
-    with pytest.raises(ImportError, match=r"pip install 'wa_agent\[notebook\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'wa-agent-host\[notebook\]'"):
         ConversationsWidget()
     ConversationLog().inbound(msg())
 

@@ -7,6 +7,11 @@ buttons, "times" with a list, "where" with a location, "contact" with a contact 
 with a link button, "thanks" with a reaction; a voice note is echoed as its transcript when
 the interface has a transcriber. It is what ``wa-agent demo`` runs when no ``--agent`` is
 given.
+
+It decides from structured fields: what arrived is ``request.attachments``, what did not
+(a failed download) is in ``request.notes``, the message's kind and media reference are on
+``request.message``; ``request.text`` holds only the user's own words (or a voice note's
+transcript, or a tapped choice's title).
 """
 
 from __future__ import annotations
@@ -65,18 +70,29 @@ class DemoAgent:
             lines.append(line + ".")
         message = request.message
         text = request.text.strip()
+        plain = message is None or message.type == "text"
         if text and any(a.voice for a in request.attachments):
             lines.append(f'I heard: "{text}"')  # the transcript (with a transcriber)
-        feature = self._feature(text.lower()) if text and not request.attachments else None
+        feature = self._feature(text.lower()) if text and plain else None
         if feature is not None:
             return feature
-        if message is not None and message.location is not None:
+        if message is not None and message.media is not None and not request.attachments:
+            why = f" ({request.notes[0]})" if request.notes else ""
+            lines.append(f"Your {message.type} did not reach me{why}, so I cannot tell you "
+                         "what it is. Please send it again.")
+        elif message is not None and message.location is not None:
             loc = message.location
             place = f" ({loc.name})" if loc.name else ""
             lines.append(f"You are at {loc.latitude:.4f}, {loc.longitude:.4f}{place}.")
         elif message is not None and message.type == "interactive" and message.interactive:
             lines.append(f"You tapped: {message.interactive.title or message.interactive.id}.")
-        elif text and not request.attachments:
+        elif message is not None and message.type == "button" and message.button:
+            lines.append(f"You tapped: {message.button.text or message.button.payload}.")
+        elif message is not None and message.contacts:
+            names = ", ".join(card.formatted_name or "a contact" for card in message.contacts)
+            lines.append(f"You shared {len(message.contacts)} contact"
+                         f"{'s' if len(message.contacts) != 1 else ''}: {names}.")
+        elif text and not request.attachments and plain:
             lowered = text.lower()
             if any(word in lowered for word in ("picture", "image", "photo")):
                 return AgentReply(

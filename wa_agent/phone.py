@@ -204,7 +204,8 @@ def _import_ipywidgets() -> Any:
     try:
         import ipywidgets
     except ImportError as exc:
-        raise ImportError("PhoneWidget needs ipywidgets: pip install 'wa_agent[notebook]'") from exc
+        raise ImportError("PhoneWidget needs ipywidgets: pip install 'wa-agent-host[notebook]' "
+                          "(or pip install ipywidgets)") from exc
     return ipywidgets
 
 

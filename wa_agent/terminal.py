@@ -2,42 +2,142 @@
 
 Interactive use has line editing and history (``readline``); piped input works too: each
 line is sent, the bot's answers are printed, and the program ends at end of input.
-Commands: ``/image PATH``, ``/doc PATH``, ``/location LAT LON [NAME]``, ``/reset`` (sent to
-the bot), ``/help``, ``/quit``. Choices the bot offers are printed numbered; typing a number
-taps that choice. Everything the bot sends is stripped of terminal control
-sequences before it is printed.
+Commands: ``/image PATH``, ``/doc PATH``, ``/location LAT LON [NAME]``, the interface's
+reset command (``/reset``, chat mode only; sent to the bot), ``/help``, ``/quit``; a line
+starting with ``//`` is sent as text without its first ``/``. Any other ``/word`` is
+reported as unknown, not sent. Choices the bot offers are printed numbered; typing a number
+taps that choice. Everything the bot sends is stripped of terminal control sequences before
+it is printed.
+
+The simulator and the bot run on an event loop in a background thread while this thread
+reads the keyboard, so Ctrl-C at the prompt (or while waiting for an answer) leaves at
+once: the bot is stopped and the program ends. A second Ctrl-C while it stops quits
+without waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import mimetypes
-import shlex
+import os
+import signal
 import sys
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
 
-from .cli import load_object, strip_control
-from .interface import WhatsAppInterface
+from ._console import strip_control
 
-__all__ = ["run_demo"]
+if TYPE_CHECKING:
+    from .testing.simulator import Reply, SimulatedUser, Simulator
 
-HELP = """Type a message and press Enter. Commands:
-  /image PATH            send a photo          /doc PATH     send a document
-  /location LAT LON [NAME]  share a location   /reset        clear the conversation
-  /help                  this text             /quit         leave
-  1, 2, ...              tap a numbered choice the bot offered"""
+__all__ = ["parse_line", "run_demo"]
+
+T = TypeVar("T")
+
+#: How long stopping the bot may take before the program gives up waiting.
+STOP_TIMEOUT = 30.0
 
 
-def _describe(reply: Any) -> str:
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What one typed line asks for (see :func:`parse_line`)."""
+
+    kind: Literal["text", "image", "document", "location", "help", "quit", "tap"]
+    text: str = ""
+    path: Path | None = None
+    latitude: float = 0.0
+    longitude: float = 0.0
+
+
+def help_text(reset_command: str | None) -> str:
+    """The commands, as ``/help`` prints them (``reset_command``: only when the bot has
+    one, i.e. a chat-mode interface)."""
+    rows = [
+        ("/image PATH", "send a photo"),
+        ("/doc PATH", "send a document"),
+        ("/location LAT LON [NAME]", "share a location (degrees, e.g. 52.52 13.40 Berlin)"),
+    ]
+    if reset_command:
+        rows.append((reset_command, "clear the conversation (sent to the bot)"))
+    rows += [
+        ("1, 2, ...", "tap a numbered choice the bot offered"),
+        ("//text", "send text that starts with /"),
+        ("/help", "this list"),
+        ("/quit", "leave (Ctrl-D and Ctrl-C too)"),
+    ]
+    width = max(len(command) for command, _ in rows)
+    return "Type a message and press Enter. Commands:\n" + "\n".join(
+        f"  {command:<{width}}  {what}" for command, what in rows)
+
+
+def _unquote(raw: str) -> str:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    return raw
+
+
+def parse_line(line: str, *, reset_command: str | None = None) -> Action | str | None:
+    """Turn a typed line into an :class:`Action`, a message for the user (``str``: a usage
+    line or an unknown command; nothing is sent), or ``None`` for a blank line."""
+    line = line.strip()
+    if not line:
+        return None
+    if line.startswith("//"):
+        return Action("text", text=line[1:])
+    if line.isdigit():
+        return Action("tap", text=line)  # a numbered choice, when the bot offered some
+    if not line.startswith("/"):
+        return Action("text", text=line)
+    command, _, rest = line.partition(" ")
+    lowered = command.lower()
+    if lowered in ("/quit", "/exit"):
+        return Action("quit")
+    if lowered in ("/help", "/?"):
+        return Action("help")
+    if lowered in ("/image", "/doc"):
+        path = _unquote(rest)
+        if not path:
+            return f"usage: {lowered} PATH (a file on this computer)"
+        return Action("image" if lowered == "/image" else "document", path=Path(path))
+    if lowered == "/location":
+        return _location(rest)
+    if reset_command and lowered == reset_command.lower() and not rest.strip():
+        return Action("text", text=line)
+    return (f"unknown command {strip_control(command)}: /help lists the commands "
+            "(start the line with // to send it as text)")
+
+
+def _location(rest: str) -> Action | str:
+    usage = ("usage: /location LAT LON [NAME]: latitude -90 to 90 and longitude -180 to 180, "
+             "in degrees (e.g. /location 52.52 13.40 Berlin)")
+    words = rest.split()
+    if len(words) < 2:
+        return usage
+    try:
+        latitude, longitude = float(words[0]), float(words[1])
+    except ValueError:
+        return usage
+    if not (math.isfinite(latitude) and math.isfinite(longitude)
+            and -90 <= latitude <= 90 and -180 <= longitude <= 180):
+        return usage
+    return Action("location", text=" ".join(words[2:]), latitude=latitude,
+                  longitude=longitude)
+
+
+def _describe(reply: Reply) -> str:
     """One printable line for a reply; every field the bot (or a user) controls, type and
     MIME type included, is stripped of control sequences. Choices are listed numbered (type
     the number to tap one)."""
-    if reply.type == "text":
-        return strip_control(reply.text or "")
     rich = _describe_rich(reply)
     if rich is not None:
         return strip_control(rich)
+    if reply.type == "text":
+        return strip_control(reply.text or "")
     parts = [f"[{reply.type}"]
     if reply.mime_type:
         parts.append(f": {reply.mime_type}")
@@ -51,124 +151,232 @@ def _describe(reply: Any) -> str:
     return strip_control("".join(parts))
 
 
-def _describe_rich(reply: Any) -> str | None:
+def tap_or_text(action: Action, offered: Reply | None) -> Action:
+    """A typed number taps that choice of the last reply that offered some; with no such
+    choice it is sent as text."""
+    if action.kind == "tap" and not (offered is not None
+                                     and 1 <= int(action.text) <= len(offered.buttons)):
+        return Action("text", text=action.text)
+    return action
+
+
+def _describe_rich(reply: Reply) -> str | None:
     """Choices (numbered), a link button, a reaction, a location, contact cards or a voice
     note, readably; ``None`` for anything else."""
-    buttons = getattr(reply, "buttons", ())
-    if buttons:
+    if reply.buttons:
         lines = [reply.text or ""]
-        if getattr(reply, "list_button", None):
+        if reply.list_button:
             lines.append(f"  [{reply.list_button}]")
         lines += [f"  {n}. {c.title}" + (f" ({c.description})" if c.description else "")
-                  for n, c in enumerate(buttons, 1)]
+                  for n, c in enumerate(reply.buttons, 1)]
         return "\n".join(lines)
-    link = getattr(reply, "link_button", None)
+    link = reply.link_button
     if link is not None:
         return f"{reply.text or ''}\n  [{link.label}: {link.url}]"
-    if getattr(reply, "reaction", None):
+    if reply.reaction:
         return f"[reacted {reply.reaction}]"
-    location = getattr(reply, "location", None)
+    location = reply.location
     if location is not None:
         place = ", ".join(p for p in (location.name, location.address) if p)
         return f"[location {location.latitude}, {location.longitude}" + \
             (f": {place}]" if place else "]")
-    contacts = getattr(reply, "contacts", ())
-    if contacts:
+    if reply.contacts:
         return "\n".join(f"[contact {c.name}" + (f": {', '.join(c.phones)}]" if c.phones
-                                                 else "]") for c in contacts)
-    if getattr(reply, "voice", False):
+                                                 else "]") for c in reply.contacts)
+    if reply.voice:
         return f"[voice note, {reply.size} bytes]"
     return None
 
 
-async def _read_line(prompt: str, interactive: bool) -> str | None:
-    def read() -> str | None:
+class _LoopThread:
+    """An event loop running in a daemon thread; :meth:`run` waits for a coroutine on it
+    from the calling thread, which stays free to take Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, daemon=True,
+                                        name="wa-agent-demo-loop")
+        self._thread.start()
+
+    def _main(self) -> None:
+        # Ctrl-C must interrupt the thread that reads the keyboard: the kernel hands SIGINT
+        # to any thread that does not block it, and a loop thread (or a worker thread it
+        # starts, which inherits the mask) taking it would leave input() waiting.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            if interactive:
-                return input(prompt)
-            line = sys.stdin.readline()
-            return line.rstrip("\n") if line else None
-        except EOFError:
-            return None
+            return future.result(timeout)
+        except BaseException:  # Ctrl-C or a timeout: do not leave it running
+            future.cancel()
+            raise
 
-    return await asyncio.to_thread(read)
+    def close(self) -> None:
+        async def finish() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+            await self.loop.shutdown_default_executor()
+
+        try:
+            self.run(finish(), STOP_TIMEOUT)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(STOP_TIMEOUT)
+            if not self._thread.is_alive():
+                self.loop.close()
 
 
-async def run_demo(*, agent_spec: str | None = None, mode: str = "chat", name: str = "You",
-                   number: str = "15551230001", timeout: float = 120.0,
-                   out: TextIO | None = None) -> int:
-    """Start the simulator with the demo agent (or ``agent_spec``) and chat with it."""
+def run_demo(bot: Any = None, *, name: str = "You", number: str = "15551230001",
+             timeout: float = 120.0, stdin: TextIO | None = None,
+             out: TextIO | None = None) -> int:
+    """Start the simulator with ``bot`` (an agent, a :class:`~wa_agent.WhatsAppInterface`
+    or an :class:`~wa_agent.InterfaceManager`; default: the built-in demo bot in chat mode)
+    and chat with its first interface as the user ``number`` until end of input, ``/quit``
+    or Ctrl-C. Returns the exit status (0; 1 if the bot could not start)."""
+    from .interface import InterfaceMode, WhatsAppInterface
     from .testing.simulator import Simulator
 
+    stdin = stdin or sys.stdin
     out = out or sys.stdout
-    interactive = sys.stdin.isatty()
+    interactive = stdin is sys.stdin and stdin.isatty()
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:
             pass
-    if agent_spec:
-        agent = load_object(agent_spec)
-    else:
+    if bot is None:
         from .demo import DemoAgent
 
-        agent = DemoAgent()
-    interface = WhatsAppInterface(agent, mode=mode, name="demo")
-    async with Simulator(interface, statuses=True) as sim:
-        user = sim.user(number, name)
+        bot = WhatsAppInterface(DemoAgent(), mode="chat", name="demo")
+    sim = Simulator(bot, statuses=True)
+    interface = sim.interface
+    reset = interface.reset_command if interface.mode is InterfaceMode.CHAT else None
+    runner = _LoopThread()
+    try:
+        try:
+            user = runner.run(_start(sim, number, name))
+        except KeyboardInterrupt:
+            _stop(runner, sim, out)
+            return 0
+        except Exception as exc:  # noqa: BLE001 - shown to the user as one line
+            print(f"! the bot could not start: {strip_control(str(exc))}", file=out)
+            _stop(runner, sim, out)
+            return 1
         if interactive:
-            print(f"wa_agent demo: you are {name} (+{number}) chatting with the bot on a local "
-                  "WhatsApp simulator.\n" + HELP, file=out)
-        offered: Any = None  # the last reply with choices: its numbers are taps
-        while True:
-            line = await _read_line("you> ", interactive)
-            if line is None:
-                break
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                sent = await _send_line(user, line, out, offered)
-            except (OSError, ValueError, LookupError) as exc:
-                print(f"! {exc}", file=out)
-                continue
-            if sent is None:
-                if line in ("/quit", "/exit"):
-                    break
-                continue
-            try:
-                first = await user.next_reply(timeout)
-            except TimeoutError:
-                print(f"! no answer within {timeout:.0f} s", file=out)
-                continue
-            await sim.settle(timeout)
-            for reply in [first, *user.take_replies()]:
-                print(f"bot> {_describe(reply)}", file=out)
-                offered = reply if getattr(reply, "buttons", ()) else offered
+            print(f"You are {strip_control(name)} (+{number}), chatting with the bot on a "
+                  "local WhatsApp simulator.\n" + help_text(reset), file=out)
+        try:
+            _chat(runner, sim, user, reset=reset, timeout=timeout, interactive=interactive,
+                  stdin=stdin, out=out)
+        except KeyboardInterrupt:
+            print("\n(Ctrl-C: leaving; press it again to quit without waiting)", file=out)
             out.flush()
+        _stop(runner, sim, out)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        print("\n! quit without waiting for the bot to stop", file=out)
+        out.flush()
+        os._exit(130)
     return 0
 
 
-async def _send_line(user: Any, line: str, out: TextIO, offered: Any = None) -> str | None:
-    if line in ("/quit", "/exit"):
-        return None
-    if line.isdigit() and offered is not None and 1 <= int(line) <= len(offered.buttons):
-        return str(await user.tap(offered.buttons[int(line) - 1].id, on=offered))
-    if line == "/help":
-        print(HELP, file=out)
-        return None
-    if line.startswith(("/image ", "/doc ")):
-        command, _, raw = line.partition(" ")
-        path = Path(raw.strip())
-        data = await asyncio.to_thread(lambda: path.expanduser().read_bytes())
+async def _start(sim: Simulator, number: str, name: str) -> SimulatedUser:
+    await sim.start()
+    return sim.user(number, name)
+
+
+def _stop(runner: _LoopThread, sim: Simulator, out: TextIO) -> None:
+    """Stop the bot and the loop (a Ctrl-C meanwhile propagates at once: no waiting)."""
+    try:
+        runner.run(sim.stop(), STOP_TIMEOUT)
+    except TimeoutError:
+        print(f"! the bot did not stop within {STOP_TIMEOUT:g} s", file=out)
+    except Exception as exc:  # noqa: BLE001 - shown to the user as one line
+        print(f"! stopping the bot failed: {strip_control(str(exc))}", file=out)
+    runner.close()
+
+
+def _read_line(stdin: TextIO, interactive: bool) -> str | None:
+    if interactive:
+        try:
+            return input("you> ")
+        except EOFError:
+            return None
+    line = stdin.readline()
+    return line if line else None
+
+
+def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *, reset: str | None,
+          timeout: float, interactive: bool, stdin: TextIO, out: TextIO) -> None:
+    offered: Reply | None = None  # the last reply with choices: its numbers are taps
+    while True:
+        for reply in runner.run(_take(user)):  # unprompted messages (a heartbeat)
+            print(f"bot> {_describe(reply)}", file=out)
+            offered = reply if reply.buttons else offered
+        out.flush()
+        line = _read_line(stdin, interactive)
+        if line is None:
+            return
+        action = parse_line(line, reset_command=reset)
+        if action is None:
+            continue
+        if isinstance(action, str):
+            print(f"! {action}", file=out)
+            continue
+        if action.kind == "quit":
+            return
+        if action.kind == "help":
+            print(help_text(reset), file=out)
+            continue
+        result = runner.run(_exchange(sim, user, tap_or_text(action, offered), timeout,
+                                      offered))
+        if isinstance(result, str):
+            print(f"! {result}", file=out)
+            continue
+        for reply in result:
+            print(f"bot> {_describe(reply)}", file=out)
+            offered = reply if reply.buttons else offered
+
+
+async def _take(user: SimulatedUser) -> list[Reply]:
+    return user.take_replies()
+
+
+async def _exchange(sim: Simulator, user: SimulatedUser, action: Action,
+                    timeout: float, offered: Reply | None = None) -> list[Reply] | str:
+    """Send what ``action`` says and wait for the bot's answer; a ``str`` is a problem to
+    show the user."""
+    if action.kind == "tap":
+        assert offered is not None
+        await user.tap(offered.buttons[int(action.text) - 1].id, on=offered)
+    elif action.kind in ("image", "document"):
+        assert action.path is not None
+        path = action.path.expanduser()
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            return f"cannot read {strip_control(str(path))}: {exc.strerror or exc}"
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if command == "/image":
-            return str(await user.send_image(data, mime))
-        return str(await user.send_document(data, path.name, mime))
-    if line.startswith("/location "):
-        args = shlex.split(line)[1:]
-        if len(args) < 2:
-            raise ValueError("usage: /location LAT LON [NAME]")
-        return str(await user.send_location(float(args[0]), float(args[1]),
-                                            name=" ".join(args[2:]) or None))
-    return str(await user.send_text(line))
+        if action.kind == "image":
+            await user.send_image(data, mime)
+        else:
+            await user.send_document(data, path.name, mime)
+    elif action.kind == "location":
+        await user.send_location(action.latitude, action.longitude,
+                                 name=action.text or None)
+    else:
+        await user.send_text(action.text)
+    try:
+        first = await user.next_reply(timeout)
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    try:
+        await sim.settle(timeout)
+    except TimeoutError:
+        pass  # print what has arrived; the rest comes before the next prompt
+    return [first, *user.take_replies()]

@@ -199,7 +199,8 @@ def _import_pyngrok() -> tuple[Any, Any, Any]:
         from pyngrok import conf, exception, ngrok
     except ImportError as exc:
         raise _PyngrokMissing(
-            "opening a tunnel needs pyngrok: pip install 'wa_agent[tunnel]'"
+            "opening a tunnel needs pyngrok: pip install 'wa-agent-host[tunnel]' (or pip "
+            "install pyngrok)"
         ) from exc
     return conf, exception, ngrok
 

@@ -8,7 +8,7 @@ Two layers:
   :meth:`~ConversationLog.status`, :meth:`~ConversationLog.thinking` and
   :meth:`~ConversationLog.error`. Listeners registered with
   :meth:`~ConversationLog.subscribe` hear about every change.
-* :class:`ConversationsWidget` (extra ``notebook``: ``pip install 'wa_agent[notebook]'``) shows
+* :class:`ConversationsWidget` (extra ``notebook``: ``pip install 'wa-agent-host[notebook]'``) shows
   a log with core ipywidgets: one :class:`ipywidgets.HTML` row per contact, message bubbles in
   (left) and out (right) with time, delivery ticks, media placeholders, an agent-thinking
   indicator and highlighted errors. Every user-controlled string is HTML-escaped, only the
@@ -543,7 +543,8 @@ def _import_ipywidgets() -> Any:
         import ipywidgets
     except ImportError as exc:
         raise ImportError(
-            "ConversationsWidget needs ipywidgets: pip install 'wa_agent[notebook]'"
+            "ConversationsWidget needs ipywidgets: pip install 'wa-agent-host[notebook]' "
+            "(or pip install ipywidgets)"
         ) from exc
     return ipywidgets
 

@@ -1,6 +1,6 @@
 """A :class:`~wa_agent.stores.SessionStore` on Redis, for several processes or hosts.
 
-Needs the ``redis`` extra (``pip install 'wa_agent[redis]'``). Every step that must be atomic
+Needs the ``redis`` extra (``pip install 'wa-agent-host[redis]'``). Every step that must be atomic
 runs as one Lua script on the server, so dedupe, the inbox, delivery states and leases hold
 across every process sharing the server:
 
@@ -40,7 +40,8 @@ try:
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "RedisSessionStore needs the 'redis' extra: pip install 'wa_agent[redis]'"
+        "RedisSessionStore needs the 'redis' extra: pip install 'wa-agent-host[redis]' "
+        "(or pip install redis)"
     ) from exc
 
 __all__ = ["RedisSessionStore"]

@@ -172,7 +172,7 @@ class SimulatedUser:
         self.sent.append(item["id"])
         await self.sim.deliver(webhooks.envelope(
             messages=[item], profiles={self.number: self.name},
-            phone_number_id=self.sim.phone_number_id,
+            phone_number_id=self.sim.number_id_of(self.sim.interface),
             display_phone_number=self.sim.display_phone_number))
         return str(item["id"])
 
@@ -362,7 +362,7 @@ class Simulator:
         for interface in self.manager.interfaces:
             if interface.sender is None:
                 interface.use_sender(Sender(
-                    self.access_token, interface.phone_number_id or self.phone_number_id,
+                    self.access_token, self.number_id_of(interface),
                     base_url=self._emulator_server.url, retry=self.retry))
         self._unsubscribe = self.emulator.subscribe(self._on_outbound)
         self._client = httpx.AsyncClient(timeout=30.0)
@@ -417,6 +417,17 @@ class Simulator:
         from ..phone import PhoneWidget
 
         return PhoneWidget(self, number=number, name=name, max_messages=max_messages)
+
+    def number_id_of(self, interface: WhatsAppInterface) -> str:
+        """The ``phone_number_id`` the simulator's webhooks carry for ``interface``: the
+        interface's own (given, or from ``WHATSAPP_PHONE_NUMBER_ID``), else its Sender's,
+        else the simulator's ``phone_number_id``. An interface ignores webhooks for another
+        number, so users always write to the number the interface serves."""
+        if interface.phone_number_id:
+            return str(interface.phone_number_id)
+        if interface.sender is not None:
+            return str(interface.sender.phone_number_id)
+        return self.phone_number_id
 
     @property
     def webhook_url(self) -> str:
