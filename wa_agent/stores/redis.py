@@ -13,10 +13,16 @@ Scripts that redis-py may resend after a dropped connection carry a token, so a 
 call that did reach the server answers the same as the first attempt (``add_inbound`` and
 ``seen``) or does nothing twice (``complete``).
 
+Connections: the store keeps at most ``max_connections`` connections to the server and
+queues callers beyond that (for up to ``pool_timeout`` seconds) instead of failing them, so
+a burst of several hundred webhooks or workers at once is served, not answered with errors.
+
 Durability is the server's: use ``appendonly yes`` (``appendfsync everysec`` or ``always``)
 where acknowledged messages must survive a Redis restart. Keys live under
 ``{prefix}:i:{interface}:`` and ``{prefix}:lease:``. A standalone server (or a replicated
 primary) is expected, not Redis Cluster.
+
+Tested with redis-py 5.0.1 to 8.x (the range ``pyproject.toml`` allows).
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ T = TypeVar("T")
 
 #: A resent complete() recognises its first attempt for this long (ms).
 _COMPLETE_TOKEN_TTL_MS = 10 * 60 * 1000
+
+#: Connections one store opens to the server at most (callers beyond wait for one).
+DEFAULT_MAX_CONNECTIONS = 50
+#: Seconds a call waits for a free connection before it raises StoreError.
+DEFAULT_POOL_TIMEOUT = 10.0
 
 # KEYS: none. ARGV: base, ttl_ms, token, then 7 per item:
 #   id, sender, payload, received_at, attempts, has_progress ("0"/"1"), progress
@@ -232,6 +243,13 @@ class RedisSessionStore:
     delivery states are remembered (the server expires them). ``client`` is an existing
     ``redis.asyncio.Redis`` to borrow instead (it is not closed by :meth:`aclose`).
 
+    At most ``max_connections`` calls talk to the server at once (with a borrowed client,
+    the smaller of ``max_connections`` and its pool's own limit, since redis-py's default
+    pool raises "Too many connections" instead of waiting); further calls wait in order
+    for a free connection, for up to ``pool_timeout`` seconds, then raise
+    :class:`~wa_agent.StoreError`. Keep ``max_connections`` times the number of processes
+    sharing the server under its ``maxclients`` (10,000 by default).
+
     The store opens itself on first use (:meth:`open` checks the server with ``PING``);
     after :meth:`aclose`, call :meth:`open` to use it again. Errors talking to the server
     raise :class:`~wa_agent.StoreError`.
@@ -244,9 +262,22 @@ class RedisSessionStore:
         prefix: str = "wa_agent",
         dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
         client: aioredis.Redis | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
     ) -> None:
         if not prefix:
             raise ValueError("prefix must not be empty")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or (
+            max_connections < 1
+        ):
+            raise ValueError(f"max_connections must be an int of at least 1, got "
+                             f"{max_connections!r}")
+        if not pool_timeout >= 0:
+            raise ValueError(f"pool_timeout must be >= 0 seconds, got {pool_timeout!r}")
+        self._max_connections = max_connections
+        self._pool_timeout = float(pool_timeout)
+        self._slots: asyncio.Semaphore | None = None
+        self._slot_count = max_connections
         self._url = Secret(url)
         self._shown_url = "<client>" if client is not None else _mask(self._url.reveal())
         self._prefix = prefix
@@ -276,16 +307,29 @@ class RedisSessionStore:
 
     async def _open(self) -> None:
         client = self._borrowed
+        slots = self._max_connections
         if client is None:
+            # A plain pool of max_connections: _call never lets more calls through than
+            # that, so it never runs out (a BlockingConnectionPool would wait the same way
+            # but costs ~20 us more per call).
             try:
-                client = aioredis.Redis.from_url(
+                pool = aioredis.ConnectionPool.from_url(
                     self._url.reveal(),
+                    max_connections=self._max_connections,
                     decode_responses=True,
                     socket_connect_timeout=5.0,
                     socket_timeout=10.0,
+                    client_name=f"wa_agent:{self._prefix}",
                 )
             except ValueError as exc:
                 raise ValueError(f"invalid Redis URL {self._shown_url!r}: {exc}") from None
+            client = aioredis.Redis.from_pool(pool)
+        else:
+            # A pool of redis-py's default type raises instead of waiting once it is at its
+            # limit: never run more calls at once than it can hold.
+            limit = getattr(client.connection_pool, "max_connections", None)
+            if isinstance(limit, int) and limit >= 1:
+                slots = min(slots, limit)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
@@ -294,6 +338,8 @@ class RedisSessionStore:
             raise StoreError(f"cannot reach Redis at {self._shown_url}: {exc}") from exc
         self._client = client
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        self._slots = asyncio.Semaphore(slots)
+        self._slot_count = slots
         self._state = "open"
         logger.debug("Redis store opened at %s (prefix %s)", self._shown_url, self._prefix)
 
@@ -317,10 +363,28 @@ class RedisSessionStore:
 
     async def _call(self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         client = await self._ready()
+        slots = self._slots
+        if slots is None:  # pragma: no cover - open() sets it
+            raise RuntimeError("RedisSessionStore has no connection slots")
+        if slots.locked():  # every connection is busy: queue for one, within pool_timeout
+            try:
+                async with asyncio.timeout(self._pool_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise StoreError(
+                    f"Redis store at {self._shown_url} could not {what}: no connection came "
+                    f"free within pool_timeout={self._pool_timeout:g} s (all "
+                    f"max_connections={self._slot_count} busy); raise max_connections or "
+                    "pool_timeout, or check the server's latency"
+                ) from None
+        else:
+            await slots.acquire()  # free: returns at once
         try:
             return await fn(client)
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis store at {self._shown_url} could not {what}: {exc}") from exc
+        finally:
+            slots.release()
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._call(

@@ -1,0 +1,147 @@
+"""The Redis store against a real ``redis-server``: its connection pool under several hundred
+concurrent callers (direct calls and signed webhooks through a real interface), and the
+persistence check it makes when it opens (with servers started with and without AOF, and
+restarted under the store).
+
+The contract tests shared with the other backends are in ``tests/test_stores.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import httpx
+import pytest
+
+from wa_agent.agents import AgentRequest
+from wa_agent.stores import InboxItem
+from wa_agent.testing import webhooks
+from wa_agent.testing.simulator import Simulator
+
+pytest.importorskip("redis")
+from wa_agent.stores.redis import RedisSessionStore
+
+pytestmark = pytest.mark.redis
+
+IFACE = "WhatsApp"
+CONCURRENT = 400
+
+
+def _item(n: int, sender: str | None = None) -> InboxItem:
+    return InboxItem(f"wamid.{n}", sender or f"s{n % 50}", "{}", 1.0 + n)
+
+
+# -- the connection pool ------------------------------------------------------------------------
+
+
+async def test_hundreds_of_concurrent_add_inbound_calls_all_succeed(redis_url: str) -> None:
+    """400 add_inbound calls at once on a store opened from a URL: every one succeeds (the
+    pool waits for a free connection instead of raising "Too many connections") and every
+    item is in the inbox."""
+    async with RedisSessionStore(redis_url, prefix=f"t{uuid.uuid4().hex}") as store:
+        results = await asyncio.gather(
+            *(store.add_inbound(IFACE, [_item(n)]) for n in range(CONCURRENT)),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, f"{len(failures)} failed, first: {failures[0]!r}"
+        assert results == [[True]] * CONCURRENT
+        assert len(await store.pending(IFACE)) == CONCURRENT
+
+
+async def test_small_pool_makes_callers_wait_not_fail(redis_url: str) -> None:
+    """With ``max_connections=4`` the store never opens more than 4 connections, and 400
+    concurrent calls still all succeed (they queue for a connection)."""
+    import redis.asyncio as aioredis
+
+    prefix = f"t{uuid.uuid4().hex}"
+    async with RedisSessionStore(redis_url, prefix=prefix, max_connections=4) as store:
+        results = await asyncio.gather(
+            *(store.add_inbound(IFACE, [_item(n)]) for n in range(CONCURRENT)))
+        assert results == [[True]] * CONCURRENT
+        async with aioredis.Redis.from_url(redis_url) as observer:
+            clients = await observer.client_list()
+        # The store names its connections wa_agent:<prefix>; idle ones stay in its pool.
+        ours = [c for c in clients if c.get("name") == f"wa_agent:{prefix}"]
+        assert 1 <= len(ours) <= 4
+
+
+async def test_borrowed_client_with_a_small_raising_pool_still_serves_every_call(
+        redis_url: str) -> None:
+    """A borrowed client whose own pool raises at 10 connections (redis-py's default pool
+    type) serves 400 concurrent calls: the store queues its calls to fit the pool."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, max_connections=10)
+    try:
+        async with RedisSessionStore(client=client, prefix=f"t{uuid.uuid4().hex}") as store:
+            results = await asyncio.gather(
+                *(store.add_inbound(IFACE, [_item(n)]) for n in range(CONCURRENT)),
+                return_exceptions=True,
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            assert not failures, f"{len(failures)} failed, first: {failures[0]!r}"
+    finally:
+        await client.aclose()
+
+
+async def test_pool_timeout_gives_a_store_error_naming_the_pool(redis_url: str) -> None:
+    """When no connection frees up within ``pool_timeout`` the call raises StoreError saying
+    so (and how to raise the limit), instead of hanging."""
+    from wa_agent.exceptions import StoreError
+
+    async with RedisSessionStore(redis_url, prefix=f"t{uuid.uuid4().hex}", max_connections=1,
+                                 pool_timeout=0.2) as store:
+        # BLPOP holds the only connection until it is cancelled.
+        blocker = asyncio.ensure_future(
+            store._call("block", lambda c: c.blpop([f"t{uuid.uuid4().hex}"], timeout=5)))
+        await asyncio.sleep(0.1)
+        with pytest.raises(StoreError, match="max_connections=1") as info:
+            await store.add_inbound(IFACE, [_item(1)])
+        assert "pool_timeout" in str(info.value)
+        blocker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await blocker
+        assert await store.add_inbound(IFACE, [_item(2)]) == [True]  # the slot came back
+
+
+def test_pool_settings_are_validated() -> None:
+    """max_connections below 1 and a negative pool_timeout are refused at construction."""
+    with pytest.raises(ValueError, match="max_connections"):
+        RedisSessionStore(max_connections=0)
+    with pytest.raises(ValueError, match="pool_timeout"):
+        RedisSessionStore(pool_timeout=-1)
+
+
+async def test_hundreds_of_concurrent_signed_webhooks_on_a_redis_store(redis_url: str) -> None:
+    """300 signed webhooks from 300 senders posted at once to a real interface (uvicorn) on a
+    Redis store: every one is answered 200, every message is recorded and answered once."""
+    n = 300
+
+    async def agent(request: AgentRequest) -> str:
+        return f"ok {request.text}"
+
+    store = RedisSessionStore(redis_url, prefix=f"t{uuid.uuid4().hex}")
+    async with Simulator(agent, storage=store, statuses=False, max_concurrency=64) as sim:
+        bodies = [
+            webhooks.encode(webhooks.envelope(
+                messages=[webhooks.text_message(f"1555{k:07d}", f"m{k}")],
+                phone_number_id=sim.phone_number_id))
+            for k in range(n)
+        ]
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+            responses = await asyncio.gather(*(
+                client.post(sim.webhook_url, content=body, headers={
+                    "content-type": "application/json",
+                    "x-hub-signature-256": sim.sign(body)})
+                for body in bodies))
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == n, {s: statuses.count(s) for s in set(statuses)}
+        await sim.emulator.wait_for_messages(n, timeout=60)
+        await sim.settle(timeout=60)
+        assert sorted(m.text or "" for m in sim.emulator.messages) == sorted(
+            f"ok m{k}" for k in range(n))
+        assert await store.pending(sim.interface.name) == []
