@@ -299,6 +299,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 #: Submodule names that stay out of ``wa_agent.__all__`` on purpose (advanced or internal).
 NOT_EXPORTED = {
     "api_error_from_body",  # exceptions: build the right error from a Graph body
+    "ErrorRule", "error_rule",  # exceptions: the error-code table's rows
     "HeartbeatConfig", "heartbeat_from_agent",  # heartbeat: the interface's wiring
     "ConversationListener", "normalize_number",  # interface: widget hooks, number helper
     "describe_attachment",  # llm: text stand-in for media

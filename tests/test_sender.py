@@ -670,6 +670,41 @@ async def test_gives_up_after_max_attempts(
     assert "gave up after 3 attempts" in (info.value.__notes__ or [""])[0]
 
 
+@pytest.mark.parametrize("transient", [(131000, None), (None, 500)])
+async def test_throttling_does_not_use_up_the_transient_budget(
+    served: Served, make_sender: Callable[..., Sender], transient: tuple[int | None, int | None]
+) -> None:
+    """Two 130429s and then a transient 500 (Graph 131000 or a bare 5xx page), then success:
+    each kind of failure has its own attempt budget, so the message is delivered exactly
+    once (the 500 used to be refused as the third of three transient attempts)."""
+    served.emulator.fail_next(2, 130429)
+    served.emulator.fail_next(1, *transient)
+    sender = make_sender()
+    [wamid] = await sender.send_text(USER, "eventually")
+    assert [m.wamid for m in served.emulator.messages] == [wamid]
+    assert [c.status for c in message_calls(served.emulator)] == [429, 429, 500, 200]
+    assert sender.stats == SenderStats(requests=4, sent=1, retries=3, failures=0)
+
+
+async def test_every_kind_keeps_its_own_budget_within_the_overall_cap() -> None:
+    """The policy counts attempts per kind of failure (``attempt``) and caps the call's
+    attempts overall (``total``): a transient error after two throttles still gets its
+    first transient wait; max_total_attempts ends the call whatever the mix."""
+    policy = RetryPolicy(jitter=0)
+    throttled = RateLimitError("x", code=130429, http_status=429)
+    server_error = ServerError("x", code=131000, http_status=500)
+    pair = RateLimitError("x", code=131056, http_status=429)
+    assert policy.delay(server_error, 1, total=3) == 0.5
+    assert policy.delay(server_error, 3, total=3) is None  # its own budget is spent
+    assert policy.delay(pair, 1, total=9) == 1.0
+    assert policy.delay(pair, 1, total=10) is None  # the overall cap
+    assert policy.delay(throttled, 4, total=9) == 8.0
+    assert policy.transport_delay(1, total=10) is None
+    assert RetryPolicy(max_total_attempts=2).delay(throttled, 1, total=2) is None
+    with pytest.raises(ValueError, match="max_total_attempts"):
+        RetryPolicy(max_total_attempts=0)
+
+
 async def test_pair_rate_limit_holds_only_that_recipient(
     served: Served, make_sender: Callable[..., Sender]
 ) -> None:

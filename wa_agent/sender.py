@@ -41,6 +41,7 @@ from ._transport import unlink_response
 from .exceptions import (
     ConfigurationError,
     MediaError,
+    RetryKind,
     TransportError,
     WhatsAppAPIError,
     api_error_from_body,
@@ -68,9 +69,6 @@ MAX_REDIRECTS: Final = 5
 #: bytes, a file path, a media id, or an http(s) link.
 MediaSource = bytes | bytearray | memoryview | os.PathLike[str] | str
 
-_THROTTLE_CODE = 130429
-_PAIR_RATE_CODE = 131056
-_TRANSIENT_CODES = frozenset({1, 2, 131000, 131016})
 _META_SUFFIXES = (".facebook.com", ".fbsbx.com", ".fbcdn.net")
 _META_DOMAINS = frozenset({"facebook.com", "fbsbx.com", "fbcdn.net"})
 _PHONE_RE = re.compile(r"\+?[\d\s\-().]+")
@@ -88,17 +86,25 @@ Sleep = Callable[[float], Awaitable[None]]
 class RetryPolicy:
     """Which failed calls are tried again, and how long to wait first.
 
-    Keyed on Meta's ``error.code`` (the HTTP status only when there is no Graph error):
+    Keyed on the error's :class:`~wa_agent.exceptions.RetryKind`, which the one table of
+    Graph error codes gives (:data:`wa_agent.exceptions.ERROR_CODES`):
 
-    * ``130429`` (number throughput) and HTTP 429 without a code: exponential backoff
+    * ``THROTTLE`` (``130429``, HTTP 429 without a code): exponential backoff
       ``base_delay * 2**n`` with ``±jitter``, up to ``max_attempts`` attempts; a Sender
       waits by pausing the number's rate limiter, since every send from the number would
       hit the same limit;
-    * ``131056`` (pair rate): ``4**n`` seconds (1, 4, 16, ...) for that recipient only, up to
-      ``pair_rate_attempts`` attempts; sends to other recipients go on meanwhile;
-    * ``1``, ``2``, ``131000``, ``131016``, HTTP 5xx and connection failures:
+    * ``PAIR_RATE`` (``131056``): ``4**n`` seconds (1, 4, 16, ...) for that recipient only,
+      up to ``pair_rate_attempts`` attempts; sends to other recipients go on meanwhile;
+    * ``TRANSIENT`` (``1``, ``2``, ``131000``, ``131016``, HTTP 5xx, connection failures):
       ``transient_delay * 2**n`` with jitter, up to ``transient_attempts`` attempts;
-    * anything else (131047, 131026, 190, 100, 4, 80007, 131057, ...) raises at once.
+    * ``LATER`` (``4``, ``80007``, ``131057``: minutes, not seconds) and ``NEVER`` (131047,
+      131026, 190, 100, ...) raise at once; a ``LATER`` error is ``retryable``, so the
+      interface tries the message again from its inbox.
+
+    Each kind has its own budget: throttling before a server error does not use up the
+    server error's attempts (no kind gets more than ``max_attempts``). One call makes at
+    most ``max_total_attempts`` attempts whatever the mix; with the defaults its waits add
+    up to under a minute (throttle 1+2+4+8 s, pair rate 1+4+16 s, transient 0.5+1 s).
 
     A ``Retry-After`` header is honoured: the wait is at least that long, and a call told to
     wait longer than ``max_delay`` is not retried. Every wait is capped at ``max_delay``
@@ -111,6 +117,7 @@ class RetryPolicy:
     max_attempts: int = 5
     transient_attempts: int = 3
     pair_rate_attempts: int = 4
+    max_total_attempts: int = 10
     base_delay: float = 1.0
     transient_delay: float = 0.5
     max_delay: float = 60.0
@@ -121,7 +128,8 @@ class RetryPolicy:
     rng: random.Random | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_attempts", "transient_attempts", "pair_rate_attempts"):
+        for name in ("max_attempts", "transient_attempts", "pair_rate_attempts",
+                     "max_total_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RetryPolicy.{name} must be at least 1")
         if not 0 <= self.jitter < 1:
@@ -132,26 +140,41 @@ class RetryPolicy:
     @classmethod
     def never(cls) -> RetryPolicy:
         """A policy that never retries."""
-        return cls(max_attempts=1, transient_attempts=1, pair_rate_attempts=1)
+        return cls(max_attempts=1, transient_attempts=1, pair_rate_attempts=1,
+                   max_total_attempts=1)
 
     def delay(
-        self, error: WhatsAppAPIError, attempt: int, *, retry_after: float | None = None
+        self,
+        error: WhatsAppAPIError,
+        attempt: int,
+        *,
+        retry_after: float | None = None,
+        total: int | None = None,
     ) -> float | None:
-        """Seconds to wait before trying again after ``error`` on attempt ``attempt``
-        (1-based), or ``None`` when the call must not be retried."""
-        code, status = error.code, error.http_status
-        if code == _PAIR_RATE_CODE:
+        """Seconds to wait before trying again after ``error``, or ``None`` when the call
+        must not be retried. ``attempt`` counts the call's attempts that failed the same
+        way (the same :class:`~wa_agent.exceptions.RetryKind`), 1-based; ``total`` all of
+        its attempts so far (default ``attempt``)."""
+        if (attempt if total is None else total) >= self.max_total_attempts:
+            return None
+        kind = error.retry_kind
+        if kind is RetryKind.PAIR_RATE:
             return self._wait(attempt, self.pair_rate_attempts, 4.0 ** (attempt - 1), 0.0,
                               retry_after)
-        if code == _THROTTLE_CODE or (code is None and status == 429):
+        if kind is RetryKind.THROTTLE:
             return self._wait(attempt, self.max_attempts, self.base_delay * 2.0 ** (attempt - 1),
                               self.jitter, retry_after)
-        if code in _TRANSIENT_CODES or (code is None and status is not None and status >= 500):
-            return self.transport_delay(attempt, retry_after=retry_after)
-        return None
+        if kind is RetryKind.TRANSIENT:
+            return self.transport_delay(attempt, retry_after=retry_after, total=total)
+        return None  # LATER (the caller retries in minutes) or NEVER
 
-    def transport_delay(self, attempt: int, *, retry_after: float | None = None) -> float | None:
-        """Wait after a connection failure or transient error on attempt ``attempt``."""
+    def transport_delay(
+        self, attempt: int, *, retry_after: float | None = None, total: int | None = None
+    ) -> float | None:
+        """Wait after a connection failure or transient error; ``attempt`` counts the
+        call's transient failures, ``total`` all its attempts (see :meth:`delay`)."""
+        if (attempt if total is None else total) >= self.max_total_attempts:
+            return None
         return self._wait(attempt, self.transient_attempts,
                           self.transient_delay * 2.0 ** (attempt - 1), self.jitter, retry_after)
 
@@ -865,6 +888,7 @@ class Sender:
         headers = self._headers(url)
         path = httpx.URL(url).path
         attempt = 0
+        failed: dict[RetryKind, int] = {}  # attempts that failed, per kind: one budget each
         just_waited_for_pair = False
         while True:
             attempt += 1
@@ -898,7 +922,8 @@ class Sender:
                 logger.info("%s %s -> %s in %.0f ms (attempt %d)",
                             method, path, type(exc).__name__, elapsed, attempt)
                 maybe_delivered = not isinstance(exc, _NOT_SENT)
-                delay = self.retry.transport_delay(attempt)
+                failed[RetryKind.TRANSIENT] = tries = failed.get(RetryKind.TRANSIENT, 0) + 1
+                delay = self.retry.transport_delay(tries, total=attempt)
                 if isinstance(exc, httpx.UnsupportedProtocol) or (
                     maybe_delivered and message and not self.retry.resend_on_read_timeout
                 ):
@@ -935,14 +960,16 @@ class Sender:
                     ) from None
             error = api_error_from_body(_body(response), response.status_code)
             retry_after = _retry_after(response.headers.get("retry-after"))
-            delay = self.retry.delay(error, attempt, retry_after=retry_after)
+            kind = error.retry_kind
+            failed[kind] = tries = failed.get(kind, 0) + 1
+            delay = self.retry.delay(error, tries, retry_after=retry_after, total=attempt)
             if delay is None:
                 self.stats.failures += 1
                 if attempt > 1:
                     error.add_note(f"gave up after {attempt} attempts")
                 raise error
             self.stats.retries += 1
-            if error.code == _PAIR_RATE_CODE and recipient is not None:
+            if kind is RetryKind.PAIR_RATE and recipient is not None:
                 # Other sends to this recipient wait too; sends to others do not.
                 until = time.monotonic() + delay
                 self._pair_gate[recipient] = max(self._pair_gate.get(recipient, 0.0), until)
@@ -950,7 +977,7 @@ class Sender:
                 if self._pair_gate.get(recipient) == until:
                     del self._pair_gate[recipient]  # waited out
                 just_waited_for_pair = True
-            elif error.code == _THROTTLE_CODE and rate_limited and self.rate_limiter is not None:
+            elif kind is RetryKind.THROTTLE and rate_limited and self.rate_limiter is not None:
                 # The whole number is throttled: hold every send back; our own next
                 # attempt waits for its slot in the bucket.
                 self.rate_limiter.pause(delay)
@@ -974,6 +1001,7 @@ class Sender:
         except (httpx.InvalidURL, TypeError, ValueError):
             raise MediaError("the media URL is not a valid URL") from None
         attempt = 0
+        failed: dict[RetryKind, int] = {}
         hops = 0
         while True:
             attempt += 1
@@ -1001,6 +1029,7 @@ class Sender:
                                 except httpx.InvalidURL:
                                     raise MediaError("redirected to an invalid URL") from None
                                 attempt = 0
+                                failed.clear()
                                 continue
                             if response.status_code == 404:
                                 raise _NotFound()
@@ -1015,7 +1044,8 @@ class Sender:
             except httpx.TransportError as exc:
                 self.stats.requests += 1
                 logger.info("GET %s -> %s (attempt %d)", where, type(exc).__name__, attempt)
-                delay = self.retry.transport_delay(attempt)
+                failed[RetryKind.TRANSIENT] = tries = failed.get(RetryKind.TRANSIENT, 0) + 1
+                delay = self.retry.transport_delay(tries, total=attempt)
                 if delay is None:
                     self.stats.failures += 1
                     raise TransportError(
@@ -1028,7 +1058,8 @@ class Sender:
             except MediaError:
                 self.stats.failures += 1
                 raise
-            delay = self.retry.delay(error, attempt)
+            failed[error.retry_kind] = tries = failed.get(error.retry_kind, 0) + 1
+            delay = self.retry.delay(error, tries, total=attempt)
             if delay is None:
                 self.stats.failures += 1
                 raise error
