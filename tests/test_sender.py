@@ -790,8 +790,9 @@ async def test_rate_limiter_refills_while_idle() -> None:
 async def test_sender_sends_through_its_rate_limiter(
     served: Served, make_sender: Callable[..., Sender]
 ) -> None:
-    """Sends and read receipts each take a slot of the number's bucket; a 130429 pauses
-    the whole bucket for the backoff."""
+    """Sends take a slot of the number's bucket (read receipts do not by default; with
+    ``read_receipts_count=True`` they do); a 130429 pauses the whole bucket for the
+    backoff."""
     clock = FakeClock()
     limiter = RateLimiter(5, burst=1, clock=clock, sleep=clock.sleep)
     recorder = Recorder()
@@ -799,12 +800,66 @@ async def test_sender_sends_through_its_rate_limiter(
     await sender.send_text(USER, "1")
     await sender.send_text(USER, "2")
     await sender.mark_read("wamid.X")
+    assert clock.sleeps == pytest.approx([0.2])
+    counting = make_sender(rate_limit=limiter, read_receipts_count=True)
+    await counting.mark_read("wamid.Y")
     assert clock.sleeps == pytest.approx([0.2, 0.2])
     clock.sleeps.clear()
     served.emulator.fail_next(1, 130429)
     await sender.send_text(USER, "3")
     assert recorder.waits == []  # the backoff is the bucket's pause, not a separate sleep
     assert clock.sleeps == pytest.approx([0.2, 1.0])  # slot for "3", then the 1 s pause
+
+
+@pytest.mark.parametrize(("receipts_count", "fake_seconds"), [(False, 1.9), (True, 3.9)])
+async def test_read_receipts_leave_the_reply_rate_alone(
+    served: Served, make_sender: Callable[..., Sender], receipts_count: bool,
+    fake_seconds: float,
+) -> None:
+    """A bot marking each of 20 messages read (with typing) and answering it, on a 10/s
+    number: the 20 replies take 1.9 s of the limiter's clock, i.e. the configured 10/s,
+    because read receipts take no slot. Counting receipts (the old behaviour, now opt-in)
+    halves the reply rate: 3.9 s. Every receipt and reply reaches the emulator."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=1, clock=clock, sleep=clock.sleep)
+    sender = make_sender(rate_limit=limiter, read_receipts_count=receipts_count)
+    start = clock.now
+    for n in range(20):
+        await sender.mark_read(f"wamid.IN{n}", typing=True)
+        await sender.send_text(USER, f"reply {n}")
+    assert clock.now - start == pytest.approx(fake_seconds)
+    assert len(served.emulator.reads) == 20
+    assert served.emulator.texts_to(USER) == [f"reply {n}" for n in range(20)]
+    state = sender.rate_limit_state()
+    assert state == {"messages_per_second": 10.0, "burst": 1.0,
+                     "read_receipts_count": receipts_count, "throttled_for": 0.0}
+
+
+async def test_read_receipts_wait_out_a_throttle_pause_without_a_slot(
+    served: Served, make_sender: Callable[..., Sender]
+) -> None:
+    """While the number is paused after a 130429 a read receipt waits the pause out (it is
+    not sent into a throttled number) but takes no slot afterwards; rate_limit_state()
+    shows the pause."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=1, clock=clock, sleep=clock.sleep)
+    sender = make_sender(rate_limit=limiter)
+    limiter.pause(5.0)
+    assert sender.rate_limit_state()["throttled_for"] == 5.0
+    await sender.mark_read("wamid.IN1")
+    assert clock.sleeps == pytest.approx([5.0])
+    assert sender.rate_limit_state()["throttled_for"] == 0.0
+    await sender.mark_read("wamid.IN2")
+    await sender.send_text(USER, "after the pause")
+    assert clock.sleeps == pytest.approx([5.0])  # neither waited for a slot
+    assert len(served.emulator.reads) == 2
+
+
+async def test_rate_limit_state_without_a_limit(make_sender: Callable[..., Sender]) -> None:
+    """With ``rate_limit=None`` the state says there is no limit."""
+    assert make_sender(rate_limit=None).rate_limit_state() == {
+        "messages_per_second": None, "burst": None, "read_receipts_count": False,
+        "throttled_for": 0.0}
 
 
 class Counting:

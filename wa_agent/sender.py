@@ -223,6 +223,7 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._tat = -math.inf  # theoretical arrival time of the next call
+        self._paused_until = -math.inf
 
     def __repr__(self) -> str:
         return f"RateLimiter(rate={self.rate:g}, burst={self.burst:g})"
@@ -243,7 +244,20 @@ class RateLimiter:
 
     def pause(self, seconds: float) -> None:
         """Let no call start for ``seconds`` (after the number was throttled)."""
-        self._tat = max(self._tat, self._clock() + seconds + self._tolerance)
+        now = self._clock()
+        self._tat = max(self._tat, now + seconds + self._tolerance)
+        self._paused_until = max(self._paused_until, now + seconds)
+
+    def paused_for(self) -> float:
+        """Seconds left of the current :meth:`pause` (0 when not paused)."""
+        left = self._paused_until - self._clock()
+        return left if left > 1e-9 else 0.0
+
+    async def wait_out_pause(self) -> None:
+        """Wait until the current :meth:`pause` is over, without taking a slot (for calls
+        that do not count against the rate but must not be made while throttled)."""
+        while (left := self.paused_for()) > 0:
+            await (self._sleep or anyio.sleep)(left)
 
 
 # --------------------------------------------------------------------------- values
@@ -297,6 +311,16 @@ class Sender:
     httpcore's bookkeeping grow with the square of its size), ``timeout`` applies to each
     request (default: the shared client's own, or :data:`DEFAULT_TIMEOUT`).
 
+    ``read_receipts_count`` says whether :meth:`mark_read` (read receipts and the typing
+    indicator) takes a slot of the rate limiter. Meta counts *messages* against a number's
+    throughput ("inclusive of inbound and outbound messages and all message types", the
+    Throughput page of the Cloud API docs); a read receipt is not a message (no wamid, no
+    status webhooks, not billed) and no Meta page counts it, so by default it does not take
+    a slot (otherwise a bot that marks each message read answers at half the configured
+    rate). It still waits out a throttle pause, and a 130429 answered to it pauses the
+    number like any other. ``read_receipts_count=True`` makes receipts take slots too.
+    :meth:`rate_limit_state` reports the effective limit (for ``/health``).
+
     ``transport`` picks what the Sender's own client sends with: ``"auto"`` (default) is
     the lean HTTP/1.1 :class:`~wa_agent._transport.FastTransport` on asyncio, or httpx's
     own transport when an ``HTTP(S)_PROXY``/``ALL_PROXY`` is set in the environment (or the
@@ -318,6 +342,7 @@ class Sender:
         timeout: float | httpx.Timeout | None = None,
         user_agent: str | None = None,
         transport: str | httpx.AsyncBaseTransport = "auto",
+        read_receipts_count: bool = False,
     ) -> None:
         token = Secret(access_token)
         if not token:
@@ -350,6 +375,7 @@ class Sender:
         else:
             self.rate_limiter = None
         self.max_in_flight = max_in_flight
+        self.read_receipts_count = read_receipts_count
         self.stats = SenderStats()
         if user_agent is None:
             from . import __version__
@@ -381,6 +407,21 @@ class Sender:
     def is_closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._closed
+
+    def rate_limit_state(self) -> dict[str, float | bool | None]:
+        """The effective rate limit, JSON-ready (for a ``/health`` answer):
+
+        * ``messages_per_second``: the configured rate (``None``: no limit), ``burst``;
+        * ``read_receipts_count``: whether read receipts and typing indicators take slots;
+        * ``throttled_for``: seconds left of the pause after a 130429 (0: not throttled).
+        """
+        limiter = self.rate_limiter
+        return {
+            "messages_per_second": None if limiter is None else limiter.rate,
+            "burst": None if limiter is None else limiter.burst,
+            "read_receipts_count": self.read_receipts_count,
+            "throttled_for": 0.0 if limiter is None else round(limiter.paused_for(), 3),
+        }
 
     async def __aenter__(self) -> Self:
         if self._closed:
@@ -578,7 +619,8 @@ class Sender:
         }
         if typing:
             payload["typing_indicator"] = {"type": "text"}
-        await self._request("POST", self._url("messages"), json=payload, rate_limited=True)
+        await self._request("POST", self._url("messages"), json=payload, rate_limited=True,
+                            counted=self.read_receipts_count)
 
     # ----------------------------------------------------------------- media
 
@@ -877,12 +919,14 @@ class Sender:
         message: bool = False,
         recipient: str | None = None,
         rate_limited: bool = False,
+        counted: bool = True,
     ) -> Any:
         """One Graph call with retries; returns the parsed JSON of the 2xx answer.
 
         ``message`` marks a message send (never resent after a possible delivery);
-        ``recipient`` keys the 131056 pair-rate wait; ``rate_limited`` takes a token from
-        the number's bucket before each attempt.
+        ``recipient`` keys the 131056 pair-rate wait; ``rate_limited`` makes each attempt
+        wait for the number's bucket: take a slot, or with ``counted=False`` (read
+        receipts) only wait out a throttle pause.
         """
         client = self._http()
         headers = self._headers(url)
@@ -896,7 +940,10 @@ class Sender:
                 await self._wait_for_pair_gate(recipient)
             just_waited_for_pair = False
             if rate_limited and self.rate_limiter is not None:
-                await self.rate_limiter.acquire()
+                if counted:
+                    await self.rate_limiter.acquire()
+                else:
+                    await self.rate_limiter.wait_out_pause()
             started = time.perf_counter()
             try:
                 async with self._semaphore:
