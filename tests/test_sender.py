@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.helpers import httpx_garbage
+from wa_agent._transport import FastTransport
 from wa_agent.exceptions import (
     AccountError,
     AuthenticationError,
@@ -109,13 +110,25 @@ def served(server: Served) -> Served:
     return server
 
 
-@pytest.fixture
-async def make_sender(served: Served) -> AsyncIterator[Callable[..., Sender]]:
-    """Factory of Senders pointed at the emulator; all closed at teardown.
+@pytest.fixture(params=["fast", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport the Senders of a test send through: the lean FastTransport (what a
+    Sender uses by default) or httpx's own (httpcore, what it falls back to behind a
+    proxy). Every test using ``make_sender`` runs on both."""
+    kind: str = request.param
+    return kind
 
-    Unless ``own_client=True``, each Sender shares a test client without keep-alive: a new
+
+@pytest.fixture
+async def make_sender(served: Served, transport: str) -> AsyncIterator[Callable[..., Sender]]:
+    """Factory of Senders pointed at the emulator, on the ``transport`` of this run; all
+    closed at teardown.
+
+    Unless ``own_client=True`` (the Sender builds its client with ``transport="auto"`` or
+    ``"httpx"``), each Sender shares a test client: on httpcore without keep-alive (a new
     connection per request sidesteps the 40 ms Nagle/delayed-ACK stall of reused loopback
-    connections to uvicorn (see the report), which keeps this module fast.
+    connections, which keeps this module fast), on FastTransport with its keep-alive pool
+    (its connections set TCP_NODELAY). A test passing ``client=`` brings its own.
     """
     senders: list[Sender] = []
     clients: list[httpx.AsyncClient] = []
@@ -123,11 +136,15 @@ async def make_sender(served: Served) -> AsyncIterator[Callable[..., Sender]]:
     def factory(**kwargs: Any) -> Sender:
         kwargs.setdefault("retry", fast())
         kwargs.setdefault("base_url", served.url)
-        if kwargs.pop("own_client", False) is False and "client" not in kwargs:
-            client = httpx.AsyncClient(
-                limits=httpx.Limits(max_keepalive_connections=0),
-                timeout=kwargs.pop("client_timeout", 10.0),
-            )
+        timeout = kwargs.pop("client_timeout", 10.0)
+        if kwargs.pop("own_client", False):
+            kwargs.setdefault("transport", "auto" if transport == "fast" else "httpx")
+        elif "client" not in kwargs:
+            if transport == "fast":
+                client = httpx.AsyncClient(transport=FastTransport(), timeout=timeout)
+            else:
+                client = httpx.AsyncClient(
+                    limits=httpx.Limits(max_keepalive_connections=0), timeout=timeout)
             clients.append(client)
             kwargs["client"] = client
         sender = Sender(kwargs.pop("access_token", TOKEN), PNID, **kwargs)

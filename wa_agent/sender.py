@@ -20,7 +20,6 @@ Two safety rules hold for every call:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
@@ -37,7 +36,7 @@ import anyio
 import httpx
 
 from ._media import MEDIA_MIME_TYPES, MEDIA_SIZE_LIMITS, base_mime, kind_for_mime, sniff_mime
-from ._transport import unlink_response
+from ._transport import choose_transport, unlink_response
 from .exceptions import (
     ConfigurationError,
     MediaError,
@@ -742,18 +741,7 @@ class Sender:
 
     def _make_transport(self) -> httpx.AsyncBaseTransport | None:
         """The transport for the Sender's own client; None means httpx's default."""
-        choice = self._transport_choice
-        if not isinstance(choice, str):
-            return choice
-        if choice == "httpx" or _env_proxies():
-            return None
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # not on asyncio (trio): httpx's transport handles that
-            return None
-        from ._transport import FastTransport
-
-        return FastTransport(max_connections=self.max_in_flight)
+        return choose_transport(self._transport_choice, max_connections=self.max_in_flight)
 
     def token_allowed(self, url: str | httpx.URL) -> bool:
         """Whether the access token may be sent to ``url``: Meta's hosts over HTTPS, or
@@ -1115,15 +1103,6 @@ class Sender:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _env_proxies() -> bool:
-    """Whether a proxy httpx would use (trust_env) is configured: ``HTTP(S)_PROXY`` /
-    ``ALL_PROXY``, or the system settings on Windows and macOS, as httpx reads them."""
-    from urllib.request import getproxies
-
-    proxies = getproxies()
-    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
