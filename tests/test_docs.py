@@ -306,6 +306,7 @@ NOT_EXPORTED = {
     "parse_timestamp",  # parser
     "reveal",  # secret
     "print_dashboard_instructions",  # tunnel
+    "uvicorn_options",  # server: ServerLimits as uvicorn settings
     "Conversation", "LogEntry", "render_conversation",  # widget internals
 }
 PUBLIC_MODULES = (

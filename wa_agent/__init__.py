@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "Sender": "sender",
     "SenderStats": "sender",
     "ServerError": "exceptions",
+    "ServerLimits": "server",
     "ServerStartError": "server",
     "SessionStore": "stores.base",
     "SharedContact": "events",
@@ -158,6 +159,7 @@ __all__ = [
     "Sender",
     "SenderStats",
     "ServerError",
+    "ServerLimits",
     "ServerStartError",
     "SessionStore",
     "SharedContact",
@@ -259,7 +261,7 @@ if TYPE_CHECKING:
     from .phone import PhoneWidget
     from .secret import Secret
     from .sender import MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
-    from .server import BackgroundServer, ServerStartError
+    from .server import BackgroundServer, ServerLimits, ServerStartError
     from .signature import SignatureVerifier
     from .stores.base import InboxItem, SessionStore
     from .stores.memory import MemorySessionStore

@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="only answer this number (repeatable)")
     serve.add_argument("--tunnel", action="store_true",
                        help="open an ngrok tunnel and print the webhook URL")
+    serve.add_argument("--max-header-bytes", type=int, default=64 * 1024, metavar="BYTES",
+                       help="cap on a request's line and headers together (default 65536; "
+                            "431 over it)")
+    serve.add_argument("--head-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="time a client may take to send the headers (default 10)")
+    serve.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="time a client may take to send the body (default 30)")
     return parser
 
 
@@ -112,18 +119,25 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from .interface import WhatsAppInterface
     from .manager import InterfaceManager
+    from .server import ServerLimits
 
+    try:
+        limits = ServerLimits(max_header_bytes=args.max_header_bytes,
+                              head_timeout=args.head_timeout, body_timeout=args.body_timeout)
+    except ValueError as exc:
+        print(f"wa-agent serve: {exc}", file=sys.stderr)
+        return 2
     agent = load_object(args.agent)
     interface = WhatsAppInterface(agent, mode=args.mode, storage=args.storage,
                                   allowed_numbers=args.allow, prefix=args.prefix,
                                   require_signature=True)
     manager = InterfaceManager([interface])
     if not args.tunnel:
-        manager.serve(host=args.host, port=args.port)
+        manager.serve(host=args.host, port=args.port, limits=limits)
         return 0
 
     async def run_with_tunnel() -> None:
-        await manager.start(args.host, args.port, log_level="info")
+        await manager.start(args.host, args.port, log_level="info", limits=limits)
         try:
             await manager.atunnel()
             while True:
