@@ -320,3 +320,18 @@ async def test_manager_start_applies_the_limits() -> None:
         assert answer.startswith(b"HTTP/1.1 431 ")
     finally:
         await manager.stop()
+
+
+def test_wa_agent_serve_refuses_nonsensical_limits(tmp_path: Path) -> None:
+    """``wa-agent serve --body-timeout 0`` exits with status 2 and says which setting is
+    wrong, before serving anything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
+    env.update({"WHATSAPP_VERIFY_TOKEN": "v", "WHATSAPP_APP_SECRET": "s",
+                "WHATSAPP_ACCESS_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"})
+    result = subprocess.run(
+        [sys.executable, "-m", "wa_agent", "serve", "wa_agent.demo:DemoAgent",
+         "--body-timeout", "0"], check=False, capture_output=True, text=True, env=env,
+        cwd=tmp_path,
+        timeout=60)
+    assert result.returncode == 2
+    assert "body_timeout must be > 0" in result.stderr
