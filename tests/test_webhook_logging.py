@@ -61,9 +61,11 @@ async def test_store_failures_log_one_line_each_and_a_summary(
         for _ in range(5):
             assert await post(client) == 500
             clock.now += 20
+        assert app.store_failures == 5
         consumer.failing = False
         assert await post(client) == 200
         assert await post(client) == 200
+        assert app.store_failures == 5
     ours = [r for r in caplog.records if r.name == LOGGER]
     errors = [r.getMessage() for r in ours if r.levelno == logging.ERROR]
     assert errors == [("could not record a webhook (StoreError: database is locked (while "

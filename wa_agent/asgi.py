@@ -272,6 +272,12 @@ class WebhookApp:
             consumer, "accept_body", None)
 
     @property
+    def store_failures(self) -> int:
+        """Webhooks answered ``500`` because the consumer could not record them
+        (:class:`~wa_agent.StoreError`), since the app was created."""
+        return self._store_failures.total
+
+    @property
     def signature_required(self) -> bool:
         """Whether POSTs must carry a valid ``X-Hub-Signature-256`` (an app secret is set)."""
         return self._verifier is not None
