@@ -83,14 +83,12 @@ def _limited(base: type[Any], limits: ServerLimits) -> type[asyncio.Protocol]:
 
     The parser is handed at most ``max_header_bytes`` of a request's head (httptools would
     otherwise buffer a header of any size): if the head has not ended by then, the request
-    gets 431. One timer per connection runs while a head or a body is being received. A request whose headers are
-    complete shows up as a new ``cycle``; its body is complete when ``cycle.more_body``
-    turns false (both protocols keep that state).
+    gets 431. One timer per connection runs while a head or a body is incomplete. A request
+    whose headers are complete shows up as a new ``cycle``; its body is complete when
+    ``cycle.more_body`` turns false (both protocols keep that state).
     """
 
     class Limited(base):  # type: ignore[misc]
-        _wa_limits = limits
-
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._wa_head_bytes = 0
