@@ -302,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="WhatsAppInterface sweep_interval (a worker's polling period)")
     parser.add_argument("--gc-threshold", type=int, default=None,
                         help="experiment: gc.set_threshold(N, 10, 10) before serving")
+    parser.add_argument("--http", default="httptools",
+                        choices=["httptools", "h11", "limited", "limited-h11"],
+                        help="uvicorn's parser; limited: with wa_agent's ServerLimits "
+                             "(what wa-agent serve and InterfaceManager.serve() run)")
     args = parser.parse_args(argv)
     app = TARGETS[args.target](args)
     if args.gc_threshold:
@@ -313,9 +317,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=args.port, http="httptools", loop="asyncio",
-                lifespan="on", access_log=False, log_level="warning", backlog=4096,
-                timeout_graceful_shutdown=2)
+    http: dict[str, Any] = {"http": args.http}
+    if args.http.startswith("limited"):
+        from wa_agent.server import ServerLimits, uvicorn_options
+
+        base = "h11" if args.http == "limited-h11" else "httptools"
+        http = uvicorn_options(ServerLimits(), base)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="asyncio", lifespan="on",
+                access_log=False, log_level="warning", backlog=4096,
+                timeout_graceful_shutdown=2, **http)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 # A real redis-server per test worker (started on first use, killed at the end).
-from tests.redis_server import redis_url  # noqa: F401
+from tests.redis_server import redis_servers, redis_url  # noqa: F401
 
 
 @pytest.fixture

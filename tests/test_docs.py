@@ -300,12 +300,14 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 #: Submodule names that stay out of ``wa_agent.__all__`` on purpose (advanced or internal).
 NOT_EXPORTED = {
     "api_error_from_body",  # exceptions: build the right error from a Graph body
+    "ErrorRule", "error_rule",  # exceptions: the error-code table's rows
     "HeartbeatConfig", "heartbeat_from_agent",  # heartbeat: the interface's wiring
     "ConversationListener", "normalize_number",  # interface: widget hooks, number helper
     "describe_attachment",  # llm: text stand-in for media
     "parse_timestamp",  # parser
     "reveal",  # secret
     "print_dashboard_instructions",  # tunnel
+    "uvicorn_options",  # server: ServerLimits as uvicorn settings
     "Conversation", "LogEntry", "render_conversation",  # widget internals
 }
 PUBLIC_MODULES = (

@@ -582,6 +582,22 @@ async def test_added_latency_and_throughput(served: Served) -> None:
     assert statuses[:2] == [200, 200] and statuses[2] == 429
 
 
+async def test_throughput_counts_messages_not_read_receipts(served: Served) -> None:
+    """Read receipts do not use up the throughput budget (Meta counts messages), unless
+    ``throughput_counts_reads`` is set."""
+    read = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1"}
+    served.emulator.throughput = 2
+    statuses = [(await post(served, read)).status_code for _ in range(5)]
+    statuses += [(await post(served, text_body())).status_code for _ in range(2)]
+    assert statuses == [200] * 7
+    served.emulator.reset()  # a fresh one-second window
+    served.emulator.throughput = 2
+    served.emulator.throughput_counts_reads = True
+    statuses = [(await post(served, read)).status_code for _ in range(2)]
+    assert statuses == [200, 200]
+    assert (await post(served, text_body())).status_code == 429
+
+
 def test_graph_error_shape() -> None:
     """graph_error builds Meta's body: message "(#code) title", type, code, error_data
     with details (none for 190 unless given), fbtrace_id."""

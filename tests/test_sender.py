@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.helpers import httpx_garbage
+from wa_agent._transport import FastTransport
 from wa_agent.agents import Contact
 from wa_agent.exceptions import (
     AccountError,
@@ -118,13 +119,25 @@ def served(server: Served) -> Served:
     return server
 
 
-@pytest.fixture
-async def make_sender(served: Served) -> AsyncIterator[Callable[..., Sender]]:
-    """Factory of Senders pointed at the emulator; all closed at teardown.
+@pytest.fixture(params=["fast", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The transport the Senders of a test send through: the lean FastTransport (what a
+    Sender uses by default) or httpx's own (httpcore, what it falls back to behind a
+    proxy). Every test using ``make_sender`` runs on both."""
+    kind: str = request.param
+    return kind
 
-    Unless ``own_client=True``, each Sender shares a test client without keep-alive: a new
+
+@pytest.fixture
+async def make_sender(served: Served, transport: str) -> AsyncIterator[Callable[..., Sender]]:
+    """Factory of Senders pointed at the emulator, on the ``transport`` of this run; all
+    closed at teardown.
+
+    Unless ``own_client=True`` (the Sender builds its client with ``transport="auto"`` or
+    ``"httpx"``), each Sender shares a test client: on httpcore without keep-alive (a new
     connection per request sidesteps the 40 ms Nagle/delayed-ACK stall of reused loopback
-    connections to uvicorn (see the report), which keeps this module fast.
+    connections, which keeps this module fast), on FastTransport with its keep-alive pool
+    (its connections set TCP_NODELAY). A test passing ``client=`` brings its own.
     """
     senders: list[Sender] = []
     clients: list[httpx.AsyncClient] = []
@@ -132,11 +145,15 @@ async def make_sender(served: Served) -> AsyncIterator[Callable[..., Sender]]:
     def factory(**kwargs: Any) -> Sender:
         kwargs.setdefault("retry", fast())
         kwargs.setdefault("base_url", served.url)
-        if kwargs.pop("own_client", False) is False and "client" not in kwargs:
-            client = httpx.AsyncClient(
-                limits=httpx.Limits(max_keepalive_connections=0),
-                timeout=kwargs.pop("client_timeout", 10.0),
-            )
+        timeout = kwargs.pop("client_timeout", 10.0)
+        if kwargs.pop("own_client", False):
+            kwargs.setdefault("transport", "auto" if transport == "fast" else "httpx")
+        elif "client" not in kwargs:
+            if transport == "fast":
+                client = httpx.AsyncClient(transport=FastTransport(), timeout=timeout)
+            else:
+                client = httpx.AsyncClient(
+                    limits=httpx.Limits(max_keepalive_connections=0), timeout=timeout)
             clients.append(client)
             kwargs["client"] = client
         sender = Sender(kwargs.pop("access_token", TOKEN), PNID, **kwargs)
@@ -815,6 +832,41 @@ async def test_gives_up_after_max_attempts(
     assert "gave up after 3 attempts" in (info.value.__notes__ or [""])[0]
 
 
+@pytest.mark.parametrize("transient", [(131000, None), (None, 500)])
+async def test_throttling_does_not_use_up_the_transient_budget(
+    served: Served, make_sender: Callable[..., Sender], transient: tuple[int | None, int | None]
+) -> None:
+    """Two 130429s and then a transient 500 (Graph 131000 or a bare 5xx page), then success:
+    each kind of failure has its own attempt budget, so the message is delivered exactly
+    once (the 500 used to be refused as the third of three transient attempts)."""
+    served.emulator.fail_next(2, 130429)
+    served.emulator.fail_next(1, *transient)
+    sender = make_sender()
+    [wamid] = await sender.send_text(USER, "eventually")
+    assert [m.wamid for m in served.emulator.messages] == [wamid]
+    assert [c.status for c in message_calls(served.emulator)] == [429, 429, 500, 200]
+    assert sender.stats == SenderStats(requests=4, sent=1, retries=3, failures=0)
+
+
+async def test_every_kind_keeps_its_own_budget_within_the_overall_cap() -> None:
+    """The policy counts attempts per kind of failure (``attempt``) and caps the call's
+    attempts overall (``total``): a transient error after two throttles still gets its
+    first transient wait; max_total_attempts ends the call whatever the mix."""
+    policy = RetryPolicy(jitter=0)
+    throttled = RateLimitError("x", code=130429, http_status=429)
+    server_error = ServerError("x", code=131000, http_status=500)
+    pair = RateLimitError("x", code=131056, http_status=429)
+    assert policy.delay(server_error, 1, total=3) == 0.5
+    assert policy.delay(server_error, 3, total=3) is None  # its own budget is spent
+    assert policy.delay(pair, 1, total=9) == 1.0
+    assert policy.delay(pair, 1, total=10) is None  # the overall cap
+    assert policy.delay(throttled, 4, total=9) == 8.0
+    assert policy.transport_delay(1, total=10) is None
+    assert RetryPolicy(max_total_attempts=2).delay(throttled, 1, total=2) is None
+    with pytest.raises(ValueError, match="max_total_attempts"):
+        RetryPolicy(max_total_attempts=0)
+
+
 async def test_pair_rate_limit_holds_only_that_recipient(
     served: Served, make_sender: Callable[..., Sender]
 ) -> None:
@@ -900,8 +952,9 @@ async def test_rate_limiter_refills_while_idle() -> None:
 async def test_sender_sends_through_its_rate_limiter(
     served: Served, make_sender: Callable[..., Sender]
 ) -> None:
-    """Sends and read receipts each take a slot of the number's bucket; a 130429 pauses
-    the whole bucket for the backoff."""
+    """Sends take a slot of the number's bucket (read receipts do not by default; with
+    ``read_receipts_count=True`` they do); a 130429 pauses the whole bucket for the
+    backoff."""
     clock = FakeClock()
     limiter = RateLimiter(5, burst=1, clock=clock, sleep=clock.sleep)
     recorder = Recorder()
@@ -909,12 +962,66 @@ async def test_sender_sends_through_its_rate_limiter(
     await sender.send_text(USER, "1")
     await sender.send_text(USER, "2")
     await sender.mark_read("wamid.X")
+    assert clock.sleeps == pytest.approx([0.2])
+    counting = make_sender(rate_limit=limiter, read_receipts_count=True)
+    await counting.mark_read("wamid.Y")
     assert clock.sleeps == pytest.approx([0.2, 0.2])
     clock.sleeps.clear()
     served.emulator.fail_next(1, 130429)
     await sender.send_text(USER, "3")
     assert recorder.waits == []  # the backoff is the bucket's pause, not a separate sleep
     assert clock.sleeps == pytest.approx([0.2, 1.0])  # slot for "3", then the 1 s pause
+
+
+@pytest.mark.parametrize(("receipts_count", "fake_seconds"), [(False, 1.9), (True, 3.9)])
+async def test_read_receipts_leave_the_reply_rate_alone(
+    served: Served, make_sender: Callable[..., Sender], receipts_count: bool,
+    fake_seconds: float,
+) -> None:
+    """A bot marking each of 20 messages read (with typing) and answering it, on a 10/s
+    number: the 20 replies take 1.9 s of the limiter's clock, i.e. the configured 10/s,
+    because read receipts take no slot. Counting receipts (the old behaviour, now opt-in)
+    halves the reply rate: 3.9 s. Every receipt and reply reaches the emulator."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=1, clock=clock, sleep=clock.sleep)
+    sender = make_sender(rate_limit=limiter, read_receipts_count=receipts_count)
+    start = clock.now
+    for n in range(20):
+        await sender.mark_read(f"wamid.IN{n}", typing=True)
+        await sender.send_text(USER, f"reply {n}")
+    assert clock.now - start == pytest.approx(fake_seconds)
+    assert len(served.emulator.reads) == 20
+    assert served.emulator.texts_to(USER) == [f"reply {n}" for n in range(20)]
+    state = sender.rate_limit_state()
+    assert state == {"messages_per_second": 10.0, "burst": 1.0,
+                     "read_receipts_count": receipts_count, "throttled_for": 0.0}
+
+
+async def test_read_receipts_wait_out_a_throttle_pause_without_a_slot(
+    served: Served, make_sender: Callable[..., Sender]
+) -> None:
+    """While the number is paused after a 130429 a read receipt waits the pause out (it is
+    not sent into a throttled number) but takes no slot afterwards; rate_limit_state()
+    shows the pause."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, burst=1, clock=clock, sleep=clock.sleep)
+    sender = make_sender(rate_limit=limiter)
+    limiter.pause(5.0)
+    assert sender.rate_limit_state()["throttled_for"] == 5.0
+    await sender.mark_read("wamid.IN1")
+    assert clock.sleeps == pytest.approx([5.0])
+    assert sender.rate_limit_state()["throttled_for"] == 0.0
+    await sender.mark_read("wamid.IN2")
+    await sender.send_text(USER, "after the pause")
+    assert clock.sleeps == pytest.approx([5.0])  # neither waited for a slot
+    assert len(served.emulator.reads) == 2
+
+
+async def test_rate_limit_state_without_a_limit(make_sender: Callable[..., Sender]) -> None:
+    """With ``rate_limit=None`` the state says there is no limit."""
+    assert make_sender(rate_limit=None).rate_limit_state() == {
+        "messages_per_second": None, "burst": None, "read_receipts_count": False,
+        "throttled_for": 0.0}
 
 
 class Counting:

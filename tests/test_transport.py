@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -583,6 +584,43 @@ async def test_sender_uses_fast_transport_by_default_and_can_opt_out(
     async with Sender("t", "1", transport=mock) as sender:
         assert sender_transport(sender) is mock
         assert await sender.send_text("15550001111", "hi") == ["wamid.X"]
+
+
+async def test_transport_choice_is_logged_once_with_its_reason(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The Sender's transport choice is logged once per process at DEBUG with the reason:
+    FastTransport on asyncio without a proxy; httpcore when a proxy variable is set (naming
+    the scheme, never the proxy URL, which may carry a password) or when asked for."""
+    import wa_agent._transport as transport_module
+
+    monkeypatch.setattr(transport_module, "_choices_logged", set())
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    caplog.set_level(logging.DEBUG, logger="wa_agent._transport")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "wa_agent._transport"
+                and r.getMessage().startswith("Sender sends through")]
+
+    for _ in range(3):
+        async with Sender("t", "1") as sender:
+            sender_transport(sender)
+    assert lines() == [
+        "Sender sends through FastTransport: transport='auto' on asyncio and no proxy configured"
+    ]
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:hunter2@127.0.0.1:9")
+    for _ in range(2):
+        async with Sender("t", "1") as sender:
+            assert not isinstance(sender_transport(sender), FastTransport)
+    async with Sender("t", "1", transport="httpx") as sender:
+        sender_transport(sender)
+    logged = lines()
+    assert len(logged) == 3
+    assert "proxy is configured for https" in logged[1] and "hunter2" not in logged[1]
+    assert logged[2].endswith("transport='httpx'")
+    assert all(r.levelno == logging.DEBUG for r in caplog.records
+               if r.name == "wa_agent._transport")
 
 
 async def test_sender_upload_and_download_through_fast_transport() -> None:

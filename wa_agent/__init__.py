@@ -76,12 +76,14 @@ _EXPORTS: dict[str, str] = {
     "RecipientError": "exceptions",
     "RedactVerifyToken": "asgi",
     "Referral": "events",
+    "RetryKind": "exceptions",
     "RetryPolicy": "sender",
     "SQLiteSessionStore": "stores.sqlite",
     "Secret": "secret",
     "Sender": "sender",
     "SenderStats": "sender",
     "ServerError": "exceptions",
+    "ServerLimits": "server",
     "ServerStartError": "server",
     "SessionStore": "stores.base",
     "SharedContact": "events",
@@ -175,12 +177,14 @@ __all__ = [
     "RecipientError",
     "RedactVerifyToken",
     "Referral",
+    "RetryKind",
     "RetryPolicy",
     "SQLiteSessionStore",
     "Secret",
     "Sender",
     "SenderStats",
     "ServerError",
+    "ServerLimits",
     "ServerStartError",
     "SessionStore",
     "SharedContact",
@@ -279,6 +283,7 @@ if TYPE_CHECKING:
         PermissionDeniedError,
         RateLimitError,
         RecipientError,
+        RetryKind,
         ServerError,
         StoreError,
         TemplateError,
@@ -300,7 +305,7 @@ if TYPE_CHECKING:
     from .phone import PhoneWidget
     from .secret import Secret
     from .sender import GroupId, MediaInfo, RateLimiter, RetryPolicy, Sender, SenderStats
-    from .server import BackgroundServer, ServerStartError
+    from .server import BackgroundServer, ServerLimits, ServerStartError
     from .signature import SignatureVerifier
     from .stores.base import InboxItem, SessionStore
     from .stores.memory import MemorySessionStore

@@ -24,9 +24,12 @@ from typing import Any, Final
 
 import httpx
 
-__all__ = ["FastTransport", "unlink_response"]
+__all__ = ["FastTransport", "choose_transport", "configured_proxies", "unlink_response"]
 
 logger = logging.getLogger(__name__)
+
+# (transport, reason) pairs already logged by choose_transport in this process.
+_choices_logged: set[tuple[str, str]] = set()
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _EAGER_BODY: Final = 64 * 1024  # Content-Length bodies up to this are read before returning
@@ -594,6 +597,52 @@ def _parse_head(head: bytes, request: httpx.Request
 
 #: What a read response's stream is replaced with by :func:`unlink_response`.
 _DRAINED = httpx.ByteStream(b"")
+
+
+def configured_proxies() -> list[str]:
+    """The schemes (``http``, ``https``, ``all``) with a proxy httpx would use (it trusts the
+    environment): ``HTTP(S)_PROXY``/``ALL_PROXY``, or the system settings on Windows and
+    macOS, as httpx reads them. Only the schemes, never the proxy URLs (they may carry a
+    password)."""
+    from urllib.request import getproxies
+
+    proxies = getproxies()
+    return [scheme for scheme in ("http", "https", "all") if proxies.get(scheme)]
+
+
+def choose_transport(
+    choice: str | httpx.AsyncBaseTransport, *, max_connections: int
+) -> httpx.AsyncBaseTransport | None:
+    """The transport a Sender's own client sends with (``None``: httpx's default, httpcore).
+
+    ``"auto"`` is :class:`FastTransport` on asyncio, unless a proxy is configured (it does
+    not speak to proxies) or the loop is not asyncio; ``"httpx"`` is always httpx's
+    transport; a transport instance is used as given. The choice and its reason are logged
+    once per process at DEBUG on ``wa_agent._transport``, since a proxy variable switches
+    silently otherwise.
+    """
+    result: httpx.AsyncBaseTransport | None
+    if not isinstance(choice, str):
+        result, name, reason = choice, type(choice).__name__, "the transport passed in"
+    elif choice == "httpx":
+        result, name, reason = None, "httpx's transport (httpcore)", "transport='httpx'"
+    elif proxies := configured_proxies():
+        result, name = None, "httpx's transport (httpcore)"
+        reason = (f"a proxy is configured for {', '.join(proxies)} (HTTP(S)_PROXY/ALL_PROXY "
+                  "or the system settings), which FastTransport does not support")
+    else:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not on asyncio (trio): httpx's transport handles that
+            result, name = None, "httpx's transport (httpcore)"
+            reason = "not running on an asyncio event loop"
+        else:
+            result, name = FastTransport(max_connections=max_connections), "FastTransport"
+            reason = "transport='auto' on asyncio and no proxy configured"
+    if (name, reason) not in _choices_logged:
+        _choices_logged.add((name, reason))
+        logger.debug("Sender sends through %s: %s", name, reason)
+    return result
 
 
 def unlink_response(response: httpx.Response) -> None:

@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, final
 from urllib.parse import parse_qs
@@ -189,6 +190,50 @@ class _Disconnected(Exception):
     """The client went away before the whole body arrived."""
 
 
+class _StoreFailures:
+    """Logs store failures on the webhook path without drowning the log: one ERROR line per
+    failure (exception type and a short message; the traceback only at DEBUG), a WARNING
+    summary once ``period`` seconds of failures have passed ("N store failures in the last
+    60 s"), and one INFO line when a webhook is recorded again."""
+
+    def __init__(self, period: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period = period
+        self.clock = clock
+        self.total = 0  # since the process started
+        self._window = 0  # failures since the last summary (or the first failure)
+        self._since: float | None = None  # when that window began; None: no failure pending
+        self._unresolved = 0  # failures since the last recorded webhook
+
+    def failed(self, exc: BaseException) -> None:
+        now = self.clock()
+        self.total += 1
+        self._unresolved += 1
+        if self._since is None:
+            self._since = now
+        self._window += 1
+        message = " ".join(str(exc).split())
+        if len(message) > 200:
+            message = message[:197] + "..."
+        logger.error("could not record a webhook (%s: %s); answered 500 so Meta redelivers it",
+                     type(exc).__name__, message)
+        logger.debug("store failure on the webhook path", exc_info=exc)
+        if now - self._since >= self.period:
+            logger.warning("%d store failures in the last %.0f s (%d since start); webhooks "
+                           "are answered 500 and redelivered by Meta", self._window,
+                           now - self._since, self.total)
+            self._since, self._window = now, 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether failures happened since the last webhook that was recorded."""
+        return self._unresolved > 0
+
+    def recovered(self) -> None:
+        logger.info("recording webhooks again after %d store failure(s)", self._unresolved)
+        self._unresolved = 0
+        self._since, self._window = None, 0
+
+
 @final
 class WebhookApp:
     """ASGI app serving one interface's webhook (see the module docstring).
@@ -235,6 +280,13 @@ class WebhookApp:
         self._on_shutdown = on_shutdown
         self._on_first_request = on_first_request
         self._ready: asyncio.Future[None] | None = None
+        self._store_failures = _StoreFailures()
+
+    @property
+    def store_failures(self) -> int:
+        """Webhooks answered ``500`` because the consumer could not record them
+        (:class:`~wa_agent.StoreError`), since the app was created."""
+        return self._store_failures.total
 
     @property
     def signature_required(self) -> bool:
@@ -415,14 +467,16 @@ class WebhookApp:
                     await _respond(send, 200, _INVALID, _JSON)
                     return
                 status = await self.consumer.accept(events)
-        except StoreError:
-            logger.exception("could not record webhook messages; answering 500 so Meta retries")
+        except StoreError as exc:
+            self._store_failures.failed(exc)
             await _respond(send, 500, b'{"status":"store_error"}', _JSON)
             return
         except Overloaded:
             logger.warning("overloaded: answering 503 so Meta retries later")
             await _respond(send, 503, b'{"status":"overloaded"}', _JSON)
             return
+        if self._store_failures.pending:
+            self._store_failures.recovered()
         # The two common answers, headers built once (fresh messages and header lists per
         # request: a middleware may edit them in place).
         body, headers = _ACK_PROCESSING if status == "processing" else _ACK_IGNORED

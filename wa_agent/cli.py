@@ -192,6 +192,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="only answer this number (repeatable; bare agent only)")
     serve.add_argument("--tunnel", action="store_true",
                        help="open an ngrok tunnel and print the webhook URL")
+    serve.add_argument("--max-header-bytes", type=int, default=64 * 1024, metavar="BYTES",
+                       help="cap on a request's line and headers together (default 65536; "
+                            "431 over it)")
+    serve.add_argument("--head-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="time a client may take to send the headers (default 10)")
+    serve.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="time a client may take to send the body (default 30)")
     return parser
 
 
@@ -247,7 +254,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .interface import WhatsAppInterface
     from .manager import InterfaceManager
+    from .server import ServerLimits
 
+    try:
+        limits = ServerLimits(max_header_bytes=args.max_header_bytes,
+                              head_timeout=args.head_timeout, body_timeout=args.body_timeout)
+    except ValueError as exc:
+        print(f"wa-agent serve: {exc}", file=sys.stderr)
+        return 2
     obj = load_object(args.agent)
     bare = not isinstance(obj, (WhatsAppInterface, InterfaceManager))
     if bare:
@@ -284,11 +298,11 @@ def _serve(args: argparse.Namespace) -> int:
               + (" (the tunnel's is printed below)" if args.tunnel else ""))
     sys.stdout.flush()
     if not args.tunnel:
-        manager.serve(host=args.host, port=args.port)
+        manager.serve(host=args.host, port=args.port, limits=limits)
         return 0
 
     async def run_with_tunnel() -> None:
-        await manager.start(args.host, args.port, log_level="info")
+        await manager.start(args.host, args.port, log_level="info", limits=limits)
         try:
             await manager.atunnel()
             while True:

@@ -20,20 +20,28 @@
          ├─ TemplateError       132000-132999: template or flow problem
          ├─ MediaUploadError    131053, 131052: media could not be processed
          ├─ AccountError        368, 131031, 130497, 131042, 131037: needs an operator
-         └─ ServerError         1, 2, 131000, 131016, 131057, HTTP 5xx: transient Meta trouble
+         └─ ServerError         1, 2, 131000, 131016, 131057, HTTP 5xx: trouble on Meta's side
 
-Each class's docstring says what the user should do about it.
+Each class's docstring says what the user should do about it. Which class a Graph error
+code raises and how it is retried is written once, in :data:`ERROR_CODES` (see
+:class:`RetryKind`); ``WhatsAppAPIError.retryable`` and ``RetryPolicy`` both read it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "ERROR_CODES",
     "AccountError",
     "AgentError",
     "AuthenticationError",
     "ConfigurationError",
+    "ErrorRule",
     "InvalidPayload",
     "InvalidRequestError",
     "InvalidSignature",
@@ -43,6 +51,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RecipientError",
+    "RetryKind",
     "ServerError",
     "StoreError",
     "TemplateError",
@@ -50,6 +59,7 @@ __all__ = [
     "WAAgentError",
     "WhatsAppAPIError",
     "api_error_from_body",
+    "error_rule",
 ]
 
 
@@ -95,16 +105,25 @@ class AgentError(WAAgentError):
     """The agent, or the language model behind it, failed to produce an answer."""
 
 
-# Codes from reference/cloud_api.md §10.
-_RATE_LIMIT = {4, 80007, 130429, 131056, 131048, 131049, 131064}
-_RETRYABLE = {1, 2, 4, 80007, 130429, 131056, 131000, 131016, 131057}
-_RECIPIENT = {131026, 131050, 130472, 137000, 131021}
-_AUTH = {0, 190}
-_PERMISSION = {3, 10, 131005}
-_INVALID = {33, 100, 131008, 131009, 131051}
-_MEDIA = {131052, 131053}
-_ACCOUNT = {368, 131031, 130497, 131042, 131037}
-_SERVER = {1, 2, 131000, 131016, 131057}
+class RetryKind(StrEnum):
+    """How a failed Cloud API call may be tried again (reference/cloud_api.md §10).
+
+    The first three are retried by the :class:`~wa_agent.RetryPolicy` within the call, each
+    kind with its own attempt budget; ``LATER`` is worth trying again only after minutes
+    (not within the call: the interface keeps the message in its inbox and retries it with
+    a growing delay); ``NEVER`` fails the same way every time until someone acts.
+    """
+
+    #: 130429 / HTTP 429: the number's throughput; back off and slow the whole number.
+    THROTTLE = "throttle"
+    #: 131056: too fast to one recipient; wait 4**n s for that recipient only.
+    PAIR_RATE = "pair_rate"
+    #: 1, 2, 131000, 131016, HTTP 5xx, connection failures: a few quick retries.
+    TRANSIENT = "transient"
+    #: 4, 80007 (hourly app/WABA call limits), 131057 (maintenance, ~60 s): retry later.
+    LATER = "later"
+    #: Anything else: a bug, a policy, a user who cannot be reached, a bad token.
+    NEVER = "never"
 
 
 class WhatsAppAPIError(WAAgentError):
@@ -112,8 +131,10 @@ class WhatsAppAPIError(WAAgentError):
 
     ``code`` is Meta's ``error.code`` (``None`` when the answer had no Graph error body),
     ``details`` is ``error.error_data.details`` (or the message), ``http_status`` the HTTP
-    status (``None`` for transport failures) and ``retryable`` whether sending again later
-    can succeed. Build logic on ``code``, never on the message text.
+    status (``None`` for transport failures), ``retry_kind`` how it may be retried (a
+    :class:`RetryKind`, from :data:`ERROR_CODES`) and ``retryable`` whether sending again
+    later can succeed (every kind but ``NEVER``). Build logic on ``code``, never on the
+    message text.
     """
 
     def __init__(
@@ -131,10 +152,9 @@ class WhatsAppAPIError(WAAgentError):
         self.code = code
         self.details = details
         self.http_status = http_status
+        self.retry_kind = error_rule(code, http_status).retry
         if retryable is None:
-            retryable = (code in _RETRYABLE) or (
-                code is None and http_status is not None and http_status >= 500
-            )
+            retryable = self.retry_kind is not RetryKind.NEVER
         self.retryable = retryable
         self.fbtrace_id = fbtrace_id
 
@@ -158,12 +178,15 @@ class TransportError(WhatsAppAPIError):
 
     def __init__(self, message: str, *, maybe_delivered: bool) -> None:
         super().__init__(message, retryable=not maybe_delivered)
+        self.retry_kind = RetryKind.NEVER if maybe_delivered else RetryKind.TRANSIENT
         self.maybe_delivered = maybe_delivered
 
 
 class RateLimitError(WhatsAppAPIError):
-    """Throttled (130429 per number, 131056 per recipient, 4/80007 per app or WABA).
-    Slow down; the Sender already retried with backoff before raising this."""
+    """Throttled: 130429 (the number's throughput) and 131056 (one recipient) were already
+    retried with backoff by the Sender; 4 and 80007 (hourly app or WABA call limits) need
+    minutes, so they are raised at once (``retryable``: try again later); 131048 (spam
+    limit), 131049 (marketing cap) and 131064 are not retryable: send less."""
 
 
 class OutsideServiceWindow(WhatsAppAPIError):
@@ -205,38 +228,71 @@ class AccountError(WhatsAppAPIError):
 
 
 class ServerError(WhatsAppAPIError):
-    """A transient failure on Meta's side (1, 2, 131000, 131016, 131057, HTTP 5xx)."""
+    """A failure on Meta's side: 1, 2, 131000, 131016 and HTTP 5xx are transient (the Sender
+    retried them); 131057 (the number in maintenance, up to a minute) is retryable later."""
 
 
-def _class_for(code: int | None, http_status: int | None) -> type[WhatsAppAPIError]:
-    if code in _RATE_LIMIT:
-        return RateLimitError
-    if code == 131047:
-        return OutsideServiceWindow
-    if code in _RECIPIENT:
-        return RecipientError
-    if code in _AUTH:
-        return AuthenticationError
-    if code in _PERMISSION or (code is not None and 200 <= code <= 299):
-        return PermissionDeniedError
-    if code in _INVALID:
-        return InvalidRequestError
-    if code is not None and 132000 <= code <= 132999:
-        return TemplateError
-    if code in _MEDIA:
-        return MediaUploadError
-    if code in _ACCOUNT:
-        return AccountError
-    if code in _SERVER:
-        return ServerError
-    if code is None and http_status is not None:
-        if http_status == 429:
-            return RateLimitError
-        if http_status in (401,):
-            return AuthenticationError
-        if http_status >= 500:
-            return ServerError
-    return WhatsAppAPIError
+@dataclass(frozen=True, slots=True)
+class ErrorRule:
+    """What a Graph error code means here: the exception raised and how it is retried."""
+
+    error: type[WhatsAppAPIError]
+    retry: RetryKind
+
+
+def _rules(error: type[WhatsAppAPIError], retry: RetryKind, *codes: int) -> dict[int, ErrorRule]:
+    rule = ErrorRule(error, retry)
+    return dict.fromkeys(codes, rule)
+
+
+_K = RetryKind
+#: The one table of Graph error codes (reference/cloud_api.md §10): code → (exception
+#: class, retry kind). Also: 200–299 → PermissionDeniedError and 132000–132999 →
+#: TemplateError, never retried; without a code, HTTP 429 → RateLimitError (throttle),
+#: 5xx → ServerError (transient), 401 → AuthenticationError; any other code or status →
+#: WhatsAppAPIError, never retried.
+ERROR_CODES: Mapping[int, ErrorRule] = MappingProxyType({
+    **_rules(RateLimitError, _K.THROTTLE, 130429),
+    **_rules(RateLimitError, _K.PAIR_RATE, 131056),
+    **_rules(RateLimitError, _K.LATER, 4, 80007),
+    **_rules(RateLimitError, _K.NEVER, 131048, 131049, 131064),
+    **_rules(ServerError, _K.TRANSIENT, 1, 2, 131000, 131016),
+    **_rules(ServerError, _K.LATER, 131057),
+    **_rules(OutsideServiceWindow, _K.NEVER, 131047),
+    **_rules(RecipientError, _K.NEVER, 131026, 131050, 130472, 137000, 131021),
+    **_rules(AuthenticationError, _K.NEVER, 0, 190),
+    **_rules(PermissionDeniedError, _K.NEVER, 3, 10, 131005),
+    **_rules(InvalidRequestError, _K.NEVER, 33, 100, 131008, 131009, 131051),
+    **_rules(MediaUploadError, _K.NEVER, 131052, 131053),
+    **_rules(AccountError, _K.NEVER, 368, 131031, 130497, 131042, 131037),
+})
+_PERMISSION_RANGE = ErrorRule(PermissionDeniedError, _K.NEVER)
+_TEMPLATE_RANGE = ErrorRule(TemplateError, _K.NEVER)
+_THROTTLED = ErrorRule(RateLimitError, _K.THROTTLE)
+_SERVER_DOWN = ErrorRule(ServerError, _K.TRANSIENT)
+_UNAUTHORIZED = ErrorRule(AuthenticationError, _K.NEVER)
+_OTHER = ErrorRule(WhatsAppAPIError, _K.NEVER)
+
+
+def error_rule(code: int | None, http_status: int | None = None) -> ErrorRule:
+    """The :class:`ErrorRule` for a Graph error ``code`` (the HTTP status only counts when
+    there is no code): see :data:`ERROR_CODES`."""
+    if code is not None:
+        rule = ERROR_CODES.get(code)
+        if rule is not None:
+            return rule
+        if 200 <= code <= 299:
+            return _PERMISSION_RANGE
+        if 132000 <= code <= 132999:
+            return _TEMPLATE_RANGE
+        return _OTHER
+    if http_status == 429:
+        return _THROTTLED
+    if http_status == 401:
+        return _UNAUTHORIZED
+    if http_status is not None and http_status >= 500:
+        return _SERVER_DOWN
+    return _OTHER
 
 
 def api_error_from_body(body: Any, http_status: int | None) -> WhatsAppAPIError:
@@ -247,10 +303,8 @@ def api_error_from_body(body: Any, http_status: int | None) -> WhatsAppAPIError:
     """
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
-        cls = _class_for(None, http_status)
-        retryable = http_status is not None and (http_status >= 500 or http_status == 429)
-        return cls(f"Cloud API answered HTTP {http_status}", http_status=http_status,
-                   retryable=retryable)
+        cls = error_rule(None, http_status).error
+        return cls(f"Cloud API answered HTTP {http_status}", http_status=http_status)
     raw_code = err.get("code")
     code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
     message = err.get("message")
@@ -261,15 +315,10 @@ def api_error_from_body(body: Any, http_status: int | None) -> WhatsAppAPIError:
     if not isinstance(details, str):
         details = None
     trace = err.get("fbtrace_id")
-    cls = _class_for(code, http_status)
-    status_retryable: bool | None = None
-    if code is None and http_status is not None:
-        status_retryable = http_status >= 500 or http_status == 429
-    return cls(
+    return error_rule(code, http_status).error(
         message,
         code=code,
         details=details,
         http_status=http_status,
-        retryable=status_retryable,
         fbtrace_id=trace if isinstance(trace, str) else None,
     )

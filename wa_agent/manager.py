@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from ._asgi_types import Receive, Scope, Send
 from .exceptions import WAAgentError
 from .interface import WhatsAppInterface
-from .server import BackgroundServer, ServerStartError
+from .server import DEFAULT_LIMITS, BackgroundServer, ServerLimits, ServerStartError
+from .server import uvicorn_options as _limited_options
 
 if TYPE_CHECKING:
     from .tunnel import Tunnel
@@ -195,9 +196,12 @@ class InterfaceManager:
         return f"{base.rstrip('/')}{interface.prefix}/webhook"
 
     async def start(self, host: str = "127.0.0.1", port: int = 8000, *,
-                    log_level: str = "warning") -> str:
+                    log_level: str = "warning",
+                    limits: ServerLimits | None = DEFAULT_LIMITS) -> str:
         """Serve in the background on the running loop; return the base URL once listening.
 
+        ``limits`` caps each request's headers and the time to send them and the body
+        (:class:`~wa_agent.server.ServerLimits`; ``None``: uvicorn's own behaviour).
         Raises ``OSError`` when the port is taken, and the startup error itself when an
         interface cannot start (for instance :class:`~wa_agent.ConfigurationError` naming
         a missing ``WHATSAPP_*`` variable; other failures raise ``ServerStartError``, a
@@ -206,7 +210,7 @@ class InterfaceManager:
         """
         if self._server is not None and self._server.running:
             raise RuntimeError(f"already serving at {self._server.url}; await stop() first")
-        server = BackgroundServer(self, host, port, log_level=log_level)
+        server = BackgroundServer(self, host, port, log_level=log_level, limits=limits)
         self._startup_error = None
         self._background = True
         try:
@@ -231,15 +235,18 @@ class InterfaceManager:
             await server.stop(timeout=max(i.settings.shutdown_timeout for i in self.interfaces) + 5)
         self._background = False
 
-    def serve(self, host: str = "0.0.0.0", port: int = 8000, reload: bool = False,
+    def serve(self, host: str = "0.0.0.0", port: int = 8000, reload: bool = False, *,
+              limits: ServerLimits | None = DEFAULT_LIMITS,
               **uvicorn_options: Any) -> asyncio.Task[str] | None:
         """Run the server.
 
         In a script this blocks until interrupted (Ctrl+C). Called where an event loop is
         already running (a notebook cell), it starts the server in the background on that
         loop instead and returns the task (``await`` it to get the URL, or just carry on).
-        ``reload`` needs an import string and is not supported here: use
-        ``uvicorn module:app --reload``.
+        ``limits`` caps each request's headers and the time to send them and the body,
+        whatever HTTP parser uvicorn uses (:class:`~wa_agent.server.ServerLimits`; ``None``:
+        uvicorn's own behaviour); other keywords go to ``uvicorn.run``. ``reload`` needs an
+        import string and is not supported here: use ``uvicorn module:app --reload``.
         """
         if reload:
             raise ValueError("reload=True needs an import string: run "
@@ -249,12 +256,13 @@ class InterfaceManager:
         except RuntimeError:
             pass
         else:
-            task = asyncio.ensure_future(self.start(host, port))
+            task = asyncio.ensure_future(self.start(host, port, limits=limits))
             task.add_done_callback(_report_start)
             return task
         import uvicorn
 
         uvicorn_options.setdefault("log_level", "info")
+        uvicorn_options.update(_limited_options(limits, uvicorn_options.pop("http", "auto")))
         uvicorn.run(self, host=host, port=port, interface="asgi3", **uvicorn_options)
         return None
 

@@ -20,7 +20,6 @@ Two safety rules hold for every call:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
@@ -37,10 +36,11 @@ import anyio
 import httpx
 
 from ._media import MEDIA_MIME_TYPES, MEDIA_SIZE_LIMITS, base_mime, kind_for_mime, sniff_mime
-from ._transport import unlink_response
+from ._transport import choose_transport, unlink_response
 from .exceptions import (
     ConfigurationError,
     MediaError,
+    RetryKind,
     TransportError,
     WhatsAppAPIError,
     api_error_from_body,
@@ -70,9 +70,6 @@ MAX_REDIRECTS: Final = 5
 #: bytes, a file path, a media id, or an http(s) link.
 MediaSource = bytes | bytearray | memoryview | os.PathLike[str] | str
 
-_THROTTLE_CODE = 130429
-_PAIR_RATE_CODE = 131056
-_TRANSIENT_CODES = frozenset({1, 2, 131000, 131016})
 _META_SUFFIXES = (".facebook.com", ".fbsbx.com", ".fbcdn.net")
 _META_DOMAINS = frozenset({"facebook.com", "fbsbx.com", "fbcdn.net"})
 # Failures before the request could have been written: safe to send again.
@@ -89,17 +86,25 @@ Sleep = Callable[[float], Awaitable[None]]
 class RetryPolicy:
     """Which failed calls are tried again, and how long to wait first.
 
-    Keyed on Meta's ``error.code`` (the HTTP status only when there is no Graph error):
+    Keyed on the error's :class:`~wa_agent.exceptions.RetryKind`, which the one table of
+    Graph error codes gives (:data:`wa_agent.exceptions.ERROR_CODES`):
 
-    * ``130429`` (number throughput) and HTTP 429 without a code: exponential backoff
+    * ``THROTTLE`` (``130429``, HTTP 429 without a code): exponential backoff
       ``base_delay * 2**n`` with ``±jitter``, up to ``max_attempts`` attempts; a Sender
       waits by pausing the number's rate limiter, since every send from the number would
       hit the same limit;
-    * ``131056`` (pair rate): ``4**n`` seconds (1, 4, 16, ...) for that recipient only, up to
-      ``pair_rate_attempts`` attempts; sends to other recipients go on meanwhile;
-    * ``1``, ``2``, ``131000``, ``131016``, HTTP 5xx and connection failures:
+    * ``PAIR_RATE`` (``131056``): ``4**n`` seconds (1, 4, 16, ...) for that recipient only,
+      up to ``pair_rate_attempts`` attempts; sends to other recipients go on meanwhile;
+    * ``TRANSIENT`` (``1``, ``2``, ``131000``, ``131016``, HTTP 5xx, connection failures):
       ``transient_delay * 2**n`` with jitter, up to ``transient_attempts`` attempts;
-    * anything else (131047, 131026, 190, 100, 4, 80007, 131057, ...) raises at once.
+    * ``LATER`` (``4``, ``80007``, ``131057``: minutes, not seconds) and ``NEVER`` (131047,
+      131026, 190, 100, ...) raise at once; a ``LATER`` error is ``retryable``, so the
+      interface tries the message again from its inbox.
+
+    Each kind has its own budget: throttling before a server error does not use up the
+    server error's attempts (no kind gets more than ``max_attempts``). One call makes at
+    most ``max_total_attempts`` attempts whatever the mix; with the defaults its waits add
+    up to under a minute (throttle 1+2+4+8 s, pair rate 1+4+16 s, transient 0.5+1 s).
 
     A ``Retry-After`` header is honoured: the wait is at least that long, and a call told to
     wait longer than ``max_delay`` is not retried. Every wait is capped at ``max_delay``
@@ -112,6 +117,7 @@ class RetryPolicy:
     max_attempts: int = 5
     transient_attempts: int = 3
     pair_rate_attempts: int = 4
+    max_total_attempts: int = 10
     base_delay: float = 1.0
     transient_delay: float = 0.5
     max_delay: float = 60.0
@@ -122,7 +128,8 @@ class RetryPolicy:
     rng: random.Random | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_attempts", "transient_attempts", "pair_rate_attempts"):
+        for name in ("max_attempts", "transient_attempts", "pair_rate_attempts",
+                     "max_total_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RetryPolicy.{name} must be at least 1")
         if not 0 <= self.jitter < 1:
@@ -133,26 +140,41 @@ class RetryPolicy:
     @classmethod
     def never(cls) -> RetryPolicy:
         """A policy that never retries."""
-        return cls(max_attempts=1, transient_attempts=1, pair_rate_attempts=1)
+        return cls(max_attempts=1, transient_attempts=1, pair_rate_attempts=1,
+                   max_total_attempts=1)
 
     def delay(
-        self, error: WhatsAppAPIError, attempt: int, *, retry_after: float | None = None
+        self,
+        error: WhatsAppAPIError,
+        attempt: int,
+        *,
+        retry_after: float | None = None,
+        total: int | None = None,
     ) -> float | None:
-        """Seconds to wait before trying again after ``error`` on attempt ``attempt``
-        (1-based), or ``None`` when the call must not be retried."""
-        code, status = error.code, error.http_status
-        if code == _PAIR_RATE_CODE:
+        """Seconds to wait before trying again after ``error``, or ``None`` when the call
+        must not be retried. ``attempt`` counts the call's attempts that failed the same
+        way (the same :class:`~wa_agent.exceptions.RetryKind`), 1-based; ``total`` all of
+        its attempts so far (default ``attempt``)."""
+        if (attempt if total is None else total) >= self.max_total_attempts:
+            return None
+        kind = error.retry_kind
+        if kind is RetryKind.PAIR_RATE:
             return self._wait(attempt, self.pair_rate_attempts, 4.0 ** (attempt - 1), 0.0,
                               retry_after)
-        if code == _THROTTLE_CODE or (code is None and status == 429):
+        if kind is RetryKind.THROTTLE:
             return self._wait(attempt, self.max_attempts, self.base_delay * 2.0 ** (attempt - 1),
                               self.jitter, retry_after)
-        if code in _TRANSIENT_CODES or (code is None and status is not None and status >= 500):
-            return self.transport_delay(attempt, retry_after=retry_after)
-        return None
+        if kind is RetryKind.TRANSIENT:
+            return self.transport_delay(attempt, retry_after=retry_after, total=total)
+        return None  # LATER (the caller retries in minutes) or NEVER
 
-    def transport_delay(self, attempt: int, *, retry_after: float | None = None) -> float | None:
-        """Wait after a connection failure or transient error on attempt ``attempt``."""
+    def transport_delay(
+        self, attempt: int, *, retry_after: float | None = None, total: int | None = None
+    ) -> float | None:
+        """Wait after a connection failure or transient error; ``attempt`` counts the
+        call's transient failures, ``total`` all its attempts (see :meth:`delay`)."""
+        if (attempt if total is None else total) >= self.max_total_attempts:
+            return None
         return self._wait(attempt, self.transient_attempts,
                           self.transient_delay * 2.0 ** (attempt - 1), self.jitter, retry_after)
 
@@ -201,6 +223,7 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._tat = -math.inf  # theoretical arrival time of the next call
+        self._paused_until = -math.inf
 
     def __repr__(self) -> str:
         return f"RateLimiter(rate={self.rate:g}, burst={self.burst:g})"
@@ -221,7 +244,20 @@ class RateLimiter:
 
     def pause(self, seconds: float) -> None:
         """Let no call start for ``seconds`` (after the number was throttled)."""
-        self._tat = max(self._tat, self._clock() + seconds + self._tolerance)
+        now = self._clock()
+        self._tat = max(self._tat, now + seconds + self._tolerance)
+        self._paused_until = max(self._paused_until, now + seconds)
+
+    def paused_for(self) -> float:
+        """Seconds left of the current :meth:`pause` (0 when not paused)."""
+        left = self._paused_until - self._clock()
+        return left if left > 1e-9 else 0.0
+
+    async def wait_out_pause(self) -> None:
+        """Wait until the current :meth:`pause` is over, without taking a slot (for calls
+        that do not count against the rate but must not be made while throttled)."""
+        while (left := self.paused_for()) > 0:
+            await (self._sleep or anyio.sleep)(left)
 
 
 # --------------------------------------------------------------------------- values
@@ -292,6 +328,16 @@ class Sender:
     httpcore's bookkeeping grow with the square of its size), ``timeout`` applies to each
     request (default: the shared client's own, or :data:`DEFAULT_TIMEOUT`).
 
+    ``read_receipts_count`` says whether :meth:`mark_read` (read receipts and the typing
+    indicator) takes a slot of the rate limiter. Meta counts *messages* against a number's
+    throughput ("inclusive of inbound and outbound messages and all message types", the
+    Throughput page of the Cloud API docs); a read receipt is not a message (no wamid, no
+    status webhooks, not billed) and no Meta page counts it, so by default it does not take
+    a slot (otherwise a bot that marks each message read answers at half the configured
+    rate). It still waits out a throttle pause, and a 130429 answered to it pauses the
+    number like any other. ``read_receipts_count=True`` makes receipts take slots too.
+    :meth:`rate_limit_state` reports the effective limit (for ``/health``).
+
     ``transport`` picks what the Sender's own client sends with: ``"auto"`` (default) is
     the lean HTTP/1.1 :class:`~wa_agent._transport.FastTransport` on asyncio, or httpx's
     own transport when an ``HTTP(S)_PROXY``/``ALL_PROXY`` is set in the environment (or the
@@ -313,6 +359,7 @@ class Sender:
         timeout: float | httpx.Timeout | None = None,
         user_agent: str | None = None,
         transport: str | httpx.AsyncBaseTransport = "auto",
+        read_receipts_count: bool = False,
     ) -> None:
         token = Secret(access_token)
         if not token:
@@ -345,6 +392,7 @@ class Sender:
         else:
             self.rate_limiter = None
         self.max_in_flight = max_in_flight
+        self.read_receipts_count = read_receipts_count
         self.stats = SenderStats()
         if user_agent is None:
             from . import __version__
@@ -376,6 +424,21 @@ class Sender:
     def is_closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._closed
+
+    def rate_limit_state(self) -> dict[str, float | bool | None]:
+        """The effective rate limit, JSON-ready (for a ``/health`` answer):
+
+        * ``messages_per_second``: the configured rate (``None``: no limit), ``burst``;
+        * ``read_receipts_count``: whether read receipts and typing indicators take slots;
+        * ``throttled_for``: seconds left of the pause after a 130429 (0: not throttled).
+        """
+        limiter = self.rate_limiter
+        return {
+            "messages_per_second": None if limiter is None else limiter.rate,
+            "burst": None if limiter is None else limiter.burst,
+            "read_receipts_count": self.read_receipts_count,
+            "throttled_for": 0.0 if limiter is None else round(limiter.paused_for(), 3),
+        }
 
     async def __aenter__(self) -> Self:
         if self._closed:
@@ -635,7 +698,8 @@ class Sender:
         }
         if typing:
             payload["typing_indicator"] = {"type": "text"}
-        await self._request("POST", self._url("messages"), json=payload, rate_limited=True)
+        await self._request("POST", self._url("messages"), json=payload, rate_limited=True,
+                            counted=self.read_receipts_count)
 
     # ----------------------------------------------------------------- media
 
@@ -757,18 +821,7 @@ class Sender:
 
     def _make_transport(self) -> httpx.AsyncBaseTransport | None:
         """The transport for the Sender's own client; None means httpx's default."""
-        choice = self._transport_choice
-        if not isinstance(choice, str):
-            return choice
-        if choice == "httpx" or _env_proxies():
-            return None
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # not on asyncio (trio): httpx's transport handles that
-            return None
-        from ._transport import FastTransport
-
-        return FastTransport(max_connections=self.max_in_flight)
+        return choose_transport(self._transport_choice, max_connections=self.max_in_flight)
 
     def token_allowed(self, url: str | httpx.URL) -> bool:
         """Whether the access token may be sent to ``url``: Meta's hosts over HTTPS, or
@@ -953,17 +1006,20 @@ class Sender:
         message: bool = False,
         recipient: str | None = None,
         rate_limited: bool = False,
+        counted: bool = True,
     ) -> Any:
         """One Graph call with retries; returns the parsed JSON of the 2xx answer.
 
         ``message`` marks a message send (never resent after a possible delivery);
-        ``recipient`` keys the 131056 pair-rate wait; ``rate_limited`` takes a token from
-        the number's bucket before each attempt.
+        ``recipient`` keys the 131056 pair-rate wait; ``rate_limited`` makes each attempt
+        wait for the number's bucket: take a slot, or with ``counted=False`` (read
+        receipts) only wait out a throttle pause.
         """
         client = self._http()
         headers = self._headers(url)
         path = httpx.URL(url).path
         attempt = 0
+        failed: dict[RetryKind, int] = {}  # attempts that failed, per kind: one budget each
         just_waited_for_pair = False
         while True:
             attempt += 1
@@ -971,7 +1027,10 @@ class Sender:
                 await self._wait_for_pair_gate(recipient)
             just_waited_for_pair = False
             if rate_limited and self.rate_limiter is not None:
-                await self.rate_limiter.acquire()
+                if counted:
+                    await self.rate_limiter.acquire()
+                else:
+                    await self.rate_limiter.wait_out_pause()
             started = time.perf_counter()
             try:
                 async with self._semaphore:
@@ -997,7 +1056,8 @@ class Sender:
                 logger.info("%s %s -> %s in %.0f ms (attempt %d)",
                             method, path, type(exc).__name__, elapsed, attempt)
                 maybe_delivered = not isinstance(exc, _NOT_SENT)
-                delay = self.retry.transport_delay(attempt)
+                failed[RetryKind.TRANSIENT] = tries = failed.get(RetryKind.TRANSIENT, 0) + 1
+                delay = self.retry.transport_delay(tries, total=attempt)
                 if isinstance(exc, httpx.UnsupportedProtocol) or (
                     maybe_delivered and message and not self.retry.resend_on_read_timeout
                 ):
@@ -1034,14 +1094,16 @@ class Sender:
                     ) from None
             error = api_error_from_body(_body(response), response.status_code)
             retry_after = _retry_after(response.headers.get("retry-after"))
-            delay = self.retry.delay(error, attempt, retry_after=retry_after)
+            kind = error.retry_kind
+            failed[kind] = tries = failed.get(kind, 0) + 1
+            delay = self.retry.delay(error, tries, retry_after=retry_after, total=attempt)
             if delay is None:
                 self.stats.failures += 1
                 if attempt > 1:
                     error.add_note(f"gave up after {attempt} attempts")
                 raise error
             self.stats.retries += 1
-            if error.code == _PAIR_RATE_CODE and recipient is not None:
+            if kind is RetryKind.PAIR_RATE and recipient is not None:
                 # Other sends to this recipient wait too; sends to others do not.
                 until = time.monotonic() + delay
                 self._pair_gate[recipient] = max(self._pair_gate.get(recipient, 0.0), until)
@@ -1049,7 +1111,7 @@ class Sender:
                 if self._pair_gate.get(recipient) == until:
                     del self._pair_gate[recipient]  # waited out
                 just_waited_for_pair = True
-            elif error.code == _THROTTLE_CODE and rate_limited and self.rate_limiter is not None:
+            elif kind is RetryKind.THROTTLE and rate_limited and self.rate_limiter is not None:
                 # The whole number is throttled: hold every send back; our own next
                 # attempt waits for its slot in the bucket.
                 self.rate_limiter.pause(delay)
@@ -1073,6 +1135,7 @@ class Sender:
         except (httpx.InvalidURL, TypeError, ValueError):
             raise MediaError("the media URL is not a valid URL") from None
         attempt = 0
+        failed: dict[RetryKind, int] = {}
         hops = 0
         while True:
             attempt += 1
@@ -1100,6 +1163,7 @@ class Sender:
                                 except httpx.InvalidURL:
                                     raise MediaError("redirected to an invalid URL") from None
                                 attempt = 0
+                                failed.clear()
                                 continue
                             if response.status_code == 404:
                                 raise _NotFound()
@@ -1114,7 +1178,8 @@ class Sender:
             except httpx.TransportError as exc:
                 self.stats.requests += 1
                 logger.info("GET %s -> %s (attempt %d)", where, type(exc).__name__, attempt)
-                delay = self.retry.transport_delay(attempt)
+                failed[RetryKind.TRANSIENT] = tries = failed.get(RetryKind.TRANSIENT, 0) + 1
+                delay = self.retry.transport_delay(tries, total=attempt)
                 if delay is None:
                     self.stats.failures += 1
                     raise TransportError(
@@ -1127,7 +1192,8 @@ class Sender:
             except MediaError:
                 self.stats.failures += 1
                 raise
-            delay = self.retry.delay(error, attempt)
+            failed[error.retry_kind] = tries = failed.get(error.retry_kind, 0) + 1
+            delay = self.retry.delay(error, tries, total=attempt)
             if delay is None:
                 self.stats.failures += 1
                 raise error
@@ -1136,15 +1202,6 @@ class Sender:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _env_proxies() -> bool:
-    """Whether a proxy httpx would use (trust_env) is configured: ``HTTP(S)_PROXY`` /
-    ``ALL_PROXY``, or the system settings on Windows and macOS, as httpx reads them."""
-    from urllib.request import getproxies
-
-    proxies = getproxies()
-    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

@@ -13,10 +13,18 @@ Scripts that redis-py may resend after a dropped connection carry a token, so a 
 call that did reach the server answers the same as the first attempt (``add_inbound`` and
 ``seen``) or does nothing twice (``complete``).
 
+Connections: the store keeps at most ``max_connections`` connections to the server and
+queues callers beyond that (for up to ``pool_timeout`` seconds) instead of failing them, so
+a burst of several hundred webhooks or workers at once is served, not answered with errors.
+
 Durability is the server's: use ``appendonly yes`` (``appendfsync everysec`` or ``always``)
-where acknowledged messages must survive a Redis restart. Keys live under
+where acknowledged messages must survive a Redis restart. The store checks this when it
+opens (``CONFIG GET appendonly``/``save``, else ``INFO persistence``) and warns once per
+server without it, or refuses to open with ``persistence="require"``. Keys live under
 ``{prefix}:i:{interface}:`` and ``{prefix}:lease:``. A standalone server (or a replicated
 primary) is expected, not Redis Cluster.
+
+Tested with redis-py 5.0.1 to 8.x (the range ``pyproject.toml`` allows).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..agents import Turn
@@ -37,14 +45,18 @@ from .base import DEFAULT_DEDUPE_TTL, InboxItem
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
+    from redis.asyncio.retry import Retry
+    from redis.backoff import EqualJitterBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError, ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "RedisSessionStore needs the 'redis' extra: pip install 'wa-agent-host[redis]' "
         "(or pip install redis)"
     ) from exc
 
-__all__ = ["RedisSessionStore"]
+__all__ = ["Durability", "RedisSessionStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +64,21 @@ T = TypeVar("T")
 
 #: A resent complete() recognises its first attempt for this long (ms).
 _COMPLETE_TOKEN_TTL_MS = 10 * 60 * 1000
+
+#: Connections one store opens to the server at most (callers beyond wait for one).
+DEFAULT_MAX_CONNECTIONS = 50
+#: Seconds a call waits for a free connection before it raises StoreError.
+DEFAULT_POOL_TIMEOUT = 10.0
+
+#: What a Redis server keeps across a restart, as :attr:`RedisSessionStore.durability`
+#: reports it: ``"aof"`` (append-only file: nothing acknowledged is lost), ``"snapshots"``
+#: (RDB only: what came after the last snapshot is lost), ``"none"`` (nothing is kept),
+#: ``"no-aof"`` (no AOF; whether snapshots are taken could not be read), ``"unknown"``
+#: (the server refused both ``CONFIG`` and ``INFO``).
+Durability = Literal["aof", "snapshots", "none", "no-aof", "unknown"]
+
+# Servers (masked URLs) this process already logged a persistence finding for.
+_persistence_logged: set[str] = set()
 
 # KEYS: none. ARGV: base, ttl_ms, token, then 7 per item:
 #   id, sender, payload, received_at, attempts, has_progress ("0"/"1"), progress
@@ -215,6 +242,31 @@ def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+async def _read_durability(client: aioredis.Redis) -> tuple[Durability, str]:
+    """(durability, detail): from ``CONFIG GET``, else ``INFO persistence``."""
+    try:
+        aof = await client.config_get("appendonly")
+        save = await client.config_get("save")
+    except ResponseError as config_refused:  # managed Redis: CONFIG disabled or no ACL
+        try:
+            info = await client.info("persistence")
+        except ResponseError as info_refused:
+            return "unknown", f"CONFIG: {config_refused}; INFO: {info_refused}"
+        enabled = info.get("aof_enabled")
+        if enabled is None:
+            return "unknown", f"CONFIG: {config_refused}; INFO persistence has no aof_enabled"
+        if _str(enabled) == "1":
+            return "aof", "INFO persistence: aof_enabled:1"
+        return "no-aof", f"CONFIG refused ({config_refused}); INFO persistence: aof_enabled:0"
+    values = {_str(k): _str(v) for d in (aof, save) for k, v in d.items()}
+    if values.get("appendonly", "").lower() == "yes":
+        return "aof", f"appendonly yes; save {values.get('save', '')!r}"
+    schedule = values.get("save", "").strip()
+    if schedule:
+        return "snapshots", schedule
+    return "none", "appendonly no, save ''"
+
+
 def _mask(url: str) -> str:
     """The URL with any password replaced by ``***`` (for messages and repr)."""
     try:
@@ -237,6 +289,21 @@ class RedisSessionStore:
     delivery states are remembered (the server expires them). ``client`` is an existing
     ``redis.asyncio.Redis`` to borrow instead (it is not closed by :meth:`aclose`).
 
+    At most ``max_connections`` calls talk to the server at once (with a borrowed client,
+    the smaller of ``max_connections`` and its pool's own limit, since redis-py's default
+    pool raises "Too many connections" instead of waiting); further calls wait in order
+    for a free connection, for up to ``pool_timeout`` seconds, then raise
+    :class:`~wa_agent.StoreError`. Keep ``max_connections`` times the number of processes
+    sharing the server under its ``maxclients`` (10,000 by default).
+
+    ``persistence`` is what :meth:`open` does about a server that would lose acknowledged
+    messages on a restart (no ``appendonly yes``): ``"warn"`` (default) logs one WARNING per
+    server and process naming the fix; ``"require"`` refuses to open (a
+    :class:`~wa_agent.StoreError`), also when the server hides its configuration;
+    ``"ignore"`` checks nothing, for a deliberately volatile store. Managed services that
+    refuse ``CONFIG`` are checked through ``INFO persistence``; if both are refused, that is
+    logged once. :attr:`durability` reports what was found.
+
     The store opens itself on first use (:meth:`open` checks the server with ``PING``);
     after :meth:`aclose`, call :meth:`open` to use it again. Errors talking to the server
     raise :class:`~wa_agent.StoreError`.
@@ -249,9 +316,30 @@ class RedisSessionStore:
         prefix: str = "wa_agent",
         dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
         client: aioredis.Redis | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        persistence: Literal["warn", "require", "ignore"] = "warn",
     ) -> None:
         if not prefix:
             raise ValueError("prefix must not be empty")
+        if persistence not in ("warn", "require", "ignore"):
+            raise ValueError(f"persistence must be 'warn', 'require' or 'ignore', got "
+                             f"{persistence!r}")
+        self._persistence = persistence
+        #: What the server keeps across a restart (see :data:`Durability`), found by
+        #: :meth:`open`; ``None`` before that or with ``persistence="ignore"``.
+        self.durability: Durability | None = None
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or (
+            max_connections < 1
+        ):
+            raise ValueError(f"max_connections must be an int of at least 1, got "
+                             f"{max_connections!r}")
+        if not pool_timeout >= 0:
+            raise ValueError(f"pool_timeout must be >= 0 seconds, got {pool_timeout!r}")
+        self._max_connections = max_connections
+        self._pool_timeout = float(pool_timeout)
+        self._slots: asyncio.Semaphore | None = None
+        self._slot_count = max_connections
         self._url = Secret(url)
         self._shown_url = "<client>" if client is not None else _mask(self._url.reveal())
         self._prefix = prefix
@@ -281,26 +369,99 @@ class RedisSessionStore:
 
     async def _open(self) -> None:
         client = self._borrowed
+        slots = self._max_connections
         if client is None:
+            # A plain pool of max_connections: _call never lets more calls through than
+            # that, so it never runs out (a BlockingConnectionPool would wait the same way
+            # but costs ~20 us more per call).
             try:
-                client = aioredis.Redis.from_url(
+                pool = aioredis.ConnectionPool.from_url(
                     self._url.reveal(),
+                    max_connections=self._max_connections,
                     decode_responses=True,
                     socket_connect_timeout=5.0,
                     socket_timeout=10.0,
+                    client_name=f"wa_agent:{self._prefix}",
+                    # A connection the server dropped (a restart, an idle timeout) is
+                    # reopened and the call sent again, up to 3 times within ~1 s; the
+                    # scripts' tokens make such a resend answer like the first attempt.
+                    retry=Retry(EqualJitterBackoff(cap=0.5, base=0.05), 3),
+                    retry_on_error=[RedisConnectionError, RedisTimeoutError],  # redis-py 5
                 )
             except ValueError as exc:
                 raise ValueError(f"invalid Redis URL {self._shown_url!r}: {exc}") from None
+            client = aioredis.Redis.from_pool(pool)
+        else:
+            # A pool of redis-py's default type raises instead of waiting once it is at its
+            # limit: never run more calls at once than it can hold.
+            limit = getattr(client.connection_pool, "max_connections", None)
+            if isinstance(limit, int) and limit >= 1:
+                slots = min(slots, limit)
         try:
             await client.ping()
+            if self._persistence != "ignore":
+                await self._check_persistence(client)
         except (RedisError, OSError) as exc:
             if self._borrowed is None:
                 await client.aclose()
             raise StoreError(f"cannot reach Redis at {self._shown_url}: {exc}") from exc
+        except BaseException:
+            if self._borrowed is None:
+                await client.aclose()
+            raise
         self._client = client
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        self._slots = asyncio.Semaphore(slots)
+        self._slot_count = slots
         self._state = "open"
         logger.debug("Redis store opened at %s (prefix %s)", self._shown_url, self._prefix)
+
+    async def _check_persistence(self, client: aioredis.Redis) -> None:
+        """Find :attr:`durability`; warn, or raise StoreError under ``"require"``."""
+        durability, detail = await _read_durability(client)
+        self.durability = durability
+        url = self._shown_url
+        logger.debug("Redis at %s: durability %s (%s)", url, durability, detail)
+        if durability == "aof":
+            return
+        if durability == "unknown":
+            if self._persistence == "require":
+                raise StoreError(
+                    f"Redis at {url} refused CONFIG and INFO ({detail}), so the store cannot "
+                    "check that it persists acknowledged messages (persistence='require'). "
+                    "Make sure the server runs with appendonly yes, then pass "
+                    "persistence='warn'."
+                )
+            if url not in _persistence_logged:
+                _persistence_logged.add(url)
+                logger.warning(
+                    "could not check whether Redis at %s persists acknowledged messages "
+                    "(%s). Without appendonly yes a Redis restart loses messages already "
+                    "acknowledged to Meta; make sure your Redis (or its provider) keeps an "
+                    "append-only file.", url, detail)
+            return
+        what = {
+            "snapshots": f"only RDB snapshots (save {detail!r}): whatever arrived since the "
+                         "last snapshot",
+            "none": "no append-only file and no snapshots: everything",
+            "no-aof": f"no append-only file ({detail}): everything since the last snapshot, "
+                      "if any",
+        }[durability]
+        problem = (
+            f"Redis at {url} keeps {what} is lost when Redis restarts or crashes: messages "
+            "already acknowledged to Meta (which will not redeliver them) and the dedupe "
+            "marks (redelivered messages would be answered twice)"
+        )
+        if self._persistence == "require":
+            raise StoreError(
+                f"{problem}. Refusing to open (persistence='require'): set appendonly yes "
+                "(CONFIG SET appendonly yes, and in redis.conf)."
+            )
+        if url not in _persistence_logged:
+            _persistence_logged.add(url)
+            logger.warning(
+                "%s. Set appendonly yes (CONFIG SET appendonly yes, and in redis.conf), or "
+                "pass persistence='ignore' for a deliberately volatile store.", problem)
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was borrowed). Idempotent."""
@@ -322,10 +483,28 @@ class RedisSessionStore:
 
     async def _call(self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         client = await self._ready()
+        slots = self._slots
+        if slots is None:  # pragma: no cover - open() sets it
+            raise RuntimeError("RedisSessionStore has no connection slots")
+        if slots.locked():  # every connection is busy: queue for one, within pool_timeout
+            try:
+                async with asyncio.timeout(self._pool_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise StoreError(
+                    f"Redis store at {self._shown_url} could not {what}: no connection came "
+                    f"free within pool_timeout={self._pool_timeout:g} s (all "
+                    f"max_connections={self._slot_count} busy); raise max_connections or "
+                    "pool_timeout, or check the server's latency"
+                ) from None
+        else:
+            await slots.acquire()  # free: returns at once
         try:
             return await fn(client)
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis store at {self._shown_url} could not {what}: {exc}") from exc
+        finally:
+            slots.release()
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._call(

@@ -314,6 +314,9 @@ class CloudAPIEmulator:
         self.delay: float = 0.0
         #: Messages per second per business number before sends fail with 130429 (``None``: off).
         self.throughput: float | None = None
+        #: Whether mark-read/typing calls count against :attr:`throughput` too. Meta counts
+        #: messages (inbound and outbound, every type); a read receipt is not one.
+        self.throughput_counts_reads: bool = False
         #: Override ``scheme://host[:port]`` of download URLs (default: the host that was called).
         self.media_url_base: str | None = None
         #: When set, the download URL answers ``302`` to this ``scheme://host[:port]`` (same path).
@@ -534,6 +537,7 @@ class CloudAPIEmulator:
         self._fault_rate = None
         self.delay = 0.0
         self.throughput = None
+        self.throughput_counts_reads = False
         self.download_redirect = None
         self.media_url_base = None
 
@@ -769,7 +773,8 @@ class CloudAPIEmulator:
             p, fault, rng = self._fault_rate
             if fault.endpoint in (None, effective) and rng.random() < p:
                 raise _InjectedFault(fault)
-        if effective in ("messages", "read") and self.throughput is not None:
+        counted = ("messages", "read") if self.throughput_counts_reads else ("messages",)
+        if effective in counted and self.throughput is not None:
             self._check_throughput(request.path.strip("/").split("/")[1])
 
     def _check_throughput(self, phone_number_id: str) -> None:
