@@ -390,33 +390,42 @@ class Scheduler:
 
     async def _keep_leases(self) -> None:
         """Renew every held lease once it is a third of its TTL old (so at the latest at
-        two thirds), so a slow agent never loses it. One task for all contacts."""
+        two thirds), so a slow agent never loses it: one task and one store call for all
+        contacts. Short leases kept alive this way let another process (or this one,
+        restarted) take over a dead process's contacts within ``lease_ttl``."""
         ttl = self.settings.lease_ttl
         period = ttl / 3
         while True:
             await asyncio.sleep(period)
-            for name, held in list(self.held.items()):
-                if time.monotonic() - held.since < period or self.held.get(name) is not held:
-                    continue
-                try:
-                    ok = await self.store.acquire_lease(name, self.owner, ttl)
-                except Exception:
-                    logger.warning("could not renew the lease %s", name, exc_info=True)
-                    continue
-                if self.held.get(name) is not held:
-                    # Released while renewing: give back what was just taken again, unless a
-                    # new drain of this contact holds it now.
-                    if ok and name not in self.held:
-                        with contextlib.suppress(Exception):
-                            await self.store.release_lease(name, self.owner)
-                    continue
-                if ok:
-                    held.since = time.monotonic()
-                    continue
-                held.lost = True
-                logger.warning("lost the lease %s (this process stalled longer than lease_ttl="
-                               "%.1f s): another process may be answering the same sender",
-                               name, ttl)
+            now = time.monotonic()
+            due = [(name, held) for name, held in self.held.items()
+                   if now - held.since >= period]
+            if not due:
+                continue
+            try:
+                renewed = await self.store.renew_leases([name for name, _ in due], self.owner,
+                                                        ttl)
+            except Exception:
+                logger.warning("could not renew %d lease(s)", len(due), exc_info=True)
+                continue
+            for (name, held), ok in zip(due, renewed, strict=True):
+                await self._renewed(name, held, ok)
+
+    async def _renewed(self, name: str, held: Held, ok: bool) -> None:
+        if self.held.get(name) is not held:
+            # Released while renewing: give back what was just taken again, unless a new
+            # drain of this contact holds it now.
+            if ok and name not in self.held:
+                with contextlib.suppress(Exception):
+                    await self.store.release_lease(name, self.owner)
+            return
+        if ok:
+            held.since = time.monotonic()
+            return
+        held.lost = True
+        logger.warning("lost the lease %s (this process stalled longer than lease_ttl=%.1f s): "
+                       "another process may be answering the same sender", name,
+                       self.settings.lease_ttl)
 
 
 _MAX_TURN_ITEMS = 50  # messages one CHAT turn answers at most (the rest: the next turn)

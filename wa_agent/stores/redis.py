@@ -214,6 +214,21 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS: lease keys. ARGV[1]: owner, ARGV[2]: ttl_ms. One 0/1 per key.
+_ACQUIRE_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and cur ~= ARGV[1] then
+    out[i] = 0
+  else
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 1
+  end
+end
+return out
+"""
+
 # KEYS[1]: lease key. ARGV[1]: owner.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -230,6 +245,7 @@ _SCRIPTS = {
     "touch": _TOUCH,
     "heartbeat": _HEARTBEAT,
     "acquire": _ACQUIRE,
+    "acquire_many": _ACQUIRE_MANY,
     "release": _RELEASE,
 }
 
@@ -649,6 +665,14 @@ class RedisSessionStore:
         key = f"{self._prefix}:lease:{name}"
         result = await self._script("acquire", (key,), (owner, _ms(check_ttl("ttl", ttl))))
         return bool(int(result))
+
+    async def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """:meth:`acquire_lease` for each name, in one script call."""
+        if not names:
+            return []
+        keys = [f"{self._prefix}:lease:{name}" for name in names]
+        result = await self._script("acquire_many", keys, (owner, _ms(check_ttl("ttl", ttl))))
+        return [bool(int(x)) for x in result]
 
     async def release_lease(self, name: str, owner: str) -> None:
         """Release the lease if ``owner`` holds it."""
