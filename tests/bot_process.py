@@ -73,6 +73,25 @@ class _LeaseLog:
         return ok
 
 
+class _Outage:
+    """The store, with ``complete()`` failing while the file ``marker`` exists (a store that
+    cannot record that a reply went out: a full disk, an unreachable Redis)."""
+
+    def __init__(self, store: SessionStore, marker: str) -> None:
+        self._store = store
+        self._marker = marker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def complete(self, *args: Any, **kwargs: Any) -> None:
+        if os.path.exists(self._marker):
+            from wa_agent.exceptions import StoreError
+
+            raise StoreError("injected: the store cannot write")
+        await self._store.complete(*args, **kwargs)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, required=True)
@@ -93,6 +112,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retry-attempts", type=int, default=None,
                    help="attempts per send for every retryable error (default: the policy's)")
     p.add_argument("--log", default=None, help="file to append agent start/end lines to")
+    p.add_argument("--outage", default=None,
+                   help="a path: while that file exists, the store cannot record replies")
     return p.parse_args(argv)
 
 
@@ -120,6 +141,8 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
     store: Any = _store(args.store, args.prefix)
     if log_fd is not None:
         store = _LeaseLog(store, write)
+    if args.outage:
+        store = _Outage(store, args.outage)
 
     async def agent(request: AgentRequest) -> str:
         assert request.message is not None

@@ -937,3 +937,30 @@ async def test_a_dead_workers_senders_are_taken_over_within_the_lease_ttl(
     assert attempts and attempts[-1]["ok"]
     assert len(failed) <= 8, f"{len(failed)} failed attempts before the takeover"
     assert cloud.replies() == {wamid: 1}
+
+
+async def test_the_duplicate_window_is_a_process_stopping_during_a_store_outage(
+        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
+        tmp_path: Path) -> None:
+    """The real duplicate window, measured: replies go out while the store cannot record
+    them (``complete`` fails). While the process runs it retries the record and never
+    resends, however long the outage; only when it is killed during the outage are those
+    replies (and only those) sent once more by the restarted process."""
+    spec = f"sqlite:{tmp_path / 'bot.db'}"
+    marker = tmp_path / "outage"
+    marker.touch()
+    bot = bots(cloud.url, spec, outage=marker, sweep=0.05)
+    await bot.ready(client)
+    messages = [message_body(f"155582000{n:02d}", "hi") for n in range(3)]
+    for _, body in messages:
+        assert await post(client, bot.url, body) == (200, "processing")
+    ids = [wamid for wamid, _ in messages]
+    await cloud.wait_answered(ids)
+    await asyncio.sleep(1.0)  # the outage goes on: the records are retried, nothing resent
+    assert cloud.replies() == dict.fromkeys(ids, 1)
+    bot.kill()
+    marker.unlink()  # the store recovers; the bot is restarted on it
+    again = bots(cloud.url, spec, sweep=0.05)
+    await again.ready(client)
+    await wait_inbox_empty(spec, "")
+    assert cloud.replies() == dict.fromkeys(ids, 2)
