@@ -85,7 +85,7 @@ class _Outage:
         return getattr(self._store, name)
 
     async def complete(self, *args: Any, **kwargs: Any) -> None:
-        if os.path.exists(self._marker):
+        if await asyncio.to_thread(os.path.exists, self._marker):
             from wa_agent.exceptions import StoreError
 
             raise StoreError("injected: the store cannot write")
