@@ -7,8 +7,8 @@ the real APIs use, including their error bodies.
 
 from __future__ import annotations
 
-import base64
 import asyncio
+import base64
 import json
 import logging
 import socket
