@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import weakref
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -475,16 +476,18 @@ def _prompt(request: AgentRequest) -> str:
     return text
 
 
-_warned_none: set[int] = set()
+_warned_none: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _warn_none(agent: Any) -> None:
     """An agent answered ``None`` (a forgotten ``return``): say so once per agent, at
     WARNING, since the user then gets no reply at all."""
-    key = id(agent)
-    if key in _warned_none:
-        return
-    _warned_none.add(key)
+    try:
+        if agent in _warned_none:
+            return
+        _warned_none.add(agent)
+    except TypeError:  # not weakly referenceable: warn each time
+        pass
     name = getattr(agent, "__qualname__", None) or type(agent).__name__
     logger.warning("agent %s returned None, so nothing is sent to the user: did it forget a "
                    "`return`? (Return a str or an AgentReply; this is logged once.)", name)
