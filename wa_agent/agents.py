@@ -19,8 +19,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import weakref
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
