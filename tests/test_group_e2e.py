@@ -69,9 +69,9 @@ def group_body(kind: str, content: Any) -> dict[str, Any]:
 async def test_a_members_message_is_answered_in_the_group_with_text_and_media() -> None:
     """An allowed member writes in the group: the agent gets the member as ``sender`` and the
     message's group id; every part of the reply goes to the group (recipient_type "group",
-    ``to`` the group id, nothing to the member privately); the reaction, location and
-    contact card are not sent (groups take text, media and templates) and the buttons
-    become text carrying the body."""
+    ``to`` the group id, nothing to the member privately); groups take text, media and
+    templates, so the reaction is dropped and the location, contact card and buttons
+    become readable text (the buttons carrying the body)."""
     bot = Recorder(
         AgentReply(
             text="Lunch at noon?",
@@ -86,7 +86,7 @@ async def test_a_members_message_is_answered_in_the_group_with_text_and_media() 
         alice = sim.user(ALICE, "Alice")
         group = sim.group(GROUP)
         await alice.send_text("hi all", group_id=GROUP)
-        image, text = await group.next_reply(), await group.next_reply()
+        image, location, card, text = [await group.next_reply() for _ in range(4)]
         await sim.settle()
         sent = list(sim.emulator.messages)
     [request] = bot.requests
@@ -94,8 +94,11 @@ async def test_a_members_message_is_answered_in_the_group_with_text_and_media() 
     assert request.message is not None and request.message.group_id == GROUP
     assert [m.body for m in sent] == [
         group_body("image", {"id": image.media_id, "caption": "the menu"}),
+        group_body("text", {"body": "[location: 52.500000, 13.400000]"}),
+        group_body("text", {"body": "[contact: Ada]"}),
         group_body("text", {"body": "Lunch at noon?\n[Yes] [No]"}),
     ]
+    assert location.text == "[location: 52.500000, 13.400000]" and card.text == "[contact: Ada]"
     assert image.data == make_png() and text.text == "Lunch at noon?\n[Yes] [No]"
     assert alice.replies == [] and sim.emulator.sent_to(ALICE) == []
 
