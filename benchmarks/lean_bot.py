@@ -5,8 +5,11 @@ A raw ASGI app (no framework) that verifies the HMAC, parses the JSON, answers `
 once and starts one asyncio task per text message. The task optionally marks the message
 read with the typing indicator (``read_receipt=True``: the same two Graph calls per
 message as wa_agent), waits for the agent, and sends the reply through ONE shared
-``httpx.AsyncClient``. No dedupe, no durable inbox, no ordering, no retries, no bound: its
-replies are in order only when its agents happen to finish in order.
+``httpx.AsyncClient``, at most 64 Graph calls in flight (a semaphore: with thousands of
+calls due at once httpcore's pool bookkeeping would otherwise eat the event loop,
+encode/httpcore#1035, and the reference would measure that instead). No dedupe, no durable
+inbox, no ordering, no retries, no bound on agents: its replies are in order only when its
+agents happen to finish in order.
 """
 
 from __future__ import annotations
@@ -31,19 +34,22 @@ def make_app(app_secret: str, graph_url: str, access_token: str, phone_number_id
     url = f"{graph_url}/v25.0/{phone_number_id}/messages"
     client: httpx.AsyncClient | None = None
     tasks: set[asyncio.Task[None]] = set()
+    calls = asyncio.Semaphore(64)
+
+    async def post(body: dict[str, Any]) -> None:
+        assert client is not None
+        async with calls:
+            await client.post(url, json=body)
 
     async def answer(message: dict[str, Any]) -> None:
-        assert client is not None
         if read_receipt:
-            await client.post(url, json={"messaging_product": "whatsapp", "status": "read",
-                                         "message_id": message["id"],
-                                         "typing_indicator": {"type": "text"}})
+            await post({"messaging_product": "whatsapp", "status": "read",
+                        "message_id": message["id"], "typing_indicator": {"type": "text"}})
         if agent_delay:
             await asyncio.sleep(agent_delay)
-        await client.post(url, json={
-            "messaging_product": "whatsapp", "recipient_type": "individual",
-            "to": message["from"], "type": "text",
-            "text": {"body": f"ok {message['id']}"}})
+        await post({"messaging_product": "whatsapp", "recipient_type": "individual",
+                    "to": message["from"], "type": "text",
+                    "text": {"body": f"ok {message['id']}"}})
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         nonlocal client
