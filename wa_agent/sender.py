@@ -16,6 +16,12 @@ Two safety rules hold for every call:
 * the access token is only sent to Meta's hosts (``*.facebook.com``, ``*.fbsbx.com``,
   ``*.fbcdn.net``, over HTTPS) and to the configured ``base_url``. A media URL or redirect
   to any other host raises :class:`~wa_agent.exceptions.MediaError`.
+
+The parts, for a maintainer: :class:`Sender` (here) is the public API, the message envelope
+and the URLs; the content object of each message type is built in ``_message_bodies``; every
+HTTP call (client, token rule, in-flight bound, rate limit, retries, counters) goes through
+the ``GraphClient`` of ``_graph``; uploads and downloads are in ``_sender_media``;
+:class:`RetryPolicy` and :class:`RateLimiter` live in ``_policy`` (all re-exported here).
 """
 
 from __future__ import annotations

@@ -31,6 +31,13 @@ on demand: :meth:`~CloudAPIEmulator.fail_next`, :meth:`~CloudAPIEmulator.fail_ra
 :meth:`~CloudAPIEmulator.pair_rate_limit`, :meth:`~CloudAPIEmulator.hang_next`,
 :meth:`~CloudAPIEmulator.expire_token`, :attr:`~CloudAPIEmulator.delay` and
 :attr:`~CloudAPIEmulator.throughput`.
+
+The parts, for a maintainer: :class:`CloudAPIEmulator` (here) routes each call, checks the
+token, records it and answers sends and read receipts; the checks of message bodies against
+Meta's limits are in ``_emulator_validation``, media storage and its endpoints in
+``_emulator_media``, injected failures, hangs and the throughput window in
+``_emulator_faults``, subscribers and waiters in ``_emulator_notify``, the ASGI request and
+response plumbing in ``_emulator_http``, and Meta's error bodies in ``_graph_errors``.
 """
 
 from __future__ import annotations
