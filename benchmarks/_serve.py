@@ -112,6 +112,7 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
         tuning["max_queued_senders"] = args.max_queued_senders
     if args.max_pending is not None:
         tuning["max_pending"] = args.max_pending
+        tuning["max_pending_per_sender"] = args.max_pending
     if args.sweep_interval is not None:
         tuning["sweep_interval"] = args.sweep_interval
     if args.receive_only:

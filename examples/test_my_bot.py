@@ -17,7 +17,14 @@ pytestmark = pytest.mark.anyio
 
 
 async def my_agent(request: AgentRequest) -> str | AgentReply:
-    """The bot under test: remembers names in CHAT mode and counts photos."""
+    """The bot under test: remembers names in CHAT mode, counts photos, asks for a rating
+    with buttons and understands voice notes when it has a transcriber."""
+    if request.choice is not None:  # a tapped button: the title is the text, the id here
+        return f"Thanks for the {request.choice} rating!"
+    if request.text.lower() == "rate us":
+        return AgentReply(text="How was it?", buttons=[("good", "👍 Good"), ("bad", "👎 Bad")])
+    if any(attachment.voice for attachment in request.attachments):
+        return f"I heard: {request.text}" if request.text else "Please type it."
     if request.attachments:
         return f"Nice {request.attachments[0].kind}!"
     if request.text.lower().startswith("my name is "):
@@ -56,3 +63,28 @@ async def test_survives_duplicate_deliveries(wa_simulator: Callable[..., Awaitab
     assert sorted(r.json()["status"] for r in responses) == ["ignored", "ignored", "processing"]
     await sim.settle()
     assert sim.emulator.texts_to("15551230004") == ["Hi Dee!"]
+
+
+async def test_tapping_a_button(wa_simulator: Callable[..., Awaitable[Any]]) -> None:
+    """The bot's buttons arrive as choices; tapping one sends what WhatsApp sends, and the
+    agent gets the button's title as text and its id as ``request.choice``."""
+    sim = await wa_simulator(my_agent)
+    user = sim.user("15551230005")
+    offer = await user.ask("rate us")
+    assert offer.text == "How was it?"
+    assert [choice.title for choice in offer.buttons] == ["👍 Good", "👎 Bad"]
+    await user.tap("👍 Good")
+    assert (await user.next_reply()).text == "Thanks for the good rating!"
+
+
+async def test_voice_notes_are_transcribed(wa_simulator: Callable[..., Awaitable[Any]]) -> None:
+    """With a transcriber (here a stand-in for Whisper), a voice note's transcript is the
+    request's text; the recording itself stays an attachment."""
+
+    async def transcriber(audio: bytes, mime_type: str) -> str:
+        return "my name is Vera" if audio and mime_type.startswith("audio/ogg") else ""
+
+    sim = await wa_simulator(my_agent, transcriber=transcriber)
+    user = sim.user("15551230006")
+    await user.send_voice()  # one second of OGG/Opus silence
+    assert (await user.next_reply()).text == "I heard: my name is Vera"

@@ -54,6 +54,44 @@ def _store(spec: str, prefix: str) -> SessionStore:
     raise SystemExit(f"unknown store {spec!r}")
 
 
+class _LeaseLog:
+    """The store, with every sender-lease attempt written to the agent log
+    (``{"e": "lease", "ok": ..., "pid": ...}``): tests count the attempts a process needs
+    to take over a dead process's sender."""
+
+    def __init__(self, store: SessionStore, write: Any) -> None:
+        self._store = store
+        self._write = write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        ok = await self._store.acquire_lease(name, owner, ttl)
+        if name.startswith("sender:"):
+            self._write({"e": "lease", "ok": ok, "name": name})
+        return ok
+
+
+class _Outage:
+    """The store, with ``complete()`` failing while the file ``marker`` exists (a store that
+    cannot record that a reply went out: a full disk, an unreachable Redis)."""
+
+    def __init__(self, store: SessionStore, marker: str) -> None:
+        self._store = store
+        self._marker = marker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def complete(self, *args: Any, **kwargs: Any) -> None:
+        if await asyncio.to_thread(os.path.exists, self._marker):
+            from wa_agent.exceptions import StoreError
+
+            raise StoreError("injected: the store cannot write")
+        await self._store.complete(*args, **kwargs)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, required=True)
@@ -63,7 +101,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--secret", default="test-secret")
     p.add_argument("--delay", type=float, default=0.0, help="agent delay in seconds")
     p.add_argument("--mode", default="task")
-    p.add_argument("--lease-ttl", type=float, default=1.0)
+    p.add_argument("--lease-ttl", type=float, default=1.0,
+                   help="sender lease TTL in seconds (0: the interface's default)")
     p.add_argument("--sweep", type=float, default=0.2)
     p.add_argument("--max-concurrency", type=int, default=64)
     p.add_argument("--per-sender", type=int, default=16,
@@ -73,6 +112,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retry-attempts", type=int, default=None,
                    help="attempts per send for every retryable error (default: the policy's)")
     p.add_argument("--log", default=None, help="file to append agent start/end lines to")
+    p.add_argument("--outage", default=None,
+                   help="a path: while that file exists, the store cannot record replies")
     return p.parse_args(argv)
 
 
@@ -90,11 +131,18 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
               if args.log else None)
     pid = os.getpid()
 
+    def write(event: dict[str, Any]) -> None:
+        if log_fd is not None:
+            os.write(log_fd, (json.dumps({**event, "pid": pid}) + "\n").encode())
+
     def record(event: str, request: AgentRequest) -> None:
-        if log_fd is None:
-            return
-        line = json.dumps({"e": event, "id": _ids(request), "s": request.sender, "pid": pid})
-        os.write(log_fd, (line + "\n").encode())
+        write({"e": event, "id": _ids(request), "s": request.sender})
+
+    store: Any = _store(args.store, args.prefix)
+    if log_fd is not None:
+        store = _LeaseLog(store, write)
+    if args.outage:
+        store = _Outage(store, args.outage)
 
     async def agent(request: AgentRequest) -> str:
         assert request.message is not None
@@ -118,10 +166,10 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
         name=INTERFACE_NAME,
         app_secret=args.secret,
         mode=args.mode,
-        storage=_store(args.store, args.prefix),
+        storage=store,
         sender=sender,
         phone_number_id=PHONE_NUMBER_ID,
-        lease_ttl=args.lease_ttl,
+        **({"lease_ttl": args.lease_ttl} if args.lease_ttl else {}),
         sweep_interval=args.sweep,
         max_concurrency=args.max_concurrency,
         max_concurrency_per_sender=args.per_sender,

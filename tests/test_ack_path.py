@@ -344,8 +344,8 @@ class _CountingStore(MemorySessionStore):
 async def test_one_lease_round_per_drain_follow_ups_included() -> None:
     """A drain holds the sender's lease until the inbox has nothing more for the sender:
     one message costs one lease acquisition and two inbox reads (the second finds it
-    empty), not a second lease round; a follow-up recorded while the agent runs is answered
-    in the same round, after the first."""
+    empty), not a second lease round; a follow-up recorded while the agent runs is handed
+    to the running drain without another inbox read and answered after the first."""
     from wa_agent.testing import Simulator
 
     store = _CountingStore()
@@ -377,4 +377,4 @@ async def test_one_lease_round_per_drain_follow_ups_included() -> None:
         await sim.settle()
         assert answered == ["alone", "first", "second"]
         assert [r.text for r in user.take_replies()] == ["re: first", "re: second"]
-        assert len(store.acquired) == 1 and store.reads == 3
+        assert len(store.acquired) == 1 and store.reads == 2

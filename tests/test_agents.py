@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -160,3 +161,51 @@ def test_attachment_repr_hides_bytes() -> None:
     """An attachment's repr shows its size, not its content."""
     text = repr(Attachment(kind="image", data=b"secret-bytes" * 100, mime_type="image/png"))
     assert "size=1200" in text and "secret-bytes" not in text
+
+
+class _Bot:
+    async def answer(self, request: AgentRequest) -> str:
+        return "ok"
+
+
+def test_what_cannot_take_a_request_is_refused_when_the_interface_is_built() -> None:
+    """Mistakes are caught at construction, naming the object: a class instead of an
+    instance, a function with the wrong signature, a string, an interface or manager in the
+    agent's place."""
+    from wa_agent import InterfaceManager, WhatsAppInterface
+
+    def two_args(request: AgentRequest, extra: str) -> str:
+        return "x"
+
+    def no_args() -> str:
+        return "x"
+
+    cases: list[tuple[object, str]] = [
+        (_Bot, "_Bot is a class, not an agent: pass an instance"),
+        (two_args, "must take the AgentRequest as its one argument"),
+        (no_args, "must take the AgentRequest as its one argument"),
+        ("my agent", "'my agent' is not an agent"),
+    ]
+    for obj, message in cases:
+        with pytest.raises(TypeError, match=message):
+            WhatsAppInterface(obj, access_token="t", phone_number_id="1")
+    interface = WhatsAppInterface(_Bot(), access_token="t", phone_number_id="1")
+    for host in (interface, InterfaceManager([interface])):
+        with pytest.raises(TypeError, match="is not an agent: pass the agent itself"):
+            WhatsAppInterface(host, access_token="t", phone_number_id="1")
+
+
+async def test_an_agent_returning_none_is_warned_about_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A forgotten ``return`` (the agent answers None) is logged at WARNING, once per agent,
+    naming it; nothing is sent."""
+    def forgetful(request: AgentRequest) -> None:
+        request.text.upper()
+
+    agent = as_agent(forgetful)
+    request = AgentRequest(text="hi", sender="1")
+    with caplog.at_level(logging.WARNING, logger="wa_agent.agents"):
+        for _ in range(3):
+            assert (await agent.answer(request)) == AgentReply()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "forgetful" in warnings[0] and "return" in warnings[0]

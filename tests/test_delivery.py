@@ -320,10 +320,13 @@ async def wait_inbox_empty(spec: str, prefix: str, timeout: float = 20.0) -> Non
         await asyncio.sleep(0.1)
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
+def read_log(path: Path, kinds: tuple[str, ...] = ("start", "end")) -> list[dict[str, Any]]:
+    """The bot processes' log events of ``kinds`` (agent ``start``/``end`` by default;
+    ``lease`` for sender-lease attempts), in file order."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    events = (json.loads(line) for line in path.read_text().splitlines() if line)
+    return [e for e in events if e["e"] in kinds]
 
 
 # -- crash -----------------------------------------------------------------------------------
@@ -908,3 +911,56 @@ async def test_two_workers_on_redis_coalesce_one_burst_once(
     assert cloud.replies() == dict.fromkeys(ids, 1)
     starts = [e["id"] for e in read_log(log) if e["e"] == "start"]
     assert starts == [ids[0], ",".join(ids[1:])]
+
+
+async def test_a_dead_workers_senders_are_taken_over_within_the_lease_ttl(
+        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
+        tmp_path: Path) -> None:
+    """A process is SIGKILLed while its agent answers a sender (its lease held, renewed
+    while it lived); the process restarted on the same store takes the sender over once the
+    dead lease lapses: with the default ``lease_ttl`` (6 s) and one attempt a second that
+    is at most 8 failed lease attempts (counted, not timed; the old 30 s lease took ~30),
+    and the message is answered once."""
+    spec = f"sqlite:{tmp_path / 'bot.db'}"
+    log = tmp_path / "agent.log"
+    first = bots(cloud.url, spec, delay=60, lease_ttl=0, log=log)
+    await first.ready(client)
+    wamid, body = message_body("15558100001", "stuck")
+    assert await post(client, first.url, body) == (200, "processing")
+    await _wait_log(log, lambda ev: any(e["e"] == "start" for e in ev))
+    first.kill()
+    again = bots(cloud.url, spec, lease_ttl=0, log=log)
+    await again.ready(client)
+    await cloud.wait_answered([wamid], timeout=30)
+    attempts = [e for e in read_log(log, ("lease",)) if e["pid"] == again.proc.pid]
+    failed = [e for e in attempts if not e["ok"]]
+    assert attempts and attempts[-1]["ok"]
+    assert len(failed) <= 8, f"{len(failed)} failed attempts before the takeover"
+    assert cloud.replies() == {wamid: 1}
+
+
+async def test_the_duplicate_window_is_a_process_stopping_during_a_store_outage(
+        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
+        tmp_path: Path) -> None:
+    """The real duplicate window, measured: replies go out while the store cannot record
+    them (``complete`` fails). While the process runs it retries the record and never
+    resends, however long the outage; only when it is killed during the outage are those
+    replies (and only those) sent once more by the restarted process."""
+    spec = f"sqlite:{tmp_path / 'bot.db'}"
+    marker = tmp_path / "outage"
+    marker.touch()
+    bot = bots(cloud.url, spec, outage=marker, sweep=0.05)
+    await bot.ready(client)
+    messages = [message_body(f"155582000{n:02d}", "hi") for n in range(3)]
+    for _, body in messages:
+        assert await post(client, bot.url, body) == (200, "processing")
+    ids = [wamid for wamid, _ in messages]
+    await cloud.wait_answered(ids)
+    await asyncio.sleep(1.0)  # the outage goes on: the records are retried, nothing resent
+    assert cloud.replies() == dict.fromkeys(ids, 1)
+    bot.kill()
+    marker.unlink()  # the store recovers; the bot is restarted on it
+    again = bots(cloud.url, spec, sweep=0.05)
+    await again.ready(client)
+    await wait_inbox_empty(spec, "")
+    assert cloud.replies() == dict.fromkeys(ids, 2)

@@ -807,3 +807,17 @@ async def test_fifty_senders_chat_mode_histories_never_leak_and_reset_is_per_sen
             assert [t.text for t in await store.get_history(name, number)] == expected
         assert len(sim.emulator.messages) == 101
     assert gauge.peak >= 10  # one at a time would be 1; bounded by load on a busy machine
+
+
+async def test_health_shows_the_send_rate_and_store_failures() -> None:
+    """``/health`` shows the Sender's effective rate limit (rate, burst, whether read
+    receipts count, the throttle pause) and how many webhooks the store failed to record."""
+    async with Simulator(Recorder()) as sim:
+        await sim.user(ALICE).ask("hi")
+        assert sim.bot_url is not None
+        health = sim.interface.health()
+    assert health["store_failures"] == 0
+    rate = health["send_rate"]
+    assert rate["read_receipts_count"] is False and rate["throttled_for"] == 0.0
+    assert set(rate) == {"messages_per_second", "burst", "read_receipts_count",
+                         "throttled_for"}

@@ -7,6 +7,7 @@ the real APIs use, including their error bodies.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -377,6 +378,74 @@ async def test_429_waits_as_long_as_retry_after_says(
     assert slept.delays == [7.0]
     assert len(api.requests) == 2
     assert api.requests[0].body == api.requests[1].body
+
+
+async def test_throttling_slows_down_instead_of_failing(
+    api: FakeAPI, make_agent: MakeAgent, slept: SleepRecorder
+) -> None:
+    """Throttling has its own budget (seconds of waiting, not ``max_retries``): six 429s in
+    a row with Retry-After: 2 are waited out and the answer arrives; past
+    ``max_throttle_wait`` the error is raised."""
+    for _ in range(6):
+        api.reply(429, anthropic_error("rate_limit_error", "slow down"), {"retry-after": "2"})
+    api.reply(200, anthropic_message("finally"))
+    reply = await make_agent(max_retries=1).answer(req("hi"))
+    assert reply.text == "finally" and slept.delays == [2.0] * 6
+    api.script.clear()
+    api.requests.clear()
+    slept.delays.clear()
+    api.reply(429, anthropic_error("rate_limit_error", "slow down"), {"retry-after": "2"})
+    with pytest.raises(LLMError, match="rate_limit_error"):
+        await make_agent(max_throttle_wait=5).answer(req("hi"))
+    assert slept.delays == [2.0, 2.0] and len(api.requests) == 3
+
+
+async def test_a_429_pauses_every_request_of_the_agent(
+    api: FakeAPI, make_agent: MakeAgent, slept: SleepRecorder
+) -> None:
+    """A Retry-After told to one request holds the agent's other requests too: a request
+    started during the pause waits for its rest before reaching the provider."""
+    api.reply(429, anthropic_error("rate_limit_error", "slow down"), {"retry-after": "30"})
+    api.reply(200, anthropic_message("ok"))
+    agent = make_agent()
+    assert (await agent.answer(req("first"))).text == "ok"
+    assert slept.delays == [30.0]  # the fake sleep returns at once: the pause is still on
+    assert (await agent.answer(req("second"))).text == "ok"
+    assert len(slept.delays) == 2 and 29 < slept.delays[1] <= 30
+    assert len(api.requests) == 3
+
+
+async def test_concurrent_model_requests_are_bounded() -> None:
+    """``max_concurrent_requests=3``: ten answers at once never have more than three
+    requests at the provider; all ten are answered."""
+    import anyio
+
+    inside = peak = 0
+
+    async def model(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal inside, peak
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        inside += 1
+        peak = max(peak, inside)
+        await anyio.sleep(0.05)
+        inside -= 1
+        body = json.dumps(openai_completion("ok")).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async with BackgroundServer(model) as server, LLMAgent(
+            "openai-compatible/m", base_url=server.url + "/v1",
+            max_concurrent_requests=3) as agent:
+        replies = await asyncio.gather(*(agent.answer(req(f"m{n}")) for n in range(10)))
+    assert [r.text for r in replies] == ["ok"] * 10
+    assert peak == 3
+    with pytest.raises(ValueError, match="max_concurrent_requests"):
+        LLMAgent("openai-compatible/m", base_url="http://127.0.0.1:9/v1",
+                 max_concurrent_requests=0)
 
 
 async def test_retry_after_ms_is_preferred(

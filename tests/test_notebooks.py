@@ -89,7 +89,8 @@ def test_quickstart_runs_offline_and_the_widgets_update_in_the_background(
     tmp_path: Path,
 ) -> None:
     """quickstart.ipynb runs top to bottom without errors; the phone and conversation
-    widgets are displayed; after the kernel went idle, background tasks answer the message
+    widgets are displayed; the demo bot's "menu" buttons are tapped from the phone and the
+    agent answers with the tapped choice; after the kernel went idle, background tasks answer the message
     sent with the Send button and deliver read receipts; every user string in the widgets
     is escaped; the last cell stops the server."""
     nb = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
@@ -134,6 +135,9 @@ print(manager.url, "port-free")
     for first_line in ("view = manager.widget()", 'phone = sim.phone("15551230001", "Alice")'):
         outputs = by_source[first_line].outputs
         assert any(WIDGET_VIEW in o.get("data", {}) for o in outputs), first_line
+    buttons = _stdout(by_source['phone.select("15551230001")  # back to Alice'])
+    assert buttons == ("What would you like? ['☕ Coffee', '🍵 Tea', '💧 Water']\n"
+                       "You picked 🍵 Tea (choice id: tea)\n")
     hello = _stdout(by_source['replies = await phone.send("Hello! <b>Is this bold?</b>")'])
     assert hello == "Hi Alice, you said: Hello! <b>Is this bold?</b>\n(message 1 of our chat)\n"
     image = _stdout(by_source["from wa_agent.demo import make_png"])
@@ -147,11 +151,15 @@ print(manager.url, "port-free")
     assert alice["name"] == "Alice"
     assert [(m["direction"], m["kind"]) for m in alice["messages"]] == [
         ("in", "text"), ("out", "text"), ("in", "image"), ("out", "text"),
+        ("in", "text"), ("out", "text"), ("in", "interactive"), ("out", "text"),
         ("in", "text"), ("out", "text")]
     assert alice["messages"][2]["media"]["caption"] == "a green square"
     assert alice["messages"][2]["media"]["size"] > 0
-    assert alice["messages"][5]["text"].startswith("Hi Alice, you said: Sent with the Send button")
-    assert alice["messages"][5]["text"].endswith("(message 3 of our chat)")  # chat history
+    assert [m["text"] for m in alice["messages"][4:8]] == [  # the button round trip
+        "menu", "What would you like?\n[☕ Coffee] [🍵 Tea] [💧 Water]", "🍵 Tea",
+        "You picked 🍵 Tea (choice id: tea)"]
+    assert alice["messages"][9]["text"].startswith("Hi Alice, you said: Sent with the Send button")
+    assert alice["messages"][9]["text"].endswith("(message 5 of our chat)")  # chat history
     assert {m["status"] for m in alice["messages"] if m["direction"] == "out"} == {"read"}
     bob = summary["conversations"]["447700900123"]
     assert bob["name"] == "Bob" and [m["direction"] for m in bob["messages"]] == ["in", "out"]
@@ -159,11 +167,14 @@ print(manager.url, "port-free")
     # -- the widgets: rendered rows (what the browser gets) and the phone
     row = summary["rows"]["15551230001"]
     assert "Hello! &lt;b&gt;Is this bold?&lt;/b&gt;" in row and "<b>Is this bold" not in row
-    assert row.count("wa-tick-read") == 3 and "[image · " in row
+    assert row.count("wa-tick-read") == 5 and "[image · " in row
     assert 'class="wa-name">Bob<' in summary["rows"]["447700900123"]
     transcript = summary["phone"]["15551230001"]
     assert [(m["from"], m.get("status")) for m in transcript] == [
-        ("me", "read"), ("bot", None)] * 3
+        ("me", "read"), ("bot", None)] * 5
+    menu, tap = transcript[5], transcript[6]
+    assert menu["choices"] == ["☕ Coffee", "🍵 Tea", "💧 Water"]
+    assert (tap["kind"], tap["text"], tap["reply_to"]) == ("interactive", "🍵 Tea", menu["wamid"])
     assert summary["pending"] == 0 and summary["url"] is not None
 
 

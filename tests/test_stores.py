@@ -385,6 +385,23 @@ async def test_leases_are_exclusive_renewable_and_expire(harness: Harness) -> No
     assert await store.acquire_lease("sender:A", "w1", 0.3) is True
 
 
+async def test_renew_leases_renews_many_in_one_call(harness: Harness) -> None:
+    """renew_leases() is acquire_lease() for each name: held ones are renewed, expired or
+    free ones taken, another owner's live lease refused; one answer per name, in order."""
+    store = harness.make()
+    assert await store.acquire_lease("sender:A", "w1", 0.3) is True
+    assert await store.acquire_lease("sender:B", "w2", 0.3) is True
+    assert await store.acquire_lease("sender:C", "w1", 0.3) is True
+    await harness.advance(0.2)
+    assert await store.renew_leases(["sender:A", "sender:B", "sender:D"], "w1", 0.3) == [
+        True, False, True]
+    await harness.advance(0.2)  # A and D renewed to +0.3; C (not renewed) expired
+    assert await store.acquire_lease("sender:A", "w2", 0.3) is False
+    assert await store.acquire_lease("sender:D", "w2", 0.3) is False
+    assert await store.acquire_lease("sender:C", "w2", 0.3) is True
+    assert await store.renew_leases([], "w1", 0.3) == []
+
+
 async def test_lease_contention_has_one_winner(store: SessionStore) -> None:
     """Many owners racing for a free lease: exactly one gets it."""
     wins: list[str] = []

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +55,8 @@ __all__ = [
     "Turn",
     "as_agent",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Meta's limits for interactive messages (reference/cloud_api.md §8).
 #: Reply buttons in one message; more choices go out as a list message.
@@ -440,10 +444,11 @@ class Agent(Protocol):
         ...
 
 
-def _to_reply(value: Any) -> AgentReply:
+def _to_reply(value: Any, agent: Any = None) -> AgentReply:
     if isinstance(value, AgentReply):
         return value
     if value is None:
+        _warn_none(agent)
         return AgentReply()
     if isinstance(value, str):
         return AgentReply(text=value)
@@ -471,6 +476,36 @@ def _prompt(request: AgentRequest) -> str:
     return text
 
 
+_warned_none: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _warn_none(agent: Any) -> None:
+    """An agent answered ``None`` (a forgotten ``return``): say so once per agent, at
+    WARNING, since the user then gets no reply at all."""
+    try:
+        if agent in _warned_none:
+            return
+        _warned_none.add(agent)
+    except TypeError:  # not weakly referenceable: warn each time
+        pass
+    name = getattr(agent, "__qualname__", None) or type(agent).__name__
+    logger.warning("agent %s returned None, so nothing is sent to the user: did it forget a "
+                   "`return`? (Return a str or an AgentReply; this is logged once.)", name)
+
+
+def _signature_problem(fn: Any, args: int) -> str | None:
+    """Why ``fn`` cannot be called with ``args`` positional arguments, or ``None``."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None  # a builtin or C callable: nothing to check
+    try:
+        signature.bind(*([None] * args))
+    except TypeError as exc:
+        return f"it cannot be called with {args} argument{'s' if args != 1 else ''} ({exc})"
+    return None
+
+
 class _FunctionAgent:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
@@ -486,7 +521,7 @@ class _FunctionAgent:
             result = await anyio.to_thread.run_sync(self._fn, request)
             if inspect.isawaitable(result):
                 result = await result
-        return _to_reply(result)
+        return _to_reply(result, self._fn)
 
 
 class _DuckAgent:
@@ -510,30 +545,62 @@ class _DuckAgent:
                 result = await anyio.to_thread.run_sync(functools.partial(fn, prompt))
                 if inspect.isawaitable(result):
                     result = await result
-        return _to_reply(result)
+        return _to_reply(result, self.wrapped)
 
 
 def as_agent(obj: Any) -> Agent:
     """Normalise ``obj`` into an :class:`Agent` (see the module docstring for what fits).
 
-    Raises ``TypeError`` naming the accepted shapes when ``obj`` fits none of them.
+    Raises ``TypeError`` naming the object and the accepted shapes when ``obj`` fits none
+    of them, or cannot take a request: a class instead of an instance, a function whose
+    signature does not take one argument, a ``WhatsAppInterface``/``InterfaceManager``.
     """
     if isinstance(obj, (_FunctionAgent, _DuckAgent)):
         return obj
+    _refuse_hosts(obj)
+    if inspect.isclass(obj):
+        raise TypeError(f"{obj.__qualname__} is a class, not an agent: pass an instance "
+                        f"({obj.__qualname__}(...)) or a function taking an AgentRequest")
     answer = getattr(obj, "answer", None)
     if answer is not None and inspect.iscoroutinefunction(answer):
+        _check_call(obj, answer, "answer()", 1)
         return obj  # type: ignore[no-any-return]
     for method in ("do_async", "arun", "ainvoke"):
-        if inspect.iscoroutinefunction(getattr(obj, method, None)):
+        found = getattr(obj, method, None)
+        if inspect.iscoroutinefunction(found):
+            _check_call(obj, found, f"{method}()", 1)
             return _DuckAgent(obj, method)
     if callable(getattr(obj, "run", None)) and not inspect.isfunction(obj):
+        _check_call(obj, obj.run, "run()", 1)
         return _DuckAgent(obj, "run")
     if callable(obj):
+        _check_call(obj, obj, "the function", 1)
         return _FunctionAgent(obj)
     raise TypeError(
-        f"{type(obj).__name__} is not an agent: pass an async or plain function taking an "
+        f"{_describe(obj)} is not an agent: pass an async or plain function taking an "
         "AgentRequest, or an object with answer(), do_async(), arun(), ainvoke() or run()"
     )
+
+
+def _describe(obj: Any) -> str:
+    text = repr(obj)
+    return (text[:60] + "…") if len(text) > 60 else text
+
+
+def _check_call(obj: Any, fn: Any, what: str, args: int) -> None:
+    problem = _signature_problem(fn, args)
+    if problem is not None:
+        raise TypeError(f"{_describe(obj)} cannot be used as an agent: {what} must take the "
+                        f"AgentRequest as its one argument, but {problem}")
+
+
+def _refuse_hosts(obj: Any) -> None:
+    """A hosting object passed where the agent goes: say what to pass instead."""
+    kind = type(obj).__name__
+    if kind in ("WhatsAppInterface", "InterfaceManager") and \
+            type(obj).__module__.startswith("wa_agent."):
+        raise TypeError(f"a {kind} is not an agent: pass the agent itself (the function or "
+                        f"object that answers), e.g. WhatsAppInterface(agent)")
 
 
 def agent_attribute(agent: Agent, name: str, default: Any = None) -> Any:

@@ -115,8 +115,10 @@ class WhatsAppInterface:
     with ``max_pending_per_sender`` unanswered messages (or ``max_pending`` in all, counted
     per process) gets no more recorded: the webhook is answered ``503`` (after recording
     the other senders' messages of the same body) and Meta redelivers it later.
-    ``lease_ttl`` is the per-sender lock's expiry when a store is shared by several processes
-    (renewed while held; after a crash the sender waits at most this long); every
+    ``lease_ttl`` (6 s) is the per-sender lock's expiry when a store is shared by several
+    processes: renewed every third of it while held (one store call for all held leases),
+    so when a process dies its senders are taken over, by another worker or by the process
+    restarted on the same store, within ``lease_ttl`` plus about a second; every
     ``sweep_interval`` seconds the inbox is checked for work nobody is doing (leftovers of
     another process, retries). A send that fails with a retryable error is retried from the
     inbox with a growing delay (``sweep_interval`` doubled each time, up to 5 minutes) and
@@ -186,7 +188,7 @@ class WhatsAppInterface:
         api_version: str = "v25.0",
         base_url: str | None = None,
         sweep_interval: float = 5.0,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = 6.0,
         max_queued_senders: int = 10_000,
         media_max_bytes: int | None = None,
         media_dir: str | Path | None = None,
@@ -496,6 +498,15 @@ class WhatsAppInterface:
             "pending": self._backlog.total,
             "statuses": s.statuses,
         }
+        if self._app is not None:
+            data["store_failures"] = self._app.store_failures
+        durability = getattr(self.store, "durability", None)
+        if durability is not None:
+            data["store_durability"] = durability
+        sender = self._sender
+        rate = getattr(sender, "rate_limit_state", None) if sender is not None else None
+        if rate is not None:
+            data["send_rate"] = rate()
         if self.heartbeat is not None:
             data["heartbeat"] = self.heartbeat.state()
         return data

@@ -28,6 +28,7 @@ Importing this module is cheap: ``httpx`` is imported when the first request is 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -289,8 +290,13 @@ class LLMAgent:
     and ``name`` are read by the hosting layer.
 
     ``timeout`` bounds each attempt in seconds; ``max_retries`` bounds the retries of
-    throttled, overloaded, failed (5xx) and timed-out requests; a ``Retry-After`` longer than
-    ``max_retry_delay`` seconds fails at once. ``client`` lets you share an
+    failed (5xx) and timed-out requests; a ``Retry-After`` longer than ``max_retry_delay``
+    seconds fails at once. The provider is the scarce resource: at most
+    ``max_concurrent_requests`` model requests are in flight at once (64; ``None``: no
+    bound; the others wait their turn), and a throttled answer (429, or Anthropic's
+    ``overloaded_error``) pauses *every* request of this agent for its ``Retry-After`` (or a
+    growing backoff), retried for up to ``max_throttle_wait`` seconds of waiting in all, so
+    a bot with a rate-limited key slows down instead of failing. ``client`` lets you share an
     ``httpx.AsyncClient`` (it is then yours to close); otherwise one is created on first use
     and closed by :meth:`aclose` or ``async with``. ``sleep`` replaces ``anyio.sleep`` between
     retries (tests, custom clocks).
@@ -320,6 +326,8 @@ class LLMAgent:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         tools: bool | Sequence[str] | None = None,
         max_tool_rounds: int = 3,
+        max_concurrent_requests: int | None = 64,
+        max_throttle_wait: float = 120.0,
     ) -> None:
         from ._llm_tools import tool_names
 
@@ -335,6 +343,16 @@ class LLMAgent:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+        if max_concurrent_requests is not None and max_concurrent_requests < 1:
+            raise ValueError("max_concurrent_requests must be at least 1 (or None: no bound), "
+                             f"not {max_concurrent_requests}")
+        if max_throttle_wait < 0:
+            raise ValueError(f"max_throttle_wait must be 0 or more, not {max_throttle_wait}")
+        self.max_concurrent_requests = max_concurrent_requests
+        self.max_throttle_wait = float(max_throttle_wait)
+        self._slots = (anyio.Semaphore(max_concurrent_requests)
+                       if max_concurrent_requests is not None else None)
+        self._paused_until = 0.0  # a 429's Retry-After holds every request until then
         if heartbeat and not heartbeat_period > 0:
             raise ValueError(f"heartbeat_period must be a positive number of minutes, "
                              f"not {heartbeat_period}")
@@ -699,15 +717,24 @@ class LLMAgent:
         client = self._get_client()
         content = json.dumps(body, ensure_ascii=False).encode()
         attempts = self.max_retries + 1
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        throttled = 0.0  # seconds waited for throttling so far
+        throttles = 0
+        waited_out = 0.0  # the end of the last pause this request has waited for itself
+        while True:
+            attempt += 1
+            if self._paused_until > waited_out:
+                waited_out = await self._wait_for_pause()
             started = time.perf_counter()
             delay: float | None = None
             try:
-                with anyio.fail_after(self.timeout):
-                    response = await client.post(
-                        self._url, content=content, headers=self._headers(),
-                        timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-                    )
+                async with self._slot():
+                    with anyio.fail_after(self.timeout):
+                        response = await client.post(
+                            self._url, content=content, headers=self._headers(),
+                            timeout=httpx.Timeout(self.timeout,
+                                                  connect=min(self.timeout, 10.0)),
+                        )
             except (httpx.TimeoutException, TimeoutError):
                 failure = LLMError(
                     f"{self.model} did not answer within {self.timeout:g} s "
@@ -735,10 +762,16 @@ class LLMAgent:
                         ) from None
                 failure = self._error_from_response(response)
                 delay = _parse_retry_after(response.headers)
-            if not failure.retryable or attempt == attempts:
+            throttle = failure.retryable and (
+                failure.http_status == 429 or failure.error_type == "overloaded_error")
+            if throttle:  # its own budget: seconds of waiting, not attempts
+                attempt -= 1
+                throttles += 1
+            if not failure.retryable or attempt >= attempts:
                 raise failure
             if delay is None:
-                backoff = min(_INITIAL_BACKOFF * 2 ** (attempt - 1), _MAX_BACKOFF)
+                tries = throttles if throttle else attempt
+                backoff = min(_INITIAL_BACKOFF * 2 ** (tries - 1), _MAX_BACKOFF)
                 delay = backoff * (1 - 0.25 * random.random())
             elif delay > self.max_retry_delay:
                 raise LLMError(
@@ -748,10 +781,33 @@ class LLMAgent:
                     error_type=failure.error_type, request_id=failure.request_id,
                     retryable=True,
                 )
+            if throttle:
+                if throttled + delay > self.max_throttle_wait:
+                    raise failure
+                throttled += delay
+                waited_out = self._paused_until = max(self._paused_until,
+                                                      time.monotonic() + delay)
+                logger.warning("%s: %s; every request waits %.1f s (throttled for %.0f s of "
+                               "max_throttle_wait=%.0f s so far)", self.model, failure, delay,
+                               throttled, self.max_throttle_wait)
+                await self._sleep(delay)
+                continue
             logger.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", self.model,
                            failure, delay, attempt, attempts)
             await self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """A place among ``max_concurrent_requests`` in-flight requests."""
+        return self._slots if self._slots is not None else contextlib.nullcontext()
+
+    async def _wait_for_pause(self) -> float:
+        """Wait out a throttle pause another request of this agent was told about; answer
+        the pause's end."""
+        until = self._paused_until
+        left = until - time.monotonic()
+        if left > 0:
+            await self._sleep(left)
+        return until
 
     def _error_from_response(self, response: httpx.Response) -> LLMError:
         status = response.status_code

@@ -11,9 +11,10 @@
 The widget (extra ``notebook``) has a user picker (and fields to create a new simulated
 user), the conversation as bubbles (the user's messages on the right with read ticks, the
 bot's on the left; images inline, other media as placeholders; locations, contact cards and
-link buttons as text; the bot's reactions on the user's bubbles), the choices of the bot's
-last message as buttons to tap (reply buttons, or a list's rows under its label), a text box
-with a Send button, an "Attach image" upload and a "Voice note" button. Pressing Send returns at once: the message is posted
+link buttons as text; the bot's reactions on the user's bubbles; under a voice note, what
+the bot's transcriber heard), the choices of the bot's last message as buttons to tap (reply
+buttons, or a list's rows under its label), a text box with a Send button, an "Attach image"
+upload and a "Voice note" button. Pressing Send returns at once: the message is posted
 by a background task and the bot's replies appear when the emulator receives them, while no
 cell runs. Every string shown is HTML-escaped.
 
@@ -143,6 +144,7 @@ class PhoneMessage:
     choices: tuple[tuple[str, str, str | None], ...] = ()  # (id, title, description)
     list_button: str | None = None  # the label opening a list message
     reaction: str | None = None  # the bot's reaction to this (user's) message
+    transcript: str | None = None  # what the bot understood of this (user's) voice note
 
     def as_dict(self, status: str | None = None) -> dict[str, Any]:
         """A JSON-friendly summary (no media bytes)."""
@@ -151,7 +153,7 @@ class PhoneMessage:
             "time": self.time.isoformat(), "wamid": self.wamid,
         }
         for key in ("caption", "mime_type", "size", "filename", "extra", "reply_to", "failed",
-                    "list_button", "reaction"):
+                    "list_button", "reaction", "transcript"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -181,6 +183,7 @@ _CSS = """<style>
 .wa-phone-meta{font-size:11px;color:#667781;margin-left:8px;float:right}
 .wa-phone-read{color:#53bdeb}
 .wa-phone-failed{color:#d93025;font-weight:600}
+.wa-phone-transcript{display:block;color:#54656f;font-style:italic;margin-top:3px}
 .wa-phone-reaction{display:inline-block;background:#fff;border-radius:10px;padding:0 4px;
   margin-top:2px;box-shadow:0 1px 1px rgba(0,0,0,.15)}
 </style>"""
@@ -372,6 +375,7 @@ class PhoneWidget:
         """:meth:`messages` as JSON-friendly dicts; the user's own messages carry a
         ``status``: ``sent``, ``read`` (the bot marked it read) or ``failed``."""
         self._sync_reads()
+        self._sync_transcripts()
         return [m.as_dict(self._status(m)) for m in self.messages(number)]
 
     @property
@@ -659,6 +663,18 @@ class PhoneWidget:
             self._read.add(receipt.message_id)
         self._reads_seen = len(reads)
 
+    def _sync_transcripts(self) -> None:
+        """Attach the transcripts the bot made of the user's voice notes (a simulator
+        without ``transcripts`` has none)."""
+        known: Mapping[str, str] = getattr(self.sim, "transcripts", None) or {}
+        if not known:
+            return
+        for box in self._messages.values():
+            for entry in box:
+                heard = known.get(entry.wamid) if entry.wamid is not None else None
+                if heard is not None and entry.sender == "me":
+                    entry.transcript = heard
+
     def _status(self, entry: PhoneMessage) -> str | None:
         if entry.sender != "me":
             return None
@@ -703,6 +719,8 @@ class PhoneWidget:
             parts.append(f'<span class="wa-phone-text">{_e(entry.text)}</span>')
         if entry.extra:
             parts.append(f'<span class="wa-phone-extra">{_e(entry.extra)}</span>')
+        if entry.transcript:
+            parts.append(f'<span class="wa-phone-transcript">“{_e(entry.transcript)}”</span>')
         if entry.reaction:
             parts.append(f'<span class="wa-phone-reaction">{_e(entry.reaction)}</span>')
         meta = _e(entry.time.astimezone().strftime("%H:%M"))
@@ -721,6 +739,7 @@ class PhoneWidget:
     def render(self) -> str:
         """HTML of the phone screen for the shown user (every string escaped)."""
         self._sync_reads()
+        self._sync_transcripts()
         user = self.user
         head = (f'<span class="wa-phone-name">{_e(user.name)}</span>'
                 f'<span class="wa-phone-number">+{_e(user.number)} → bot '

@@ -217,14 +217,14 @@ class Delivery:
 
 
 def for_group(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The parts a WhatsApp group accepts; an interactive message keeps its text."""
+    """The parts a WhatsApp group accepts: interactive messages, locations and contact
+    cards become readable text (``[location: …]``); a reaction is dropped."""
     kept: list[dict[str, Any]] = []
     for part in parts:
         if part["type"] in GROUP_TYPES:
             kept.append(part)
-        elif part.get("body"):
-            kept.append({"type": "text", "text": describe_part(part)})
+        elif part["type"] == "reaction":
+            logger.debug("a reaction is not sent into a group (not supported there)")
         else:
-            logger.debug("a %s part is not sent into a group (not supported there)",
-                         part["type"])
+            kept.append({"type": "text", "text": describe_part(part)})
     return kept

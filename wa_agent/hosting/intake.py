@@ -102,7 +102,8 @@ class Intake:
     """Receives one interface's webhook events (see the module docstring)."""
 
     def __init__(self, settings: InterfaceSettings, *, policy: AcceptancePolicy,
-                 store: SessionStore, backlog: Backlog, schedule: Callable[[str], None],
+                 store: SessionStore, backlog: Backlog,
+                 schedule: Callable[[str, InboxItem], None],
                  on_status: Callable[[StatusUpdate], None],
                  on_refused: Callable[[Message], None], listeners: Listeners, stats: Stats,
                  gate: AckGate, max_depth: int) -> None:
@@ -200,7 +201,7 @@ class Intake:
                 message = parsed.get(id(item))
                 if message is not None:
                     backlog.remember(item.id, message)
-            self.schedule(item.sender)
+            self.schedule(item.sender, item)
         if held:
             # Recorded the others; Meta redelivers the whole body later (they dedupe).
             stats.overloaded += 1

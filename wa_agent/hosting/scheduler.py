@@ -82,6 +82,9 @@ class Scheduler:
         # TASK-mode drains waiting for a turn to end or a new message: woken by schedule()
         self._wakeups: dict[str, asyncio.Future[None]] = {}
         self._newest: dict[str, str] = {}  # contact -> id of the newest item its drain read
+        # TASK-mode drains: items recorded for the contact by this process while its drain
+        # runs, handed over without a store read (None: something else woke it: read)
+        self._arrived: dict[str, list[InboxItem] | None] = {}
         self._sem: asyncio.Semaphore | None = None
         self._sweep_now: asyncio.Event | None = None
 
@@ -140,13 +143,21 @@ class Scheduler:
         self._dispatcher = None
 
     # -- scheduling -----------------------------------------------------------------------
-    def schedule(self, contact: str) -> None:
+    def schedule(self, contact: str, item: InboxItem | None = None) -> None:
         """Start (or wake) the contact's drain, unless it is backing off after a failed send
-        or the in-memory queue is full: then its items wait in the inbox for the sweeper."""
+        or the in-memory queue is full: then its items wait in the inbox for the sweeper.
+        ``item``: the message just recorded (a running TASK drain takes it without reading
+        the inbox again)."""
         if not self.active:
             return
         if contact in self.drains or contact in self.starting:
             self.woken.add(contact)
+            if contact in self._arrived:
+                arrived = self._arrived[contact]
+                if item is None:
+                    self._arrived[contact] = None
+                elif arrived is not None:
+                    arrived.append(item)
             waiter = self._wakeups.get(contact)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -316,11 +327,18 @@ class Scheduler:
         blocked: float | None = None
         bound = self.settings.max_concurrency_per_sender
         items: list[InboxItem] = []
+        read = True  # read the inbox (else: take what was recorded here meanwhile)
+        self._arrived[contact] = []
         try:
             while True:
                 self.woken.discard(contact)
-                items = await self.store.pending(self.name, contact)
-                self.backlog.sync(contact, len(items))
+                arrived = self._arrived.get(contact)
+                self._arrived[contact] = []
+                if read or arrived is None:
+                    items = await self.store.pending(self.name, contact)
+                    self.backlog.sync(contact, len(items))
+                else:
+                    items = arrived
                 fresh = [item for item in items if item.id not in started]
                 if items:
                     self._newest[contact] = items[-1].id
@@ -338,12 +356,21 @@ class Scheduler:
                     if contact in self.woken:
                         break
                 if running or contact in self.woken:
+                    # Follow-ups of a busy contact wait for the webhook acks, as new
+                    # contacts do in the dispatcher, and come without a store read:
+                    # recording one stays as cheap as for an idle contact.
+                    await self.gate.turn()
+                    read = False
                     continue
                 if blocked is not None:
                     raise RetryLater(blocked)
+                if not read:  # all done: one read for what other processes recorded
+                    read = True
+                    continue
                 if not fresh or not self.active or held.lost:
                     return [item for item in items if item.id not in started]
         finally:
+            self._arrived.pop(contact, None)
             for task in running:
                 task.cancel()
             if running:
@@ -390,33 +417,42 @@ class Scheduler:
 
     async def _keep_leases(self) -> None:
         """Renew every held lease once it is a third of its TTL old (so at the latest at
-        two thirds), so a slow agent never loses it. One task for all contacts."""
+        two thirds), so a slow agent never loses it: one task and one store call for all
+        contacts. Short leases kept alive this way let another process (or this one,
+        restarted) take over a dead process's contacts within ``lease_ttl``."""
         ttl = self.settings.lease_ttl
         period = ttl / 3
         while True:
             await asyncio.sleep(period)
-            for name, held in list(self.held.items()):
-                if time.monotonic() - held.since < period or self.held.get(name) is not held:
-                    continue
-                try:
-                    ok = await self.store.acquire_lease(name, self.owner, ttl)
-                except Exception:
-                    logger.warning("could not renew the lease %s", name, exc_info=True)
-                    continue
-                if self.held.get(name) is not held:
-                    # Released while renewing: give back what was just taken again, unless a
-                    # new drain of this contact holds it now.
-                    if ok and name not in self.held:
-                        with contextlib.suppress(Exception):
-                            await self.store.release_lease(name, self.owner)
-                    continue
-                if ok:
-                    held.since = time.monotonic()
-                    continue
-                held.lost = True
-                logger.warning("lost the lease %s (this process stalled longer than lease_ttl="
-                               "%.1f s): another process may be answering the same sender",
-                               name, ttl)
+            now = time.monotonic()
+            due = [(name, held) for name, held in self.held.items()
+                   if now - held.since >= period]
+            if not due:
+                continue
+            try:
+                renewed = await self.store.renew_leases([name for name, _ in due], self.owner,
+                                                        ttl)
+            except Exception:
+                logger.warning("could not renew %d lease(s)", len(due), exc_info=True)
+                continue
+            for (name, held), ok in zip(due, renewed, strict=True):
+                await self._renewed(name, held, ok)
+
+    async def _renewed(self, name: str, held: Held, ok: bool) -> None:
+        if self.held.get(name) is not held:
+            # Released while renewing: give back what was just taken again, unless a new
+            # drain of this contact holds it now.
+            if ok and name not in self.held:
+                with contextlib.suppress(Exception):
+                    await self.store.release_lease(name, self.owner)
+            return
+        if ok:
+            held.since = time.monotonic()
+            return
+        held.lost = True
+        logger.warning("lost the lease %s (this process stalled longer than lease_ttl=%.1f s): "
+                       "another process may be answering the same sender", name,
+                       self.settings.lease_ttl)
 
 
 _MAX_TURN_ITEMS = 50  # messages one CHAT turn answers at most (the rest: the next turn)

@@ -169,6 +169,11 @@ class SessionStore(Protocol):
         another owner holds an unexpired lease."""
         ...
 
+    async def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """:meth:`acquire_lease` for each of ``names`` in one call (the lease keeper renews
+        every lease a process holds at once); one answer per name."""
+        ...
+
     async def release_lease(self, name: str, owner: str) -> None:
         """Release the lease if ``owner`` holds it."""
         ...

@@ -268,6 +268,10 @@ class MemorySessionStore:
         self._leases[name] = (owner, now + ttl)
         return True
 
+    async def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """:meth:`acquire_lease` for each name."""
+        return [await self.acquire_lease(name, owner, ttl) for name in names]
+
     async def release_lease(self, name: str, owner: str) -> None:
         """Release the lease if ``owner`` holds it."""
         held = self._leases.get(name)

@@ -214,6 +214,21 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS: lease keys. ARGV[1]: owner, ARGV[2]: ttl_ms. One 0/1 per key.
+_ACQUIRE_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and cur ~= ARGV[1] then
+    out[i] = 0
+  else
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 1
+  end
+end
+return out
+"""
+
 # KEYS[1]: lease key. ARGV[1]: owner.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -230,6 +245,7 @@ _SCRIPTS = {
     "touch": _TOUCH,
     "heartbeat": _HEARTBEAT,
     "acquire": _ACQUIRE,
+    "acquire_many": _ACQUIRE_MANY,
     "release": _RELEASE,
 }
 
@@ -339,6 +355,7 @@ class RedisSessionStore:
         self._max_connections = max_connections
         self._pool_timeout = float(pool_timeout)
         self._slots: asyncio.Semaphore | None = None
+        self._others = asyncio.Semaphore(1)  # replaced by open()
         self._slot_count = max_connections
         self._url = Secret(url)
         self._shown_url = "<client>" if client is not None else _mask(self._url.reveal())
@@ -412,6 +429,10 @@ class RedisSessionStore:
         self._client = client
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
         self._slots = asyncio.Semaphore(slots)
+        # A quarter of the connections is kept for recording webhooks (the ack path): the
+        # other calls (answering, bookkeeping) never take more than the rest, so a busy
+        # bot's acks never queue behind its reply work.
+        self._others = asyncio.Semaphore(max(1, slots - max(1, slots // 4)))
         self._slot_count = slots
         self._state = "open"
         logger.debug("Redis store opened at %s (prefix %s)", self._shown_url, self._prefix)
@@ -481,7 +502,17 @@ class RedisSessionStore:
             raise RuntimeError("RedisSessionStore has no client")
         return client
 
-    async def _call(self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def _call(self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]], *,
+                    ack: bool = False) -> T:
+        """Run ``fn`` on a connection of the pool; ``ack``: a call of the webhook's ack path
+        (it may use the connections the other calls leave free)."""
+        if ack:
+            return await self._on_connection(what, fn)
+        async with self._others:
+            return await self._on_connection(what, fn)
+
+    async def _on_connection(self, what: str,
+                             fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         client = await self._ready()
         slots = self._slots
         if slots is None:  # pragma: no cover - open() sets it
@@ -506,10 +537,11 @@ class RedisSessionStore:
         finally:
             slots.release()
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any], *,
+                      ack: bool = False) -> Any:
         return await self._call(
             name.replace("_", " "),
-            lambda _c: self._scripts[name](keys=keys, args=args),
+            lambda _c: self._scripts[name](keys=keys, args=args), ack=ack,
         )
 
     def _base(self, interface: str) -> str:
@@ -526,7 +558,7 @@ class RedisSessionStore:
                 it.id, it.sender, it.payload, repr(float(it.received_at)), it.attempts,
                 "0" if it.progress is None else "1", it.progress or "",
             ]
-        result = await self._script("add_inbound", (), args)
+        result = await self._script("add_inbound", (), args, ack=True)
         return [bool(int(r)) for r in result]
 
     async def pending(self, interface: str, sender: str | None = None) -> list[InboxItem]:
@@ -649,6 +681,14 @@ class RedisSessionStore:
         key = f"{self._prefix}:lease:{name}"
         result = await self._script("acquire", (key,), (owner, _ms(check_ttl("ttl", ttl))))
         return bool(int(result))
+
+    async def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """:meth:`acquire_lease` for each name, in one script call."""
+        if not names:
+            return []
+        keys = [f"{self._prefix}:lease:{name}" for name in names]
+        result = await self._script("acquire_many", keys, (owner, _ms(check_ttl("ttl", ttl))))
+        return [bool(int(x)) for x in result]
 
     async def release_lease(self, name: str, owner: str) -> None:
         """Release the lease if ``owner`` holds it."""

@@ -137,6 +137,12 @@ def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             future.set_result(value)
 
 
+_LEASE = ("INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
+          "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+          "expires = excluded.expires "
+          "WHERE leases.owner = excluded.owner OR leases.expires <= ?")
+
+
 class SQLiteSessionStore:
     """Durable store on a SQLite file; the default wherever state must survive a restart.
 
@@ -760,19 +766,18 @@ class SQLiteSessionStore:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         """Take or renew the lease for ``ttl`` seconds unless another owner holds it."""
+        return (await self.renew_leases((name,), owner, ttl))[0]
+
+    async def renew_leases(self, names: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """:meth:`acquire_lease` for each name, in one transaction."""
         now = self._clock()
-        args = (name, owner, now + check_ttl("ttl", ttl), now)
-        result: bool = await self._submit(
-            lambda c: c.execute(
-                "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
-                "expires = excluded.expires "
-                "WHERE leases.owner = excluded.owner OR leases.expires <= ?",
-                args,
-            ).rowcount
-            == 1,
-            write=True,
-        )
+        expires = now + check_ttl("ttl", ttl)
+
+        def op(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute(_LEASE, (name, owner, expires, now)).rowcount == 1
+                    for name in names]
+
+        result: list[bool] = await self._submit(op, write=True)
         return result
 
     async def release_lease(self, name: str, owner: str) -> None:

@@ -15,6 +15,11 @@ to; ``sent``/``delivered``/``read`` status webhooks are posted back to the bot l
 would. Meta's awkward behaviours can be injected: duplicate deliveries
 (:meth:`Simulator.deliver` with ``times=``), batches, out-of-order statuses
 (``statuses="shuffle"``) and Cloud API faults (``sim.emulator.fail_next(...)``).
+
+A user can write in a WhatsApp group (``user.send_text("hi all", group_id=...)``); what the
+bot sends into the group is received by :meth:`Simulator.group`. When the bot transcribes a
+voice note (``WhatsAppInterface(transcriber=...)``), the transcript is in
+:attr:`Simulator.transcripts` under the voice note's wamid.
 """
 
 from __future__ import annotations
@@ -176,10 +181,13 @@ class SimulatedUser:
             display_phone_number=self.sim.display_phone_number))
         return str(item["id"])
 
-    async def send_text(self, text: str, *, reply_to: str | None = None) -> str:
-        """Send a text message; returns its wamid."""
+    async def send_text(self, text: str, *, reply_to: str | None = None,
+                        group_id: str | None = None) -> str:
+        """Send a text message; returns its wamid. With ``group_id`` the message is written
+        in that WhatsApp group (the bot's answers go to :meth:`Simulator.group`)."""
         context = {"from": self.sim.display_phone_number, "id": reply_to} if reply_to else None
-        return await self._send(webhooks.text_message(self.number, text, context=context))
+        return await self._send(webhooks.text_message(self.number, text, context=context,
+                                                      group_id=group_id))
 
     async def send_media(self, kind: str, data: bytes | Path, mime_type: str, *,
                          caption: str | None = None, filename: str | None = None,
@@ -290,6 +298,31 @@ class SimulatedUser:
         return await self.next_reply(timeout)
 
 
+class _TranscriptListener:
+    """Hears an interface's voice-note transcripts (its other events are not needed)."""
+
+    def __init__(self, into: dict[str, str]) -> None:
+        self.into = into
+
+    def transcript(self, wamid: str, text: str) -> None:
+        self.into[wamid] = text
+
+    def inbound(self, message: Any) -> None:
+        pass
+
+    def outbound(self, to: str, text: str, **_: Any) -> None:
+        pass
+
+    def status(self, update: Any) -> None:
+        pass
+
+    def thinking(self, contact: str, on: bool) -> None:
+        pass
+
+    def error(self, contact: str, text: str) -> None:
+        pass
+
+
 class Simulator:
     """Runs a bot against a local Cloud API emulator (see the module docstring).
 
@@ -338,6 +371,10 @@ class Simulator:
             interface.use_defaults(app_secret=app_secret, verify_token=verify_token)
         self.emulator = CloudAPIEmulator(access_token=access_token)
         self.users: dict[str, SimulatedUser] = {}
+        #: Transcripts of the voice notes users sent, by the voice note's wamid (filled when
+        #: the bot's interface has a ``transcriber``).
+        self.transcripts: dict[str, str] = {}
+        self._listener = _TranscriptListener(self.transcripts)
         self._emulator_server: BackgroundServer | None = None
         self._client: httpx.AsyncClient | None = None
         self._unsubscribe: Any = None
@@ -365,6 +402,12 @@ class Simulator:
                     self.access_token, self.number_id_of(interface),
                     base_url=self._emulator_server.url, retry=self.retry))
         self._unsubscribe = self.emulator.subscribe(self._on_outbound)
+        for interface in self.manager.interfaces:
+            # Only where there is something to hear: any listener turns off the interface's
+            # webhook fast path (it hands listeners the parsed message).
+            if (interface.settings.transcriber is not None
+                    and self._listener not in interface.listeners):
+                interface.listeners.append(self._listener)
         self._client = httpx.AsyncClient(timeout=30.0)
         try:
             self.bot_url = await self.manager.start("127.0.0.1", 0)
@@ -389,6 +432,9 @@ class Simulator:
             await self._shutdown_emulator()
 
     async def _shutdown_emulator(self) -> None:
+        for interface in self.manager.interfaces:
+            if self._listener in interface.listeners:
+                interface.listeners.remove(self._listener)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -409,6 +455,12 @@ class Simulator:
         elif name:
             self.users[number].name = name
         return self.users[number]
+
+    def group(self, group_id: str) -> SimulatedUser:
+        """The WhatsApp group ``group_id`` as the bot's recipient: its ``replies`` and
+        :meth:`~SimulatedUser.next_reply` are the messages the bot sent into the group.
+        Members write in it with ``user.send_text(text, group_id=group_id)``."""
+        return self.user(group_id, name=f"Group {group_id[:8]}")
 
     def phone(self, number: str = "15551230001", name: str | None = "Alice", *,
               max_messages: int = 200) -> PhoneWidget:
