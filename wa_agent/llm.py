@@ -23,6 +23,11 @@ are retried with exponential backoff that honours ``Retry-After``, at most ``max
 times; then :class:`LLMError` is raised. Every attempt is bounded by ``timeout`` seconds.
 
 Importing this module is cheap: ``httpx`` is imported when the first request is made.
+
+What the model is asked (the system prompt, the conversation, media as parts or described
+in text, each API's wire form) is built in ``wa_agent._llm_prompt``; the WhatsApp tools it
+may call are in ``wa_agent._llm_tools``. This module holds the agent, its settings and the
+HTTP calls with their retries.
 """
 
 from __future__ import annotations
