@@ -224,14 +224,21 @@ class GraphClient:
                         self.in_flight -= 1
                 unlink_response(response)
             except httpx.TransportError as exc:
-                delay = self._after_transport_error(exc, method, path, started, attempt, failed,
-                                                    message)
+                delay = self._after_transport_error(
+                    exc, method, path, started, attempt, failed, message
+                )
                 await self.retry.wait(delay)
                 continue
             self.stats.requests += 1
             elapsed = (time.perf_counter() - started) * 1000
-            logger.info("%s %s -> %d in %.0f ms (attempt %d)",
-                        method, path, response.status_code, elapsed, attempt)
+            logger.info(
+                "%s %s -> %d in %.0f ms (attempt %d)",
+                method,
+                path,
+                response.status_code,
+                elapsed,
+                attempt,
+            )
             if response.is_success:
                 try:
                     return response.json()
@@ -261,8 +268,14 @@ class GraphClient:
         message that may have reached Meta, unless the policy allows resending)."""
         self.stats.requests += 1
         elapsed = (time.perf_counter() - started) * 1000
-        logger.info("%s %s -> %s in %.0f ms (attempt %d)",
-                    method, path, type(exc).__name__, elapsed, attempt)
+        logger.info(
+            "%s %s -> %s in %.0f ms (attempt %d)",
+            method,
+            path,
+            type(exc).__name__,
+            elapsed,
+            attempt,
+        )
         maybe_delivered = not isinstance(exc, _NOT_SENT)
         failed[RetryKind.TRANSIENT] = tries = failed.get(RetryKind.TRANSIENT, 0) + 1
         delay = self.retry.transport_delay(tries, total=attempt)
@@ -279,8 +292,7 @@ class GraphClient:
                 else ""
             )
             raise TransportError(
-                f"{method} {path} failed after {attempt} attempt(s): "
-                f"{type(exc).__name__}{note}",
+                f"{method} {path} failed after {attempt} attempt(s): {type(exc).__name__}{note}",
                 maybe_delivered=maybe_delivered,
             ) from exc
         self.stats.retries += 1

@@ -155,6 +155,7 @@ def system_prompt(system: str | None, name: str | None, request: AgentRequest) -
         prompt += f" The user's WhatsApp name is {request.profile_name}."
     return prompt
 
+
 def conversation(
     request: AgentRequest, *, provider: str, greeting: str | None, heartbeat_message: str
 ) -> list[Msg]:
@@ -169,6 +170,7 @@ def conversation(
     if msgs[0].role != "user":
         msgs.insert(0, Msg("user", [Text(_CONVERSATION_START)]))
     return msgs
+
 
 def _current_parts(
     request: AgentRequest, provider: str, greeting: str | None, heartbeat_message: str
@@ -197,6 +199,7 @@ def _current_parts(
         parts.append(Text(_EMPTY_MESSAGE))
     return parts
 
+
 def _media_part(att: Attachment, request: AgentRequest, provider: str) -> Part | None:
     """The content part for ``att``, or ``None`` when it must be described in text."""
     mime = _base_mime(att.mime_type)
@@ -222,6 +225,7 @@ def _media_part(att: Attachment, request: AgentRequest, provider: str) -> Part |
                 text = text[:_MAX_TEXT_CHARS] + "\n[... truncated]"
             return TextDocument(text, att.filename)
     return None
+
 
 def _append(msgs: list[Msg], msg: Msg) -> None:
     """Append ``msg``, merging it into the previous message when the role repeats."""
@@ -252,17 +256,25 @@ def anthropic_content(parts: list[Part]) -> str | list[dict[str, Any]]:
         if isinstance(p, Text):
             blocks.append({"type": "text", "text": p.text})
         elif isinstance(p, Image):
-            blocks.append({"type": "image", "source": {
-                "type": "base64", "media_type": p.mime_type, "data": _b64(p.data)}})
+            blocks.append(
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": p.mime_type, "data": _b64(p.data)},
+                }
+            )
         elif isinstance(p, Pdf):
-            block: dict[str, Any] = {"type": "document", "source": {
-                "type": "base64", "media_type": "application/pdf", "data": _b64(p.data)}}
+            block: dict[str, Any] = {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": _b64(p.data)},
+            }
             if p.filename:
                 block["title"] = p.filename
             blocks.append(block)
         else:
-            block = {"type": "document", "source": {
-                "type": "text", "media_type": "text/plain", "data": p.text}}
+            block = {
+                "type": "document",
+                "source": {"type": "text", "media_type": "text/plain", "data": p.text},
+            }
             if p.filename:
                 block["title"] = p.filename
             blocks.append(block)
@@ -279,12 +291,22 @@ def openai_content(parts: list[Part], role: str) -> str | list[dict[str, Any]]:
         if isinstance(p, Text):
             out.append({"type": "text", "text": p.text})
         elif isinstance(p, Image):
-            out.append({"type": "image_url",
-                        "image_url": {"url": f"data:{p.mime_type};base64,{_b64(p.data)}"}})
+            out.append(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": f"data:{p.mime_type};base64,{_b64(p.data)}"},
+                }
+            )
         elif isinstance(p, Pdf):
-            out.append({"type": "file", "file": {
-                "filename": p.filename or "document.pdf",
-                "file_data": f"data:application/pdf;base64,{_b64(p.data)}"}})
+            out.append(
+                {
+                    "type": "file",
+                    "file": {
+                        "filename": p.filename or "document.pdf",
+                        "file_data": f"data:application/pdf;base64,{_b64(p.data)}",
+                    },
+                }
+            )
         else:
             name = f' "{p.filename}"' if p.filename else ""
             out.append({"type": "text", "text": f"[document{name}]\n{p.text}"})

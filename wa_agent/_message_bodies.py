@@ -40,8 +40,7 @@ def media_reference(media: str) -> dict[str, Any]:
         return {"link": media}
     if not media or any(c.isspace() for c in media) or "/" in media or "\\" in media:
         raise ValueError(
-            f"{media!r} is neither a media id nor an http(s) link; pass a "
-            "pathlib.Path for a file"
+            f"{media!r} is neither a media id nor an http(s) link; pass a pathlib.Path for a file"
         )
     return {"id": media}
 

@@ -72,8 +72,12 @@ class RetryPolicy:
     rng: random.Random | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_attempts", "transient_attempts", "pair_rate_attempts",
-                     "max_total_attempts"):
+        for name in (
+            "max_attempts",
+            "transient_attempts",
+            "pair_rate_attempts",
+            "max_total_attempts",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"RetryPolicy.{name} must be at least 1")
         if not 0 <= self.jitter < 1:
@@ -84,8 +88,7 @@ class RetryPolicy:
     @classmethod
     def never(cls) -> RetryPolicy:
         """A policy that never retries."""
-        return cls(max_attempts=1, transient_attempts=1, pair_rate_attempts=1,
-                   max_total_attempts=1)
+        return cls(max_attempts=1, transient_attempts=1, pair_rate_attempts=1, max_total_attempts=1)
 
     def delay(
         self,
@@ -103,11 +106,17 @@ class RetryPolicy:
             return None
         kind = error.retry_kind
         if kind is RetryKind.PAIR_RATE:
-            return self._wait(attempt, self.pair_rate_attempts, 4.0 ** (attempt - 1), 0.0,
-                              retry_after)
+            return self._wait(
+                attempt, self.pair_rate_attempts, 4.0 ** (attempt - 1), 0.0, retry_after
+            )
         if kind is RetryKind.THROTTLE:
-            return self._wait(attempt, self.max_attempts, self.base_delay * 2.0 ** (attempt - 1),
-                              self.jitter, retry_after)
+            return self._wait(
+                attempt,
+                self.max_attempts,
+                self.base_delay * 2.0 ** (attempt - 1),
+                self.jitter,
+                retry_after,
+            )
         if kind is RetryKind.TRANSIENT:
             return self.transport_delay(attempt, retry_after=retry_after, total=total)
         return None  # LATER (the caller retries in minutes) or NEVER
@@ -119,8 +128,13 @@ class RetryPolicy:
         call's transient failures, ``total`` all its attempts (see :meth:`delay`)."""
         if (attempt if total is None else total) >= self.max_total_attempts:
             return None
-        return self._wait(attempt, self.transient_attempts,
-                          self.transient_delay * 2.0 ** (attempt - 1), self.jitter, retry_after)
+        return self._wait(
+            attempt,
+            self.transient_attempts,
+            self.transient_delay * 2.0 ** (attempt - 1),
+            self.jitter,
+            retry_after,
+        )
 
     def _wait(
         self, attempt: int, limit: int, base: float, jitter: float, retry_after: float | None

@@ -43,6 +43,7 @@ logger = logging.getLogger("wa_agent.sender")
 #: Redirects followed by a media download (each hop is host-checked).
 MAX_REDIRECTS: Final = 5
 
+
 class NotFound(Exception):
     """A media download URL answered 404 (expired): fetch a fresh URL."""
 
@@ -119,8 +120,7 @@ def _check_upload(raw: bytes, mime_type: str, kind: str | None) -> str:
     if actual is None:
         supported = ", ".join(sorted(t for types in MEDIA_MIME_TYPES.values() for t in types))
         raise MediaError(
-            f"the Cloud API does not take {base_mime(mime_type)!r} media (supported: "
-            f"{supported})"
+            f"the Cloud API does not take {base_mime(mime_type)!r} media (supported: {supported})"
         )
     if kind is not None and actual != kind:
         raise MediaError(
@@ -159,13 +159,21 @@ async def download(graph: GraphClient, url: str, cap: int) -> tuple[bytes, str]:
                 graph.in_flight += 1
                 try:
                     async with client.stream(
-                        "GET", target, headers=headers, timeout=graph.timeout_arg(),
+                        "GET",
+                        target,
+                        headers=headers,
+                        timeout=graph.timeout_arg(),
                         follow_redirects=False,
                     ) as response:
                         graph.stats.requests += 1
                         elapsed = (time.perf_counter() - started) * 1000
-                        logger.info("GET %s -> %d in %.0f ms (attempt %d)",
-                                    where, response.status_code, elapsed, attempt)
+                        logger.info(
+                            "GET %s -> %d in %.0f ms (attempt %d)",
+                            where,
+                            response.status_code,
+                            elapsed,
+                            attempt,
+                        )
                         if response.is_redirect and "location" in response.headers:
                             hops += 1
                             target = _redirect_target(target, response, hops)

@@ -125,9 +125,7 @@ class FaultPlan:
         for fault in self._faults:
             if fault.endpoint not in (None, endpoint):
                 continue
-            if fault.to is not None and (
-                not isinstance(to, str) or digits(to) != digits(fault.to)
-            ):
+            if fault.to is not None and (not isinstance(to, str) or digits(to) != digits(fault.to)):
                 continue
             fault.remaining -= 1
             if fault.remaining <= 0:

@@ -35,13 +35,20 @@ def digits(number: str) -> str:
 def is_read(body: Any) -> bool:
     """Whether a ``/messages`` body marks a message read (or shows typing) rather than
     sending one."""
-    return isinstance(body, dict) and ("status" in body or "typing_indicator" in body) and (
-        "type" not in body
+    return (
+        isinstance(body, dict)
+        and ("status" in body or "typing_indicator" in body)
+        and ("type" not in body)
     )
 
 
 def _check_str(
-    value: Any, name: str, max_len: int, *, min_len: int = 1, code: int = 100,
+    value: Any,
+    name: str,
+    max_len: int,
+    *,
+    min_len: int = 1,
+    code: int = 100,
     details: str | None = None,
 ) -> str:
     """A string of ``min_len``..``max_len`` characters; a missing or non-string value is
@@ -99,8 +106,10 @@ def validate_message(
     recipient_type = body.get("recipient_type", "individual")
     if recipient_type not in ("individual", "group"):
         raise Reject(100, "Param recipient_type must be one of {individual, group}.")
-    if recipient_type == "individual" and PHONE_RE.fullmatch(to) and not (
-        5 <= len(digits(to)) <= 20
+    if (
+        recipient_type == "individual"
+        and PHONE_RE.fullmatch(to)
+        and not (5 <= len(digits(to)) <= 20)
     ):
         raise Reject(100, f"Param to is not a valid phone number: {to!r}")
     kind = body.get("type", "text")
@@ -132,8 +141,14 @@ def validate_message(
         reaction = _obj(content, "reaction")
         _check_keys(reaction, "reaction", {"message_id", "emoji"})
         _check_str(reaction.get("message_id"), "reaction['message_id']", 256)
-        emoji = _check_str(reaction.get("emoji"), "reaction['emoji']", 16, min_len=0,
-                           code=131009, details="Invalid emoji: one emoji at most.")
+        emoji = _check_str(
+            reaction.get("emoji"),
+            "reaction['emoji']",
+            16,
+            min_len=0,
+            code=131009,
+            details="Invalid emoji: one emoji at most.",
+        )
         if any(c.isspace() or (c.isascii() and c.isalpha()) for c in emoji):
             raise Reject(131009, f"Invalid emoji {emoji!r}: a reaction is one emoji.")
     elif kind == "contacts":
@@ -160,9 +175,7 @@ def _validate_media(kind: str, obj: dict[str, Any], media: Mapping[str, StoredMe
         if stored is None:
             raise Reject(100, f"Param {kind}['id'] is not a valid media id: {media_id}")
         if kind_for_mime(stored.mime_type) != kind:
-            raise Reject(
-                131053, f"Media of type {stored.mime_type} cannot be sent as {kind}."
-            )
+            raise Reject(131053, f"Media of type {stored.mime_type} cannot be sent as {kind}.")
     else:
         link = _check_str(obj["link"], f"{kind}['link']", 2048)
         if not re.match(r"https?://[^\s/]+", link):
@@ -195,8 +208,13 @@ def _validate_header(header: Any, media: Mapping[str, StoredMedia]) -> None:
     header = _obj(header, "interactive['header']")
     kind = header.get("type")
     if kind == "text":
-        _check_str(header.get("text"), "interactive['header']['text']", 60, code=131009,
-                   details=_length_details("Header text", 60))
+        _check_str(
+            header.get("text"),
+            "interactive['header']['text']",
+            60,
+            code=131009,
+            details=_length_details("Header text", 60),
+        )
     elif kind in ("image", "video", "document"):
         _validate_media(kind, _obj(header.get(kind), f"interactive['header']['{kind}']"), media)
     else:
@@ -211,9 +229,7 @@ _INTERACTIVE_TYPES = {
 }  # fmt: skip
 
 
-def _validate_interactive(
-    interactive: dict[str, Any], media: Mapping[str, StoredMedia]
-) -> None:
+def _validate_interactive(interactive: dict[str, Any], media: Mapping[str, StoredMedia]) -> None:
     """Reply buttons, list messages and CTA URL buttons against Meta's limits.
 
     Lengths and counts out of range answer 131009 "Parameter value is not valid" with the
@@ -232,12 +248,22 @@ def _validate_interactive(
         _validate_header(interactive["header"], media)
     if "footer" in interactive:
         footer = _obj(interactive["footer"], "interactive['footer']")
-        _check_str(footer.get("text"), "interactive['footer']['text']", 60, code=131009,
-                   details=_length_details("Footer text", 60))
+        _check_str(
+            footer.get("text"),
+            "interactive['footer']['text']",
+            60,
+            code=131009,
+            details=_length_details("Footer text", 60),
+        )
     if kind in ("button", "list", "cta_url"):
         body = _obj(interactive.get("body"), "interactive['body']")
-        _check_str(body.get("text"), "interactive['body']['text']", 1024, code=131009,
-                   details=_length_details("Body text", 1024))
+        _check_str(
+            body.get("text"),
+            "interactive['body']['text']",
+            1024,
+            code=131009,
+            details=_length_details("Body text", 1024),
+        )
     if kind == "button":
         _validate_reply_buttons(action)
     elif kind == "list":
@@ -251,8 +277,11 @@ def _validate_reply_buttons(action: dict[str, Any]) -> None:
     if not isinstance(buttons, list):
         raise Reject(100, "The parameter interactive['action']['buttons'] is required.")
     if not 1 <= len(buttons) <= 3:
-        raise Reject(131009, "Invalid buttons count. Min allowed buttons: 1, Max allowed "
-                              f"buttons: 3 (got {len(buttons)}).")
+        raise Reject(
+            131009,
+            "Invalid buttons count. Min allowed buttons: 1, Max allowed "
+            f"buttons: 3 (got {len(buttons)}).",
+        )
     ids, titles = set(), set()
     for n, button in enumerate(buttons):
         where = f"interactive['action']['buttons'][{n}]"
@@ -260,10 +289,20 @@ def _validate_reply_buttons(action: dict[str, Any]) -> None:
         if button.get("type") != "reply":
             raise Reject(100, f"Param {where}['type'] must be 'reply'.")
         reply = _obj(button.get("reply"), f"{where}['reply']")
-        button_id = _check_str(reply.get("id"), f"{where}['reply']['id']", 256, code=131009,
-                               details=_length_details("Button id", 256))
-        title = _check_str(reply.get("title"), f"{where}['reply']['title']", 20, code=131009,
-                           details=_length_details("Button title", 20))
+        button_id = _check_str(
+            reply.get("id"),
+            f"{where}['reply']['id']",
+            256,
+            code=131009,
+            details=_length_details("Button id", 256),
+        )
+        title = _check_str(
+            reply.get("title"),
+            f"{where}['reply']['title']",
+            20,
+            code=131009,
+            details=_length_details("Button title", 20),
+        )
         if not title.strip():
             raise Reject(131009, _length_details("Button title", 20))
         if button_id in ids or title in titles:
@@ -273,8 +312,13 @@ def _validate_reply_buttons(action: dict[str, Any]) -> None:
 
 
 def _validate_list(action: dict[str, Any]) -> None:
-    _check_str(action.get("button"), "interactive['action']['button']", 20, code=131009,
-               details=_length_details("Button text", 20))
+    _check_str(
+        action.get("button"),
+        "interactive['action']['button']",
+        20,
+        code=131009,
+        details=_length_details("Button text", 20),
+    )
     sections = action.get("sections")
     if not isinstance(sections, list) or not sections:
         raise Reject(100, "The parameter interactive['action']['sections'] is required.")
@@ -286,8 +330,13 @@ def _validate_list(action: dict[str, Any]) -> None:
         where = f"interactive['action']['sections'][{n}]"
         section = _obj(section, where)
         if len(sections) > 1 or "title" in section:
-            _check_str(section.get("title"), f"{where}['title']", 24, code=131009,
-                       details="Section title is too long. Max length is 24")
+            _check_str(
+                section.get("title"),
+                f"{where}['title']",
+                24,
+                code=131009,
+                details="Section title is too long. Max length is 24",
+            )
         rows = section.get("rows")
         if not isinstance(rows, list) or not rows:
             raise Reject(100, f"Param {where}['rows'] must be a non-empty array.")
@@ -295,13 +344,29 @@ def _validate_list(action: dict[str, Any]) -> None:
         for r, row in enumerate(rows):
             row_where = f"{where}['rows'][{r}]"
             row = _obj(row, row_where)
-            row_id = _check_str(row.get("id"), f"{row_where}['id']", 200, code=131009,
-                                details="Row id is too long. Max length is 200")
-            _check_str(row.get("title"), f"{row_where}['title']", 24, code=131009,
-                       details="Row title is too long. Max length is 24")
+            row_id = _check_str(
+                row.get("id"),
+                f"{row_where}['id']",
+                200,
+                code=131009,
+                details="Row id is too long. Max length is 200",
+            )
+            _check_str(
+                row.get("title"),
+                f"{row_where}['title']",
+                24,
+                code=131009,
+                details="Row title is too long. Max length is 24",
+            )
             if "description" in row:
-                _check_str(row["description"], f"{row_where}['description']", 72, min_len=0,
-                           code=131009, details="Row description is too long. Max length is 72")
+                _check_str(
+                    row["description"],
+                    f"{row_where}['description']",
+                    72,
+                    min_len=0,
+                    code=131009,
+                    details="Row description is too long. Max length is 72",
+                )
             if row_id in row_ids:
                 raise Reject(131009, "Row ids must be unique.")
             row_ids.add(row_id)
@@ -314,16 +379,28 @@ def _validate_cta_url(action: dict[str, Any]) -> None:
         raise Reject(100, "Param interactive['action']['name'] must be 'cta_url'.")
     parameters = _obj(action.get("parameters"), "interactive['action']['parameters']")
     _check_keys(parameters, "interactive['action']['parameters']", {"display_text", "url"})
-    label = _check_str(parameters.get("display_text"),
-                       "interactive['action']['parameters']['display_text']", 20, code=131009,
-                       details=_length_details("Display text", 20))
+    label = _check_str(
+        parameters.get("display_text"),
+        "interactive['action']['parameters']['display_text']",
+        20,
+        code=131009,
+        details=_length_details("Display text", 20),
+    )
     if not label.strip():
         raise Reject(131009, _length_details("Display text", 20))
-    url = _check_str(parameters.get("url"), "interactive['action']['parameters']['url']", 2000,
-                     code=131009, details="Parameter url is too long.")
+    url = _check_str(
+        parameters.get("url"),
+        "interactive['action']['parameters']['url']",
+        2000,
+        code=131009,
+        details="Parameter url is too long.",
+    )
     if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url, re.IGNORECASE):
-        raise Reject(131009, f"Param interactive['action']['parameters']['url'] must be an "
-                              f"http(s) URL, got {url!r}.")
+        raise Reject(
+            131009,
+            f"Param interactive['action']['parameters']['url'] must be an "
+            f"http(s) URL, got {url!r}.",
+        )
 
 
 def _validate_template(template: dict[str, Any], templates: Collection[tuple[str, str]]) -> None:
