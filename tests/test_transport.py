@@ -560,7 +560,7 @@ async def test_tls_untrusted_certificate_is_connect_error(certificate: tuple[Pat
 
 
 def sender_transport(sender: Sender) -> httpx.AsyncBaseTransport:
-    return sender._http()._transport
+    return sender._graph.http()._transport
 
 
 async def test_sender_uses_fast_transport_by_default_and_can_opt_out(

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import httpx
 
@@ -288,6 +288,9 @@ class FastTransport(httpx.AsyncBaseTransport):
 
     async def _exchange(self, conn: _Connection, request: httpx.Request, payload: list[bytes],
                         timeouts: dict[str, float | None], reused: bool) -> httpx.Response:
+        """Write the request on ``conn`` and read the response head; a small
+        Content-Length body is read too, any other body is streamed by the response.
+        Raises :class:`_Stale` when a reused connection turns out to be closed."""
         conn.requests += 1
         writer = conn.writer
         try:
@@ -297,12 +300,8 @@ class FastTransport(httpx.AsyncBaseTransport):
                     await writer.drain()
             else:  # the usual case: no timer (one per request adds up with thousands)
                 await writer.drain()  # at once; raises if the connection was lost
-        except TimeoutError:
-            raise httpx.WriteTimeout("writing the request timed out", request=request) from None
-        except OSError as exc:
-            if reused:
-                raise _Stale() from exc
-            raise httpx.WriteError(f"writing the request failed: {exc}", request=request) from exc
+        except OSError as exc:  # TimeoutError included
+            _raise_write_error(exc, request, reused)
 
         read_timeout = timeouts.get("read")
         reader = conn.reader
@@ -311,85 +310,35 @@ class FastTransport(httpx.AsyncBaseTransport):
             try:
                 async with asyncio.timeout(read_timeout):
                     head = await reader.readuntil(b"\r\n\r\n")
-            except TimeoutError:
-                raise httpx.ReadTimeout("waiting for the response timed out",
-                                        request=request) from None
-            except asyncio.IncompleteReadError as exc:
-                if first and reused and not exc.partial:
-                    raise _Stale() from None
-                raise httpx.RemoteProtocolError(
-                    "the server disconnected without sending a complete response",
-                    request=request) from None
-            except asyncio.LimitOverrunError:
-                raise httpx.RemoteProtocolError("response headers are too long",
-                                                request=request) from None
-            except OSError as exc:
-                if first and reused and isinstance(exc, ConnectionResetError):
-                    raise _Stale() from exc
-                raise httpx.ReadError(f"reading the response failed: {exc}",
-                                      request=request) from exc
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                _raise_head_error(exc, request, first and reused)
             first = False
             status, reason, version, headers = _parse_head(head, request)
-            if 100 <= status < 200 and status != 101:
-                continue
-            break
+            if not 100 <= status < 200 or status == 101:
+                break
 
-        length: int | None = None
-        chunked = False
-        other_coding = False
-        keep_alive = version == b"HTTP/1.1"
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise httpx.RemoteProtocolError("invalid Content-Length",
-                                                    request=request) from None
-                if length < 0:
-                    raise httpx.RemoteProtocolError("invalid Content-Length", request=request)
-            elif lname == b"transfer-encoding":
-                chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-                other_coding = not chunked  # the body then runs to the end of the connection
-            elif lname == b"connection":
-                tokens = {t.strip() for t in value.lower().split(b",")}
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-        if request.headers.get("connection", "").lower() == "close":
-            keep_alive = False
+        mode, length, keep_alive = _framing(headers, version, request)
         extensions = {"http_version": version, "reason_phrase": reason}
-
         if request.method == "HEAD" or status in _NO_BODY_STATUS or status == 101:
             response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(b""),
                                       extensions=extensions, request=request)
             self._release(conn, keep_alive and status != 101)
             return response
-        if chunked:
-            mode, length = "chunked", None
-        elif length is not None and not other_coding:
-            mode = "length"
-            if length <= _EAGER_BODY:
-                try:
-                    if len(_buffered(reader)) >= length:
-                        body = await reader.readexactly(length)  # already here: no timer
-                    else:
-                        async with asyncio.timeout(read_timeout):
-                            body = await reader.readexactly(length)
-                except TimeoutError:
-                    raise httpx.ReadTimeout("reading the response body timed out",
-                                            request=request) from None
-                except (asyncio.IncompleteReadError, OSError) as exc:
-                    raise httpx.ReadError("the server closed the connection during the body",
-                                          request=request) from exc
-                response = httpx.Response(status, headers=headers,
-                                          stream=httpx.ByteStream(body),
-                                          extensions=extensions, request=request)
-                self._release(conn, keep_alive)  # last: the caller releases it on errors
-                return response
-        else:
-            mode, keep_alive = "eof", False
+        if mode == "length" and length is not None and length <= _EAGER_BODY:
+            try:
+                if len(_buffered(reader)) >= length:
+                    body = await reader.readexactly(length)  # already here: no timer
+                else:
+                    async with asyncio.timeout(read_timeout):
+                        body = await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError) as exc:  # TimeoutError included
+                _raise_body_error(exc, request)
+            response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
+                                      extensions=extensions, request=request)
+            self._release(conn, keep_alive)  # last: the caller releases it on errors
+            return response
+        if mode == "eof":
+            keep_alive = False  # the body runs to the end of the connection
         stream = _ResponseStream(self, conn, request, mode, length, keep_alive, read_timeout)
         return httpx.Response(status, headers=headers, stream=stream,
                               extensions=extensions, request=request)
@@ -597,6 +546,79 @@ def _parse_head(head: bytes, request: httpx.Request
 
 #: What a read response's stream is replaced with by :func:`unlink_response`.
 _DRAINED = httpx.ByteStream(b"")
+
+
+def _framing(headers: list[tuple[bytes, bytes]], version: bytes,
+             request: httpx.Request) -> tuple[str, int | None, bool]:
+    """How the response body is delimited: ``("length", n, ...)``, ``("chunked", None,
+    ...)`` or ``("eof", ...)`` (another transfer coding, or no length: the body runs to the
+    end of the connection); and whether the connection may be kept alive afterwards."""
+    length: int | None = None
+    chunked = False
+    other_coding = False
+    keep_alive = version == b"HTTP/1.1"
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise httpx.RemoteProtocolError("invalid Content-Length",
+                                                request=request) from None
+            if length < 0:
+                raise httpx.RemoteProtocolError("invalid Content-Length", request=request)
+        elif lname == b"transfer-encoding":
+            chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
+            other_coding = not chunked  # the body then runs to the end of the connection
+        elif lname == b"connection":
+            tokens = {t.strip() for t in value.lower().split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+    if request.headers.get("connection", "").lower() == "close":
+        keep_alive = False
+    if chunked:
+        return "chunked", None, keep_alive
+    if length is not None and not other_coding:
+        return "length", length, keep_alive
+    return "eof", length, keep_alive
+
+
+def _raise_write_error(exc: OSError, request: httpx.Request, reused: bool) -> NoReturn:
+    """The httpx error for a failed write (:class:`_Stale` on a reused connection)."""
+    if isinstance(exc, TimeoutError):
+        raise httpx.WriteTimeout("writing the request timed out", request=request) from None
+    if reused:
+        raise _Stale() from exc
+    raise httpx.WriteError(f"writing the request failed: {exc}", request=request) from exc
+
+
+def _raise_head_error(exc: Exception, request: httpx.Request, stale_possible: bool) -> NoReturn:
+    """The httpx error for a failed read of the response head; :class:`_Stale` when a
+    reused connection was closed before the first byte (``stale_possible``)."""
+    if isinstance(exc, TimeoutError):
+        raise httpx.ReadTimeout("waiting for the response timed out", request=request) from None
+    if isinstance(exc, asyncio.IncompleteReadError):
+        if stale_possible and not exc.partial:
+            raise _Stale() from None
+        raise httpx.RemoteProtocolError(
+            "the server disconnected without sending a complete response",
+            request=request) from None
+    if isinstance(exc, asyncio.LimitOverrunError):
+        raise httpx.RemoteProtocolError("response headers are too long",
+                                        request=request) from None
+    if stale_possible and isinstance(exc, ConnectionResetError):
+        raise _Stale() from exc
+    raise httpx.ReadError(f"reading the response failed: {exc}", request=request) from exc
+
+
+def _raise_body_error(exc: Exception, request: httpx.Request) -> NoReturn:
+    """The httpx error for a failed read of a Content-Length body."""
+    if isinstance(exc, TimeoutError):
+        raise httpx.ReadTimeout("reading the response body timed out", request=request) from None
+    raise httpx.ReadError("the server closed the connection during the body",
+                          request=request) from exc
 
 
 def configured_proxies() -> list[str]:

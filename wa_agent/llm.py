@@ -23,11 +23,15 @@ are retried with exponential backoff that honours ``Retry-After``, at most ``max
 times; then :class:`LLMError` is raised. Every attempt is bounded by ``timeout`` seconds.
 
 Importing this module is cheap: ``httpx`` is imported when the first request is made.
+
+What the model is asked (the system prompt, the conversation, media as parts or described
+in text, each API's wire form) is built in ``wa_agent._llm_prompt``; the WhatsApp tools it
+may call are in ``wa_agent._llm_tools``. This module holds the agent, its settings and the
+HTTP calls with their retries.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -37,14 +41,21 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, final
 
 import anyio
 
-from .agents import AgentReply, AgentRequest, Attachment, Turn
+from ._llm_prompt import (
+    Msg,
+    anthropic_content,
+    conversation,
+    describe_attachment,
+    openai_content,
+    system_prompt,
+)
+from .agents import AgentReply, AgentRequest
 from .exceptions import AgentError, ConfigurationError
 from .secret import Secret
 
@@ -73,36 +84,6 @@ DEFAULT_HEARTBEAT_MESSAGE: Final = (
     "message: follow up on the conversation so far, or a friendly check-in if there is "
     "nothing to follow up on."
 )
-_DEFAULT_SYSTEM: Final = (
-    "You are {who}, chatting with a person on WhatsApp. Answer helpfully and concisely, "
-    "as in a chat: short paragraphs, plain text, light Markdown at most. Media you cannot "
-    "see or hear arrives as a bracketed description such as [voice note, audio/ogg, 12 KB]; "
-    "if the user expects you to understand it, say that you cannot open it and ask them to "
-    "write it out."
-)
-_HEARTBEAT_PREFIX: Final = (
-    "[Scheduled heartbeat: the user did not write this. Your answer is sent to them as a "
-    "proactive message.]\n"
-)
-_GREETING_PREFIX: Final = (
-    "[The user just reset the conversation. Write your first message to them: a greeting. "
-    "Base it on the following.]\n"
-)
-_GREETING_DEFAULT: Final = (
-    "[The user just reset the conversation. Greet them briefly and say you are ready for a "
-    "fresh start.]"
-)
-_CONVERSATION_START: Final = "[The conversation starts with a message from you.]"
-_EMPTY_MESSAGE: Final = "[empty message]"
-
-# What each API takes inline (images by MIME type; WhatsApp sends JPEG/PNG, stickers WebP).
-_ANTHROPIC_IMAGES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-_OPENAI_IMAGES: Final = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-_MAX_IMAGE_BYTES: Final = {"anthropic": 5 * 1024 * 1024, "openai": 20 * 1024 * 1024}
-_MAX_PDF_BYTES: Final = 32 * 1024 * 1024
-_MAX_TEXT_CHARS: Final = 100_000
-_TEXT_MIME_EXTRA: Final = frozenset({"application/json", "application/xml", "application/csv"})
-
 _RETRY_STATUSES: Final = frozenset({408, 409, 429, 529})
 _INITIAL_BACKOFF: Final = 0.5
 _MAX_BACKOFF: Final = 8.0
@@ -142,38 +123,6 @@ class LLMAuthError(LLMError):
     environment variable) and that it may use the model."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Text:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Image:
-    mime_type: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Pdf:
-    data: bytes
-    filename: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _TextDocument:
-    text: str
-    filename: str | None
-
-
-_Part = _Text | _Image | _Pdf | _TextDocument
-
-
-@dataclass(slots=True)
-class _Msg:
-    role: Literal["user", "assistant"]
-    parts: list[_Part]
-
-
 def _parse_model(model: str) -> tuple[Provider, str]:
     provider, sep, name = model.partition("/")
     if not sep or not name:
@@ -203,38 +152,76 @@ def _read_first(folder: Path, names: Sequence[str]) -> str | None:
     return None
 
 
-def _human_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
-    if size < 1024 * 1024:
-        return f"{max(1, round(size / 1024))} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
+def _check_limits(
+    *,
+    max_tokens: int,
+    timeout: float,
+    max_retries: int,
+    max_concurrent_requests: int | None,
+    max_throttle_wait: float,
+    heartbeat: bool,
+    heartbeat_period: float,
+) -> None:
+    """Refuse numbers an LLMAgent cannot work with (ValueError naming the argument)."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+    if max_concurrent_requests is not None and max_concurrent_requests < 1:
+        raise ValueError("max_concurrent_requests must be at least 1 (or None: no bound), "
+                         f"not {max_concurrent_requests}")
+    if max_throttle_wait < 0:
+        raise ValueError(f"max_throttle_wait must be 0 or more, not {max_throttle_wait}")
+    if heartbeat and not heartbeat_period > 0:
+        raise ValueError(f"heartbeat_period must be a positive number of minutes, "
+                         f"not {heartbeat_period}")
 
 
-def describe_attachment(attachment: Attachment, *, with_caption: bool = True) -> str:
-    """A one-line text stand-in for media the model cannot take.
+def _api_key(
+    provider: Provider, model: str, api_key: str | Secret | None, base_url: str | None
+) -> Secret | None:
+    """The key to send: ``api_key``, else the provider's environment variable; an
+    ``openai-compatible`` server gets only a key passed in, and needs ``base_url``."""
+    if provider == "openai-compatible":
+        if not base_url:
+            raise ConfigurationError(
+                f"model {model!r} needs base_url=..., the server's OpenAI-compatible "
+                "endpoint, e.g. 'http://localhost:11434/v1' (Ollama), "
+                "'http://localhost:8000/v1' (vLLM), 'http://localhost:1234/v1' (LM Studio)"
+            )
+        key: str | Secret | None = api_key
+    else:
+        env = _ENV_KEYS[provider]
+        key = api_key if api_key is not None else os.environ.get(env)
+        if not key:
+            raise ConfigurationError(
+                f"no API key for {model!r}: set the {env} environment variable "
+                "or pass api_key=..."
+            )
+    return Secret(key) if key else None
 
-    ``[voice note, audio/ogg, 12 KB]``; with a file name and caption:
-    ``[document "a.docx", application/msword, 1.2 MB, caption: "for Monday"]``. (The
-    duration of audio or video is unknown without decoding it, so the size is given.)
-    """
-    label = "voice note" if attachment.voice else attachment.kind or "file"
-    bits = [label]
-    if attachment.filename:
-        bits[0] = f'{label} "{attachment.filename}"'
-    bits.append(attachment.mime_type or "unknown type")
-    bits.append(_human_size(len(attachment.data)))
-    if with_caption and attachment.caption:
-        bits.append(f'caption: "{attachment.caption}"')
-    return "[" + ", ".join(bits) + "]"
 
-
-def _base_mime(mime_type: str | None) -> str:
-    return (mime_type or "").split(";", 1)[0].strip().lower()
-
-
-def _is_text_mime(mime: str) -> bool:
-    return mime.startswith("text/") or mime in _TEXT_MIME_EXTRA
+def _from_workspace(
+    workspace: Path, system: str | None, greeting: str | None
+) -> tuple[str | None, str | None]:
+    """``system`` and ``greeting``, each read from the workspace folder when not given
+    (``SYSTEM.md`` + ``PERSONA.md``; ``GREETING.md`` or ``greeting.txt``)."""
+    if not workspace.is_dir():
+        raise ConfigurationError(f"workspace {str(workspace)!r} is not a folder")
+    if system is None:
+        parts = [
+            t for t in (_read_first(workspace, ("SYSTEM.md", "system.md")),
+                        _read_first(workspace, ("PERSONA.md", "persona.md")))
+            if t
+        ]
+        system = "\n\n".join(parts) or None
+    if greeting is None:
+        greeting = _read_first(
+            workspace, ("GREETING.md", "greeting.md", "GREETING.txt", "greeting.txt")
+        )
+    return system, greeting
 
 
 def _parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -337,25 +324,15 @@ class LLMAgent:
         #: The WhatsApp tools offered to the model (see :mod:`wa_agent._llm_tools`).
         self.tools = tool_names(tools, default=provider != "openai-compatible")
         self.max_tool_rounds = max_tool_rounds
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
-        if max_concurrent_requests is not None and max_concurrent_requests < 1:
-            raise ValueError("max_concurrent_requests must be at least 1 (or None: no bound), "
-                             f"not {max_concurrent_requests}")
-        if max_throttle_wait < 0:
-            raise ValueError(f"max_throttle_wait must be 0 or more, not {max_throttle_wait}")
+        _check_limits(max_tokens=max_tokens, timeout=timeout, max_retries=max_retries,
+                      max_concurrent_requests=max_concurrent_requests,
+                      max_throttle_wait=max_throttle_wait, heartbeat=heartbeat,
+                      heartbeat_period=heartbeat_period)
         self.max_concurrent_requests = max_concurrent_requests
         self.max_throttle_wait = float(max_throttle_wait)
         self._slots = (anyio.Semaphore(max_concurrent_requests)
                        if max_concurrent_requests is not None else None)
         self._paused_until = 0.0  # a 429's Retry-After holds every request until then
-        if heartbeat and not heartbeat_period > 0:
-            raise ValueError(f"heartbeat_period must be a positive number of minutes, "
-                             f"not {heartbeat_period}")
         self.model = model
         self.provider: Provider = provider
         self.model_id = model_id
@@ -369,23 +346,7 @@ class LLMAgent:
         self.heartbeat_period = heartbeat_period
         self.heartbeat_message = heartbeat_message
 
-        if provider == "openai-compatible":
-            if not base_url:
-                raise ConfigurationError(
-                    f"model {model!r} needs base_url=..., the server's OpenAI-compatible "
-                    "endpoint, e.g. 'http://localhost:11434/v1' (Ollama), "
-                    "'http://localhost:8000/v1' (vLLM), 'http://localhost:1234/v1' (LM Studio)"
-                )
-            key: str | Secret | None = api_key
-        else:
-            env = _ENV_KEYS[provider]
-            key = api_key if api_key is not None else os.environ.get(env)
-            if not key:
-                raise ConfigurationError(
-                    f"no API key for {model!r}: set the {env} environment variable "
-                    "or pass api_key=..."
-                )
-        self._api_key: Secret | None = Secret(key) if key else None
+        self._api_key = _api_key(provider, model, api_key, base_url)
         default_base = ANTHROPIC_BASE_URL if provider == "anthropic" else OPENAI_BASE_URL
         self.base_url = (base_url or default_base).rstrip("/")
         path = "/v1/messages" if provider == "anthropic" else "/chat/completions"
@@ -393,19 +354,7 @@ class LLMAgent:
 
         self.workspace = Path(workspace) if workspace is not None else None
         if self.workspace is not None:
-            if not self.workspace.is_dir():
-                raise ConfigurationError(f"workspace {str(self.workspace)!r} is not a folder")
-            if system is None:
-                parts = [
-                    t for t in (_read_first(self.workspace, ("SYSTEM.md", "system.md")),
-                                _read_first(self.workspace, ("PERSONA.md", "persona.md")))
-                    if t
-                ]
-                system = "\n\n".join(parts) or None
-            if greeting is None:
-                greeting = _read_first(
-                    self.workspace, ("GREETING.md", "greeting.md", "GREETING.txt", "greeting.txt")
-                )
+            system, greeting = _from_workspace(self.workspace, system, greeting)
         self.system = system
         self.greeting = greeting
 
@@ -458,8 +407,9 @@ class LLMAgent:
         """
         from ._llm_tools import ToolEffects
 
-        messages = self._conversation(request)
-        system = self._system_prompt(request)
+        messages = conversation(request, provider=self.provider, greeting=self.greeting,
+                                heartbeat_message=self.heartbeat_message)
+        system = system_prompt(self.system, self.name, request)
         names = self._tools_for(request)
         effects = ToolEffects(names)
         if self.provider == "anthropic":
@@ -548,80 +498,9 @@ class LLMAgent:
             body["messages"] = [*body["messages"], assistant, *replies]
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _system_prompt(self, request: AgentRequest) -> str:
-        if self.system is not None:
-            return self.system
-        who = self.name or "a helpful assistant"
-        prompt = _DEFAULT_SYSTEM.format(who=who)
-        if request.profile_name:
-            prompt += f" The user's WhatsApp name is {request.profile_name}."
-        return prompt
-
-    def _conversation(self, request: AgentRequest) -> list[_Msg]:
-        msgs: list[_Msg] = []
-        history: Sequence[Turn] = () if request.purpose == "greeting" else request.history
-        for turn in history:
-            if turn.text and turn.text.strip():
-                _append(msgs, _Msg(turn.role, [_Text(turn.text)]))
-        _append(msgs, _Msg("user", self._current_parts(request)))
-        if msgs[0].role != "user":
-            msgs.insert(0, _Msg("user", [_Text(_CONVERSATION_START)]))
-        return msgs
-
-    def _current_parts(self, request: AgentRequest) -> list[_Part]:
-        if request.purpose == "greeting":
-            if self.greeting:
-                return [_Text(_GREETING_PREFIX + self.greeting)]
-            return [_Text(_GREETING_DEFAULT)]
-        if request.purpose == "heartbeat":
-            return [_Text(_HEARTBEAT_PREFIX + (request.text or self.heartbeat_message))]
-        parts: list[_Part] = []
-        # What the host could not give the model (a failed download...), marked as such.
-        notes: list[str] = [f"[note from the host: {note}]" for note in request.notes]
-        for att in request.attachments:
-            part = self._media_part(att, request)
-            if part is None:
-                notes.append(describe_attachment(att, with_caption=att.caption != request.text))
-                continue
-            parts.append(part)
-            if att.caption and att.caption != request.text:
-                notes.append(f"[caption: {att.caption}]")
-        text = "\n".join([*notes, request.text] if request.text else notes)
-        if text.strip():
-            parts.append(_Text(text))
-        elif not parts:
-            parts.append(_Text(_EMPTY_MESSAGE))
-        return parts
-
-    def _media_part(self, att: Attachment, request: AgentRequest) -> _Part | None:
-        """The content part for ``att``, or ``None`` when it must be described in text."""
-        mime = _base_mime(att.mime_type)
-        kind = att.kind
-        if kind in ("image", "sticker") and mime.startswith("image/"):
-            if kind == "sticker":
-                media = request.message.media if request.message is not None else None
-                if media is not None and media.animated:
-                    return None  # animated WebP: neither API takes it
-            allowed = _ANTHROPIC_IMAGES if self.provider == "anthropic" else _OPENAI_IMAGES
-            limit = _MAX_IMAGE_BYTES["anthropic" if self.provider == "anthropic" else "openai"]
-            if mime in allowed and 0 < len(att.data) <= limit:
-                return _Image(mime, att.data)
-            return None
-        if kind == "document" or kind == "file":
-            if mime == "application/pdf" and self.provider != "openai-compatible":
-                if 0 < len(att.data) <= _MAX_PDF_BYTES:
-                    return _Pdf(att.data, att.filename)
-                return None
-            if _is_text_mime(mime):
-                text = att.data.decode("utf-8", errors="replace")
-                if len(text) > _MAX_TEXT_CHARS:
-                    text = text[:_MAX_TEXT_CHARS] + "\n[... truncated]"
-                return _TextDocument(text, att.filename)
-        return None
-
     # -- Anthropic Messages API ----------------------------------------------------------
 
-    def _anthropic_body(self, system: str, messages: list[_Msg]) -> dict[str, Any]:
+    def _anthropic_body(self, system: str, messages: list[Msg]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_id,
             "max_tokens": self.max_tokens,
@@ -629,7 +508,7 @@ class LLMAgent:
         if system:
             body["system"] = system
         body["messages"] = [
-            {"role": m.role, "content": _anthropic_content(m.parts)} for m in messages
+            {"role": m.role, "content": anthropic_content(m.parts)} for m in messages
         ]
         if self.temperature is not None:
             body["temperature"] = self.temperature
@@ -657,10 +536,10 @@ class LLMAgent:
 
     # -- OpenAI Chat Completions ---------------------------------------------------------
 
-    def _openai_body(self, system: str, messages: list[_Msg]) -> dict[str, Any]:
+    def _openai_body(self, system: str, messages: list[Msg]) -> dict[str, Any]:
         wire: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         for m in messages:
-            wire.append({"role": m.role, "content": _openai_content(m.parts, m.role)})
+            wire.append({"role": m.role, "content": openai_content(m.parts, m.role)})
         body: dict[str, Any] = {"model": self.model_id, "messages": wire}
         # OpenAI's own API deprecates max_tokens (reasoning models reject it); compatible
         # servers know only max_tokens.
@@ -879,65 +758,3 @@ class LLMAgent:
         if self._api_key is not None and self._api_key.reveal():
             text = text.replace(self._api_key.reveal(), "**********")
         return text
-
-
-def _append(msgs: list[_Msg], msg: _Msg) -> None:
-    """Append ``msg``, merging it into the previous message when the role repeats."""
-    if msgs and msgs[-1].role == msg.role:
-        prev = msgs[-1].parts
-        for part in msg.parts:
-            if prev and isinstance(prev[-1], _Text) and isinstance(part, _Text):
-                prev[-1] = _Text(prev[-1].text + "\n\n" + part.text)
-            else:
-                prev.append(part)
-    else:
-        msgs.append(_Msg(msg.role, list(msg.parts)))
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _anthropic_content(parts: list[_Part]) -> str | list[dict[str, Any]]:
-    if len(parts) == 1 and isinstance(parts[0], _Text):
-        return parts[0].text
-    blocks: list[dict[str, Any]] = []
-    for p in parts:
-        if isinstance(p, _Text):
-            blocks.append({"type": "text", "text": p.text})
-        elif isinstance(p, _Image):
-            blocks.append({"type": "image", "source": {
-                "type": "base64", "media_type": p.mime_type, "data": _b64(p.data)}})
-        elif isinstance(p, _Pdf):
-            block: dict[str, Any] = {"type": "document", "source": {
-                "type": "base64", "media_type": "application/pdf", "data": _b64(p.data)}}
-            if p.filename:
-                block["title"] = p.filename
-            blocks.append(block)
-        else:
-            block = {"type": "document", "source": {
-                "type": "text", "media_type": "text/plain", "data": p.text}}
-            if p.filename:
-                block["title"] = p.filename
-            blocks.append(block)
-    return blocks
-
-
-def _openai_content(parts: list[_Part], role: str) -> str | list[dict[str, Any]]:
-    if role == "assistant" or (len(parts) == 1 and isinstance(parts[0], _Text)):
-        return "\n\n".join(p.text for p in parts if isinstance(p, _Text))
-    out: list[dict[str, Any]] = []
-    for p in parts:
-        if isinstance(p, _Text):
-            out.append({"type": "text", "text": p.text})
-        elif isinstance(p, _Image):
-            out.append({"type": "image_url",
-                        "image_url": {"url": f"data:{p.mime_type};base64,{_b64(p.data)}"}})
-        elif isinstance(p, _Pdf):
-            out.append({"type": "file", "file": {
-                "filename": p.filename or "document.pdf",
-                "file_data": f"data:application/pdf;base64,{_b64(p.data)}"}})
-        else:
-            name = f' "{p.filename}"' if p.filename else ""
-            out.append({"type": "text", "text": f"[document{name}]\n{p.text}"})
-    return out

@@ -459,6 +459,130 @@ def _order(obj: dict[str, Any]) -> Order:
     )
 
 
+# --------------------------------------------------------------------------- message content
+#
+# One reader per message type: it checks the type's content object (``item[type]``), puts
+# the typed fields it yields into ``fields`` (keyword arguments of Message) and returns the
+# message's text, if the type has one.
+
+ContentReader = Callable[[str, Any, dict[str, Any]], str | None]
+
+
+def _content_object(obj: Any, mtype: str) -> dict[str, Any]:
+    found = _d(obj)
+    if found is None:
+        raise _Malformed(f"{mtype} is not an object")
+    return found
+
+
+def _text_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    body = _d(obj)
+    if body is None or not isinstance(body.get("body"), str):
+        raise _Malformed("text message without a text body")
+    text: str = body["body"]
+    return text
+
+
+def _media_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    media = _content_object(obj, mtype)
+    fields["media"] = _media(media, mtype)
+    fields["caption"] = _s(media.get("caption"))
+    return None
+
+
+def _location_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    loc = _content_object(obj, mtype)
+    fields["location"] = _new_location(
+        latitude=_float(loc.get("latitude"), "latitude"),
+        longitude=_float(loc.get("longitude"), "longitude"),
+        name=_s(loc.get("name")),
+        address=_s(loc.get("address")),
+        url=_s(loc.get("url")),
+    )
+    return None
+
+
+def _contacts_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    fields["contacts"] = _shared_contacts(obj)
+    return None
+
+
+def _interactive_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    fields["interactive"], text = _interactive(_content_object(obj, mtype))
+    return text
+
+
+def _button_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    btn = _content_object(obj, mtype)
+    text = _s(btn.get("text"))
+    fields["button"] = _new_button_reply(payload=_s(btn.get("payload")), text=text)
+    return text
+
+
+def _reaction_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    rea = _content_object(obj, mtype)
+    fields["reaction"] = _new_reaction(
+        message_id=_s(rea.get("message_id")), emoji=_s(rea.get("emoji")) or None
+    )
+    return None
+
+
+def _order_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    order = _order(_content_object(obj, mtype))
+    fields["order"] = order
+    return order.text
+
+
+def _system_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    system = _content_object(obj, mtype)
+    text = _s(system.get("body"))
+    fields["system"] = _new_system_info(
+        body=text, type=_s(system.get("type")), wa_id=_s(system.get("wa_id")),
+        user_id=_s(system.get("user_id")),
+    )
+    return text
+
+
+def _edit_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    edit = _content_object(obj, mtype)
+    fields["edited_message_id"] = _s(edit.get("original_message_id"))
+    inner = _d(edit.get("message")) or {}
+    inner_text = _d(inner.get("text"))
+    return _s(inner_text.get("body")) if inner_text else None
+
+
+def _revoke_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
+    fields["revoked_message_id"] = _s(_content_object(obj, mtype).get("original_message_id"))
+    return None
+
+
+#: The reader of each message type that has a content object (other types have none).
+_CONTENT_READERS: dict[str, ContentReader] = {
+    "text": _text_content,
+    **dict.fromkeys(MEDIA_TYPES, _media_content),
+    "location": _location_content,
+    "contacts": _contacts_content,
+    "interactive": _interactive_content,
+    "button": _button_content,
+    "reaction": _reaction_content,
+    "order": _order_content,
+    "system": _system_content,
+    "edit": _edit_content,
+    "revoke": _revoke_content,
+}
+
+
+def _profile_name(profiles: dict[str, str | None], from_: str, user_id: str | None) -> str | None:
+    """The sender's profile name from the value's ``contacts``: by number, by user id, or
+    the only contact there is."""
+    profile = profiles.get(from_) if from_ else None
+    if profile is None and user_id:
+        profile = profiles.get(user_id)
+    if profile is None and len(profiles) == 1:
+        profile = next(iter(profiles.values()))
+    return profile
+
+
 def _message(
     item: Any,
     phone_number_id: str | None,
@@ -483,92 +607,22 @@ def _message(
     fields: dict[str, Any] = {}
     text: str | None = None
     obj = item.get(mtype)
-    if obj is None and mtype not in ("unsupported", "unknown", "request_welcome"):
-        if not (item.get("errors") or value_errors) and mtype in _REQUIRES_OBJECT:
+    if obj is None:
+        # A failed delivery (errors on the message or the value) may come without one.
+        if mtype in _REQUIRES_OBJECT and not (item.get("errors") or value_errors):
             raise _Malformed(f"{mtype} message has no {mtype!r} object")
-    elif mtype == "text":
-        body = _d(obj)
-        if body is None or not isinstance(body.get("body"), str):
-            raise _Malformed("text message without a text body")
-        text = body["body"]
-    elif mtype in MEDIA_TYPES:
-        media = _d(obj)
-        if media is None:
-            raise _Malformed(f"{mtype} is not an object")
-        fields["media"] = _media(media, mtype)
-        fields["caption"] = _s(media.get("caption"))
-    elif mtype == "location":
-        loc = _d(obj)
-        if loc is None:
-            raise _Malformed("location is not an object")
-        fields["location"] = _new_location(
-            latitude=_float(loc.get("latitude"), "latitude"),
-            longitude=_float(loc.get("longitude"), "longitude"),
-            name=_s(loc.get("name")),
-            address=_s(loc.get("address")),
-            url=_s(loc.get("url")),
-        )
-    elif mtype == "contacts":
-        fields["contacts"] = _shared_contacts(obj)
-    elif mtype == "interactive":
-        inter = _d(obj)
-        if inter is None:
-            raise _Malformed("interactive is not an object")
-        fields["interactive"], text = _interactive(inter)
-    elif mtype == "button":
-        btn = _d(obj)
-        if btn is None:
-            raise _Malformed("button is not an object")
-        text = _s(btn.get("text"))
-        fields["button"] = _new_button_reply(payload=_s(btn.get("payload")), text=text)
-    elif mtype == "reaction":
-        rea = _d(obj)
-        if rea is None:
-            raise _Malformed("reaction is not an object")
-        fields["reaction"] = _new_reaction(
-            message_id=_s(rea.get("message_id")), emoji=_s(rea.get("emoji")) or None
-        )
-    elif mtype == "order":
-        order = _d(obj)
-        if order is None:
-            raise _Malformed("order is not an object")
-        fields["order"] = _order(order)
-        text = fields["order"].text
-    elif mtype == "system":
-        system = _d(obj)
-        if system is None:
-            raise _Malformed("system is not an object")
-        text = _s(system.get("body"))
-        fields["system"] = _new_system_info(
-            body=text, type=_s(system.get("type")), wa_id=_s(system.get("wa_id")),
-            user_id=_s(system.get("user_id")),
-        )
-    elif mtype == "edit":
-        edit = _d(obj)
-        if edit is None:
-            raise _Malformed("edit is not an object")
-        fields["edited_message_id"] = _s(edit.get("original_message_id"))
-        inner = _d(edit.get("message")) or {}
-        inner_text = _d(inner.get("text"))
-        text = _s(inner_text.get("body")) if inner_text else None
-    elif mtype == "revoke":
-        rev = _d(obj)
-        if rev is None:
-            raise _Malformed("revoke is not an object")
-        fields["revoked_message_id"] = _s(rev.get("original_message_id"))
+    else:
+        reader = _CONTENT_READERS.get(mtype)
+        if reader is not None:
+            text = reader(mtype, obj, fields)
     errors = _errors(item.get("errors"))
     if not errors and value_errors and obj is None:
         errors = value_errors
-    profile = profiles.get(from_) if from_ else None
-    if profile is None and user_id:
-        profile = profiles.get(user_id)
-    if profile is None and len(profiles) == 1:
-        profile = next(iter(profiles.values()))
     return _new_message(
         id=wamid,
         sender=sender,
         sender_user_id=user_id,
-        profile_name=profile,
+        profile_name=_profile_name(profiles, from_, user_id),
         phone_number_id=phone_number_id,
         display_phone_number=display,
         timestamp=timestamp,
@@ -583,10 +637,8 @@ def _message(
     )
 
 
-_REQUIRES_OBJECT = frozenset(
-    {"text", "location", "contacts", "interactive", "button", "reaction", "order", "system",
-     "edit", "revoke"} | MEDIA_TYPES
-)
+#: Types whose message must carry their content object (unless it reports errors).
+_REQUIRES_OBJECT = frozenset(_CONTENT_READERS)
 
 
 def _status(item: Any, phone_number_id: str | None) -> StatusUpdate:
