@@ -5,8 +5,9 @@ Two layers:
 * :class:`ConversationLog` is pure Python (no extra needed): a bounded, thread-safe model of
   the conversations the bot has, one entry per contact, fed by the hosting layer with
   :meth:`~ConversationLog.inbound`, :meth:`~ConversationLog.outbound`,
-  :meth:`~ConversationLog.status`, :meth:`~ConversationLog.thinking` and
-  :meth:`~ConversationLog.error`. Listeners registered with
+  :meth:`~ConversationLog.status`, :meth:`~ConversationLog.thinking`,
+  :meth:`~ConversationLog.error` and, for human handoff, :meth:`~ConversationLog.handoff`,
+  :meth:`~ConversationLog.resume` and :meth:`~ConversationLog.operator`. Listeners registered with
   :meth:`~ConversationLog.subscribe` hear about every change.
 * :class:`ConversationsWidget` (extra ``notebook``: ``pip install 'wa-agent-host[notebook]'``) shows
   a log with core ipywidgets: one :class:`ipywidgets.HTML` row per contact, message bubbles in
@@ -14,6 +15,10 @@ Two layers:
   indicator and highlighted errors. Every user-controlled string is HTML-escaped, only the
   changed contact's row is resent, and changes made on another thread are handed to the
   kernel's event loop, so the view updates live from background tasks while no cell runs.
+  Given an ``operator`` (a :class:`~wa_agent.WhatsAppInterface`) it is an operator console
+  for human handoff: "Take over" / "Hand back" and a reply box under each conversation
+  (:mod:`wa_agent._operator_console`); handed-off conversations and the operator's messages
+  are marked as such.
 
 ``import wa_agent`` never imports this module; importing it never imports ipywidgets (the
 widget imports it when it is created).
@@ -29,11 +34,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, Literal, Protocol, final
 
 from .events import MEDIA_TYPES, STATUS_RANK
 
 if TYPE_CHECKING:
+    from ._operator_console import Operator, OperatorConsole, RowControls
     from .events import Message, StatusUpdate
 
 __all__ = [
@@ -47,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Direction = Literal["in", "out", "error"]
+Direction = Literal["in", "out", "error", "operator", "note"]
 Listener = Callable[[str], None]
 
 _PENDING_STATUSES = 1000  # statuses whose outbound message is not logged yet (race with send)
@@ -80,8 +86,10 @@ class MediaInfo:
 class LogEntry:
     """One line of a conversation.
 
-    ``direction`` is ``"in"`` (from the user), ``"out"`` (from the bot) or ``"error"`` (a note
-    that processing failed). ``status`` is the delivery state of an outbound message: ``None``
+    ``direction`` is ``"in"`` (from the user), ``"out"`` (from the bot), ``"operator"`` (from
+    a person who took the conversation over), ``"error"`` (a note that processing failed) or
+    ``"note"`` (the conversation was handed off or back). ``status`` is the delivery state of
+    an outbound or operator message: ``None``
     until Meta reports one, then ``sent`` < ``delivered`` < ``read`` < ``played``, or ``failed``
     (final), with the reason in ``error``.
     """
@@ -98,7 +106,7 @@ class LogEntry:
     @property
     def ticks(self) -> str:
         """WhatsApp-style ticks for the delivery state (``""`` for inbound messages)."""
-        if self.direction != "out":
+        if self.direction not in ("out", "operator"):
             return ""
         return _TICKS.get(self.status or "", "…")
 
@@ -108,7 +116,12 @@ _TICKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓", "played": "✓
 
 @dataclass(slots=True)
 class Conversation:
-    """Everything the log keeps about one contact (``contact`` is the WhatsApp number/id)."""
+    """Everything the log keeps about one contact (``contact`` is the WhatsApp number/id).
+
+    ``handed_off`` is true while a person has the conversation (the bot does not answer);
+    ``handoff_by`` says who handed it off (``"operator"``, ``"agent"``, ``"user"``…) and
+    ``handoff_note`` why, when given.
+    """
 
     contact: str
     name: str | None = None
@@ -117,6 +130,18 @@ class Conversation:
     error: str | None = None
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     dropped: int = 0  # messages evicted by the per-contact bound
+    handed_off: bool = False
+    handoff_by: str | None = None
+    handoff_note: str | None = None
+
+
+class HandoffInfo(Protocol):
+    """What :meth:`ConversationLog.handoff` reads of a :class:`wa_agent.Handoff`."""
+
+    @property
+    def by(self) -> str: ...
+    @property
+    def note(self) -> str | None: ...
 
 
 def _utcnow() -> datetime:
@@ -418,6 +443,46 @@ class ConversationLog:
         self._notify(changed)
         return entry
 
+    def operator(self, contact: str, text: str, wamid: str | None = None) -> LogEntry:
+        """Record a message a person sent to ``contact`` while the conversation is handed off
+        (shown as the operator's, with delivery ticks once ``wamid`` gets statuses)."""
+        entry = LogEntry(direction="operator", text=text, time=self._clock(), wamid=wamid)
+        changed: list[str] = []
+        with self._lock:
+            conv = self._conversation(contact, changed)
+            if wamid is not None and wamid in self._pending:
+                entry.status, entry.error = self._pending.pop(wamid)
+            self._append(conv, entry)
+        self._notify(changed)
+        return entry
+
+    def handoff(self, contact: str, handoff: HandoffInfo) -> LogEntry:
+        """Record that a person took ``contact``'s conversation over (a
+        :class:`wa_agent.Handoff`, or anything with ``by`` and ``note``): the row is marked
+        until :meth:`resume`."""
+        by, note = str(handoff.by), handoff.note
+        text = f"handed off ({by})" + (f": {note}" if note else "")
+        entry = LogEntry(direction="note", text=text, time=self._clock(), kind="handoff")
+        changed: list[str] = []
+        with self._lock:
+            conv = self._conversation(contact, changed)
+            conv.handed_off, conv.handoff_by, conv.handoff_note = True, by, note
+            self._append(conv, entry)
+        self._notify(changed)
+        return entry
+
+    def resume(self, contact: str, by: str) -> LogEntry:
+        """Record that the bot answers ``contact`` again (``by`` who handed it back)."""
+        entry = LogEntry(direction="note", text=f"handed back to the agent ({by})",
+                         time=self._clock(), kind="resume")
+        changed: list[str] = []
+        with self._lock:
+            conv = self._conversation(contact, changed)
+            conv.handed_off, conv.handoff_by, conv.handoff_note = False, None, None
+            self._append(conv, entry)
+        self._notify(changed)
+        return entry
+
     def clear(self) -> None:
         """Forget every conversation (listeners hear about each contact)."""
         with self._lock:
@@ -460,6 +525,14 @@ _CSS = """
 .wa-tick-read,.wa-tick-played{color:#53bdeb}
 .wa-tick-failed{color:#d93025;font-weight:600}
 .wa-earlier{align-self:center;color:#667781;font-size:11px}
+.wa-operator{align-self:flex-end;background:#fff3c4;border:1px solid #e8c547}
+.wa-label{display:block;font-size:11px;font-weight:600;color:#8a6d00}
+.wa-note{align-self:center;background:#e7f0fd;color:#1a4f8b;font-size:12px}
+.wa-row.wa-handed-off{border:2px solid #e8a317}
+.wa-handoff{background:#e8a317;color:#fff;border-radius:10px;padding:1px 8px;margin-left:8px;
+  font-size:12px;font-weight:600}
+.wa-handoff-note{color:#8a6d00;margin-left:6px;font-style:italic}
+.wa-console-error{color:#b3261e;font:12px sans-serif}
 </style>
 """
 
@@ -481,6 +554,8 @@ def _size(size: int | None) -> str:
 
 def _render_entry(entry: LogEntry) -> str:
     parts: list[str] = []
+    if entry.direction == "operator":
+        parts.append('<span class="wa-label">operator</span>')
     if entry.media is not None:
         m = entry.media
         bits = [m.type] + [b for b in (_size(m.size), m.filename, m.mime_type) if b]
@@ -488,12 +563,12 @@ def _render_entry(entry: LogEntry) -> str:
         if m.caption:
             parts.append(f'<span class="wa-caption">{_e(m.caption)}</span>')
     if entry.text:
-        if parts:
+        if entry.media is not None:
             parts.append("<br>")
         parts.append(f'<span class="wa-text">{_e(entry.text)}</span>')
     when = entry.time.astimezone()
     meta = f'<span class="wa-time">{_e(when.strftime("%H:%M:%S"))}</span>'
-    if entry.direction == "out":
+    if entry.direction in ("out", "operator"):
         state = entry.status or "pending"
         tip = entry.error if entry.status == "failed" and entry.error else state
         meta += (
@@ -522,6 +597,11 @@ def render_conversation(conv: Conversation, *, max_visible: int | None = None) -
     cls = "wa-row wa-has-error" if conv.error else "wa-row"
     head = f'<span class="wa-name">{_e(conv.name or conv.contact)}</span>'
     head += f'<span class="wa-number">{_e(conv.contact)}</span>'
+    if conv.handed_off:
+        cls += " wa-handed-off"
+        head += f'<span class="wa-handoff">handed off — {_e(conv.handoff_by or "operator")}</span>'
+        if conv.handoff_note:
+            head += f'<span class="wa-handoff-note">{_e(conv.handoff_note)}</span>'
     if conv.thinking:
         head += '<span class="wa-thinking">agent is thinking…</span>'
     out = [f'<div class="{cls}" data-contact="{_e(conv.contact)}">']
@@ -559,6 +639,13 @@ class ConversationsWidget:
     the server and its background tasks run) update the rows at once; changes made on other
     threads are handed to that event loop with ``call_soon_threadsafe``. Only the changed
     contact's row is resent. Call :meth:`close` to stop following the log.
+
+    With an ``operator`` (a :class:`~wa_agent.WhatsAppInterface`, or anything with its async
+    ``handoff``/``resume``/``send``) the view is an operator console: under each row a
+    "Take over" / "Hand back" button (its label follows the conversation), a reply box and
+    "Send" (``widget.controls[contact]``). Clicks schedule the call on the event loop and
+    return at once; a failure shows as an error in the row; :meth:`wait` waits for them. The
+    log must hear the operator's events (it is one of the interface's ``listeners``).
     """
 
     def __init__(
@@ -568,12 +655,14 @@ class ConversationsWidget:
         title: str = "WhatsApp conversations",
         max_visible: int | None = 50,
         loop: asyncio.AbstractEventLoop | None = None,
+        operator: Operator | None = None,
     ) -> None:
         widgets = _import_ipywidgets()
         self.log = log if log is not None else ConversationLog()
         self.title = title
         self.max_visible = max_visible
         self.rows: dict[str, Any] = {}
+        self._items: dict[str, Any] = {}  # what the box shows per contact (row + controls)
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -585,6 +674,11 @@ class ConversationsWidget:
         self.header = widgets.HTML(value=self._header_html())
         self._widgets = widgets
         self._rows_box = widgets.VBox(children=())
+        self.console: OperatorConsole | None = None
+        if operator is not None:
+            from ._operator_console import OperatorConsole
+
+            self.console = OperatorConsole(widgets, self.log, operator, loop)
         self.box = widgets.VBox(children=(self.header, self._rows_box))
         self.box.add_class("wa-conversations")
         self._unsubscribe = self.log.subscribe(self._on_change)
@@ -620,22 +714,45 @@ class ConversationsWidget:
             value = (
                 None if conv is None else render_conversation(conv, max_visible=self.max_visible)
             )
+            handed_off = conv is not None and conv.handed_off
         row = self.rows.get(contact)
         if value is None:
             if row is not None:
-                del self.rows[contact]
-                self._rows_box.children = tuple(c for c in self._rows_box.children if c is not row)
-                row.close()
+                self._drop_row(contact, row)
         elif row is None:
             row = self._widgets.HTML(value=value)
             row.add_class("wa-contact")
             self.rows[contact] = row
-            self._rows_box.children = (*self._rows_box.children, row)
+            item = row if self.console is None else self.console.wrap(contact, row)
+            self._items[contact] = item
+            self._rows_box.children = (*self._rows_box.children, item)
         elif row.value != value:
             row.value = value
+        if self.console is not None:
+            self.console.sync(contact, handed_off)
         header = self._header_html()
         if self.header.value != header:
             self.header.value = header
+
+    def _drop_row(self, contact: str, row: Any) -> None:
+        del self.rows[contact]
+        item = self._items.pop(contact, row)
+        self._rows_box.children = tuple(c for c in self._rows_box.children if c is not item)
+        if self.console is not None:
+            self.console.drop(contact)
+        if item is not row:
+            item.close()
+        row.close()
+
+    @property
+    def controls(self) -> dict[str, RowControls]:
+        """Each contact's operator controls (empty without an ``operator``)."""
+        return {} if self.console is None else self.console.controls
+
+    async def wait(self, timeout: float = 30.0) -> None:
+        """Wait until the operator actions started from the buttons have finished."""
+        if self.console is not None:
+            await self.console.wait(timeout)
 
     def refresh(self) -> None:
         """Re-render every row (normally not needed: rows follow the log)."""
@@ -648,9 +765,15 @@ class ConversationsWidget:
             return
         self._closed = True
         self._unsubscribe()
-        for row in self.rows.values():
+        if self.console is not None:
+            self.console.close()
+        for contact, row in self.rows.items():
+            item = self._items.get(contact, row)
+            if item is not row:
+                item.close()
             row.close()
         self.rows = {}
+        self._items = {}
         self._rows_box.close()
         self.header.close()
         self.box.close()
