@@ -10,7 +10,8 @@
 * ``await manager.atunnel()`` (or ``manager.tunnel()``, which schedules it on a running loop)
   — an ngrok tunnel to the running server, printing the webhook URL and the verify token to
   paste into Meta's dashboard.
-* ``manager.widget()`` — a live ipywidgets view of the conversations.
+* ``manager.widget()`` — a live ipywidgets view of the conversations, with the operator
+  controls of human handoff.
 
 Nothing here needs ``nest_asyncio``: in a notebook everything runs as tasks on the kernel's
 own loop, and the only blocking work (starting ngrok) runs in a worker thread.
@@ -32,6 +33,7 @@ from .server import DEFAULT_LIMITS, BackgroundServer, ServerLimits, ServerStartE
 from .server import uvicorn_options as _limited_options
 
 if TYPE_CHECKING:
+    from ._operator_console import OperatorRouter
     from .tunnel import Tunnel
     from .widget import ConversationLog, ConversationsWidget
 
@@ -85,6 +87,7 @@ class InterfaceManager:
         self._server: BackgroundServer | None = None
         self._tunnel: Tunnel | None = None
         self._log: ConversationLog | None = None
+        self._router: OperatorRouter | None = None  # contact -> interface, for the console
         self._serve_task: asyncio.Task[None] | None = None
         self._startup_error: Exception | None = None
 
@@ -305,13 +308,27 @@ class InterfaceManager:
             self._log = ConversationLog(max_messages=max_messages)
             for interface in self.interfaces:
                 interface.listeners.append(self._log)
+            if len(self.interfaces) > 1:  # the console needs each contact's interface
+                from ._operator_console import OperatorRouter
+
+                self._router = OperatorRouter(self.interfaces)
         return self._log
 
-    def widget(self, *, max_messages: int = 200) -> ConversationsWidget:
-        """A live ipywidgets view of every conversation (needs the ``notebook`` extra)."""
+    def widget(self, *, max_messages: int = 200, operator: bool = True) -> ConversationsWidget:
+        """A live ipywidgets view of every conversation (needs the ``notebook`` extra).
+
+        With ``operator=True`` it is also an operator console: "Take over" / "Hand back" and a
+        reply box under each conversation, acting on the interface whose webhooks that
+        contact's messages came in on. ``operator=False`` gives a read-only view.
+        """
         from .widget import ConversationsWidget
 
-        return ConversationsWidget(self.conversation_log(max_messages))
+        log = self.conversation_log(max_messages)
+        if not operator:
+            return ConversationsWidget(log)
+        if len(self.interfaces) == 1:
+            return ConversationsWidget(log, operator=self.interfaces[0])
+        return ConversationsWidget(log, operator=self._router)
 
 
 def _report_tunnel(task: asyncio.Task[Any]) -> None:
