@@ -75,6 +75,10 @@ PROBE = """
 """
 
 
+_FONT_TYPES = {".woff2": "font/woff2", ".woff": "font/woff", ".ttf": "font/ttf",
+               ".eot": "application/vnd.ms-fontobject", ".svg": "image/svg+xml"}
+
+
 def _require(found: object, what: str) -> None:
     if found:
         return
@@ -239,6 +243,9 @@ async def render_and_probe(box: Any, probe_script: str, shot: Path, tmp_path: Pa
         "/page.html": (markup.encode(), "text/html; charset=utf-8"),
         "/embed.js": (EMBED_JS.read_bytes(), "application/javascript"),
     }
+    for font in EMBED_JS.parent.iterdir():  # Font Awesome (button icons), next to embed.js
+        if font.suffix in _FONT_TYPES:
+            files[f"/{font.name}"] = (font.read_bytes(), _FONT_TYPES[font.suffix])
     async with BackgroundServer(_static_app(files)) as server:
         dom, errors = await _chromium(f"{server.url}/page.html", shot, tmp_path / "profile")
     control.close()
