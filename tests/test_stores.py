@@ -855,14 +855,16 @@ async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
 
     calls = [[item(1)], [item(1), item(3)], [item(2)], [item(3)], [item(4), item(4)],
              [item(5, sender="222")]]
+    from wa_agent.stores._sqlite_inbox import _AddInbound
+
     grouped_calls: list[int] = []
-    group = SQLiteSessionStore._add_inbound_group
+    group = _AddInbound.run_group
 
-    def counting(conn: sqlite3.Connection, requests: list[Any], savepoint: bool) -> Any:
-        grouped_calls.append(len(requests))
-        return group(conn, requests, savepoint)
+    def counting(cls: type, conn: sqlite3.Connection, ops: list[Any], savepoint: bool) -> Any:
+        grouped_calls.append(len(ops))
+        return group(conn, ops, savepoint)
 
-    monkeypatch.setattr(SQLiteSessionStore, "_add_inbound_group", staticmethod(counting))
+    monkeypatch.setattr(_AddInbound, "run_group", classmethod(counting))
 
     async def run(name: str, *, together: bool) -> tuple[list[list[bool]], list[str]]:
         clock = FakeClock(T0)
