@@ -381,9 +381,8 @@ class SQLiteEngine:
         """Run the batch in one transaction (none for reads only) and commit it.
 
         Without ``isolate`` the writes (the groups of :class:`GroupedOp` first) run back to
-        back,
-        and the first one that fails rolls the whole transaction back and answers ``None``
-        (the caller then runs the batch again with ``isolate``): a savepoint around every
+        back, and the first one that fails rolls the whole transaction back and answers
+        ``None`` (the caller then runs the batch again with ``isolate``): a savepoint around every
         write costs two more statements, and each statement hands the GIL over and waits to
         get it back from a busy event loop, so under load the savepoints were most of a
         batch's time. With ``isolate`` each write runs in its own savepoint, so one failing
