@@ -365,6 +365,57 @@ async def test_heartbeat_recipient_is_set_once_unless_overwritten(store: Session
     assert await store.get_heartbeat_recipient("Other") is None
 
 
+async def test_handoff_record_set_get_replace_delete(store: SessionStore) -> None:
+    """A handoff record is kept per (interface, contact) as given (unicode JSON text), a new
+    one replaces it, ``None`` deletes it, and deleting a missing record is no error."""
+    first = json.dumps({"operator": "Zoë", "since": T0}, ensure_ascii=False)
+    second = '{"operator":"Ana","note":"línea 1\nlínea 2"}'
+    assert await store.get_handoff(IFACE, "A") is None
+    await store.set_handoff(IFACE, "A", None)  # nothing to delete: fine
+    await store.set_handoff(IFACE, "A", first)
+    assert await store.get_handoff(IFACE, "A") == first
+    assert await store.get_handoff(IFACE, "B") is None
+    assert await store.get_handoff("Other", "A") is None
+    await store.set_handoff(IFACE, "A", second)
+    assert await store.get_handoff(IFACE, "A") == second
+    await store.set_handoff(IFACE, "A", None)
+    assert await store.get_handoff(IFACE, "A") is None
+    await store.set_handoff(IFACE, "A", None)  # already gone: still fine
+    assert await store.handoffs(IFACE) == {}
+
+
+async def test_handoffs_lists_every_contact_of_one_interface(store: SessionStore) -> None:
+    """handoffs() maps each contact with a record to its latest record, for the interface
+    asked only; a deleted record leaves the listing."""
+    assert await store.handoffs(IFACE) == {}
+    await store.set_handoff(IFACE, "A", '{"n":1}')
+    await store.set_handoff(IFACE, "B", '{"n":2}')
+    await store.set_handoff(IFACE, "C", '{"n":3}')
+    await store.set_handoff(IFACE, "B", '{"n":4}')
+    await store.set_handoff("Other", "D", '{"n":5}')
+    await store.set_handoff(IFACE, "C", None)
+    assert await store.handoffs(IFACE) == {"A": '{"n":1}', "B": '{"n":4}'}
+    assert await store.handoffs("Other") == {"D": '{"n":5}'}
+    assert await store.handoffs("Nobody") == {}
+
+
+async def test_handoff_changes_are_seen_by_another_store_object(harness: Harness) -> None:
+    """Two store objects on one SQLite file or one Redis server (like two workers) see each
+    other's handoff changes at their next read: set, replace and delete."""
+    if harness.kind == "memory":
+        pytest.skip("memory stores share nothing between objects")
+    a, b = harness.make(), harness.make()
+    await a.set_handoff(IFACE, "A", '{"by":"a"}')
+    assert await b.get_handoff(IFACE, "A") == '{"by":"a"}'
+    await b.set_handoff(IFACE, "A", '{"by":"b"}')
+    await b.set_handoff(IFACE, "B", '{"by":"b"}')
+    assert await a.get_handoff(IFACE, "A") == '{"by":"b"}'
+    assert await a.handoffs(IFACE) == {"A": '{"by":"b"}', "B": '{"by":"b"}'}
+    await a.set_handoff(IFACE, "A", None)
+    assert await b.get_handoff(IFACE, "A") is None
+    assert await b.handoffs(IFACE) == {"B": '{"by":"b"}'}
+
+
 async def test_leases_are_exclusive_renewable_and_expire(harness: Harness) -> None:
     """Only one owner holds a lease; the owner renews it; expiry or release frees it."""
     store = harness.make()
@@ -476,6 +527,57 @@ async def test_sqlite_survives_close_and_reopen(tmp_path: Path) -> None:
         assert [i.seq for i in await second.pending(IFACE)] == sorted(
             i.seq for i in await second.pending(IFACE)
         )
+
+
+async def test_sqlite_handoffs_survive_close_and_reopen(tmp_path: Path) -> None:
+    """Handoff records written before aclose() are there for a new store on the file."""
+    path = tmp_path / "handoff.db"
+    async with SQLiteSessionStore(path) as first:
+        await first.set_handoff(IFACE, "A", '{"operator":"ana"}')
+        await first.set_handoff(IFACE, "B", '{"operator":"bo"}')
+        await first.set_handoff(IFACE, "B", None)
+    async with SQLiteSessionStore(path) as second:
+        assert await second.get_handoff(IFACE, "A") == '{"operator":"ana"}'
+        assert await second.handoffs(IFACE) == {"A": '{"operator":"ana"}'}
+
+
+async def test_sqlite_file_without_the_handoffs_table_gets_it(tmp_path: Path) -> None:
+    """A file written before handoffs existed (no such table, same schema version) opens,
+    gains the table and keeps its other state."""
+    path = tmp_path / "old.db"
+    async with SQLiteSessionStore(path) as store:
+        await store.append_history(IFACE, "A", [turn("hi")])
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("DROP TABLE handoffs")
+        conn.commit()
+    finally:
+        conn.close()
+    async with SQLiteSessionStore(path) as store:
+        await store.set_handoff(IFACE, "A", "{}")
+        assert await store.handoffs(IFACE) == {"A": "{}"}
+        assert await store.get_history(IFACE, "A") == [turn("hi")]
+
+
+async def test_sqlite_handoff_write_failure_raises_store_error(tmp_path: Path) -> None:
+    """While another connection holds the write lock past busy_timeout, set_handoff raises
+    StoreError (cause chained) and stores nothing; reads still answer; once the lock is
+    gone the write goes through."""
+    path = tmp_path / "locked.db"
+    async with SQLiteSessionStore(path, busy_timeout=0.1) as store:
+        await store.set_handoff(IFACE, "A", '{"v":1}')
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreError) as info:
+                await store.set_handoff(IFACE, "A", '{"v":2}')
+            assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+            assert await store.get_handoff(IFACE, "A") == '{"v":1}'
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        await store.set_handoff(IFACE, "A", '{"v":2}')
+        assert await store.get_handoff(IFACE, "A") == '{"v":2}'
 
 
 async def test_sqlite_reopen_after_aclose(tmp_path: Path) -> None:
@@ -807,8 +909,34 @@ async def test_redis_down_raises_store_error() -> None:
 
 
 @pytest.mark.redis
+async def test_redis_handoff_errors_raise_store_error(redis_url: str) -> None:
+    """A server error on the handoff hash (here: the key holds a string, so Redis answers
+    WRONGTYPE) raises StoreError naming what failed, for each of the three calls."""
+    import redis.asyncio as aioredis
+
+    from wa_agent.stores.redis import RedisSessionStore
+
+    prefix = f"test-{uuid.uuid4().hex}"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with RedisSessionStore(redis_url, prefix=prefix) as store:
+            await client.set(f"{prefix}:i:{IFACE}:handoffs", "not a hash")
+            with pytest.raises(StoreError, match="store a handoff"):
+                await store.set_handoff(IFACE, "A", "{}")
+            with pytest.raises(StoreError, match="delete a handoff"):
+                await store.set_handoff(IFACE, "A", None)
+            with pytest.raises(StoreError, match="read a handoff"):
+                await store.get_handoff(IFACE, "A")
+            with pytest.raises(StoreError, match="read the handoffs"):
+                await store.handoffs(IFACE)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
 async def test_redis_borrowed_client_is_not_closed(redis_url: str) -> None:
-    """A client passed in is used and left open by aclose()."""
+    """A client passed in is used (its bytes answers decoded, handoff records too) and left
+    open by aclose()."""
     import redis.asyncio as aioredis
 
     from wa_agent.stores.redis import RedisSessionStore
@@ -821,6 +949,9 @@ async def test_redis_borrowed_client_is_not_closed(redis_url: str) -> None:
             assert [i.id for i in await store.pending(IFACE)] == ["wamid.1"]
             assert await store.set_heartbeat_recipient(IFACE, "A") == "A"
             assert await store.pending_senders(IFACE) == ["111"]
+            await store.set_handoff(IFACE, "A", '{"op":"Zoë"}')
+            assert await store.get_handoff(IFACE, "A") == '{"op":"Zoë"}'
+            assert await store.handoffs(IFACE) == {"A": '{"op":"Zoë"}'}
         assert await client.ping()
     finally:
         await client.aclose()
@@ -855,14 +986,16 @@ async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
 
     calls = [[item(1)], [item(1), item(3)], [item(2)], [item(3)], [item(4), item(4)],
              [item(5, sender="222")]]
+    from wa_agent.stores._sqlite_inbox import _AddInbound
+
     grouped_calls: list[int] = []
-    group = SQLiteSessionStore._add_inbound_group
+    group = _AddInbound.run_group
 
-    def counting(conn: sqlite3.Connection, requests: list[Any], savepoint: bool) -> Any:
-        grouped_calls.append(len(requests))
-        return group(conn, requests, savepoint)
+    def counting(cls: type, conn: sqlite3.Connection, ops: list[Any], savepoint: bool) -> Any:
+        grouped_calls.append(len(ops))
+        return group(conn, ops, savepoint)
 
-    monkeypatch.setattr(SQLiteSessionStore, "_add_inbound_group", staticmethod(counting))
+    monkeypatch.setattr(_AddInbound, "run_group", classmethod(counting))
 
     async def run(name: str, *, together: bool) -> tuple[list[list[bool]], list[str]]:
         clock = FakeClock(T0)

@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "LLMAgent": "llm",
     "LLMAuthError": "llm",
     "LLMError": "llm",
+    "Handoff": "hosting.handoff",
     "LinkButton": "agents",
     "Location": "events",
     "Media": "agents",
@@ -142,6 +143,7 @@ __all__ = [
     "GroupSetting",
     "GroupSettingsEvent",
     "GroupStatusEvent",
+    "Handoff",
     "HeartbeatScheduler",
     "InboxItem",
     "InteractiveReply",
@@ -298,6 +300,7 @@ if TYPE_CHECKING:
         StoreLease,
         within_service_window,
     )
+    from .hosting.handoff import Handoff
     from .interface import InterfaceMode, WhatsAppInterface
     from .llm import LLMAgent, LLMAuthError, LLMError
     from .manager import InterfaceManager

@@ -156,6 +156,9 @@ def system_prompt(system: str | None, name: str | None, request: AgentRequest) -
     return prompt
 
 
+_OPERATOR_PREFIX = "[a human operator wrote, while the conversation was handed to them] "
+
+
 def conversation(
     request: AgentRequest, *, provider: str, greeting: str | None, heartbeat_message: str
 ) -> list[Msg]:
@@ -165,7 +168,11 @@ def conversation(
     history: Sequence[Turn] = () if request.purpose == "greeting" else request.history
     for turn in history:
         if turn.text and turn.text.strip():
-            _append(msgs, Msg(turn.role, [Text(turn.text)]))
+            if turn.role == "operator":  # the model answers for the business: as its own,
+                # marked so that it knows a person said it
+                _append(msgs, Msg("assistant", [Text(_OPERATOR_PREFIX + turn.text)]))
+            else:
+                _append(msgs, Msg(turn.role, [Text(turn.text)]))
     _append(msgs, Msg("user", _current_parts(request, provider, greeting, heartbeat_message)))
     if msgs[0].role != "user":
         msgs.insert(0, Msg("user", [Text(_CONVERSATION_START)]))

@@ -96,9 +96,10 @@ class Attachment:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One turn of a conversation's history."""
+    """One turn of a conversation's history: the user's, the agent's (``assistant``), or a
+    person's who answered while the conversation was handed off (``operator``)."""
 
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "operator"]
     text: str
     at: datetime | None = None
     message_id: str | None = None

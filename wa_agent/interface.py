@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -37,6 +37,7 @@ from .events import Event, Message, StatusUpdate
 from .exceptions import ConfigurationError, StoreError, WAAgentError
 from .hosting.beats import HeartbeatWiring
 from .hosting.delivery import Delivery
+from .hosting.handoff import Handoff, Handoffs, OperatorListeners, OperatorMedia
 from .hosting.intake import Backlog, Intake
 from .hosting.observers import ConversationListener, Listeners, Stats, StatusTracker
 from .hosting.policy import NOT_ALLOWED_MESSAGE, AcceptancePolicy, send_refusal
@@ -46,7 +47,9 @@ from .hosting.scheduler import Scheduler
 from .hosting.settings import (
     DEFAULT_ANSWER_TYPES,
     DEFAULT_APOLOGY,
+    DEFAULT_HANDOFF_MESSAGE,
     DEFAULT_RESET_MESSAGE,
+    DEFAULT_RESUME_MESSAGE,
     DEFAULT_VOICE_APOLOGY,
     InterfaceMode,
     InterfaceSettings,
@@ -169,6 +172,11 @@ class WhatsAppInterface:
         interrupt: bool = False,
         transcriber: Transcriber | None = None,
         voice_apology: str = DEFAULT_VOICE_APOLOGY,
+        # -- human handoff --
+        handoff_command: str | None = "/human",
+        handoff_message: str = DEFAULT_HANDOFF_MESSAGE,
+        handoff_timeout: float | timedelta | None = None,
+        resume_message: str | None = DEFAULT_RESUME_MESSAGE,
         # -- tuning (not in the seed) --
         max_concurrency: int = 10_000,
         max_concurrency_per_sender: int = 16,
@@ -207,6 +215,10 @@ class WhatsAppInterface:
             max_concurrency=max_concurrency,
             max_concurrency_per_sender=max_concurrency_per_sender, debounce=debounce,
             interrupt=interrupt, transcriber=transcriber, voice_apology=voice_apology,
+            handoff_command=handoff_command, handoff_message=handoff_message,
+            handoff_timeout=(handoff_timeout.total_seconds()
+                             if isinstance(handoff_timeout, timedelta) else handoff_timeout),
+            resume_message=resume_message,
             agent_timeout=agent_timeout,
             shutdown_timeout=shutdown_timeout, history_limit=history_limit, apology=apology,
             reset_message=reset_message, heartbeat_lease_ttl=heartbeat_lease_ttl,
@@ -255,6 +267,12 @@ class WhatsAppInterface:
                                    listeners=self.listeners, typing=self._typing)
         self._delivery = Delivery(self._graph, listeners=self.listeners, stats=self.stats,
                                   apology=settings.apology, media_dir=media_dir)
+        operator = Delivery(self._graph, listeners=OperatorListeners(self.listeners),
+                            stats=self.stats, apology=settings.apology, media_dir=None)
+        self._handoffs = Handoffs(settings, store=store, listeners=self.listeners,
+                                  delivery=self._delivery, operator_delivery=operator,
+                                  tasks=self._tasks, owner=self.owner,
+                                  window_open=self._window_open)
         self._beats = HeartbeatWiring(settings, heartbeat, store=store, runner=self._runner,
                                       delivery=self._delivery, tasks=self._tasks,
                                       owner=self.owner)
@@ -267,7 +285,8 @@ class WhatsAppInterface:
                                     runner=self._runner, delivery=self._delivery,
                                     backlog=self._backlog, beats=self._beats,
                                     listeners=self.listeners, stats=self.stats, gate=self._gate,
-                                    parser=self._parser, tasks=self._tasks)
+                                    parser=self._parser, tasks=self._tasks,
+                                    handoffs=self._handoffs)
         self._scheduler.processor = self._processor
         self._intake = Intake(settings, policy=self._policy, store=store,
                               backlog=self._backlog, schedule=self._scheduler.schedule,
@@ -416,6 +435,7 @@ class WhatsAppInterface:
             if not self.receive_only:
                 await self._scheduler.start()
                 self._beats.start()
+                self._handoffs.start()
             logger.info("interface %r started (%s mode, %s%s)", self.name, self.mode.value,
                         type(self.store).__name__, ", receive only" if self.receive_only else "")
 
@@ -511,6 +531,47 @@ class WhatsAppInterface:
             data["heartbeat"] = self.heartbeat.state()
         return data
 
+    # -- human handoff ---------------------------------------------------------------------
+    async def handoff(self, contact: str, note: str | None = None) -> Handoff:
+        """Hand the conversation with ``contact`` to a person: the agent stops answering
+        them. Their messages are still acknowledged, kept in the inbox until recorded,
+        shown to listeners and written to the history; reply with :meth:`send`, give the
+        conversation back with :meth:`resume`. Stored: survives a restart and holds for
+        every worker sharing the store. Handing off again renews the note and the
+        ``handoff_timeout``."""
+        await self.start()
+        return await self._handoffs.begin(normalize_number(contact), by="operator", note=note)
+
+    async def resume(self, contact: str) -> bool:
+        """Give ``contact`` back to the agent (``False`` if they were not handed off). The
+        agent's next request carries the handed-off exchange in ``history`` (user turns and
+        ``operator`` turns), in TASK mode too."""
+        await self.start()
+        return await self._handoffs.end(normalize_number(contact), by="operator")
+
+    async def is_handed_off(self, contact: str) -> bool:
+        """Whether a person currently answers ``contact`` instead of the agent."""
+        await self.start()
+        handoff = await self._handoffs.get(normalize_number(contact))
+        return handoff is not None and handoff.active
+
+    async def handoffs(self) -> dict[str, Handoff]:
+        """Every handed-off contact and its :class:`~wa_agent.Handoff` (since when, by whom,
+        the note, when it times out)."""
+        await self.start()
+        return await self._handoffs.active()
+
+    async def send(self, contact: str, text: str | None = None, *,
+                   media: OperatorMedia | Sequence[OperatorMedia] = (),
+                   template: dict[str, Any] | None = None) -> list[str]:
+        """Send a person's message to ``contact`` (text and/or media: :class:`~wa_agent.Media`,
+        bytes or a ``Path``), recorded in the history as an ``operator`` turn; the Meta
+        message ids. Inside the 24-hour window only: outside it ``template`` (``{"name":
+        ..., "language": ...}``) is sent instead, or :class:`~wa_agent.OutsideServiceWindow`
+        is raised. Works whether or not the contact is handed off."""
+        await self.start()
+        return await self._handoffs.send(contact, text, media=media, template=template)
+
     # -- webhook consumer ------------------------------------------------------------------
     async def accept(self, events: list[Event]) -> str:
         """Record new messages durably and schedule them (the webhook consumer API)."""
@@ -534,6 +595,11 @@ class WhatsAppInterface:
         if sender is None:
             raise RuntimeError(f"interface {self.name!r} is not started: it has no Sender")
         return sender
+
+    async def _window_open(self, contact: str) -> bool:
+        from .heartbeat import within_service_window
+
+        return within_service_window(await self.store.last_inbound(self.name, contact))
 
     async def _refresh_typing(self, message_id: str) -> None:
         await self._graph().mark_read(message_id, typing=True)

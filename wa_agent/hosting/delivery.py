@@ -32,7 +32,7 @@ from ..exceptions import MediaError, WhatsAppAPIError
 
 if TYPE_CHECKING:
     from ..sender import Sender
-    from .observers import Listeners, Stats
+    from .observers import OutboundSink, Stats
 
 __all__ = ["Delivery", "UnsafeMediaPath"]
 
@@ -64,7 +64,7 @@ def guess_mime(name: str) -> str | None:
 class Delivery:
     """Builds reply parts and sends them for one interface (see the module docstring)."""
 
-    def __init__(self, graph: Callable[[], Sender], *, listeners: Listeners, stats: Stats,
+    def __init__(self, graph: Callable[[], Sender], *, listeners: OutboundSink, stats: Stats,
                  apology: str, media_dir: Path | None = None) -> None:
         self._graph = graph
         self.listeners = listeners

@@ -21,7 +21,7 @@ from ..numbers import mask_number
 if TYPE_CHECKING:
     from ..stores.base import SessionStore
 
-__all__ = ["ConversationListener", "Listeners", "Stats", "StatusTracker"]
+__all__ = ["ConversationListener", "Listeners", "OutboundSink", "Stats", "StatusTracker"]
 
 logger = logging.getLogger("wa_agent.interface")
 
@@ -29,8 +29,13 @@ logger = logging.getLogger("wa_agent.interface")
 class ConversationListener(Protocol):
     """What the live widget (or any observer) is told. Every method must be cheap and
     must not raise; they run on the event loop. A listener may also have
-    ``media_size(wamid, size)``, called when an inbound media's size becomes known, and
-    ``transcript(wamid, text)``, called when a voice note has been transcribed."""
+    ``media_size(wamid, size)``, called when an inbound media's size becomes known,
+    ``transcript(wamid, text)``, called when a voice note has been transcribed, and the
+    handoff events: ``handoff(contact, handoff)`` (a person took the conversation over;
+    ``handoff`` is a :class:`~wa_agent.Handoff`), ``resume(contact, by)`` (the agent answers
+    again; ``by`` is ``"operator"`` or ``"timeout"``) and ``operator(contact, text, wamid)``
+    (an operator message was sent; without this method the listener gets it as
+    ``outbound``)."""
 
     def inbound(self, message: Message) -> object: ...
     def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
@@ -38,6 +43,13 @@ class ConversationListener(Protocol):
     def status(self, update: StatusUpdate) -> object: ...
     def thinking(self, contact: str, on: bool) -> object: ...
     def error(self, contact: str, text: str) -> object: ...
+
+
+class OutboundSink(Protocol):
+    """Where :class:`~wa_agent.hosting.delivery.Delivery` reports what it sent."""
+
+    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
+                 media_info: dict[str, Any] | None = None) -> None: ...
 
 
 class Stats:
@@ -94,6 +106,14 @@ class Listeners(list[ConversationListener]):
     def transcript(self, wamid: str, text: str) -> None:
         """A voice note's transcript is known (listeners may have ``transcript()``)."""
         self._optional("transcript", wamid, text)
+
+    def handoff(self, contact: str, handoff: Any) -> None:
+        """A person took the conversation with ``contact`` over."""
+        self._optional("handoff", contact, handoff)
+
+    def resume(self, contact: str, by: str) -> None:
+        """The agent answers ``contact`` again."""
+        self._optional("resume", contact, by)
 
     def _optional(self, name: str, *args: Any) -> None:
         for listener in self:

@@ -41,6 +41,7 @@ from ..exceptions import AuthenticationError, MediaError, TransportError, WhatsA
 from ..numbers import mask_number
 from ..sender import GroupId
 from .delivery import for_group
+from .handoff import Handoff
 from .payload import load_message
 from .render import history_text, render_text
 from .settings import InterfaceMode
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from ..stores.base import InboxItem, SessionStore
     from .beats import HeartbeatWiring
     from .delivery import Delivery
+    from .handoff import Handoffs
     from .intake import Backlog
     from .observers import Listeners, Stats
     from .runner import AgentRunner
@@ -89,7 +91,8 @@ class Processor:
     def __init__(self, settings: InterfaceSettings, *, store: SessionStore,
                  graph: Callable[[], Sender], runner: AgentRunner, delivery: Delivery,
                  backlog: Backlog, beats: HeartbeatWiring, listeners: Listeners, stats: Stats,
-                 gate: AckGate, parser: MessageParser, tasks: TaskSet) -> None:
+                 gate: AckGate, parser: MessageParser, tasks: TaskSet,
+                 handoffs: Handoffs) -> None:
         self.settings = settings
         self.name = settings.name
         self.store = store
@@ -103,6 +106,7 @@ class Processor:
         self.gate = gate
         self.parser = parser
         self.tasks = tasks
+        self.handoffs = handoffs
         self.in_flight = 0
         self._agents: dict[str, asyncio.Task[tuple[AgentReply, bool]]] = {}  # interruptible
 
@@ -150,12 +154,16 @@ class Processor:
             if "parts" not in progress:
                 await self.gate.turn()  # webhook acks first (Meta's time-out is short)
                 await self.store.touch_inbound(self.name, contact, turn.last.timestamp)
+                handoff = await self._handoff(contact)
+                if handoff is not None and handoff.active:
+                    await self._hold(turn)  # a person answers: recorded, not asked
+                    return
                 if turn.last.group_id is None:  # a group never receives the heartbeat
                     await self.beats.note_contact(contact)
-                parts, turns = await self._answer(turn)
+                parts, turns, extra = await self._answer(turn, handoff)
                 progress = turn.progress = {"parts": parts, "sent": 0, "turns": turns,
-                                            "covers": turn.ids}
-                if len(parts) > 1 or len(turn.items) > 1:
+                                            "covers": turn.ids, **extra}
+                if len(parts) > 1 or len(turn.items) > 1 or extra:
                     # Before the first part: a restart resumes instead of asking again.
                     await self.store.save_progress(self.name, turn.anchor.id,
                                                    json.dumps(progress))
@@ -164,9 +172,13 @@ class Processor:
                 if blocked is not None:  # an earlier reply waits for a retry: so does this
                     await self._save_progress(turn, progress)
                     raise RetryLater(blocked)
+            if not progress.get("sent") and await self._taken_over(contact):
+                await self._hold(turn, dropped=True)  # taken over while the agent ran
+                return
             await self._send_parts(turn, progress, quote=not latest())
             history = [HistoryTurn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
                        for t in progress.get("turns", [])]
+            await self._after_reply(contact, progress)
             await self.complete(turn, history)
             self.stats.processed += len(turn.items)
         finally:
@@ -192,9 +204,52 @@ class Processor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    # -- handoff --------------------------------------------------------------------------
+    async def _handoff(self, contact: str) -> Handoff | None:
+        """The contact's handoff record; one that timed out is resumed first."""
+        handoff = await self.handoffs.get(contact)
+        if handoff is not None and handoff.expired():
+            await self.handoffs.expire(contact)
+            handoff = await self.handoffs.get(contact)
+        return handoff
+
+    async def _taken_over(self, contact: str) -> bool:
+        """Whether a person took the conversation over since the turn began."""
+        handoff = await self.handoffs.get(contact)
+        return handoff is not None and handoff.active
+
+    async def _hold(self, turn: Turn, *, dropped: bool = False) -> None:
+        """A handed-off turn: its messages go to the history (for the operator, and for
+        the agent once resumed) and leave the inbox; the agent's reply, if one was
+        computed, is not sent."""
+        if dropped:
+            logger.info("the reply to %s was not sent: a person took the conversation over",
+                        mask_number(turn.contact))
+        users = [HistoryTurn(role="user", text=_said(m), message_id=m.id)
+                 for m in turn.messages]
+        await self.complete(turn, users)
+        self.stats.processed += len(turn.items)
+
+    async def _after_reply(self, contact: str, progress: dict[str, Any]) -> None:
+        """What a sent reply asked for: a handoff (the agent's or the user's command), or
+        forgetting the handed-off exchange the turn carried (TASK mode)."""
+        by = progress.get("handoff")
+        if by:
+            await self.handoffs.begin(contact, by=by, note=progress.get("handoff_note"))
+        elif progress.get("carried"):
+            await self.handoffs.carried(contact)
+
+    def is_handoff_command(self, message: Message) -> bool:
+        """Whether ``message`` is the user's command asking for a person."""
+        command = self.settings.handoff_command
+        return (command is not None and message.type == "text"
+                and (message.text or "").strip().lower() == command.lower())
+
     # -- asking ---------------------------------------------------------------------------
-    async def _answer(self, turn: Turn) -> tuple[list[dict[str, Any]], list[list[Any]]]:
-        """Run the agent (or the reset command) and turn its reply into sendable parts."""
+    async def _answer(self, turn: Turn, handoff: Handoff | None
+                      ) -> tuple[list[dict[str, Any]], list[list[Any]], dict[str, Any]]:
+        """Run the agent (or a command) and turn its reply into sendable parts; the third
+        item is what to do once the reply is out (see :meth:`_after_reply`)."""
         last = turn.last
         contact = turn.contact  # the user, or the group a group message belongs to
         # Read receipt + typing indicator first, so the user sees the bot at work at once
@@ -208,10 +263,17 @@ class Processor:
             await self.store.clear_history(self.name, contact)
             logger.info("history of %s reset", mask_number(contact))
             greeting = await self._greeting(last)
-            return await self.delivery.parts(AgentReply(text=greeting)), []
+            return await self.delivery.parts(AgentReply(text=greeting)), [], {}
+        if len(turn.messages) == 1 and self.is_handoff_command(last):
+            logger.info("%s asks for a person", mask_number(contact))
+            asked = [["user", _said(last), last.id],
+                     ["assistant", self.settings.handoff_message]]
+            return (await self.delivery.parts(AgentReply(text=self.settings.handoff_message)),
+                    asked, {"handoff": "user", "handoff_note": "the user asked for a person"})
         chat = self.settings.mode is InterfaceMode.CHAT
+        carried = not chat and handoff is not None and handoff.resumed
         history: tuple[HistoryTurn, ...] = ()
-        if chat:
+        if chat or carried:
             history = tuple(await self.store.get_history(self.name, contact,
                                                          self.settings.history_limit))
         texts: list[str] = []
@@ -223,7 +285,7 @@ class Processor:
             try:
                 text, found, noted, choice = await self._read(message)
             except TranscriptionFailed:
-                return [{"type": "text", "text": self.settings.voice_apology}], []
+                return [{"type": "text", "text": self.settings.voice_apology}], [], {}
             said = history_text(text, found)
             if message.group_id is not None:  # in a group: who said it
                 who = message.profile_name or message.sender
@@ -244,7 +306,12 @@ class Processor:
         if last.group_id is not None:
             parts = for_group(parts)
         turns = [*users, ["assistant", reply_history_text(reply)]] if chat and ok else []
-        return parts, turns
+        extra: dict[str, Any] = {"carried": True} if carried else {}
+        if ok and reply.handoff:
+            extra = {"handoff": "agent", "handoff_note": "the agent handed over"}
+            if not chat:  # the operator will want to see what was asked
+                turns = [*users, ["assistant", reply_history_text(reply)]]
+        return parts, turns, extra
 
     async def _read(self, message: Message
                     ) -> tuple[str, tuple[Attachment, ...], list[str], str | None]:
@@ -384,3 +451,18 @@ class Processor:
                        "%.1f s", mask_number(to), type(exc).__name__, exc.code, failures, delay)
         self.listeners.error(to, f"send failed: {exc.code}; will retry")
         raise RetryLater(delay) from exc
+
+
+def _said(message: Message) -> str:
+    """A message as the history records it when the agent does not read it (handed off,
+    or a command): its text or a description of its media, with the member's name in a
+    group."""
+    said = text_and_choice(message, render_text(message))[0]
+    media = message.media
+    if media is not None and message.type in MEDIA_TYPES:
+        label = "voice note" if media.voice else message.type
+        mark = f'[{label} "{media.filename}"]' if media.filename else f"[{label}]"
+        said = f"{mark} {said}" if said else mark
+    if message.group_id is not None:
+        said = f"{message.profile_name or message.sender}: {said}"
+    return said

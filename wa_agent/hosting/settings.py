@@ -37,6 +37,8 @@ DEFAULT_APOLOGY = "Sorry, something went wrong while answering. Please try again
 DEFAULT_RESET_MESSAGE = "Conversation reset. Let's start over!"
 DEFAULT_VOICE_APOLOGY = ("Sorry, I could not understand your voice message. Could you type "
                          "it instead?")
+DEFAULT_HANDOFF_MESSAGE = "I have asked a person to take over. They will answer you here."
+DEFAULT_RESUME_MESSAGE = "You are chatting with the assistant again."
 #: ``async (audio: bytes, mime_type: str) -> str``: a voice note's transcript.
 Transcriber = Callable[[bytes, str], Awaitable[str]]
 #: Message types answered by default; others (reaction, edit, revoke, system, unsupported,
@@ -104,6 +106,10 @@ class InterfaceSettings:
     receive_only: bool
     transcriber: Transcriber | None = None
     voice_apology: str = DEFAULT_VOICE_APOLOGY
+    handoff_command: str | None = "/human"
+    handoff_message: str = DEFAULT_HANDOFF_MESSAGE
+    handoff_timeout: float | None = None
+    resume_message: str | None = DEFAULT_RESUME_MESSAGE
 
     @classmethod
     def resolve(cls, agent: Agent, *, heartbeat: object, heartbeat_period: float | timedelta
@@ -160,6 +166,11 @@ class InterfaceSettings:
             raise ConfigurationError(
                 "interrupt=True cancels a CHAT turn for the messages that follow it; in TASK "
                 "mode every message is answered on its own (use mode='chat')")
+        if self.handoff_timeout is not None and not self.handoff_timeout > 0:
+            raise ValueError(f"handoff_timeout must be positive seconds (or None), not "
+                             f"{self.handoff_timeout!r}")
+        if self.handoff_command is not None and self.handoff_command == self.reset_command:
+            raise ConfigurationError("handoff_command and reset_command cannot be the same")
         if self.max_pending_per_sender < 1 or self.max_pending < 1:
             raise ValueError("max_pending_per_sender and max_pending must be at least 1")
 

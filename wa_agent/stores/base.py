@@ -1,9 +1,10 @@
 """The :class:`SessionStore` protocol shared by every backend.
 
-A store keeps, per ``(interface, sender)``: the conversation history and the last inbound
-time (for the 24-hour window); and per interface: the durable inbox of acknowledged but
-unfinished messages, dedupe marks (7-day TTL), delivery states, the heartbeat recipient and
-named leases (per-sender locks, heartbeat election).
+A store keeps, per ``(interface, sender)``: the conversation history, the last inbound
+time (for the 24-hour window) and the handoff record while a person has taken the
+conversation over; and per interface: the durable inbox of acknowledged but unfinished
+messages, dedupe marks (7-day TTL), delivery states, the heartbeat recipient and named
+leases (per-sender locks, heartbeat election).
 
 Every method is async and safe to call concurrently from many tasks; for the SQLite and
 Redis backends also from several processes sharing the same file or server.
@@ -176,4 +177,25 @@ class SessionStore(Protocol):
 
     async def release_lease(self, name: str, owner: str) -> None:
         """Release the lease if ``owner`` holds it."""
+        ...
+
+    # -- handoff ------------------------------------------------------------------------
+    async def set_handoff(self, interface: str, contact: str, record: str | None) -> None:
+        """Store the handoff record of ``contact``, replacing any; ``None`` deletes it
+        (deleting a record that is not there is no error).
+
+        A handoff record says a person (an operator) has taken the conversation with
+        ``contact`` over from the agent. ``record`` is opaque JSON text whose format the
+        hosting layer owns; the store keeps it as it is. Like the history, it is durable:
+        the SQLite and Redis stores keep it across restarts and share it between the
+        processes on the same file or server (each sees a change at its next read).
+        """
+        ...
+
+    async def get_handoff(self, interface: str, contact: str) -> str | None:
+        """The handoff record of ``contact`` (see :meth:`set_handoff`), or ``None``."""
+        ...
+
+    async def handoffs(self, interface: str) -> dict[str, str]:
+        """Every contact of the interface with a handoff record -> its record."""
         ...

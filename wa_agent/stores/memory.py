@@ -54,6 +54,7 @@ class MemorySessionStore:
         self._last_inbound: dict[tuple[str, str], int] = {}
         self._heartbeat: dict[str, str] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._handoffs: dict[str, dict[str, str]] = {}  # interface -> contact -> record
 
     def __repr__(self) -> str:
         return f"MemorySessionStore(dedupe_ttl={self._ttl!r})"
@@ -277,3 +278,24 @@ class MemorySessionStore:
         held = self._leases.get(name)
         if held is not None and held[0] == owner:
             del self._leases[name]
+
+    # -- handoff ------------------------------------------------------------------------
+    async def set_handoff(self, interface: str, contact: str, record: str | None) -> None:
+        """Store (or with ``None`` delete) the contact's handoff record; see
+        :meth:`SessionStore.set_handoff`."""
+        if record is not None:
+            self._handoffs.setdefault(interface, {})[contact] = record
+            return
+        records = self._handoffs.get(interface)
+        if records is not None:
+            records.pop(contact, None)
+            if not records:
+                del self._handoffs[interface]
+
+    async def get_handoff(self, interface: str, contact: str) -> str | None:
+        """The contact's handoff record, or ``None``."""
+        return self._handoffs.get(interface, {}).get(contact)
+
+    async def handoffs(self, interface: str) -> dict[str, str]:
+        """Every contact with a handoff record -> its record."""
+        return dict(self._handoffs.get(interface, {}))

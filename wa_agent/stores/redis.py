@@ -693,3 +693,25 @@ class RedisSessionStore:
     async def release_lease(self, name: str, owner: str) -> None:
         """Release the lease if ``owner`` holds it."""
         await self._script("release", (f"{self._prefix}:lease:{name}",), (owner,))
+
+    # -- handoff ------------------------------------------------------------------------------
+    async def set_handoff(self, interface: str, contact: str, record: str | None) -> None:
+        """Store (or with ``None`` delete) the contact's handoff record, a field of the
+        interface's ``handoffs`` hash; see :meth:`SessionStore.set_handoff`."""
+        key = self._base(interface) + "handoffs"
+        if record is None:
+            await self._call("delete a handoff", lambda c: c.hdel(key, contact))
+        else:
+            await self._call("store a handoff", lambda c: c.hset(key, contact, record))
+
+    async def get_handoff(self, interface: str, contact: str) -> str | None:
+        """The contact's handoff record, or ``None``."""
+        key = self._base(interface) + "handoffs"
+        value = await self._call("read a handoff", lambda c: c.hget(key, contact))
+        return None if value is None else _str(value)
+
+    async def handoffs(self, interface: str) -> dict[str, str]:
+        """Every contact with a handoff record -> its record."""
+        key = self._base(interface) + "handoffs"
+        rows = await self._call("read the handoffs", lambda c: c.hgetall(key))
+        return {_str(k): _str(v) for k, v in rows.items()}

@@ -13,7 +13,9 @@ from .emulator import CloudAPIEmulator
 __all__ = [
     "CloudAPIEmulator",
     "FakeClock",
+    "HandoffEvent",
     "Reply",
+    "SimulatedOperator",
     "SimulatedUser",
     "Simulator",
     "silent_voice_note",
@@ -25,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from . import simulator
 
         return getattr(simulator, name)
+    if name in ("SimulatedOperator", "HandoffEvent"):
+        from . import operator
+
+        return getattr(operator, name)
     if name == "silent_voice_note":
         from .audio import silent_voice_note
 
@@ -39,4 +45,5 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from .audio import silent_voice_note
     from .clock import FakeClock
+    from .operator import HandoffEvent, SimulatedOperator
     from .simulator import Reply, SimulatedUser, Simulator

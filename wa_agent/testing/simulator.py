@@ -47,6 +47,7 @@ from ..signature import SignatureVerifier
 from . import webhooks
 from .audio import silent_voice_note
 from .emulator import CloudAPIEmulator, SentMessage
+from .operator import SimulatedOperator
 
 if TYPE_CHECKING:
     from ..phone import PhoneWidget
@@ -375,12 +376,22 @@ class Simulator:
         #: the bot's interface has a ``transcriber``).
         self.transcripts: dict[str, str] = {}
         self._listener = _TranscriptListener(self.transcripts)
+        self._operator: SimulatedOperator | None = None
         self._emulator_server: BackgroundServer | None = None
         self._client: httpx.AsyncClient | None = None
         self._unsubscribe: Any = None
         self._status_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.bot_url: str | None = None
+
+    @property
+    def operator(self) -> SimulatedOperator:
+        """The operator's side of handoffs on the (first) interface: take over, write, hand
+        back (see :class:`~wa_agent.testing.operator.SimulatedOperator`); its ``events``
+        are recorded from the first use of this property on."""
+        if self._operator is None:
+            self._operator = SimulatedOperator(self.interface)
+        return self._operator
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
