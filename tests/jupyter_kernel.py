@@ -71,6 +71,8 @@ class Kernel:
         self.kc.wait_for_ready(timeout=60)
         #: IOPub messages that belonged to no cell we were waiting for (background output).
         self.background: list[dict[str, Any]] = []
+        #: Widget ``comm_msg`` messages that arrived while their cell was still running.
+        self.cell_comms: list[dict[str, Any]] = []
         self._pending: list[dict[str, Any]] = []
 
     def run(self, code: str, timeout: float = 30.0) -> CellResult:
@@ -124,6 +126,8 @@ class Kernel:
                 result.error = content
             elif kind in ("execute_result", "display_data"):
                 result.outputs.append(content)
+            elif kind == "comm_msg":
+                self.cell_comms.append(msg)
             elif kind == "status" and content["execution_state"] == "idle":
                 break
         while True:

@@ -1,6 +1,8 @@
 """The conversations widget as an operator console (human handoff), without a kernel: the log's
-handoff/resume/operator events, their rendering, and the per-row controls driven by a fake
-operator (the real interface is used in tests/test_widget_kernel.py and the browser test)."""
+handoff/resume/operator events, their rendering, the per-row controls driven by a fake
+operator, and InterfaceManager.widget() on real interfaces and the Simulator (a real kernel
+and Chromium drive it in tests/test_widget_console_kernel.py and
+tests/test_widget_console_browser.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from wa_agent import AgentRequest, InterfaceManager, WhatsAppInterface
 from wa_agent.events import Message, StatusUpdate
+from wa_agent.testing import Simulator, webhooks
 from wa_agent.widget import ConversationLog, ConversationsWidget, render_conversation
 
 T0 = datetime(2026, 1, 2, 10, 30, 0, tzinfo=UTC)
@@ -310,3 +314,47 @@ async def test_router_sends_each_contact_to_the_interface_it_wrote_to() -> None:
     assert two.calls == [("send", "15550002", "hi")]
     with pytest.raises(LookupError, match="15550003"):
         await router.handoff("15550003")
+
+
+async def echo(request: AgentRequest) -> str:
+    return f"echo: {request.text}"
+
+
+def test_manager_widget_is_a_console_on_its_interface_unless_told_not() -> None:
+    """With one interface, manager.widget() acts on that interface; operator=False gives the
+    read-only view without controls."""
+    interface = WhatsAppInterface(echo, phone_number_id="100000000000001")
+    manager = InterfaceManager([interface])
+    view = manager.widget()
+    assert view.console is not None and view.console.operator is interface
+    plain = manager.widget(operator=False)
+    assert plain.console is None
+    view.close()
+    plain.close()
+
+
+async def test_manager_widget_routes_each_contact_to_its_interface() -> None:
+    """With two interfaces (two numbers), the console started from manager.widget() hands
+    off and answers a contact on the interface their message came in on: the handoff is
+    stored there only and the operator's message goes out from that number."""
+    one = WhatsAppInterface(echo, phone_number_id="100000000000001", prefix="/one")
+    two = WhatsAppInterface(echo, phone_number_id="100000000000002", prefix="/two")
+    async with Simulator(InterfaceManager([one, two])) as sim:
+        view = sim.manager.widget()
+        body = webhooks.envelope(messages=[webhooks.text_message("15551230009", "hi two")],
+                                 phone_number_id="100000000000002")
+        await sim.deliver(body, interface=two)
+        await sim.settle()
+        controls = view.controls["15551230009"]
+        controls.toggle.click()
+        await view.wait()
+        assert await two.is_handed_off("15551230009")
+        assert not await one.is_handed_off("15551230009")
+        controls.text.value = "a person on number two"
+        controls.send_button.click()
+        await view.wait()
+        sent = sim.emulator.sent_to("15551230009")
+        assert [(m.text, m.phone_number_id) for m in sent] == [
+            ("echo: hi two", "100000000000002"), ("a person on number two", "100000000000002")]
+        assert "could not" not in view.rows["15551230009"].value
+        view.close()
