@@ -796,8 +796,9 @@ _markupish = st.lists(st.text(max_size=6) | st.sampled_from(
 @given(text=_markupish, name=_markupish, contact=_markupish)
 def test_widget_rows_hold_no_markup_from_users(text: str, name: str, contact: str) -> None:
     """Whatever a user's text, profile name, number, caption or file name (and an error
-    text) hold, the rendered row has only the widget's own tags and attributes, and shows
-    the user's text verbatim."""
+    text, a handoff's note and who asked, an operator's message) hold, the rendered row has
+    only the widget's own tags and attributes, and shows the user's text verbatim."""
+    from wa_agent import Handoff
     from wa_agent.events import MediaRef
     from wa_agent.widget import ConversationLog, render_conversation
 
@@ -809,6 +810,8 @@ def test_widget_rows_hold_no_markup_from_users(text: str, name: str, contact: st
                         caption=text, media=MediaRef(id="m", filename=text, mime_type=text)))
     log.outbound(contact or "1", text, wamid="wamid.3")
     log.error(contact or "1", text)
+    log.handoff(contact or "1", Handoff(contact or "1", stamp, by=name, note=text))
+    log.operator(contact or "1", text, "wamid.4")
     conv = log.get(contact or "1")
     assert conv is not None
     markup = _Markup()

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from wa_agent import AgentRequest, InterfaceManager, WhatsAppInterface
+from wa_agent import AgentRequest, Handoff, InterfaceManager, WhatsAppInterface
 from wa_agent.events import Message, StatusUpdate
 from wa_agent.testing import Simulator, webhooks
 from wa_agent.widget import ConversationLog, ConversationsWidget, render_conversation
@@ -23,13 +22,8 @@ T0 = datetime(2026, 1, 2, 10, 30, 0, tzinfo=UTC)
 ATTACK = '<img src=x onerror="alert(1)">'
 
 
-@dataclass(frozen=True)
-class Handed:
-    """Stands in for wa_agent.Handoff (what the log reads: by, note)."""
-
-    contact: str
-    by: str = "operator"
-    note: str | None = None
+def handed(contact: str, by: str = "operator", note: str | None = None) -> Handoff:
+    return Handoff(contact=contact, since=T0, by=by, note=note)
 
 
 def msg(sender: str = "15550001", text: str = "hi", wamid: str = "wamid.in1") -> Message:
@@ -49,12 +43,12 @@ class FakeOperator:
         if self.gate is not None:
             await self.gate.wait()
 
-    async def handoff(self, contact: str, note: str | None = None) -> Handed:
+    async def handoff(self, contact: str, note: str | None = None) -> Handoff:
         await self._wait()
         self.calls.append(("handoff", contact))
-        handed = Handed(contact, note=note)
-        self.log.handoff(contact, handed)
-        return handed
+        record = handed(contact, note=note)
+        self.log.handoff(contact, record)
+        return record
 
     async def resume(self, contact: str) -> bool:
         await self._wait()
@@ -79,7 +73,7 @@ def test_handoff_marks_the_row_until_resume() -> None:
     wa-handed-off, badge 'handed off — operator'); resume() clears all of it and says so."""
     clog = ConversationLog()
     clog.inbound(msg())
-    clog.handoff("15550001", Handed("15550001", note="asked for a human"))
+    clog.handoff("15550001", handed("15550001", note="asked for a human"))
     conv = clog["15550001"]
     assert (conv.handed_off, conv.handoff_by, conv.handoff_note) == (
         True, "operator", "asked for a human")
@@ -118,7 +112,7 @@ def test_handoff_note_by_and_operator_text_are_escaped() -> None:
     """A note, a 'by' and an operator message carrying HTML appear escaped, never as
     markup."""
     clog = ConversationLog()
-    clog.handoff("15550001", Handed("15550001", by="<b>agent</b>", note=ATTACK))
+    clog.handoff("15550001", handed("15550001", by="<b>agent</b>", note=ATTACK))
     clog.operator("15550001", ATTACK, None)
     markup = render_conversation(clog["15550001"])
     assert "<img" not in markup and "<b>agent" not in markup
@@ -244,7 +238,7 @@ async def test_click_on_another_thread_runs_on_the_widgets_loop() -> None:
     ran_on: list[int] = []
     original = op.handoff
 
-    async def handoff(contact: str, note: str | None = None) -> Handed:
+    async def handoff(contact: str, note: str | None = None) -> Handoff:
         ran_on.append(threading.get_ident())
         return await original(contact, note)
 

@@ -34,13 +34,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 from .events import MEDIA_TYPES, STATUS_RANK
 
 if TYPE_CHECKING:
     from ._operator_console import Operator, OperatorConsole, RowControls
     from .events import Message, StatusUpdate
+    from .hosting.handoff import Handoff
 
 __all__ = [
     "Conversation",
@@ -133,15 +134,6 @@ class Conversation:
     handed_off: bool = False
     handoff_by: str | None = None
     handoff_note: str | None = None
-
-
-class HandoffInfo(Protocol):
-    """What :meth:`ConversationLog.handoff` reads of a :class:`wa_agent.Handoff`."""
-
-    @property
-    def by(self) -> str: ...
-    @property
-    def note(self) -> str | None: ...
 
 
 def _utcnow() -> datetime:
@@ -456,9 +448,9 @@ class ConversationLog:
         self._notify(changed)
         return entry
 
-    def handoff(self, contact: str, handoff: HandoffInfo) -> LogEntry:
+    def handoff(self, contact: str, handoff: Handoff) -> LogEntry:
         """Record that a person took ``contact``'s conversation over (a
-        :class:`wa_agent.Handoff`, or anything with ``by`` and ``note``): the row is marked
+        :class:`wa_agent.Handoff`; its ``by`` and ``note`` are shown): the row is marked
         until :meth:`resume`."""
         by, note = str(handoff.by), handoff.note
         text = f"handed off ({by})" + (f": {note}" if note else "")
