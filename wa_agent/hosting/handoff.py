@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Handoff", "HandoffBy", "Handoffs", "OperatorMedia"]
 
-logger = logging.getLogger("wa_agent.interface")
+#: Handoff events (taken over, resumed, timed out): ``wa-agent serve`` shows them at INFO.
+logger = logging.getLogger("wa_agent.handoff")
 
 #: Who started a handoff (``timeout`` and ``operator`` also end one).
 HandoffBy = Literal["operator", "agent", "user"]
