@@ -10,7 +10,9 @@ emulator's record to the message it answers. ``--delay`` makes it slow; a text s
 3000 characters, so the splitter sends three messages). With ``--log`` every agent call appends
 ``{"e": "start"|"end", "id": wamid, "s": sender, "pid": pid}`` lines to that file (one
 ``write`` per line on an ``O_APPEND`` file, so lines of several processes interleave whole and
-the file order is the order of the calls).
+the file order is the order of the calls; ``h`` is the request's history as ``[role, text]``
+pairs). A text starting with ``HANDOFF`` is answered ``HANDOFF-OK <wamid>`` with
+``handoff=True``.
 
 ``--store`` is ``sqlite:<path>`` or ``redis://…`` (with ``--prefix``).
 """
@@ -27,7 +29,7 @@ from typing import Any
 
 import uvicorn
 
-from wa_agent.agents import AgentRequest
+from wa_agent.agents import AgentReply, AgentRequest
 from wa_agent.interface import WhatsAppInterface
 from wa_agent.sender import RetryPolicy, Sender
 from wa_agent.stores.base import SessionStore
@@ -136,7 +138,8 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
             os.write(log_fd, (json.dumps({**event, "pid": pid}) + "\n").encode())
 
     def record(event: str, request: AgentRequest) -> None:
-        write({"e": event, "id": _ids(request), "s": request.sender})
+        write({"e": event, "id": _ids(request), "s": request.sender,
+               "h": [[t.role, t.text] for t in request.history]})
 
     store: Any = _store(args.store, args.prefix)
     if log_fd is not None:
@@ -144,7 +147,7 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
     if args.outage:
         store = _Outage(store, args.outage)
 
-    async def agent(request: AgentRequest) -> str:
+    async def agent(request: AgentRequest) -> str | AgentReply:
         assert request.message is not None
         record("start", request)
         if args.delay:
@@ -153,6 +156,8 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
         text = request.text
         if text.startswith("MULTI"):
             return multi_part_reply(request.message.id)
+        if text.startswith("HANDOFF"):
+            return AgentReply(text=f"HANDOFF-OK {_ids(request)}", handoff=True)
         return f"re {_ids(request)} {text}"
 
     retry = RetryPolicy(scale=args.retry_scale)

@@ -352,3 +352,58 @@ def test_serve_with_tunnel_prints_what_to_paste_into_meta(tmp_path: Path) -> Non
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+async def test_serve_logs_handoff_events(tmp_path: Path) -> None:
+    """`wa-agent serve` shows handoff events without --verbose: a user's `/human` is
+    answered with the handoff message (sent to the Cloud API emulator) and stderr says the
+    conversation was handed off, by the user."""
+    import asyncio
+
+    import httpx
+
+    from tests.redis_server import free_port
+    from wa_agent.server import BackgroundServer
+    from wa_agent.signature import SignatureVerifier
+    from wa_agent.testing import CloudAPIEmulator, webhooks
+
+    (tmp_path / "hbot.py").write_text(textwrap.dedent("""
+        import os
+        from wa_agent import WhatsAppInterface
+
+        interface = WhatsAppInterface(lambda request: "hi", mode="chat",
+                                      base_url=os.environ["EMULATOR_URL"])
+    """))
+    emulator = CloudAPIEmulator(access_token="tok")
+    port = free_port()
+    async with BackgroundServer(emulator) as cloud:
+        env = {"WHATSAPP_VERIFY_TOKEN": "vt", "WHATSAPP_APP_SECRET": "s3cret",
+               "WHATSAPP_ACCESS_TOKEN": "tok", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+               "EMULATOR_URL": cloud.url}
+        proc, output = await asyncio.to_thread(
+            _serve, tmp_path, ["hbot:interface", "--host", "127.0.0.1", "--port", str(port)],
+            env)
+        try:
+            assert "listening on" in output, output
+            item = webhooks.text_message("15551230001", "/human")
+            body = webhooks.encode(webhooks.envelope(messages=[item],
+                                                     phone_number_id="100000000000001"))
+            headers = {"content-type": "application/json",
+                       "x-hub-signature-256": SignatureVerifier("s3cret").sign(body)}
+            async with httpx.AsyncClient(trust_env=False) as client:
+                for _ in range(100):
+                    try:
+                        response = await client.post(
+                            f"http://127.0.0.1:{port}/whatsapp/webhook", content=body,
+                            headers=headers)
+                        break
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.1)
+            assert response.status_code == 200
+            await emulator.wait_for_messages(1, timeout=15)
+            assert "person" in (emulator.messages[0].text or "")
+        finally:
+            err = await asyncio.to_thread(_stop, proc)
+        await emulator.aclose()
+    assert "INFO wa_agent.handoff: conversation with" in err, err
+    assert "handed off (by user: the user asked for a person)" in err

@@ -210,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        # An operator watches handoffs (taken over, resumed, timed out) without --verbose.
+        logging.getLogger("wa_agent.handoff").setLevel(logging.INFO)
         return _serve(args)
     except CLIError as exc:
         print(f"wa-agent {args.command}: {exc}", file=sys.stderr)

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Handoff", "HandoffBy", "Handoffs", "OperatorMedia"]
 
-logger = logging.getLogger("wa_agent.interface")
+#: Handoff events (taken over, resumed, timed out): ``wa-agent serve`` shows them at INFO.
+logger = logging.getLogger("wa_agent.handoff")
 
 #: Who started a handoff (``timeout`` and ``operator`` also end one).
 HandoffBy = Literal["operator", "agent", "user"]
@@ -81,6 +82,7 @@ class Handoff:
         return (time.time() if now is None else now) >= self.until.timestamp()
 
     def to_json(self) -> str:
+        """The record as the store keeps it (``contact`` is the store's key)."""
         return json.dumps({
             "since": self.since.timestamp(), "by": self.by, "note": self.note,
             "until": None if self.until is None else self.until.timestamp(),
@@ -89,6 +91,7 @@ class Handoff:
 
     @classmethod
     def from_json(cls, contact: str, text: str) -> Handoff:
+        """The record :meth:`to_json` wrote for ``contact``."""
         data = json.loads(text)
         until = data.get("until")
         return cls(contact=contact, since=datetime.fromtimestamp(data["since"], UTC),
