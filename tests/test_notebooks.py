@@ -279,3 +279,50 @@ print(manager.url)
     assert (workdir / "whatsapp.sqlite3").exists()  # the durable inbox it was told to use
     with pytest.raises(httpx.ConnectError):
         httpx.get(webhook, timeout=5)
+
+
+def test_handoff_notebook_takes_over_a_simulated_conversation(tmp_path: Path) -> None:
+    """handoff.ipynb runs top to bottom offline: the agent hands the refund question over,
+    the customer's next message gets no answer, the operator's message typed into the
+    console and sent with its Send button reaches the customer, Hand back gives the
+    conversation to the agent, whose next answer quotes the operator; the history holds
+    every turn with its role; the console row is marked while handed off and shows the
+    operator's message (escaped), and the last cell stops the server."""
+    nb = nbformat.read(NOTEBOOKS / "handoff.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(c.outputs for c in code), "commit the notebook without outputs"
+    sent = "Hi Alice, I am Sam. Your refund for order 1234 is on its way."
+    client = _client(nb, tmp_path)
+    rows: dict[str, str] = {}
+    try:
+        with client.setup_kernel(env=_kernel_env(None)):
+            for index, cell in enumerate(list(nb.cells)):
+                if "finish" in cell.metadata.get("tags", []):
+                    rows = json.loads(_run(client, nb, (
+                        "import json as _json\n"
+                        "print(_json.dumps({c: r.value for c, r in view.rows.items()}))")))
+                client.execute_cell(cell, index)
+    finally:
+        _shutdown(client)
+        nbformat.write(nb, tmp_path / "handoff.executed.ipynb")
+    by_source = {c.source.splitlines()[0]: c for c in code}
+    assert any(WIDGET_VIEW in o.get("data", {}) for o in by_source["view = manager.widget()"]
+               .outputs)
+    asked = _stdout(by_source['phone = sim.phone("15551230001", "Alice")'])
+    assert asked.startswith("bot: Refunds are done by my colleagues")
+    assert "handed off: True\n15551230001: handed off by the agent at " in asked
+    assert _stdout(by_source['print(await phone.send("Hello? Is anyone there?", '
+                             'timeout=1.0))  # no answer from the bot']) == "[]\n"
+    assert _stdout(by_source['controls = view.controls["15551230001"]']) == (
+        f"the customer got: [{sent!r}]\n")
+    back = _stdout(by_source["controls.toggle.click()"])
+    assert back == f"handed off: False\nbot: Welcome back! My colleague told you: {sent!r}\n"
+    history = _stdout(by_source["for turn in await interface.store.get_history("
+                                "interface.name, \"15551230001\"):"])
+    assert [line.split(":")[0].strip() for line in history.splitlines()] == [
+        "user", "assistant", "user", "operator", "user", "assistant"]
+    assert "stopped" in _stdout(code[-1])
+    row = rows["15551230001"]
+    assert "wa-operator" in row and "Your refund for order 1234" in row
+    assert "handed off" in row  # the handoff and resume entries of the conversation
