@@ -237,3 +237,44 @@ def test_reset_command_is_the_interfaces() -> None:
     assert parse_line("/start", reset_command="/start") == Action("text", text="/start")
     assert isinstance(parse_line("/reset", reset_command="/start"), str)
     assert "/start" in help_text("/start") and "/reset" not in help_text("/start")
+
+
+def test_handoff_commands_parse() -> None:
+    """The interface's handoff command is sent to the bot as text (only when it has one);
+    /takeover, /operator TEXT and /back are the operator's side; /operator needs text."""
+    assert parse_line("/human", handoff_command="/human") == Action("text", text="/human")
+    assert isinstance(parse_line("/human"), str)
+    assert parse_line("/takeover") == Action("takeover")
+    assert parse_line("/BACK") == Action("back")
+    assert parse_line("/operator  Hi, I am Sam ") == Action("operator", text="Hi, I am Sam")
+    assert isinstance(parse_line("/operator"), str)
+    listed = help_text(None, "/human")
+    assert "/human" in listed and "/operator TEXT" in listed
+
+
+def test_demo_hands_the_conversation_to_the_operator_and_back(tmp_path: Path) -> None:
+    """Piped: `/human` gets the handoff message and the terminal says a person has the
+    conversation; the user's next line gets no answer (and no wait); `/operator TEXT`
+    reaches the user; `/back` gives it back and the bot answers the next line again;
+    `/back` when not handed off is explained."""
+    (tmp_path / "countbot.py").write_text(COUNTING_BOT)
+    lines = ["hi", "/human", "hello?", "/operator Hi, I am Sam", "/back", "thanks", "/back"]
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "wa_agent", "demo", "--agent", "countbot:agent", "--mode",
+         "chat"], input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=tmp_path,
+        timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")})
+    assert result.returncode == 0, result.stderr
+    shown = [line for line in result.stdout.splitlines() if not line.startswith(("wa-agent",
+                                                                                 "  "))]
+    assert shown == [
+        "bot> #1: hi",
+        "bot> I have asked a person to take over. They will answer you here.",
+        "(a person has the conversation now: the bot stays silent; /operator TEXT writes as "
+        "them, /back hands it back to the bot)",
+        "operator> Hi, I am Sam",
+        "(the bot answers again)",
+        "bot> #2: thanks",
+        "! the conversation is not handed off (/takeover first)",
+    ]
+    assert time.monotonic() - start < 30  # "hello?" did not wait for the 120 s timeout

@@ -3,8 +3,10 @@
 Interactive use has line editing and history (``readline``); piped input works too: each
 line is sent, the bot's answers are printed, and the program ends at end of input.
 Commands: ``/image PATH``, ``/doc PATH``, ``/location LAT LON [NAME]``, the interface's
-reset command (``/reset``, chat mode only; sent to the bot), ``/help``, ``/quit``; a line
-starting with ``//`` is sent as text without its first ``/``. Any other ``/word`` is
+reset command (``/reset``, chat mode only) and handoff command (``/human``), both sent to
+the bot, ``/help``, ``/quit``; the operator's side of a handoff: ``/takeover``,
+``/operator TEXT`` (write as the person who took over) and ``/back`` (hand back to the
+bot); a line starting with ``//`` is sent as text without its first ``/``. Any other ``/word`` is
 reported as unknown, not sent. Choices the bot offers are printed numbered; typing a number
 taps that choice. Everything the bot sends is stripped of terminal control sequences before
 it is printed.
@@ -46,16 +48,17 @@ STOP_TIMEOUT = 30.0
 class Action:
     """What one typed line asks for (see :func:`parse_line`)."""
 
-    kind: Literal["text", "image", "document", "location", "help", "quit", "tap"]
+    kind: Literal["text", "image", "document", "location", "help", "quit", "tap", "takeover",
+                  "operator", "back"]
     text: str = ""
     path: Path | None = None
     latitude: float = 0.0
     longitude: float = 0.0
 
 
-def help_text(reset_command: str | None) -> str:
+def help_text(reset_command: str | None, handoff_command: str | None = None) -> str:
     """The commands, as ``/help`` prints them (``reset_command``: only when the bot has
-    one, i.e. a chat-mode interface)."""
+    one, i.e. a chat-mode interface; ``handoff_command`` likewise)."""
     rows = [
         ("/image PATH", "send a photo"),
         ("/doc PATH", "send a document"),
@@ -63,7 +66,12 @@ def help_text(reset_command: str | None) -> str:
     ]
     if reset_command:
         rows.append((reset_command, "clear the conversation (sent to the bot)"))
+    if handoff_command:
+        rows.append((handoff_command, "ask for a person (sent to the bot)"))
     rows += [
+        ("/takeover", "as the operator: take the conversation over from the bot"),
+        ("/operator TEXT", "as the operator: write to the user"),
+        ("/back", "as the operator: hand the conversation back to the bot"),
         ("1, 2, ...", "tap a numbered choice the bot offered"),
         ("//text", "send text that starts with /"),
         ("/help", "this list"),
@@ -81,7 +89,8 @@ def _unquote(raw: str) -> str:
     return raw
 
 
-def parse_line(line: str, *, reset_command: str | None = None) -> Action | str | None:
+def parse_line(line: str, *, reset_command: str | None = None,
+               handoff_command: str | None = None) -> Action | str | None:
     """Turn a typed line into an :class:`Action`, a message for the user (``str``: a usage
     line or an unknown command; nothing is sent), or ``None`` for a blank line."""
     line = line.strip()
@@ -106,8 +115,15 @@ def parse_line(line: str, *, reset_command: str | None = None) -> Action | str |
         return Action("image" if lowered == "/image" else "document", path=Path(path))
     if lowered == "/location":
         return _location(rest)
-    if reset_command and lowered == reset_command.lower() and not rest.strip():
-        return Action("text", text=line)
+    if lowered in ("/takeover", "/back"):
+        return Action("takeover" if lowered == "/takeover" else "back")
+    if lowered == "/operator":
+        if not rest.strip():
+            return "usage: /operator TEXT (what the operator writes to the user)"
+        return Action("operator", text=rest.strip())
+    for sent in (reset_command, handoff_command):
+        if sent and lowered == sent.lower() and not rest.strip():
+            return Action("text", text=line)
     return (f"unknown command {strip_control(command)}: /help lists the commands "
             "(start the line with // to send it as text)")
 
@@ -257,6 +273,7 @@ def run_demo(bot: Any = None, *, name: str = "You", number: str = "15551230001",
     sim = Simulator(bot, statuses=True)
     interface = sim.interface
     reset = interface.reset_command if interface.mode is InterfaceMode.CHAT else None
+    commands = (reset, interface.settings.handoff_command)
     runner = _LoopThread()
     try:
         try:
@@ -270,10 +287,10 @@ def run_demo(bot: Any = None, *, name: str = "You", number: str = "15551230001",
             return 1
         if interactive:
             print(f"You are {strip_control(name)} (+{number}), chatting with the bot on a "
-                  "local WhatsApp simulator.\n" + help_text(reset), file=out)
+                  "local WhatsApp simulator.\n" + help_text(*commands), file=out)
         try:
-            _chat(runner, sim, user, reset=reset, timeout=timeout, interactive=interactive,
-                  stdin=stdin, out=out)
+            _chat(runner, sim, user, commands=commands, timeout=timeout,
+                  interactive=interactive, stdin=stdin, out=out)
         except KeyboardInterrupt:
             print("\n(Ctrl-C: leaving; press it again to quit without waiting)", file=out)
             out.flush()
@@ -311,9 +328,11 @@ def _read_line(stdin: TextIO, interactive: bool) -> str | None:
     return line if line else None
 
 
-def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *, reset: str | None,
-          timeout: float, interactive: bool, stdin: TextIO, out: TextIO) -> None:
+def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *,
+          commands: tuple[str | None, str | None], timeout: float, interactive: bool,
+          stdin: TextIO, out: TextIO) -> None:
     offered: Reply | None = None  # the last reply with choices: its numbers are taps
+    handed_off = False
     while True:
         for reply in runner.run(_take(user)):  # unprompted messages (a heartbeat)
             print(f"bot> {_describe(reply)}", file=out)
@@ -322,7 +341,7 @@ def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *, reset: st
         line = _read_line(stdin, interactive)
         if line is None:
             return
-        action = parse_line(line, reset_command=reset)
+        action = parse_line(line, reset_command=commands[0], handoff_command=commands[1])
         if action is None:
             continue
         if isinstance(action, str):
@@ -331,16 +350,53 @@ def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *, reset: st
         if action.kind == "quit":
             return
         if action.kind == "help":
-            print(help_text(reset), file=out)
+            print(help_text(*commands), file=out)
             continue
-        result = runner.run(_exchange(sim, user, tap_or_text(action, offered), timeout,
-                                      offered))
+        if action.kind in ("takeover", "operator", "back"):
+            result = runner.run(_operate(sim, user, action, timeout))
+            who = "operator"
+        else:
+            result = runner.run(_exchange(sim, user, tap_or_text(action, offered), timeout,
+                                          offered))
+            who = "bot"
         if isinstance(result, str):
             print(f"! {result}", file=out)
-            continue
-        for reply in result:
-            print(f"bot> {_describe(reply)}", file=out)
-            offered = reply if reply.buttons else offered
+        else:
+            for reply in result:
+                print(f"{who}> {_describe(reply)}", file=out)
+                offered = reply if reply.buttons else offered
+        now = runner.run(sim.interface.is_handed_off(user.number))
+        if now != handed_off:
+            handed_off = now
+            print(HANDED_OFF if now else "(the bot answers again)", file=out)
+
+
+HANDED_OFF = ("(a person has the conversation now: the bot stays silent; /operator TEXT "
+              "writes as them, /back hands it back to the bot)")
+
+
+async def _operate(sim: Simulator, user: SimulatedUser, action: Action,
+                   timeout: float) -> list[Reply] | str:
+    """The operator's side: take over, write to the user, hand back; the operator's
+    messages as the user received them, or a problem to show."""
+    interface = sim.interface
+    if action.kind == "takeover":
+        await interface.handoff(user.number, note="taken over from the terminal")
+    elif action.kind == "back":
+        if not await interface.resume(user.number):
+            return "the conversation is not handed off (/takeover first)"
+    else:
+        from .exceptions import WhatsAppAPIError
+
+        try:
+            await interface.send(user.number, action.text)
+        except WhatsAppAPIError as exc:
+            return f"the operator's message was not sent: {strip_control(str(exc))}"
+    try:
+        await sim.settle(timeout)
+    except TimeoutError:
+        pass
+    return user.take_replies()
 
 
 async def _take(user: SimulatedUser) -> list[Reply]:
@@ -372,11 +428,10 @@ async def _exchange(sim: Simulator, user: SimulatedUser, action: Action,
     else:
         await user.send_text(action.text)
     try:
-        first = await user.next_reply(timeout)
-    except TimeoutError:
-        return f"no answer within {timeout:g} s"
-    try:
         await sim.settle(timeout)
     except TimeoutError:
         pass  # print what has arrived; the rest comes before the next prompt
-    return [first, *user.take_replies()]
+    replies = user.take_replies()
+    if not replies and not await sim.interface.is_handed_off(user.number):
+        return f"no answer within {timeout:g} s"
+    return replies  # none while a person has the conversation
