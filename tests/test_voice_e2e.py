@@ -191,3 +191,25 @@ async def test_a_custom_apology_and_a_plain_function_transcriber() -> None:
     assert second.text == "Sorry, please type it."
     assert [(len(a), m.split(";")[0]) for a, m in seen] == [(len(VOICE), "audio/ogg")] * 2
     assert len(bot.requests) == 1
+
+
+async def test_the_conversations_widget_shows_what_the_bot_heard(whisper: FakeWhisper) -> None:
+    """In the conversations view (``manager.widget()``), the user's voice note shows the
+    transcript (escaped) once the bot has transcribed it."""
+    pytest.importorskip("ipywidgets")
+    heard = "<b>coffee</b> please"
+    whisper.script.append((200, {"text": heard}))
+    async with (
+        transcriber(whisper) as transcribe,
+        Simulator(Echo(), mode="chat", transcriber=transcribe) as sim,
+    ):
+        view = sim.manager.widget()
+        user = sim.user(USER)
+        wamid = await user.send_voice(VOICE)
+        await user.next_reply()
+        await sim.settle()
+        row = view.rows[USER].value
+        entry = next(e for e in view.log[USER].messages if e.wamid == wamid)
+        view.close()
+    assert entry.transcript == heard
+    assert '<span class="wa-transcript">“&lt;b&gt;coffee&lt;/b&gt; please”</span>' in row

@@ -103,6 +103,7 @@ class LogEntry:
     wamid: str | None = None
     status: str | None = None
     error: str | None = None
+    transcript: str | None = None  # what the bot's transcriber heard (a voice note)
 
     @property
     def ticks(self) -> str:
@@ -363,6 +364,18 @@ class ConversationLog:
         self._notify([contact])
         return entry
 
+    def transcript(self, wamid: str, text: str) -> LogEntry | None:
+        """Show what the bot's transcriber heard under the voice note ``wamid``. Returns
+        the entry, or ``None`` when ``wamid`` is not in the log."""
+        with self._lock:
+            found = self._by_wamid.get(wamid)
+            if found is None or found[1].transcript == text:
+                return None
+            contact, entry = found
+            entry.transcript = text
+        self._notify([contact])
+        return entry
+
     def set_wamid(self, entry: LogEntry, wamid: str) -> None:
         """Attach the wamid to an outbound entry logged before the send returned."""
         with self._lock:
@@ -513,6 +526,7 @@ _CSS = """
 .wa-typing{align-self:flex-end;background:#d9fdd3;color:#667781;font-style:italic}
 .wa-media{color:#54656f;font-style:italic}
 .wa-caption{display:block}
+.wa-transcript{font-style:italic;color:#54656f}
 .wa-meta{font-size:11px;color:#667781;margin-left:8px;float:right}
 .wa-tick-read,.wa-tick-played{color:#53bdeb}
 .wa-tick-failed{color:#d93025;font-weight:600}
@@ -554,6 +568,8 @@ def _render_entry(entry: LogEntry) -> str:
         parts.append(f'<span class="wa-media">[{_e(" · ".join(bits))}]</span>')
         if m.caption:
             parts.append(f'<span class="wa-caption">{_e(m.caption)}</span>')
+        if entry.transcript is not None:
+            parts.append(f'<br><span class="wa-transcript">“{_e(entry.transcript)}”</span>')
     if entry.text:
         if entry.media is not None:
             parts.append("<br>")
