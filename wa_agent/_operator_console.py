@@ -21,8 +21,10 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .hosting.observers import QuietListener
+
 if TYPE_CHECKING:
-    from .events import Message, StatusUpdate
+    from .events import Message
     from .interface import WhatsAppInterface
     from .widget import ConversationLog
 
@@ -205,7 +207,7 @@ class OperatorRouter:
         return await self.interface_for(contact).send(contact, text)
 
 
-class _Seen:
+class _Seen(QuietListener):
     """A conversation listener that remembers which interface each contact uses."""
 
     def __init__(self, where: dict[str, WhatsAppInterface], interface: WhatsAppInterface
@@ -220,11 +222,3 @@ class _Seen:
                  media_info: dict[str, Any] | None = None) -> None:
         self._where[to] = self._interface
 
-    def status(self, update: StatusUpdate) -> None:
-        pass
-
-    def thinking(self, contact: str, on: bool) -> None:
-        pass
-
-    def error(self, contact: str, text: str) -> None:
-        pass

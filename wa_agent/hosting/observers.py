@@ -21,7 +21,8 @@ from ..numbers import mask_number
 if TYPE_CHECKING:
     from ..stores.base import SessionStore
 
-__all__ = ["ConversationListener", "Listeners", "OutboundSink", "Stats", "StatusTracker"]
+__all__ = ["ConversationListener", "Listeners", "OutboundSink", "QuietListener", "Stats",
+           "StatusTracker"]
 
 logger = logging.getLogger("wa_agent.interface")
 
@@ -43,6 +44,27 @@ class ConversationListener(Protocol):
     def status(self, update: StatusUpdate) -> object: ...
     def thinking(self, contact: str, on: bool) -> object: ...
     def error(self, contact: str, text: str) -> object: ...
+
+
+class QuietListener:
+    """A :class:`ConversationListener` that ignores every event: subclass it and define
+    only the events you want (the optional ones included)."""
+
+    def inbound(self, message: Message) -> None:
+        """A message arrived (ignored)."""
+
+    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
+                 media_info: dict[str, Any] | None = None) -> None:
+        """A reply went out (ignored)."""
+
+    def status(self, update: StatusUpdate) -> None:
+        """A delivery status arrived (ignored)."""
+
+    def thinking(self, contact: str, on: bool) -> None:
+        """The agent started or stopped answering (ignored)."""
+
+    def error(self, contact: str, text: str) -> None:
+        """Answering failed (ignored)."""
 
 
 class OutboundSink(Protocol):

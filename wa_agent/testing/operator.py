@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from ..hosting.observers import QuietListener
 from ..numbers import normalize_number
 
 if TYPE_CHECKING:
@@ -47,9 +48,8 @@ class HandoffEvent:
     text: str | None = None
 
 
-class _EventListener:
-    """Collects handoff events (a conversation listener with only the optional ones and
-    no-op required ones)."""
+class _EventListener(QuietListener):
+    """Collects handoff events."""
 
     def __init__(self, into: list[HandoffEvent]) -> None:
         self._into = into
@@ -62,21 +62,6 @@ class _EventListener:
 
     def operator(self, contact: str, text: str, wamid: str | None) -> None:
         self._into.append(HandoffEvent("operator", contact, text=text))
-
-    def inbound(self, message: Any) -> None:
-        pass
-
-    def outbound(self, to: str, text: str, **_: Any) -> None:
-        pass
-
-    def status(self, update: Any) -> None:
-        pass
-
-    def thinking(self, contact: str, on: bool) -> None:
-        pass
-
-    def error(self, contact: str, text: str) -> None:
-        pass
 
 
 class SimulatedOperator:

@@ -38,6 +38,7 @@ import httpx
 
 from ..agents import Choice, Contact, LinkButton
 from ..events import Location
+from ..hosting.observers import QuietListener
 from ..interface import InterfaceMode, WhatsAppInterface
 from ..manager import InterfaceManager
 from ..numbers import normalize_number
@@ -299,29 +300,14 @@ class SimulatedUser:
         return await self.next_reply(timeout)
 
 
-class _TranscriptListener:
-    """Hears an interface's voice-note transcripts (its other events are not needed)."""
+class _TranscriptListener(QuietListener):
+    """Collects the bot's transcripts by voice note wamid."""
 
     def __init__(self, into: dict[str, str]) -> None:
         self.into = into
 
     def transcript(self, wamid: str, text: str) -> None:
         self.into[wamid] = text
-
-    def inbound(self, message: Any) -> None:
-        pass
-
-    def outbound(self, to: str, text: str, **_: Any) -> None:
-        pass
-
-    def status(self, update: Any) -> None:
-        pass
-
-    def thinking(self, contact: str, on: bool) -> None:
-        pass
-
-    def error(self, contact: str, text: str) -> None:
-        pass
 
 
 class Simulator:
