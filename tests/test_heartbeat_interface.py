@@ -165,6 +165,24 @@ async def test_explicit_recipient_wins_over_the_first_sender(chat_agent: ChatAge
     assert _texts(sim.emulator, ALICE) == ["you said hi"]
 
 
+async def test_a_handed_off_recipient_gets_no_beat_until_resumed(
+        chat_agent: ChatAgent) -> None:
+    """While a person has the recipient's conversation (handoff) the beat is skipped
+    without asking the agent; after the resume it is delivered again."""
+    async with Simulator(chat_agent, heartbeat_recipient=BOSS) as sim:
+        await _set_last_inbound(sim.interface, BOSS, timedelta(hours=1))
+        await sim.interface.handoff(BOSS)
+        skipped = await _scheduler(sim).beat_once()
+        await sim.interface.resume(BOSS)
+        delivered = await _scheduler(sim).beat_once()
+        await sim.settle()
+    assert (skipped.status, skipped.reason) == ("skipped",
+                                                "the conversation is handed off to a person")
+    assert delivered.status == "delivered"
+    assert len(chat_agent.heartbeats) == 1
+    assert _texts(sim.emulator, BOSS) == ["*beat 1*"]
+
+
 async def test_no_recipient_yet_skips_without_asking_the_agent(chat_agent: ChatAgent) -> None:
     """Before anyone writes there is no recipient: the beat is skipped and the agent is
     not asked."""

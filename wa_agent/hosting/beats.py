@@ -147,7 +147,14 @@ class HeartbeatWiring:
     # -- a beat ---------------------------------------------------------------------------
     async def _run(self, message: str, recipient: str) -> AgentReply | None:
         """Ask the agent (with the recipient's history in CHAT mode). Outside the 24-hour
-        window the agent is not asked: the beat sends the template, or is skipped."""
+        window the agent is not asked: the beat sends the template, or is skipped; while a
+        person has the conversation (handoff) the beat is skipped."""
+        from ..heartbeat import SkipBeat
+        from .handoff import Handoff
+
+        record = await self.store.get_handoff(self.name, recipient)
+        if record is not None and Handoff.from_json(recipient, record).active:
+            raise SkipBeat("the conversation is handed off to a person", level=logging.INFO)
         if not await self._window_open(recipient):
             self._outside_window(recipient, "the recipient has not written in the last 24 hours")
             return _TEMPLATE_BEAT
