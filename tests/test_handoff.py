@@ -191,8 +191,9 @@ async def test_a_message_after_the_timeout_is_answered_by_the_agent() -> None:
 
 async def test_operator_messages_need_the_24_hour_window() -> None:
     """``send()`` to a contact who has not written in 24 hours raises OutsideServiceWindow
-    (nothing is sent); with ``template=`` the template goes out instead; ``send()`` with
-    nothing to send is a ValueError."""
+    (nothing is sent); with ``template=`` the template goes out instead (and the history
+    records the template, not the text); ``send()`` with nothing to send is a
+    ValueError."""
     async with Simulator(Recorder(), mode="chat") as sim:
         with pytest.raises(OutsideServiceWindow, match="24 hours"):
             await sim.interface.send(BOB, "hello")
@@ -205,6 +206,8 @@ async def test_operator_messages_need_the_24_hour_window() -> None:
                                                                   "language": "en_US"})
         sent = sim.emulator.sent_to(BOB)
         assert [m.type for m in sent] == ["template"] and len(wamids) == 1
+        history = await sim.interface.store.get_history(sim.interface.name, BOB)
+        assert roles(history) == [("operator", "[template follow_up]")]
         with pytest.raises(ValueError, match="needs text"):
             await sim.interface.send(BOB, "  ")
 

@@ -198,15 +198,16 @@ class Handoffs:
             raise ValueError("send() needs text, media or a template")
         if await self._window_open(contact):
             parts = await self.operator_delivery.parts(AgentReply(text=text, files=items))
+            said = _operator_text(text, items)
         elif template is not None:
             parts = [{"type": "template", **template}]
+            said = f"[template {template.get('name')}]"
         else:
             raise OutsideServiceWindow(
                 f"{mask_number(contact)} has not written in the last 24 hours: only a "
                 "template can be sent (pass template={'name': ..., 'language': ...})",
                 code=131047)
         wamids = await self.operator_delivery.send_all(contact, parts)
-        said = _operator_text(text, items, template)
         await self.store.append_history(self.name, contact, [
             HistoryTurn(role="operator", text=said, at=datetime.now(UTC),
                         message_id=wamids[-1] if wamids else None)])
@@ -272,11 +273,8 @@ class Handoffs:
                            type(exc).__name__)
 
 
-def _operator_text(text: str | None, items: list[OperatorMedia],
-                   template: dict[str, Any] | None) -> str:
+def _operator_text(text: str | None, items: list[OperatorMedia]) -> str:
     """What the history records of an operator message."""
-    if template is not None and not items and not text:
-        return f"[template {template.get('name')}]"
     said = [text.strip()] if text and text.strip() else []
     for item in items:
         name = item.filename if isinstance(item, Media) else (
