@@ -54,7 +54,9 @@ def machine_info() -> dict[str, Any]:
                 break
     load = os.getloadavg()
     return {
-        "cpus": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": sys.version.split()[0],
         "loadavg_1m": round(load[0], 2),
     }
 
@@ -91,15 +93,23 @@ class ServerProcess:
     connections, and kills it on exit (its output goes to a temp log, shown on failure).
     """
 
-    def __init__(self, target: str, *args: str, port: int | None = None,
-                 ready_timeout: float = 30.0) -> None:
+    def __init__(
+        self, target: str, *args: str, port: int | None = None, ready_timeout: float = 30.0
+    ) -> None:
         self.target = target
         self.port = port or free_port()
         # Experiments: WA_BENCH_WA_ARGS="--max-in-flight 8" adds options to every wa_agent
         # server (see _serve.py --help).
         extra = os.environ.get("WA_BENCH_WA_ARGS", "").split() if target == "wa" else []
-        self.args = [sys.executable, str(HERE / "_serve.py"), target, "--port",
-                     str(self.port), *args, *extra]
+        self.args = [
+            sys.executable,
+            str(HERE / "_serve.py"),
+            target,
+            "--port",
+            str(self.port),
+            *args,
+            *extra,
+        ]
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -120,8 +130,9 @@ class ServerProcess:
         env = dict(os.environ, PYTHONPATH=SRC + (os.pathsep + extra if extra else ""))
         fd, self._log_path = tempfile.mkstemp(prefix=f"wa-bench-{self.target}-", suffix=".log")
         self._log = os.fdopen(fd, "wb")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
         return self
 
     def start(self) -> Self:
@@ -200,7 +211,8 @@ class RedisProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix="wa-bench-redis-")
         try:
             self.proc, self.url = start_redis_server(
-                Path(self._tmp.name), "--appendonly", "yes", "--appendfsync", "everysec")
+                Path(self._tmp.name), "--appendonly", "yes", "--appendfsync", "everysec"
+            )
         except BaseException:
             self.__exit__()
             raise
@@ -223,8 +235,12 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
 
 
 def post_json(url: str, data: Any = None, timeout: float = 5.0) -> Any:
-    req = urllib.request.Request(url, data=json.dumps(data).encode(), method="POST",
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(data).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
@@ -239,9 +255,14 @@ def sender_for(index: int) -> str:
     return str(491510000000 + index)
 
 
-def make_bodies(n: int, *, tag: str = "A", secret: str = APP_SECRET,
-                senders: int | None = None, text: str = "Hello, what are your opening hours?",
-                ) -> list[tuple[str, bytes]]:
+def make_bodies(
+    n: int,
+    *,
+    tag: str = "A",
+    secret: str = APP_SECRET,
+    senders: int | None = None,
+    text: str = "Hello, what are your opening hours?",
+) -> list[tuple[str, bytes]]:
     """``n`` Meta-shaped text-message webhooks as ``(signature header, body)`` pairs, each with
     a distinct wamid; senders are distinct too unless ``senders`` bounds their number."""
     from wa_agent.signature import SignatureVerifier
@@ -252,9 +273,12 @@ def make_bodies(n: int, *, tag: str = "A", secret: str = APP_SECRET,
     out = []
     for i in range(n):
         who = sender_for(i % senders if senders else i)
-        body = encode(envelope(messages=[text_message(who, text, wamid=wamid_for(tag, i),
-                                                      timestamp=now)],
-                               phone_number_id=PHONE_NUMBER_ID))
+        body = encode(
+            envelope(
+                messages=[text_message(who, text, wamid=wamid_for(tag, i), timestamp=now)],
+                phone_number_id=PHONE_NUMBER_ID,
+            )
+        )
         out.append((verifier.sign(body), body))
     return out
 
@@ -270,9 +294,11 @@ def write_bodies(bodies: Sequence[tuple[str, bytes]], path: Path) -> Path:
 
 
 def raw_request(path: str, sig: str, body: bytes, port: int) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Content-Type: application/json\r\nX-Hub-Signature-256: {sig}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"Content-Type: application/json\r\nX-Hub-Signature-256: {sig}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 # -- load generators ---------------------------------------------------------------------------
@@ -372,13 +398,22 @@ def ensure_wrk() -> bool:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         print("wrk not found: installing Debian's wrk package ...", file=sys.stderr)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], env=env, check=False,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "wrk"],
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
         if not have_wrk():
-            subprocess.run(["apt-get", "update", "-q"], env=env, check=False,
-                           stdout=subprocess.DEVNULL)
-            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], env=env, check=False,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                ["apt-get", "update", "-q"], env=env, check=False, stdout=subprocess.DEVNULL
+            )
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "wrk"],
+                env=env,
+                check=False,
+                stdout=subprocess.DEVNULL,
+            )
     return have_wrk()
 
 
@@ -402,20 +437,52 @@ class BodyFile:
         self.path = write_bodies(self.bodies, directory / f"bodies-{id(self)}.tsv")
 
 
-def run_load(client: str, port: int, bodies: BodyFile, *, connections: int, duration: float,
-             path: str = WEBHOOK_PATH, rate: float | None = None,
-             timeout: float = 10.0) -> LoadResult:
+def run_load(
+    client: str,
+    port: int,
+    bodies: BodyFile,
+    *,
+    connections: int,
+    duration: float,
+    path: str = WEBHOOK_PATH,
+    rate: float | None = None,
+    timeout: float = 10.0,
+) -> LoadResult:
     """Drive ``connections`` keep-alive connections for ``duration`` seconds, cycling through
     ``bodies``; ``rate`` (requests/s over all connections) spaces requests out."""
     if client == "wrk":
-        return _run_wrk(port, bodies, connections=connections, duration=duration, path=path,
-                        rate=rate, timeout=timeout)
-    return asyncio.run(_run_python(port, bodies.bodies, connections=connections,
-                                   duration=duration, path=path, rate=rate, timeout=timeout))
+        return _run_wrk(
+            port,
+            bodies,
+            connections=connections,
+            duration=duration,
+            path=path,
+            rate=rate,
+            timeout=timeout,
+        )
+    return asyncio.run(
+        _run_python(
+            port,
+            bodies.bodies,
+            connections=connections,
+            duration=duration,
+            path=path,
+            rate=rate,
+            timeout=timeout,
+        )
+    )
 
 
-def _run_wrk(port: int, bodies: BodyFile, *, connections: int, duration: float, path: str,
-             rate: float | None, timeout: float) -> LoadResult:
+def _run_wrk(
+    port: int,
+    bodies: BodyFile,
+    *,
+    connections: int,
+    duration: float,
+    path: str,
+    rate: float | None,
+    timeout: float,
+) -> LoadResult:
     script = bodies.path.with_suffix(".lua")
     script.write_text(_WRK_LUA)
     threads = 1
@@ -423,24 +490,51 @@ def _run_wrk(port: int, bodies: BodyFile, *, connections: int, duration: float, 
     if rate:
         # wrk sleeps delay() ms after each response on each connection.
         delay_ms = max(1, round(connections / rate * 1000))
-    env = dict(os.environ, WA_BENCH_BODIES=str(bodies.path), WA_BENCH_PATH=path,
-               WA_BENCH_THREADS=str(threads), WA_BENCH_DELAY_MS=str(delay_ms))
+    env = dict(
+        os.environ,
+        WA_BENCH_BODIES=str(bodies.path),
+        WA_BENCH_PATH=path,
+        WA_BENCH_THREADS=str(threads),
+        WA_BENCH_DELAY_MS=str(delay_ms),
+    )
     dur = f"{max(1, round(duration))}s"  # wrk takes whole seconds
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", dur,
-           "--timeout", f"{int(timeout)}s", "-s", str(script), f"http://{HOST}:{port}{path}"]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
-                          timeout=duration + timeout + 60)
+    cmd = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        dur,
+        "--timeout",
+        f"{int(timeout)}s",
+        "-s",
+        str(script),
+        f"http://{HOST}:{port}{path}",
+    ]
+    proc = subprocess.run(
+        cmd, check=False, env=env, capture_output=True, text=True, timeout=duration + timeout + 60
+    )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    data = json.loads(line[len("WRKJSON "):])
-    errors = sum(data[k] for k in ("errors_connect", "errors_read", "errors_write",
-                                   "errors_timeout"))
+    data = json.loads(line[len("WRKJSON ") :])
+    errors = sum(
+        data[k] for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout")
+    )
     return LoadResult(
-        client="wrk", connections=connections, duration=data["duration_us"] / 1e6,
-        requests=data["requests"], errors=errors, non_200=data["errors_status"],
-        wraps=data["wraps"], p50=data["p50"] / 1000, p90=data["p90"] / 1000,
-        p99=data["p99"] / 1000, p999=data["p999"] / 1000, max=data["max"] / 1000,
+        client="wrk",
+        connections=connections,
+        duration=data["duration_us"] / 1e6,
+        requests=data["requests"],
+        errors=errors,
+        non_200=data["errors_status"],
+        wraps=data["wraps"],
+        p50=data["p50"] / 1000,
+        p90=data["p90"] / 1000,
+        p99=data["p99"] / 1000,
+        p999=data["p999"] / 1000,
+        max=data["max"] / 1000,
         mean=data["mean"] / 1000,
     )
 
@@ -458,9 +552,16 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _run_python(port: int, bodies: Sequence[tuple[str, bytes]], *, connections: int,
-                      duration: float, path: str, rate: float | None,
-                      timeout: float) -> LoadResult:
+async def _run_python(
+    port: int,
+    bodies: Sequence[tuple[str, bytes]],
+    *,
+    connections: int,
+    duration: float,
+    path: str,
+    rate: float | None,
+    timeout: float,
+) -> LoadResult:
     requests = [raw_request(path, sig, body, port) for sig, body in bodies]
     counter = iter(range(10**12))
     latencies: list[float] = []
@@ -500,20 +601,36 @@ async def _run_python(port: int, bodies: Sequence[tuple[str, bytes]], *, connect
     sent = len(latencies)
     pct = percentiles(latencies)
     return LoadResult(
-        client="python", connections=connections, duration=elapsed, requests=sent,
-        errors=errors, non_200=sent - statuses.get(200, 0),
-        wraps=max(0, sent + errors - 1) // len(requests), p50=pct["p50"], p90=pct["p90"],
-        p99=pct["p99"], p999=pct["p999"], max=pct["max"], mean=pct["mean"],
+        client="python",
+        connections=connections,
+        duration=elapsed,
+        requests=sent,
+        errors=errors,
+        non_200=sent - statuses.get(200, 0),
+        wraps=max(0, sent + errors - 1) // len(requests),
+        p50=pct["p50"],
+        p90=pct["p90"],
+        p99=pct["p99"],
+        p999=pct["p999"],
+        max=pct["max"],
+        mean=pct["mean"],
     )
 
 
-async def post_all(port: int, bodies: Sequence[tuple[str, bytes]], *, connections: int,
-                   path: str = WEBHOOK_PATH, deadline: float | None = None) -> dict[str, Any]:
+async def post_all(
+    port: int,
+    bodies: Sequence[tuple[str, bytes]],
+    *,
+    connections: int,
+    path: str = WEBHOOK_PATH,
+    deadline: float | None = None,
+) -> dict[str, Any]:
     """POST every body once over ``connections`` keep-alive connections, stopping early at
     ``deadline`` (a ``time.monotonic()`` value). Returns status counts, latencies and the
     indices of the bodies answered 200 (``acked``)."""
-    queue = list(reversed([(i, raw_request(path, sig, body, port))
-                           for i, (sig, body) in enumerate(bodies)]))
+    queue = list(
+        reversed([(i, raw_request(path, sig, body, port)) for i, (sig, body) in enumerate(bodies)])
+    )
     acked: list[int] = []
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
@@ -529,8 +646,9 @@ async def post_all(port: int, bodies: Sequence[tuple[str, bytes]], *, connection
                 t0 = time.perf_counter()
                 writer.write(request)
                 try:
-                    status = await asyncio.wait_for(_read_response(reader),
-                                                    max(0.1, end - time.monotonic()))
+                    status = await asyncio.wait_for(
+                        _read_response(reader), max(0.1, end - time.monotonic())
+                    )
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     failed += 1
                     break
@@ -544,8 +662,13 @@ async def post_all(port: int, bodies: Sequence[tuple[str, bytes]], *, connection
                 await writer.wait_closed()
 
     await asyncio.gather(*(worker() for _ in range(connections)))
-    return {"statuses": dict(statuses), "failed": failed, "not_sent": len(queue),
-            "acked": acked, **percentiles(latencies)}
+    return {
+        "statuses": dict(statuses),
+        "failed": failed,
+        "not_sent": len(queue),
+        "acked": acked,
+        **percentiles(latencies),
+    }
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -557,8 +680,14 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     def pick(q: float) -> float:
         return ordered[min(n - 1, int(q * n))]
 
-    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "p999": pick(0.999),
-            "max": ordered[-1], "mean": statistics.fmean(ordered)}
+    return {
+        "p50": pick(0.5),
+        "p90": pick(0.9),
+        "p99": pick(0.99),
+        "p999": pick(0.999),
+        "max": ordered[-1],
+        "mean": statistics.fmean(ordered),
+    }
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -579,8 +708,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for k, row in enumerate(cells):
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
-                                                                         strict=True)]
+        parts = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(parts))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -64,8 +64,16 @@ async def _read(receive: Receive) -> bytes:
 
 async def _json(send: Send, data: Any, status: int = 200) -> None:
     body = json.dumps(data).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -100,8 +108,7 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
     options: dict[str, Any] = {}
     if args.max_in_flight is not None:
         options["max_in_flight"] = args.max_in_flight
-    sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None,
-                    **options)
+    sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None, **options)
     storage: Any = None if args.store == "memory" else args.db
     if args.store == "redis":
         from wa_agent.stores.redis import RedisSessionStore
@@ -124,12 +131,23 @@ def wa_app(args: argparse.Namespace) -> ASGIApp:
     if args.retry_scale is not None:
         from wa_agent.sender import RetryPolicy
 
-        sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.graph, rate_limit=None,
-                        retry=RetryPolicy(scale=args.retry_scale), **options)
+        sender = Sender(
+            ACCESS_TOKEN,
+            PHONE_NUMBER_ID,
+            base_url=args.graph,
+            rate_limit=None,
+            retry=RetryPolicy(scale=args.retry_scale),
+            **options,
+        )
     interface = WhatsAppInterface(
-        make_agent(args.agent_delay), verify_token=VERIFY_TOKEN, app_secret=APP_SECRET,
-        storage=storage, sender=sender, phone_number_id=PHONE_NUMBER_ID,
-        shutdown_timeout=1.0, **tuning,
+        make_agent(args.agent_delay),
+        verify_token=VERIFY_TOKEN,
+        app_secret=APP_SECRET,
+        storage=storage,
+        sender=sender,
+        phone_number_id=PHONE_NUMBER_ID,
+        shutdown_timeout=1.0,
+        **tuning,
     )
     return InterfaceManager([interface]).app
 
@@ -162,10 +180,14 @@ def sink_app(args: argparse.Namespace) -> ASGIApp:
             text = (payload.get("text") or {}).get("body")
             if text is not None:
                 texts[text] += 1
-            await _json(send, {"messaging_product": "whatsapp",
-                               "contacts": [{"input": payload.get("to"),
-                                             "wa_id": payload.get("to")}],
-                               "messages": [{"id": f"wamid.SINK{next(seq):012d}"}]})
+            await _json(
+                send,
+                {
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": payload.get("to"), "wa_id": payload.get("to")}],
+                    "messages": [{"id": f"wamid.SINK{next(seq):012d}"}],
+                },
+            )
             return
         counts["other"] += 1
         await _json(send, {"success": True})
@@ -185,8 +207,10 @@ def stub_app(args: argparse.Namespace) -> ASGIApp:
     replies: list[tuple[float, str, str]] = []
     counts = {"messages": 0, "reads": 0, "faults": 0}
     seq = iter(range(10**12))
-    faults = [(args.fail_429, 429, 130429, "Rate limit hit"),
-              (args.fail_500, 500, 131000, "Something went wrong")]
+    faults = [
+        (args.fail_429, 429, 130429, "Rate limit hit"),
+        (args.fail_500, 500, 131000, "Something went wrong"),
+    ]
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -212,17 +236,31 @@ def stub_app(args: argparse.Namespace) -> ASGIApp:
         for share, status, code, message in faults:
             if roll < share:
                 counts["faults"] += 1
-                await _json(send, {"error": {"message": message, "type": "OAuthException",
-                                             "code": code, "fbtrace_id": "bench"}}, status)
+                await _json(
+                    send,
+                    {
+                        "error": {
+                            "message": message,
+                            "type": "OAuthException",
+                            "code": code,
+                            "fbtrace_id": "bench",
+                        }
+                    },
+                    status,
+                )
                 return
             roll -= share
         counts["messages"] += 1
         text = (payload.get("text") or {}).get("body") or ""
         replies.append((time.time(), str(payload.get("to")), text.removeprefix("ok ")))
-        await _json(send, {"messaging_product": "whatsapp",
-                           "contacts": [{"input": payload.get("to"),
-                                         "wa_id": payload.get("to")}],
-                           "messages": [{"id": f"wamid.STUB{next(seq):012d}"}]})
+        await _json(
+            send,
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": payload.get("to"), "wa_id": payload.get("to")}],
+                "messages": [{"id": f"wamid.STUB{next(seq):012d}"}],
+            },
+        )
 
     return app
 
@@ -230,8 +268,14 @@ def stub_app(args: argparse.Namespace) -> ASGIApp:
 def lean_app(args: argparse.Namespace) -> ASGIApp:
     from lean_bot import make_app
 
-    return make_app(APP_SECRET, args.graph, ACCESS_TOKEN, PHONE_NUMBER_ID, args.agent_delay,
-                    read_receipt=args.read_receipt)  # type: ignore[no-any-return]
+    return make_app(
+        APP_SECRET,
+        args.graph,
+        ACCESS_TOKEN,
+        PHONE_NUMBER_ID,
+        args.agent_delay,
+        read_receipt=args.read_receipt,
+    )  # type: ignore[no-any-return]
 
 
 def emulator_app(args: argparse.Namespace) -> ASGIApp:
@@ -243,10 +287,13 @@ def emulator_app(args: argparse.Namespace) -> ASGIApp:
         if scope["type"] == "http" and scope["path"] == "/__bench/stats":
             await _read(receive)
             sent = emulator.messages
-            data: dict[str, Any] = {"messages": len(sent), "reads": len(emulator.reads),
-                                    "errors": sum(1 for c in emulator.calls if c.status >= 400),
-                                    "first": sent[0].time if sent else None,
-                                    "last": sent[-1].time if sent else None}
+            data: dict[str, Any] = {
+                "messages": len(sent),
+                "reads": len(emulator.reads),
+                "errors": sum(1 for c in emulator.calls if c.status >= 400),
+                "first": sent[0].time if sent else None,
+                "last": sent[-1].time if sent else None,
+            }
             if "texts" in scope.get("query_string", b"").decode():
                 data["texts"] = Counter(m.text for m in emulator.messages)
             await _json(send, data)
@@ -259,13 +306,17 @@ def emulator_app(args: argparse.Namespace) -> ASGIApp:
 def fastapi_app(args: argparse.Namespace) -> ASGIApp:
     from baseline_fastapi import make_app
 
-    return make_app(APP_SECRET, args.graph, ACCESS_TOKEN, PHONE_NUMBER_ID,
-                    args.agent_delay)
+    return make_app(APP_SECRET, args.graph, ACCESS_TOKEN, PHONE_NUMBER_ID, args.agent_delay)
 
 
 TARGETS: dict[str, Callable[[argparse.Namespace], ASGIApp]] = {
-    "bare": bare_app, "wa": wa_app, "sink": sink_app, "emulator": emulator_app,
-    "fastapi": fastapi_app, "stub": stub_app, "lean": lean_app,
+    "bare": bare_app,
+    "wa": wa_app,
+    "sink": sink_app,
+    "emulator": emulator_app,
+    "fastapi": fastapi_app,
+    "stub": stub_app,
+    "lean": lean_app,
 }
 
 
@@ -278,35 +329,74 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--db", default="bench.sqlite3")
     parser.add_argument("--agent-delay", type=float, default=0.0)
     parser.add_argument("--graph", default="http://127.0.0.1:9", help="Graph API base URL")
-    parser.add_argument("--max-concurrency", type=int, default=None,
-                        help="WhatsAppInterface max_concurrency (default: its own)")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=None,
+        help="WhatsAppInterface max_concurrency (default: its own)",
+    )
     parser.add_argument("--mode", choices=["task", "chat"], default="task")
-    parser.add_argument("--retry-scale", type=float, default=None,
-                        help="scale of the Sender's retry waits (default: real waits)")
-    parser.add_argument("--read-receipt", action="store_true",
-                        help="lean: mark each message read (with typing) before answering")
-    parser.add_argument("--fail-429", type=float, default=0.0,
-                        help="stub: share of sends answered 429/130429")
-    parser.add_argument("--fail-500", type=float, default=0.0,
-                        help="stub: share of sends answered 500/131000")
+    parser.add_argument(
+        "--retry-scale",
+        type=float,
+        default=None,
+        help="scale of the Sender's retry waits (default: real waits)",
+    )
+    parser.add_argument(
+        "--read-receipt",
+        action="store_true",
+        help="lean: mark each message read (with typing) before answering",
+    )
+    parser.add_argument(
+        "--fail-429", type=float, default=0.0, help="stub: share of sends answered 429/130429"
+    )
+    parser.add_argument(
+        "--fail-500", type=float, default=0.0, help="stub: share of sends answered 500/131000"
+    )
     parser.add_argument("--seed", type=int, default=1, help="stub: fault RNG seed")
-    parser.add_argument("--max-queued-senders", type=int, default=None,
-                        help="WhatsAppInterface max_queued_senders (default: its own)")
-    parser.add_argument("--max-pending", type=int, default=None,
-                        help="WhatsAppInterface max_pending (default: its own)")
-    parser.add_argument("--max-in-flight", type=int, default=None,
-                        help="Sender's bound on concurrent HTTP requests (default: Sender's)")
-    parser.add_argument("--receive-only", action="store_true",
-                        help="WhatsAppInterface(receive_only=True): acknowledge and record "
-                             "only; another wa server on the same store answers")
-    parser.add_argument("--sweep-interval", type=float, default=None,
-                        help="WhatsAppInterface sweep_interval (a worker's polling period)")
-    parser.add_argument("--gc-threshold", type=int, default=None,
-                        help="experiment: gc.set_threshold(N, 10, 10) before serving")
-    parser.add_argument("--http", default="httptools",
-                        choices=["httptools", "h11", "limited", "limited-h11"],
-                        help="uvicorn's parser; limited: with wa_agent's ServerLimits "
-                             "(what wa-agent serve and InterfaceManager.serve() run)")
+    parser.add_argument(
+        "--max-queued-senders",
+        type=int,
+        default=None,
+        help="WhatsAppInterface max_queued_senders (default: its own)",
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=None,
+        help="WhatsAppInterface max_pending (default: its own)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="Sender's bound on concurrent HTTP requests (default: Sender's)",
+    )
+    parser.add_argument(
+        "--receive-only",
+        action="store_true",
+        help="WhatsAppInterface(receive_only=True): acknowledge and record "
+        "only; another wa server on the same store answers",
+    )
+    parser.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=None,
+        help="WhatsAppInterface sweep_interval (a worker's polling period)",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=None,
+        help="experiment: gc.set_threshold(N, 10, 10) before serving",
+    )
+    parser.add_argument(
+        "--http",
+        default="httptools",
+        choices=["httptools", "h11", "limited", "limited-h11"],
+        help="uvicorn's parser; limited: with wa_agent's ServerLimits "
+        "(what wa-agent serve and InterfaceManager.serve() run)",
+    )
     args = parser.parse_args(argv)
     app = TARGETS[args.target](args)
     if args.gc_threshold:
@@ -324,9 +414,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         base = "h11" if args.http == "limited-h11" else "httptools"
         http = uvicorn_options(ServerLimits(), base)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="asyncio", lifespan="on",
-                access_log=False, log_level="warning", backlog=4096,
-                timeout_graceful_shutdown=2, **http)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="asyncio",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        backlog=4096,
+        timeout_graceful_shutdown=2,
+        **http,
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,11 @@ def make_app(app_secret: str) -> Callable[..., Awaitable[None]]:
     # takes, so the ceiling does not lose to wa_agent on the one step they share.
     keyed = hmac.new(app_secret.encode(), digestmod=hashlib.sha256)
 
-    async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
-                  send: Callable[[Message], Awaitable[None]]) -> None:
+    async def app(
+        scope: Scope,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()

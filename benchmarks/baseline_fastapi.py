@@ -20,8 +20,9 @@ import httpx
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
 
 
-def make_app(app_secret: str, graph_url: str, access_token: str, phone_number_id: str,
-             agent_delay: float) -> FastAPI:
+def make_app(
+    app_secret: str, graph_url: str, access_token: str, phone_number_id: str, agent_delay: float
+) -> FastAPI:
     """The baseline app; replies go to ``graph_url`` (the emulator)."""
     key = app_secret.encode()
     url = f"{graph_url}/v25.0/{phone_number_id}/messages"
@@ -33,9 +34,17 @@ def make_app(app_secret: str, graph_url: str, access_token: str, phone_number_id
             await asyncio.sleep(agent_delay)
         reply = f"ok {message['id']}"
         async with httpx.AsyncClient() as client:  # a fresh client per reply
-            await client.post(url, headers=headers, json={
-                "messaging_product": "whatsapp", "recipient_type": "individual",
-                "to": message["from"], "type": "text", "text": {"body": reply}})
+            await client.post(
+                url,
+                headers=headers,
+                json={
+                    "messaging_product": "whatsapp",
+                    "recipient_type": "individual",
+                    "to": message["from"],
+                    "type": "text",
+                    "text": {"body": reply},
+                },
+            )
 
     @app.post("/whatsapp/webhook")
     async def webhook(request: Request, background_tasks: BackgroundTasks) -> dict[str, str]:

@@ -32,8 +32,20 @@ from typing import Any
 from _common import SRC, emit, fmt_range, machine_info, table
 
 GOAL_IMPORT_MS = 200.0
-EXTRAS = ("redis", "ipywidgets", "nest_asyncio", "pyngrok", "fastapi", "starlette",
-          "traitlets", "IPython", "uvicorn", "httptools", "anthropic", "openai")
+EXTRAS = (
+    "redis",
+    "ipywidgets",
+    "nest_asyncio",
+    "pyngrok",
+    "fastapi",
+    "starlette",
+    "traitlets",
+    "IPython",
+    "uvicorn",
+    "httptools",
+    "anthropic",
+    "openai",
+)
 
 _IMPORT = """
 import sys, time, json
@@ -82,8 +94,14 @@ asyncio.run(main())
 
 def run_child(code: str, *args: str) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=SRC, PYTHONDONTWRITEBYTECODE="")
-    proc = subprocess.run([sys.executable, *args, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, *args, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed:\n{proc.stderr[-3000:]}")
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -99,10 +117,19 @@ def imports_by_package(code: str, n: int = 8) -> list[tuple[str, float]]:
     """Where import time goes under ``code``: ``-X importtime`` self times summed per
     top-level package (interpreter start-up excluded), slowest first, in ms."""
     env = dict(os.environ, PYTHONPATH=SRC)
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
-    lines = [ln for ln in proc.stderr.splitlines()
-             if ln.startswith("import time:") and "cumulative" not in ln]
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    lines = [
+        ln
+        for ln in proc.stderr.splitlines()
+        if ln.startswith("import time:") and "cumulative" not in ln
+    ]
     names = [ln.rsplit("|", 1)[1].strip() for ln in lines]
     start = max((i for i, name in enumerate(names) if name == "site"), default=-1) + 1
     totals: dict[str, float] = {}
@@ -134,8 +161,7 @@ def main() -> None:
     bare_python = statistics.median(interpreter_ms() for _ in range(3))
     extras_loaded = sorted(set(EXTRAS) & set(modules))
     slowest = imports_by_package("import wa_agent")
-    slowest_hosting = imports_by_package(
-        "from wa_agent import WhatsAppInterface, InterfaceManager")
+    slowest_hosting = imports_by_package("from wa_agent import WhatsAppInterface, InterfaceManager")
 
     cold = [s["cold_s"] * 1000 for s in starts]
     warm = [s["warm_s"] * 1000 for s in starts]
@@ -150,25 +176,37 @@ def main() -> None:
     ]
     print(table(["what", "ms median (min–max)"], rows))
     print(f"\noptional extras imported by `import wa_agent`: {extras_loaded or 'none'}")
-    print("import wa_agent, by package (ms): "
-          + ", ".join(f"{name} {ms:.1f}" for name, ms in slowest))
-    print("hosting import, by package (ms): "
-          + ", ".join(f"{name} {ms:.1f}" for name, ms in slowest_hosting))
+    print(
+        "import wa_agent, by package (ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in slowest)
+    )
+    print(
+        "hosting import, by package (ms): "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in slowest_hosting)
+    )
     import_ms = statistics.median(imports)
     result = {
-        "benchmark": "coldstart", "machine": machine_info(), "settings": {"rounds": args.rounds},
+        "benchmark": "coldstart",
+        "machine": machine_info(),
+        "settings": {"rounds": args.rounds},
         "results": {
-            "import_ms": import_ms, "import_ms_all": imports,
+            "import_ms": import_ms,
+            "import_ms_all": imports,
             "import_hosting_ms": statistics.median(hosting),
-            "start_cold_ms": statistics.median(cold), "start_warm_ms": statistics.median(warm),
-            "stop_ms": statistics.median(stop), "python_startup_ms": bare_python,
-            "extras_imported": extras_loaded, "import_by_package_ms": dict(slowest),
+            "start_cold_ms": statistics.median(cold),
+            "start_warm_ms": statistics.median(warm),
+            "stop_ms": statistics.median(stop),
+            "python_startup_ms": bare_python,
+            "extras_imported": extras_loaded,
+            "import_by_package_ms": dict(slowest),
             "hosting_import_by_package_ms": dict(slowest_hosting),
             "modules_after_import": len(modules),
         },
         "targets": {
-            "import wa_agent < 200 ms": {"goal_ms": GOAL_IMPORT_MS, "value_ms": import_ms,
-                                        "met": import_ms < GOAL_IMPORT_MS},
+            "import wa_agent < 200 ms": {
+                "goal_ms": GOAL_IMPORT_MS,
+                "value_ms": import_ms,
+                "met": import_ms < GOAL_IMPORT_MS,
+            },
             "no extra imported": {"met": not extras_loaded, "imported": extras_loaded},
         },
         "elapsed_s": round(time.monotonic() - t_start, 1),

@@ -74,8 +74,16 @@ class Plan:
         return sum(len(v) for v in self.users.values())
 
 
-def make_plan(tag: str, users: int, per_user: int, spread: float, *, start_spread: float = 0.0,
-              redeliveries: float = 0.05, seed: int = 7) -> Plan:
+def make_plan(
+    tag: str,
+    users: int,
+    per_user: int,
+    spread: float,
+    *,
+    start_spread: float = 0.0,
+    redeliveries: float = 0.05,
+    seed: int = 7,
+) -> Plan:
     """``users`` users, each sending ``per_user`` messages within ``spread`` seconds, the
     users starting within ``start_spread`` seconds."""
     from wa_agent.signature import SignatureVerifier
@@ -92,9 +100,12 @@ def make_plan(tag: str, users: int, per_user: int, spread: float, *, start_sprea
         out = []
         for n, offset in enumerate(offsets):
             wamid = f"wamid.CONV{tag}{u:05d}{n:03d}"
-            body = encode(envelope(messages=[text_message(sender, f"m{n}", wamid=wamid,
-                                                          timestamp=now)],
-                                   phone_number_id=PHONE_NUMBER_ID))
+            body = encode(
+                envelope(
+                    messages=[text_message(sender, f"m{n}", wamid=wamid, timestamp=now)],
+                    phone_number_id=PHONE_NUMBER_ID,
+                )
+            )
             out.append((begin + offset, wamid, verifier.sign(body), body))
             if rng.random() < redeliveries:
                 plan.redeliver.add(wamid)
@@ -115,8 +126,7 @@ async def _status(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def play(port: int, plan: Plan, *, connections: int = 64,
-               deadline: float) -> dict[str, Any]:
+async def play(port: int, plan: Plan, *, connections: int = 64, deadline: float) -> dict[str, Any]:
     """Post the plan; answer the first post time and the ack of each wamid."""
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(connections):
@@ -157,8 +167,9 @@ async def play(port: int, plan: Plan, *, connections: int = 64,
             if await post(wamid, sig, body) == 200:
                 acked[sender].append(wamid)
             if wamid in plan.redeliver:
-                later.append(asyncio.ensure_future(
-                    redeliver(wamid, sig, body, rng.uniform(0.05, 1.0))))
+                later.append(
+                    asyncio.ensure_future(redeliver(wamid, sig, body, rng.uniform(0.05, 1.0)))
+                )
 
     await asyncio.gather(*(user(s, m) for s, m in plan.users.items()))
     await asyncio.gather(*later)
@@ -168,8 +179,9 @@ async def play(port: int, plan: Plan, *, connections: int = 64,
     return {"posted": posted, "acked": dict(acked), "statuses": dict(statuses)}
 
 
-def measure(replies: list[list[Any]], posted: dict[str, float],
-            acked: dict[str, list[str]]) -> dict[str, Any]:
+def measure(
+    replies: list[list[Any]], posted: dict[str, float], acked: dict[str, list[str]]
+) -> dict[str, Any]:
     """Exactly-once, routing, order and latency from the stub's replies."""
     owner = {w: s for s, ws in acked.items() for w in ws}
     seen: Counter[str] = Counter()
@@ -187,26 +199,47 @@ def measure(replies: list[list[Any]], posted: dict[str, float],
     wanted = set(owner)
     lost = len(wanted - set(first))
     duplicated = sum(n - 1 for w, n in seen.items() if n > 1 and w in wanted)
-    out_of_order = sum(1 for s, ws in acked.items()
-                       if [w for w in order.get(s, []) if w in owner] != ws[:len(order.get(s,
-                                                                                  []))])
+    out_of_order = sum(
+        1
+        for s, ws in acked.items()
+        if [w for w in order.get(s, []) if w in owner] != ws[: len(order.get(s, []))]
+    )
     latencies = sorted(first[w] - posted[w] for w in wanted if w in first and w in posted)
-    pick = (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-            if latencies else float("nan"))
+    pick = lambda q: (
+        latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
+    )
     span = (max(first.values()) - min(posted.values())) if first else float("nan")
-    return {"acked": len(wanted), "answered": len(wanted & set(first)), "lost": lost,
-            "duplicated": duplicated, "misrouted": misrouted, "out_of_order": out_of_order,
-            "p50_s": pick(0.50), "p99_s": pick(0.99), "max_s": latencies[-1] if latencies
-            else float("nan"), "answered_per_s": len(first) / span if first else 0.0,
-            "replies": len(replies)}
+    return {
+        "acked": len(wanted),
+        "answered": len(wanted & set(first)),
+        "lost": lost,
+        "duplicated": duplicated,
+        "misrouted": misrouted,
+        "out_of_order": out_of_order,
+        "p50_s": pick(0.50),
+        "p99_s": pick(0.99),
+        "max_s": latencies[-1] if latencies else float("nan"),
+        "answered_per_s": len(first) / span if first else 0.0,
+        "replies": len(replies),
+    }
 
 
-def run_one(bot: str, scenario: str, plan: Plan, *, agent: float, deadline_s: float,
-            src: str | None = None, faults: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
+def run_one(
+    bot: str,
+    scenario: str,
+    plan: Plan,
+    *,
+    agent: float,
+    deadline_s: float,
+    src: str | None = None,
+    faults: tuple[float, float] = (0.0, 0.0),
+) -> dict[str, Any]:
     stub = ServerProcess("stub", "--fail-429", str(faults[0]), "--fail-500", str(faults[1]))
     target, args = {
-        "lean": ("lean", []), "lean+rr": ("lean", ["--read-receipt"]),
-        "wa-task": ("wa", ["--mode", "task"]), "wa-chat": ("wa", ["--mode", "chat"]),
+        "lean": ("lean", []),
+        "lean+rr": ("lean", ["--read-receipt"]),
+        "wa-task": ("wa", ["--mode", "task"]),
+        "wa-chat": ("wa", ["--mode", "chat"]),
     }[bot.removesuffix("@before")]
     if target == "wa":
         args += ["--retry-scale", "0.05"]  # the stub's faults: retried quickly
@@ -243,10 +276,17 @@ def run_one(bot: str, scenario: str, plan: Plan, *, agent: float, deadline_s: fl
         cpu = server.cpu() - cpu0
         stats = get_json(f"{stub.url}/__bench/stats?replies=1", timeout=30)
     row = measure(stats["replies"], played["posted"], played["acked"])
-    row.update(bot=bot, scenario=scenario, messages=plan.size, agent_s=agent,
-               not_acked=plan.size - row["acked"], reads=stats["reads"],
-               faults=stats["faults"], server_cpu_s=cpu,
-               cpu_ms_per_answer=cpu / row["answered"] * 1000 if row["answered"] else None)
+    row.update(
+        bot=bot,
+        scenario=scenario,
+        messages=plan.size,
+        agent_s=agent,
+        not_acked=plan.size - row["acked"],
+        reads=stats["reads"],
+        faults=stats["faults"],
+        server_cpu_s=cpu,
+        cpu_ms_per_answer=cpu / row["answered"] * 1000 if row["answered"] else None,
+    )
     return row
 
 
@@ -257,8 +297,7 @@ def plans(quick: bool) -> dict[str, tuple[Plan, float]]:
         "b2b": (make_plan("C", 100 // scale, 3, 0.15), 2.0),
         "steady2": (make_plan("D", 500 // scale, 2, 5.0, start_spread=10.0 / scale), 2.0),
         "steady10": (make_plan("E", 500 // scale, 2, 5.0, start_spread=10.0 / scale), 10.0),
-        "instant": (make_plan("F", 3000 // scale, 1, 0.0, start_spread=0.0,
-                              redeliveries=0.0), 0.0),
+        "instant": (make_plan("F", 3000 // scale, 1, 0.0, start_spread=0.0, redeliveries=0.0), 0.0),
         "faults": (make_plan("G", 200 // scale, 10, 0.5), 2.0),
     }
 
@@ -269,27 +308,39 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in rows:
         if r["bot"].startswith("wa") and "@" not in r["bot"]:
-            ok = r["lost"] == 0 and r["duplicated"] == 0 and r["misrouted"] == 0 \
+            ok = (
+                r["lost"] == 0
+                and r["duplicated"] == 0
+                and r["misrouted"] == 0
                 and r["out_of_order"] == 0
-            lines.append(f"{r['scenario']:>9} {r['bot']:<8} exactly once, routed, in order: "
-                         f"{'yes' if ok else 'NO'}")
+            )
+            lines.append(
+                f"{r['scenario']:>9} {r['bot']:<8} exactly once, routed, in order: "
+                f"{'yes' if ok else 'NO'}"
+            )
     for scenario in ("burst", "b2b"):
         ref, task, chat = (by.get((scenario, b)) for b in ("lean", "wa-task", "wa-chat"))
         if ref and task:
             bound = 1.5 * ref["p99_s"] + 0.5
-            lines.append(f"{scenario:>9} TASK p99 {task['p99_s']:.2f} s <= 1.5 x lean "
-                         f"{ref['p99_s']:.2f} + 0.5 = {bound:.2f}: "
-                         f"{'yes' if task['p99_s'] <= bound else 'NO'}")
+            lines.append(
+                f"{scenario:>9} TASK p99 {task['p99_s']:.2f} s <= 1.5 x lean "
+                f"{ref['p99_s']:.2f} + 0.5 = {bound:.2f}: "
+                f"{'yes' if task['p99_s'] <= bound else 'NO'}"
+            )
         if chat:
             bound = 2 * chat["agent_s"] + 1.5
-            lines.append(f"{scenario:>9} CHAT p99 {chat['p99_s']:.2f} s <= 2 x agent + 1.5 = "
-                         f"{bound:.2f}: {'yes' if chat['p99_s'] <= bound else 'NO'}")
+            lines.append(
+                f"{scenario:>9} CHAT p99 {chat['p99_s']:.2f} s <= 2 x agent + 1.5 = "
+                f"{bound:.2f}: {'yes' if chat['p99_s'] <= bound else 'NO'}"
+            )
     ref, task = by.get(("instant", "lean+rr")), by.get(("instant", "wa-task"))
     if ref and task and ref["answered_per_s"]:
         ratio = task["answered_per_s"] / ref["answered_per_s"]
-        lines.append(f"  instant answered/s {task['answered_per_s']:.0f} vs lean+rr "
-                     f"{ref['answered_per_s']:.0f}: {ratio:.2f}x (target >= 0.6): "
-                     f"{'yes' if ratio >= 0.6 else 'NO'}")
+        lines.append(
+            f"  instant answered/s {task['answered_per_s']:.0f} vs lean+rr "
+            f"{ref['answered_per_s']:.0f}: {ratio:.2f}x (target >= 0.6): "
+            f"{'yes' if ratio >= 0.6 else 'NO'}"
+        )
     return lines
 
 
@@ -298,8 +349,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a quarter of the users")
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--bots", default="lean,lean+rr,wa-task,wa-chat")
-    parser.add_argument("--before", default=None,
-                        help="another wa_agent checkout: adds wa-task@before, wa-chat@before")
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="another wa_agent checkout: adds wa-task@before, wa-chat@before",
+    )
     parser.add_argument("--deadline", type=float, default=60.0, help="seconds per run")
     args = parser.parse_args()
     all_plans = plans(args.quick)
@@ -316,24 +370,64 @@ def main() -> None:
             if scenario == "instant" and bot == "lean":
                 continue
             src = args.before if bot.endswith("@before") else None
-            row = run_one(bot, scenario, plan, agent=agent, deadline_s=args.deadline, src=src,
-                          faults=faults)
+            row = run_one(
+                bot, scenario, plan, agent=agent, deadline_s=args.deadline, src=src, faults=faults
+            )
             rows.append(row)
-            print(f"{scenario:>9} {bot:<15} acked {row['acked']:>5} answered "
-                  f"{row['answered']:>5} p99 {row['p99_s']:.2f} s", flush=True)
+            print(
+                f"{scenario:>9} {bot:<15} acked {row['acked']:>5} answered "
+                f"{row['answered']:>5} p99 {row['p99_s']:.2f} s",
+                flush=True,
+            )
     print()
-    print(table(["scenario", "bot", "acked", "answered", "lost", "dup", "misrouted", "order",
-                 "p50 s", "p99 s", "max s", "answered/s", "CPU ms/answer"],
-                [[r["scenario"], r["bot"], r["acked"], r["answered"], r["lost"],
-                  r["duplicated"], r["misrouted"], r["out_of_order"], f"{r['p50_s']:.2f}",
-                  f"{r['p99_s']:.2f}", f"{r['max_s']:.2f}", f"{r['answered_per_s']:.0f}",
-                  f"{r['cpu_ms_per_answer']:.2f}" if r["cpu_ms_per_answer"] else "-"]
-                 for r in rows]))
+    print(
+        table(
+            [
+                "scenario",
+                "bot",
+                "acked",
+                "answered",
+                "lost",
+                "dup",
+                "misrouted",
+                "order",
+                "p50 s",
+                "p99 s",
+                "max s",
+                "answered/s",
+                "CPU ms/answer",
+            ],
+            [
+                [
+                    r["scenario"],
+                    r["bot"],
+                    r["acked"],
+                    r["answered"],
+                    r["lost"],
+                    r["duplicated"],
+                    r["misrouted"],
+                    r["out_of_order"],
+                    f"{r['p50_s']:.2f}",
+                    f"{r['p99_s']:.2f}",
+                    f"{r['max_s']:.2f}",
+                    f"{r['answered_per_s']:.0f}",
+                    f"{r['cpu_ms_per_answer']:.2f}" if r["cpu_ms_per_answer"] else "-",
+                ]
+                for r in rows
+            ],
+        )
+    )
     print()
     for line in check_targets(rows):
         print(line)
-    emit({"benchmark": "conversation", "machine": machine_info(), "rows": rows,
-          "median_p99": statistics.median(r["p99_s"] for r in rows) if rows else None})
+    emit(
+        {
+            "benchmark": "conversation",
+            "machine": machine_info(),
+            "rows": rows,
+            "median_p99": statistics.median(r["p99_s"] for r in rows) if rows else None,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,17 @@ GOAL_VS_CEILING = 0.2
 SCENARIOS = ("wa-memory", "wa-sqlite", "baseline", "wa-slow", "baseline-slow")
 
 
-def scenario(name: str, server_target: str, server_args: list[str], *, n: int, tag: str,
-             deadline_s: float, connections: int, settle_s: float = 1.0) -> dict[str, Any]:
+def scenario(
+    name: str,
+    server_target: str,
+    server_args: list[str],
+    *,
+    n: int,
+    tag: str,
+    deadline_s: float,
+    connections: int,
+    settle_s: float = 1.0,
+) -> dict[str, Any]:
     bodies = make_bodies(n, tag=tag)
     emulator = ServerProcess("emulator")
     server = ServerProcess(server_target, "--graph", emulator.url, *server_args)
@@ -65,8 +74,9 @@ def scenario(name: str, server_target: str, server_args: list[str], *, n: int, t
         t0 = time.monotonic()
         deadline = t0 + deadline_s
         cpu0 = server.cpu()
-        posted = asyncio.run(post_all(server.port, bodies, connections=connections,
-                                      deadline=deadline))
+        posted = asyncio.run(
+            post_all(server.port, bodies, connections=connections, deadline=deadline)
+        )
         acked = len(posted["acked"])
         ack_done = time.monotonic() - t0
         stats = get_json(stats_url)
@@ -88,12 +98,22 @@ def scenario(name: str, server_target: str, server_args: list[str], *, n: int, t
     else:
         elapsed = deadline_s
     return {
-        "scenario": name, "n": n, "acked": acked, "answered": answered,
-        "answered_per_s": answered_ok / elapsed, "elapsed_s": elapsed, "finished": finished,
-        "lost": lost if finished else None, "unanswered_at_deadline": lost,
-        "duplicated": duplicated, "not_acked": n - acked, "ack_phase_s": ack_done,
-        "ack_p50_ms": posted["p50"], "ack_p99_ms": posted["p99"],
-        "graph_errors": stats["errors"], "server_cpu_s": cpu,
+        "scenario": name,
+        "n": n,
+        "acked": acked,
+        "answered": answered,
+        "answered_per_s": answered_ok / elapsed,
+        "elapsed_s": elapsed,
+        "finished": finished,
+        "lost": lost if finished else None,
+        "unanswered_at_deadline": lost,
+        "duplicated": duplicated,
+        "not_acked": n - acked,
+        "ack_phase_s": ack_done,
+        "ack_p50_ms": posted["p50"],
+        "ack_p99_ms": posted["p99"],
+        "graph_errors": stats["errors"],
+        "server_cpu_s": cpu,
         "cpu_ms_per_answer": cpu / answered_ok * 1000 if answered_ok else None,
     }
 
@@ -102,18 +122,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="answered messages/s through the emulator")
     parser.add_argument("-n", type=int, default=3000, help="messages for the 0 s agent runs")
     parser.add_argument("--n-slow", type=int, default=1500, help="messages for the 2 s runs")
-    parser.add_argument("--bound", type=int, default=500,
-                        help="wa_agent max_concurrency in the 2 s agent run")
+    parser.add_argument(
+        "--bound", type=int, default=500, help="wa_agent max_concurrency in the 2 s agent run"
+    )
     parser.add_argument("--deadline", type=float, default=20.0, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--slow-delay", type=float, default=2.0,
-                        help="agent delay (s) of the slow scenarios")
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds to wait for late duplicates after the last reply")
-    parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help="comma-separated subset of " + ",".join(SCENARIOS))
-    parser.add_argument("--no-ceiling", action="store_true",
-                        help="skip measuring the bare receiver's ack ceiling")
+    parser.add_argument(
+        "--slow-delay", type=float, default=2.0, help="agent delay (s) of the slow scenarios"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds to wait for late duplicates after the last reply",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help="comma-separated subset of " + ",".join(SCENARIOS),
+    )
+    parser.add_argument(
+        "--no-ceiling", action="store_true", help="skip measuring the bare receiver's ack ceiling"
+    )
     parser.add_argument("--quick", action="store_true", help="~20 s smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -125,11 +155,27 @@ def main() -> None:
         "wa-memory": ("wa-memory, 0 s agent", "wa", ["--store", "memory"], args.n, "M"),
         "wa-sqlite": ("wa-sqlite, 0 s agent", "wa", ["--store", "sqlite"], args.n, "S"),
         "baseline": ("fastapi+httpx baseline, 0 s agent", "fastapi", [], args.n, "F"),
-        "wa-slow": (f"wa-memory, {args.slow_delay:g} s agent, bound {args.bound}", "wa",
-                    ["--store", "memory", "--agent-delay", str(args.slow_delay),
-                     "--max-concurrency", str(args.bound)], args.n_slow, "P"),
-        "baseline-slow": (f"fastapi+httpx baseline, {args.slow_delay:g} s agent", "fastapi",
-                          ["--agent-delay", str(args.slow_delay)], args.n_slow, "Q"),
+        "wa-slow": (
+            f"wa-memory, {args.slow_delay:g} s agent, bound {args.bound}",
+            "wa",
+            [
+                "--store",
+                "memory",
+                "--agent-delay",
+                str(args.slow_delay),
+                "--max-concurrency",
+                str(args.bound),
+            ],
+            args.n_slow,
+            "P",
+        ),
+        "baseline-slow": (
+            f"fastapi+httpx baseline, {args.slow_delay:g} s agent",
+            "fastapi",
+            ["--agent-delay", str(args.slow_delay)],
+            args.n_slow,
+            "Q",
+        ),
     }
     only = [k for k in args.only.split(",") if k]
     if not set(only) <= set(SCENARIOS):
@@ -139,30 +185,66 @@ def main() -> None:
         for i, (name, target, extra, n, tag) in enumerate(plan.values()):
             if "--store" in extra and extra[extra.index("--store") + 1] == "sqlite":
                 extra = [*extra, "--db", str(tmp / f"inbox-{i}.sqlite3")]
-            row = scenario(name, target, extra, n=n, tag=tag, deadline_s=args.deadline,
-                           connections=args.connections, settle_s=args.settle)
+            row = scenario(
+                name,
+                target,
+                extra,
+                n=n,
+                tag=tag,
+                deadline_s=args.deadline,
+                connections=args.connections,
+                settle_s=args.settle,
+            )
             runs.append(row)
-            print(f"  {name:<40} {row['answered_per_s']:>8,.0f} answered/s  "
-                  f"lost {row['lost']}  dup {row['duplicated']}  "
-                  f"{'done' if row['finished'] else 'DEADLINE'} in {row['elapsed_s']:.1f} s",
-                  flush=True)
+            print(
+                f"  {name:<40} {row['answered_per_s']:>8,.0f} answered/s  "
+                f"lost {row['lost']}  dup {row['duplicated']}  "
+                f"{'done' if row['finished'] else 'DEADLINE'} in {row['elapsed_s']:.1f} s",
+                flush=True,
+            )
         ceiling = None
         if not args.no_ceiling:
             client = choose_client("auto")
-            bare_bodies = BodyFile(make_bodies(60_000 if not args.quick else 10_000, tag="C"),
-                                   tmp)
+            bare_bodies = BodyFile(make_bodies(60_000 if not args.quick else 10_000, tag="C"), tmp)
             with ServerProcess("bare") as bare:
-                ceiling = run_load(client, bare.port, bare_bodies, connections=64,
-                                   duration=2 if not args.quick else 1).rps
+                ceiling = run_load(
+                    client,
+                    bare.port,
+                    bare_bodies,
+                    connections=64,
+                    duration=2 if not args.quick else 1,
+                ).rps
     rate = {key: row["answered_per_s"] for key, row in zip(plan, runs, strict=True)}
-    lines = [[r["scenario"], f"{r['answered_per_s']:,.0f}", f"{r['acked']:,}/{r['n']:,}",
-              f"{r['answered']:,}", "-" if r["lost"] is None else r["lost"],
-              r["duplicated"], f"{r['elapsed_s']:.1f}" + ("" if r["finished"] else " (deadline)"),
-              f"{r['cpu_ms_per_answer']:.2f}" if r["cpu_ms_per_answer"] else "-"]
-             for r in runs]
+    lines = [
+        [
+            r["scenario"],
+            f"{r['answered_per_s']:,.0f}",
+            f"{r['acked']:,}/{r['n']:,}",
+            f"{r['answered']:,}",
+            "-" if r["lost"] is None else r["lost"],
+            r["duplicated"],
+            f"{r['elapsed_s']:.1f}" + ("" if r["finished"] else " (deadline)"),
+            f"{r['cpu_ms_per_answer']:.2f}" if r["cpu_ms_per_answer"] else "-",
+        ]
+        for r in runs
+    ]
     print()
-    print(table(["scenario", "answered/s", "acked/posted", "answered", "lost", "duplicated",
-                 "seconds", "server CPU ms/answer"], lines))
+    print(
+        table(
+            [
+                "scenario",
+                "answered/s",
+                "acked/posted",
+                "answered",
+                "lost",
+                "duplicated",
+                "seconds",
+                "server CPU ms/answer",
+            ],
+            lines,
+        )
+    )
+
     def ratio(a: str, b: str) -> float | None:
         return rate[a] / rate[b] if rate.get(a) and rate.get(b) else None
 
@@ -170,29 +252,43 @@ def main() -> None:
         "wa_vs_baseline_0s": ratio("wa-memory", "baseline"),
         "wa_vs_baseline_slow": ratio("wa-slow", "baseline-slow"),
         "wa_vs_ceiling_0s": rate["wa-memory"] / ceiling
-        if ceiling and rate.get("wa-memory") else None,
+        if ceiling and rate.get("wa-memory")
+        else None,
         "ceiling_acks_per_s": ceiling,
         "ideal_slow_bound_per_s": args.bound / args.slow_delay,
     }
     wa_runs = [r for r in runs if r["scenario"].startswith("wa-")]
     result: dict[str, Any] = {
-        "benchmark": "e2e", "machine": machine_info(),
-        "settings": {"n": args.n, "n_slow": args.n_slow, "bound": args.bound,
-                     "slow_delay_s": args.slow_delay,
-                     "deadline_s": args.deadline, "connections": args.connections},
-        "results": runs, "ratios": ratios,
+        "benchmark": "e2e",
+        "machine": machine_info(),
+        "settings": {
+            "n": args.n,
+            "n_slow": args.n_slow,
+            "bound": args.bound,
+            "slow_delay_s": args.slow_delay,
+            "deadline_s": args.deadline,
+            "connections": args.connections,
+        },
+        "results": runs,
+        "ratios": ratios,
         "lost": sum(r["unanswered_at_deadline"] for r in wa_runs),
         "duplicated": sum(r["duplicated"] for r in wa_runs),
         "targets": {
             "answered/s vs baseline (0 s agent)": {
-                "goal": GOAL_VS_BASELINE, "ratio": ratios["wa_vs_baseline_0s"],
-                "met": (ratios["wa_vs_baseline_0s"] or 0) >= GOAL_VS_BASELINE},
+                "goal": GOAL_VS_BASELINE,
+                "ratio": ratios["wa_vs_baseline_0s"],
+                "met": (ratios["wa_vs_baseline_0s"] or 0) >= GOAL_VS_BASELINE,
+            },
             "answered/s vs ceiling (0 s agent)": {
-                "goal": GOAL_VS_CEILING, "ratio": ratios["wa_vs_ceiling_0s"],
-                "met": None if ceiling is None
-                else (ratios["wa_vs_ceiling_0s"] or 0) >= GOAL_VS_CEILING},
+                "goal": GOAL_VS_CEILING,
+                "ratio": ratios["wa_vs_ceiling_0s"],
+                "met": None
+                if ceiling is None
+                else (ratios["wa_vs_ceiling_0s"] or 0) >= GOAL_VS_CEILING,
+            },
             "wa_agent lost == duplicated == 0": {
-                "met": all(r["lost"] == 0 and r["duplicated"] == 0 for r in wa_runs)},
+                "met": all(r["lost"] == 0 and r["duplicated"] == 0 for r in wa_runs)
+            },
         },
     }
     print()

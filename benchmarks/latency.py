@@ -73,22 +73,50 @@ class HealthPoller:
         self._thread.join(5)
 
 
-def one_run(target: str, client: str, bodies: BodyFile, warm: BodyFile, *, rate: float,
-            duration: float, warmup: float, agent_delay: float, max_concurrency: int, sink: ServerProcess,
-            db: str, redis_url: str = "") -> dict[str, Any]:
+def one_run(
+    target: str,
+    client: str,
+    bodies: BodyFile,
+    warm: BodyFile,
+    *,
+    rate: float,
+    duration: float,
+    warmup: float,
+    agent_delay: float,
+    max_concurrency: int,
+    sink: ServerProcess,
+    db: str,
+    redis_url: str = "",
+) -> dict[str, Any]:
     args: list[str] = []
     if target != "bare":
         store = {"wa-memory": "memory", "wa-sqlite": "sqlite"}.get(target, "redis")
-        args = ["--store", store, "--db", db, "--redis-url", redis_url, "--graph", sink.url,
-                "--agent-delay", str(agent_delay), "--max-concurrency", str(max_concurrency),
-                "--max-queued-senders", str(max_concurrency), "--max-pending", str(10**9)]
+        args = [
+            "--store",
+            store,
+            "--db",
+            db,
+            "--redis-url",
+            redis_url,
+            "--graph",
+            sink.url,
+            "--agent-delay",
+            str(agent_delay),
+            "--max-concurrency",
+            str(max_concurrency),
+            "--max-queued-senders",
+            str(max_concurrency),
+            "--max-pending",
+            str(10**9),
+        ]
     with contextlib.ExitStack() as stack:
         health_server: ServerProcess | None = None
         if target == "wa-split":
             # The agents run in a worker process on the same Redis; the server under load
             # is a receiver that only records (WhatsAppInterface(receive_only=True)).
             health_server = stack.enter_context(
-                ServerProcess("wa", *args, "--sweep-interval", "0.1"))
+                ServerProcess("wa", *args, "--sweep-interval", "0.1")
+            )
             args = [*args, "--receive-only"]
         server = stack.enter_context(ServerProcess("bare" if target == "bare" else "wa", *args))
         health_server = health_server or server
@@ -97,25 +125,35 @@ def one_run(target: str, client: str, bodies: BodyFile, warm: BodyFile, *, rate:
         sink0 = get_json(f"{sink.url}/__bench/stats")
         cpu0 = server.cpu()
         if target == "bare":
-            load = run_load(client, server.port, bodies, connections=64, duration=duration,
-                            rate=rate)
+            load = run_load(
+                client, server.port, bodies, connections=64, duration=duration, rate=rate
+            )
             peak = None
         else:
             with HealthPoller(f"{health_server.url}{HEALTH_PATH}") as poller:
-                load = run_load(client, server.port, bodies, connections=64,
-                                duration=duration, rate=rate)
+                load = run_load(
+                    client, server.port, bodies, connections=64, duration=duration, rate=rate
+                )
             peak = poller.peak_in_flight
         cpu = server.cpu() - cpu0
         row: dict[str, Any] = {
-            "rate": load.rps, "requests": load.requests, "p50_ms": load.p50,
-            "p90_ms": load.p90, "p99_ms": load.p99, "p999_ms": load.p999, "max_ms": load.max,
-            "non_200": load.non_200, "errors": load.errors, "wraps": load.wraps,
+            "rate": load.rps,
+            "requests": load.requests,
+            "p50_ms": load.p50,
+            "p90_ms": load.p90,
+            "p99_ms": load.p99,
+            "p999_ms": load.p999,
+            "max_ms": load.max,
+            "non_200": load.non_200,
+            "errors": load.errors,
+            "wraps": load.wraps,
             "server_cpu_share": cpu / load.duration if load.duration else 0.0,
             "peak_agents_in_flight": peak,
         }
         if target != "bare":
-            row["answered_during_run"] = get_json(f"{sink.url}/__bench/stats")["messages"] \
-                - sink0["messages"]
+            row["answered_during_run"] = (
+                get_json(f"{sink.url}/__bench/stats")["messages"] - sink0["messages"]
+            )
         return row
 
 
@@ -126,11 +164,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--agent-delay", type=float, default=2.0)
-    parser.add_argument("--max-concurrency", type=int, default=10_000,
-                        help="wa_agent's max_concurrency and max_queued_senders (every "
-                             "agent runs at once; max_pending is lifted too)")
-    parser.add_argument("--targets", default="bare,wa-memory,wa-sqlite",
-                        help="comma-separated: bare, wa-memory, wa-sqlite, wa-split")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=10_000,
+        help="wa_agent's max_concurrency and max_queued_senders (every "
+        "agent runs at once; max_pending is lifted too)",
+    )
+    parser.add_argument(
+        "--targets",
+        default="bare,wa-memory,wa-sqlite",
+        help="comma-separated: bare, wa-memory, wa-sqlite, wa-split",
+    )
     parser.add_argument("--quick", action="store_true", help="~15 s smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -152,37 +197,85 @@ def main() -> None:
                 redis_url = stack.enter_context(RedisProcess()).url
             for i, target in enumerate(targets):
                 rows[target] = row = one_run(
-                    target, client, bodies, warm, rate=args.rate, duration=args.duration,
-                    warmup=args.warmup, agent_delay=args.agent_delay, max_concurrency=args.max_concurrency,
-                    sink=sink, db=str(tmp / f"inbox-{i}.sqlite3"), redis_url=redis_url)
-                print(f"  {target:<10} {row['rate']:>7,.0f}/s  p50 {row['p50_ms']:.2f} ms  "
-                      f"p99 {row['p99_ms']:.2f} ms  in flight {row['peak_agents_in_flight']}",
-                      flush=True)
+                    target,
+                    client,
+                    bodies,
+                    warm,
+                    rate=args.rate,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    agent_delay=args.agent_delay,
+                    max_concurrency=args.max_concurrency,
+                    sink=sink,
+                    db=str(tmp / f"inbox-{i}.sqlite3"),
+                    redis_url=redis_url,
+                )
+                print(
+                    f"  {target:<10} {row['rate']:>7,.0f}/s  p50 {row['p50_ms']:.2f} ms  "
+                    f"p99 {row['p99_ms']:.2f} ms  in flight {row['peak_agents_in_flight']}",
+                    flush=True,
+                )
     lines = []
     for target, row in rows.items():
-        lines.append([target, f"{row['rate']:,.0f}", f"{row['p50_ms']:.2f}",
-                      f"{row['p90_ms']:.2f}", f"{row['p99_ms']:.2f}", f"{row['p999_ms']:.2f}",
-                      f"{row['max_ms']:.1f}", f"{row['server_cpu_share']:.0%}",
-                      row["peak_agents_in_flight"] if row["peak_agents_in_flight"] is not None
-                      else "-", row["non_200"] + row["errors"]])
+        lines.append(
+            [
+                target,
+                f"{row['rate']:,.0f}",
+                f"{row['p50_ms']:.2f}",
+                f"{row['p90_ms']:.2f}",
+                f"{row['p99_ms']:.2f}",
+                f"{row['p999_ms']:.2f}",
+                f"{row['max_ms']:.1f}",
+                f"{row['server_cpu_share']:.0%}",
+                row["peak_agents_in_flight"] if row["peak_agents_in_flight"] is not None else "-",
+                row["non_200"] + row["errors"],
+            ]
+        )
     print()
-    print(table(["target", "acks/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
-                 "server CPU", "agents in flight (peak)", "non-200"], lines))
+    print(
+        table(
+            [
+                "target",
+                "acks/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "max ms",
+                "server CPU",
+                "agents in flight (peak)",
+                "non-200",
+            ],
+            lines,
+        )
+    )
     result: dict[str, Any] = {
-        "benchmark": "latency", "client": client, "machine": machine_info(),
-        "settings": {"connections": 64, "rate": args.rate, "duration_s": args.duration,
-                     "agent_delay_s": args.agent_delay,
-                     "max_concurrency": args.max_concurrency},
-        "results": rows, "targets": {},
+        "benchmark": "latency",
+        "client": client,
+        "machine": machine_info(),
+        "settings": {
+            "connections": 64,
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "agent_delay_s": args.agent_delay,
+            "max_concurrency": args.max_concurrency,
+        },
+        "results": rows,
+        "targets": {},
     }
     for target in rows:
         if target != "bare":
             p99 = rows[target]["p99_ms"]
-            result["targets"][f"{target} p99"] = {"goal_ms": GOAL_P99_MS, "p99_ms": p99,
-                                                  "met": p99 < GOAL_P99_MS}
+            result["targets"][f"{target} p99"] = {
+                "goal_ms": GOAL_P99_MS,
+                "p99_ms": p99,
+                "met": p99 < GOAL_P99_MS,
+            }
     result["elapsed_s"] = round(time.monotonic() - t_start, 1)
-    print(f"\nclient {client}, 64 connections paced to ~{args.rate:g}/s for "
-          f"{args.duration:g} s, agent {args.agent_delay:g} s; elapsed {result['elapsed_s']} s")
+    print(
+        f"\nclient {client}, 64 connections paced to ~{args.rate:g}/s for "
+        f"{args.duration:g} s, agent {args.agent_delay:g} s; elapsed {result['elapsed_s']} s"
+    )
     emit(result)
 
 

@@ -28,8 +28,15 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def make_app(app_secret: str, graph_url: str, access_token: str, phone_number_id: str,
-             agent_delay: float, *, read_receipt: bool = False) -> Any:
+def make_app(
+    app_secret: str,
+    graph_url: str,
+    access_token: str,
+    phone_number_id: str,
+    agent_delay: float,
+    *,
+    read_receipt: bool = False,
+) -> Any:
     key = app_secret.encode()
     url = f"{graph_url}/v25.0/{phone_number_id}/messages"
     client: httpx.AsyncClient | None = None
@@ -43,13 +50,25 @@ def make_app(app_secret: str, graph_url: str, access_token: str, phone_number_id
 
     async def answer(message: dict[str, Any]) -> None:
         if read_receipt:
-            await post({"messaging_product": "whatsapp", "status": "read",
-                        "message_id": message["id"], "typing_indicator": {"type": "text"}})
+            await post(
+                {
+                    "messaging_product": "whatsapp",
+                    "status": "read",
+                    "message_id": message["id"],
+                    "typing_indicator": {"type": "text"},
+                }
+            )
         if agent_delay:
             await asyncio.sleep(agent_delay)
-        await post({"messaging_product": "whatsapp", "recipient_type": "individual",
-                    "to": message["from"], "type": "text",
-                    "text": {"body": f"ok {message['id']}"}})
+        await post(
+            {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": message["from"],
+                "type": "text",
+                "text": {"body": f"ok {message['id']}"},
+            }
+        )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         nonlocal client
@@ -59,7 +78,9 @@ def make_app(app_secret: str, graph_url: str, access_token: str, phone_number_id
                 if event["type"] == "lifespan.startup":
                     client = httpx.AsyncClient(
                         headers={"Authorization": f"Bearer {access_token}"},
-                        limits=httpx.Limits(max_connections=64), timeout=30.0)
+                        limits=httpx.Limits(max_connections=64),
+                        timeout=30.0,
+                    )
                     await send({"type": "lifespan.startup.complete"})
                 else:
                     if client is not None:
@@ -87,9 +108,13 @@ def make_app(app_secret: str, graph_url: str, access_token: str, phone_number_id
                             task = asyncio.get_running_loop().create_task(answer(message))
                             tasks.add(task)
                             task.add_done_callback(tasks.discard)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", b"2")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"{}"})
 
     return app

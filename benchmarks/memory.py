@@ -46,23 +46,35 @@ async def _populate_store(store: Any, conversations: int, exchanges: int) -> Non
     async def conversation(c: int) -> None:
         sender = sender_for(c)
         for e in range(exchanges):
-            raw = text_message(sender, f"Question {e} from conversation {c}: when do you open?",
-                               wamid=f"wamid.MEM{c:06d}{e:03d}", timestamp=int(now))
-            payload = json.dumps({"m": raw, "p": PHONE_NUMBER_ID, "d": "15550000000",
-                                  "n": f"User {c}"}, separators=(",", ":"))
+            raw = text_message(
+                sender,
+                f"Question {e} from conversation {c}: when do you open?",
+                wamid=f"wamid.MEM{c:06d}{e:03d}",
+                timestamp=int(now),
+            )
+            payload = json.dumps(
+                {"m": raw, "p": PHONE_NUMBER_ID, "d": "15550000000", "n": f"User {c}"},
+                separators=(",", ":"),
+            )
             item = InboxItem(id=raw["id"], sender=sender, payload=payload, received_at=now)
             await store.add_inbound(name, [item])
             from datetime import UTC, datetime
 
             await store.touch_inbound(name, sender, datetime.fromtimestamp(now, UTC))
-            await store.complete(name, item.id, sender, [
-                Turn(role="user", text=raw["text"]["body"], message_id=item.id),
-                Turn(role="assistant", text=f"We open at 9:00. (answer {e} to {c})"),
-            ])
+            await store.complete(
+                name,
+                item.id,
+                sender,
+                [
+                    Turn(role="user", text=raw["text"]["body"], message_id=item.id),
+                    Turn(role="assistant", text=f"We open at 9:00. (answer {e} to {c})"),
+                ],
+            )
 
     for start in range(0, conversations, 500):  # 500 at a time: group commits for SQLite
-        await asyncio.gather(*(conversation(c) for c in range(start, min(start + 500,
-                                                                         conversations))))
+        await asyncio.gather(
+            *(conversation(c) for c in range(start, min(start + 500, conversations)))
+        )
 
 
 def _populate_widget(conversations: int, exchanges: int) -> Any:
@@ -75,15 +87,25 @@ def _populate_widget(conversations: int, exchanges: int) -> Any:
     for c in range(conversations):
         sender = sender_for(c)
         for e in range(exchanges):
-            body = encode(envelope(messages=[text_message(
-                sender, f"Question {e} from conversation {c}: when do you open?",
-                wamid=f"wamid.MEM{c:06d}{e:03d}")], phone_number_id=PHONE_NUMBER_ID))
+            body = encode(
+                envelope(
+                    messages=[
+                        text_message(
+                            sender,
+                            f"Question {e} from conversation {c}: when do you open?",
+                            wamid=f"wamid.MEM{c:06d}{e:03d}",
+                        )
+                    ],
+                    phone_number_id=PHONE_NUMBER_ID,
+                )
+            )
             for event in parser.parse(body):
                 log.inbound(event)  # type: ignore[arg-type]
             out = f"wamid.OUT{c:06d}{e:03d}"
             log.outbound(sender, f"We open at 9:00. (answer {e} to {c})", wamid=out)
-            for event in parser.parse(encode(envelope(statuses=[
-                    status_item(out, "delivered", sender)]))):
+            for event in parser.parse(
+                encode(envelope(statuses=[status_item(out, "delivered", sender)]))
+            ):
                 log.status(event)  # type: ignore[arg-type]
     return log
 
@@ -134,8 +156,14 @@ def child(row: str, conversations: int, exchanges: int) -> dict[str, Any]:
     after = rss_kib()
     grown = extra.pop("rss_open_kib", after - before)
     del keep
-    return {"row": row, "baseline_kib": before, "grown_kib": grown,
-            "bytes_per_conversation": grown * 1024 / conversations, "fill_s": elapsed, **extra}
+    return {
+        "row": row,
+        "baseline_kib": before,
+        "grown_kib": grown,
+        "bytes_per_conversation": grown * 1024 / conversations,
+        "fill_s": elapsed,
+        **extra,
+    }
 
 
 def main() -> None:
@@ -155,29 +183,58 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=SRC)
     for row in ROWS:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", row, "--conversations",
-             str(args.conversations), "--exchanges", str(args.exchanges)],
-            capture_output=True, text=True, env=env, timeout=300, check=False)
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                row,
+                "--conversations",
+                str(args.conversations),
+                "--exchanges",
+                str(args.exchanges),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{row} failed:\n{proc.stderr[-3000:]}")
         rows[row] = json.loads(proc.stdout.strip().splitlines()[-1])
-    names = {"memory": "MemorySessionStore", "sqlite": "SQLiteSessionStore (RSS while open)",
-             "widget": "ConversationLog (widget model)"}
+    names = {
+        "memory": "MemorySessionStore",
+        "sqlite": "SQLiteSessionStore (RSS while open)",
+        "widget": "ConversationLog (widget model)",
+    }
     lines = []
     for row, r in rows.items():
         if "skipped" in r:
             lines.append([names[row], "skipped", "-", "-", r["skipped"]])
             continue
         note = f"file {r['file_kib'] / 1024:.1f} MiB" if "file_kib" in r else ""
-        lines.append([names[row], f"{r['grown_kib'] / 1024:.1f}",
-                      f"{r['bytes_per_conversation']:,.0f}", f"{r['fill_s']:.1f}", note])
+        lines.append(
+            [
+                names[row],
+                f"{r['grown_kib'] / 1024:.1f}",
+                f"{r['bytes_per_conversation']:,.0f}",
+                f"{r['fill_s']:.1f}",
+                note,
+            ]
+        )
     print(table(["holder", "RSS growth MiB", "bytes/conversation", "fill s", "note"], lines))
-    print(f"\n{args.conversations:,} conversations × {args.exchanges} exchanges; "
-          f"baseline RSS (wa_agent imported) {rows['memory'].get('baseline_kib', 0) / 1024:.1f}"
-          " MiB")
-    result = {"benchmark": "memory", "machine": machine_info(),
-              "settings": {"conversations": args.conversations, "exchanges": args.exchanges},
-              "results": rows, "elapsed_s": round(time.monotonic() - t_start, 1)}
+    print(
+        f"\n{args.conversations:,} conversations × {args.exchanges} exchanges; "
+        f"baseline RSS (wa_agent imported) {rows['memory'].get('baseline_kib', 0) / 1024:.1f}"
+        " MiB"
+    )
+    result = {
+        "benchmark": "memory",
+        "machine": machine_info(),
+        "settings": {"conversations": args.conversations, "exchanges": args.exchanges},
+        "results": rows,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+    }
     emit(result)
 
 

@@ -47,8 +47,16 @@ GOAL_TEXT = 50_000
 
 #: (weight, item factory); statuses dominate real traffic (sent/delivered/read per reply).
 _MIX: list[tuple[int, str]] = [
-    (35, "text"), (45, "status"), (5, "image"), (3, "audio"), (3, "interactive"),
-    (2, "reaction"), (2, "location"), (2, "document"), (1, "contacts"), (1, "button"),
+    (35, "text"),
+    (45, "status"),
+    (5, "image"),
+    (3, "audio"),
+    (3, "interactive"),
+    (2, "reaction"),
+    (2, "location"),
+    (2, "document"),
+    (1, "contacts"),
+    (1, "button"),
     (1, "template_status"),
 ]
 
@@ -60,11 +68,16 @@ def _item(kind: str, i: int) -> dict[str, Any]:
     if kind == "image":
         return media_message(who, "image", str(10**15 + i), "image/jpeg", caption="look")
     if kind == "audio":
-        return media_message(who, "audio", str(10**15 + i), "audio/ogg; codecs=opus",
-                             voice=True)
+        return media_message(who, "audio", str(10**15 + i), "audio/ogg; codecs=opus", voice=True)
     if kind == "document":
-        return media_message(who, "document", str(10**15 + i), "application/pdf",
-                             filename="invoice.pdf", caption="invoice")
+        return media_message(
+            who,
+            "document",
+            str(10**15 + i),
+            "application/pdf",
+            filename="invoice.pdf",
+            caption="invoice",
+        )
     if kind == "interactive":
         return interactive_reply_message(who, "opt-1", "Yes please", context_id="wamid.X")
     if kind == "reaction":
@@ -83,12 +96,29 @@ def _body(kind: str, i: int) -> bytes:
         state = ("sent", "delivered", "read")[i % 3]
         return encode(envelope(statuses=[status_item(f"wamid.OUT{i}", state, sender_for(i))]))
     if kind == "template_status":
-        return encode({"object": "whatsapp_business_account", "entry": [{
-            "id": "200000000000001", "time": 1700000000, "changes": [{
-                "field": "message_template_status_update",
-                "value": {"event": "APPROVED", "message_template_id": 1234,
-                          "message_template_name": "order_update",
-                          "message_template_language": "en_US", "reason": "NONE"}}]}]})
+        return encode(
+            {
+                "object": "whatsapp_business_account",
+                "entry": [
+                    {
+                        "id": "200000000000001",
+                        "time": 1700000000,
+                        "changes": [
+                            {
+                                "field": "message_template_status_update",
+                                "value": {
+                                    "event": "APPROVED",
+                                    "message_template_id": 1234,
+                                    "message_template_name": "order_update",
+                                    "message_template_language": "en_US",
+                                    "reason": "NONE",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
     return encode(envelope(messages=[_item(kind, i)]))
 
 
@@ -100,10 +130,12 @@ def mix_kinds(n: int, seed: int = 7) -> list[str]:
 
 
 def batch_body(kinds: list[str]) -> bytes:
-    messages = [_item(k, i) for i, k in enumerate(kinds) if k not in ("status",
-                                                                     "template_status")]
-    statuses = [status_item(f"wamid.OUT{i}", "delivered", sender_for(i))
-                for i, k in enumerate(kinds) if k in ("status", "template_status")]
+    messages = [_item(k, i) for i, k in enumerate(kinds) if k not in ("status", "template_status")]
+    statuses = [
+        status_item(f"wamid.OUT{i}", "delivered", sender_for(i))
+        for i, k in enumerate(kinds)
+        if k in ("status", "template_status")
+    ]
     return encode(envelope(messages=messages, statuses=statuses))
 
 
@@ -116,9 +148,11 @@ def measure(fn: Callable[[], int], repeats: int) -> dict[str, float]:
         w1, c1 = time.perf_counter(), time.process_time()
         cpu_rates.append(events / max(c1 - c0, 1e-9))
         wall_rates.append(events / max(w1 - w0, 1e-9))
-    return {"events_per_cpu_s": statistics.median(cpu_rates),
-            "events_per_wall_s": statistics.median(wall_rates),
-            "us_per_event": 1e6 / statistics.median(cpu_rates)}
+    return {
+        "events_per_cpu_s": statistics.median(cpu_rates),
+        "events_per_wall_s": statistics.median(wall_rates),
+        "us_per_event": 1e6 / statistics.median(cpu_rates),
+    }
 
 
 def main() -> None:
@@ -142,11 +176,13 @@ def main() -> None:
         def go() -> int:
             parse = parser.parse
             return sum(len(parse(b)) for b in bodies)
+
         return go
 
     def run_batch(body: bytes) -> Callable[[], int]:
         def go() -> int:
             return sum(len(parser.parse(body)) for _ in range(batch_rounds))
+
         return go
 
     def run_loads() -> int:
@@ -170,21 +206,39 @@ def main() -> None:
     for name, fn in workloads.items():
         fn()  # warm up
         results[name] = measure(fn, args.repeats)
-    rows = [[name, f"{r['events_per_cpu_s']:,.0f}", f"{r['events_per_wall_s']:,.0f}",
-             f"{r['us_per_event']:.1f}"] for name, r in results.items()]
+    rows = [
+        [
+            name,
+            f"{r['events_per_cpu_s']:,.0f}",
+            f"{r['events_per_wall_s']:,.0f}",
+            f"{r['us_per_event']:.1f}",
+        ]
+        for name, r in results.items()
+    ]
     print(table(["workload", "events/CPU-s", "events/wall-s", "µs/event"], rows))
     text_rate = results["text (1 message per body)"]["events_per_cpu_s"]
     result = {
-        "benchmark": "parser", "machine": machine_info(),
-        "settings": {"bodies": args.bodies, "repeats": args.repeats,
-                     "mix": {k: w for w, k in _MIX}},
+        "benchmark": "parser",
+        "machine": machine_info(),
+        "settings": {
+            "bodies": args.bodies,
+            "repeats": args.repeats,
+            "mix": {k: w for w, k in _MIX},
+        },
         "results": results,
-        "targets": {"text events/s on one core": {"goal": GOAL_TEXT, "value": text_rate,
-                                                  "met": text_rate >= GOAL_TEXT}},
+        "targets": {
+            "text events/s on one core": {
+                "goal": GOAL_TEXT,
+                "value": text_rate,
+                "met": text_rate >= GOAL_TEXT,
+            }
+        },
         "elapsed_s": round(time.monotonic() - t_start, 1),
     }
-    print(f"\ntext: {text_rate:,.0f} events/CPU-s (goal {GOAL_TEXT:,}); "
-          f"elapsed {result['elapsed_s']} s")
+    print(
+        f"\ntext: {text_rate:,.0f} events/CPU-s (goal {GOAL_TEXT:,}); "
+        f"elapsed {result['elapsed_s']} s"
+    )
     emit(result)
 
 

@@ -92,10 +92,15 @@ def create_app(
                     logger.warning("could not answer %s: %s (code %s)", message.id, exc, exc.code)
                     return  # stays in the inbox; answered at the next start-up
                 # Leaves the inbox and enters the history in one step.
-                await store.complete(BOT, item.id, user, [
-                    Turn("user", text, at=message.timestamp, message_id=message.id),
-                    Turn("assistant", reply),
-                ])
+                await store.complete(
+                    BOT,
+                    item.id,
+                    user,
+                    [
+                        Turn("user", text, at=message.timestamp, message_id=message.id),
+                        Turn("assistant", reply),
+                    ],
+                )
 
     async def reply_safely(user: str) -> None:
         try:
@@ -120,8 +125,9 @@ def create_app(
     async def verify(request: Request) -> Response:
         """Meta's handshake: echo ``hub.challenge`` if the verify token matches."""
         query = request.query_params
-        token_ok = hmac.compare_digest(query.get("hub.verify_token", "").encode(),
-                                       verify_token.encode())
+        token_ok = hmac.compare_digest(
+            query.get("hub.verify_token", "").encode(), verify_token.encode()
+        )
         if query.get("hub.mode") == "subscribe" and token_ok:
             return PlainTextResponse(query.get("hub.challenge", ""))
         return PlainTextResponse("verification failed", status_code=403)
@@ -139,8 +145,12 @@ def create_app(
         except InvalidPayload:
             return JSONResponse({"status": "invalid_payload"})  # 200: a 4xx makes Meta retry
         messages = [e for e in events if isinstance(e, Message)]
-        items = [InboxItem(id=m.id, sender=m.sender, payload=m.model_dump_json(),
-                           received_at=time.time()) for m in messages]
+        items = [
+            InboxItem(
+                id=m.id, sender=m.sender, payload=m.model_dump_json(), received_at=time.time()
+            )
+            for m in messages
+        ]
         # Recorded durably before the 200. A StoreError here becomes a 500: Meta redelivers.
         fresh = await store.add_inbound(BOT, items) if items else []
         new_senders = {m.sender for m, is_new in zip(messages, fresh, strict=True) if is_new}
@@ -181,12 +191,13 @@ async def main() -> None:
     async with emulator.serve() as graph_url:
         sender = Sender(token, "100000000000001", base_url=graph_url)
         store = MemorySessionStore()
-        app = create_app(app_secret=secret, verify_token=verify_token, sender=sender,
-                         store=store)
-        async with BackgroundServer(app) as server, \
-                httpx.AsyncClient(base_url=server.url) as http:
-            handshake = {"hub.mode": "subscribe", "hub.verify_token": verify_token,
-                         "hub.challenge": "1158201444"}
+        app = create_app(app_secret=secret, verify_token=verify_token, sender=sender, store=store)
+        async with BackgroundServer(app) as server, httpx.AsyncClient(base_url=server.url) as http:
+            handshake = {
+                "hub.mode": "subscribe",
+                "hub.verify_token": verify_token,
+                "hub.challenge": "1158201444",
+            }
             r = await http.get("/webhook", params=handshake)
             print(f"GET /webhook, right token: {r.status_code} {r.text}")
             r = await http.get("/webhook", params=handshake | {"hub.verify_token": "guess"})

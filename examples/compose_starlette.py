@@ -70,13 +70,15 @@ def starlette_app(
                 message = Message.model_validate_json(item.payload)
                 reply = (message.text or "")[::-1] or "(nothing to reverse)"
                 await sender.send_text(user, reply, reply_to=message.id)
-                await store.complete(BOT, item.id, user, [Turn("user", message.text or ""),
-                                                           Turn("assistant", reply)])
+                await store.complete(
+                    BOT, item.id, user, [Turn("user", message.text or ""), Turn("assistant", reply)]
+                )
 
     async def verify(request: Request) -> Response:
         query = request.query_params
-        token_ok = hmac.compare_digest(query.get("hub.verify_token", "").encode(),
-                                       verify_token.encode())
+        token_ok = hmac.compare_digest(
+            query.get("hub.verify_token", "").encode(), verify_token.encode()
+        )
         if query.get("hub.mode") == "subscribe" and token_ok:
             return PlainTextResponse(query.get("hub.challenge", ""))
         return PlainTextResponse("verification failed", status_code=403)
@@ -91,16 +93,19 @@ def starlette_app(
         except InvalidPayload:
             return JSONResponse({"status": "invalid_payload"})
         messages = [e for e in events if isinstance(e, Message)]
-        fresh = await store.add_inbound(BOT, [
-            InboxItem(m.id, m.sender, m.model_dump_json(), time.time()) for m in messages])
+        fresh = await store.add_inbound(
+            BOT, [InboxItem(m.id, m.sender, m.model_dump_json(), time.time()) for m in messages]
+        )
         users = sorted({m.sender for m, new in zip(messages, fresh, strict=True) if new})
 
         async def answer_all() -> None:
             for user in users:
                 await answer_pending(user)
 
-        return JSONResponse({"status": "processing" if users else "ignored"},
-                            background=BackgroundTask(answer_all) if users else None)
+        return JSONResponse(
+            {"status": "processing" if users else "ignored"},
+            background=BackgroundTask(answer_all) if users else None,
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -110,9 +115,13 @@ def starlette_app(
         finally:
             await store.aclose()
 
-    return Starlette(routes=[Route("/webhook", verify, methods=["GET"]),
-                             Route("/webhook", receive, methods=["POST"])],
-                     lifespan=lifespan)
+    return Starlette(
+        routes=[
+            Route("/webhook", verify, methods=["GET"]),
+            Route("/webhook", receive, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
 
 
 # --------------------------------------------------------------------------- 2. mounted bot
@@ -157,41 +166,63 @@ async def main() -> None:
     signer = SignatureVerifier(secret)
     emulator = CloudAPIEmulator(access_token=token)
 
-    async def post(http: httpx.AsyncClient, path: str, number: str, text: str,
-                   name: str | None = None) -> str:
+    async def post(
+        http: httpx.AsyncClient, path: str, number: str, text: str, name: str | None = None
+    ) -> str:
         item = webhooks.text_message(number, text)
         profiles = {number: name} if name else None
         body = webhooks.encode(webhooks.envelope(messages=[item], profiles=profiles))
-        response = await http.post(path, content=body, headers={
-            "content-type": "application/json", "x-hub-signature-256": signer.sign(body)})
+        response = await http.post(
+            path,
+            content=body,
+            headers={"content-type": "application/json", "x-hub-signature-256": signer.sign(body)},
+        )
         return f"{response.status_code} {response.json()['status']}"
 
-    async with emulator.serve() as graph_url, \
-            Sender(token, "100000000000001", base_url=graph_url) as sender, \
-            httpx.AsyncClient() as http:
+    async with (
+        emulator.serve() as graph_url,
+        Sender(token, "100000000000001", base_url=graph_url) as sender,
+        httpx.AsyncClient() as http,
+    ):
         # 1. the pieces in Starlette
         store = MemorySessionStore()
-        app1 = starlette_app(app_secret=secret, verify_token=verify_token, sender=sender,
-                             store=store)
+        app1 = starlette_app(
+            app_secret=secret, verify_token=verify_token, sender=sender, store=store
+        )
         async with BackgroundServer(app1) as server:
-            r = await http.get(f"{server.url}/webhook", params={
-                "hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": "42"})
+            r = await http.get(
+                f"{server.url}/webhook",
+                params={
+                    "hub.mode": "subscribe",
+                    "hub.verify_token": verify_token,
+                    "hub.challenge": "42",
+                },
+            )
             print(f"starlette GET /webhook: {r.status_code} {r.text}")
-            print(f"starlette POST 'stressed': "
-                  f"{await post(http, f'{server.url}/webhook', '15551230001', 'stressed')}")
+            print(
+                f"starlette POST 'stressed': "
+                f"{await post(http, f'{server.url}/webhook', '15551230001', 'stressed')}"
+            )
             await emulator.wait_for_messages(1, timeout=10)
             print(f"starlette reply: {emulator.messages[-1].text}")
 
         # 2. a WhatsAppInterface mounted inside an existing FastAPI app
-        interface = WhatsAppInterface(greeter, mode="chat", app_secret=secret,
-                                      verify_token=verify_token, sender=sender)
+        interface = WhatsAppInterface(
+            greeter, mode="chat", app_secret=secret, verify_token=verify_token, sender=sender
+        )
         app2 = fastapi_with_bot(interface)
         async with BackgroundServer(app2) as server:
             r = await http.get(f"{server.url}/orders/7")
             print(f"fastapi GET /orders/7: {r.status_code} {r.json()}")
             webhook = f"{server.url}/bot/whatsapp/webhook"
-            r = await http.get(webhook, params={
-                "hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": "43"})
+            r = await http.get(
+                webhook,
+                params={
+                    "hub.mode": "subscribe",
+                    "hub.verify_token": verify_token,
+                    "hub.challenge": "43",
+                },
+            )
             print(f"fastapi GET /bot/whatsapp/webhook: {r.status_code} {r.text}")
             for text in ("hi", "me again"):
                 status = await post(http, webhook, "15551230002", text, name="Bea")
@@ -200,8 +231,10 @@ async def main() -> None:
             for message in emulator.sent_to("15551230002"):
                 print(f"mounted bot reply: {message.text}")
             health = (await http.get(f"{server.url}/bot/whatsapp/health")).json()
-            print(f"mounted bot health: received={health['received']} "
-                  f"processed={health['processed']} mode={health['mode']}")
+            print(
+                f"mounted bot health: received={health['received']} "
+                f"processed={health['processed']} mode={health['mode']}"
+            )
 
 
 if __name__ == "__main__":

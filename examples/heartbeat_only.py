@@ -54,8 +54,9 @@ def until(at: time, now: datetime | None = None) -> timedelta:
 class Reminders:
     """The app's part: what to send, and how, to whom."""
 
-    def __init__(self, store: SessionStore, sender: Sender,
-                 template: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, store: SessionStore, sender: Sender, template: dict[str, Any] | None = None
+    ) -> None:
         self.store = store
         self.sender = sender
         self.template = template  # {"name": ..., "language": ...}: used outside the window
@@ -71,8 +72,9 @@ class Reminders:
         if within_service_window(last, margin=timedelta(minutes=1)):
             await self.sender.send_text(recipient, text)
         elif self.template is not None:
-            await self.sender.send_template(recipient, self.template["name"],
-                                            self.template.get("language", "en_US"))
+            await self.sender.send_template(
+                recipient, self.template["name"], self.template.get("language", "en_US")
+            )
         else:
             raise SkipBeat("outside the 24-hour window and no template configured")
 
@@ -80,16 +82,28 @@ class Reminders:
         """``recipient``: whoever subscribed (kept in the store, shared by every process)."""
         return await self.store.get_heartbeat_recipient(BOT)
 
-    def scheduler(self, period: float | timedelta, *, first_beat_after: float | timedelta = 0,
-                  owner: str | None = None) -> HeartbeatScheduler[str]:
+    def scheduler(
+        self,
+        period: float | timedelta,
+        *,
+        first_beat_after: float | timedelta = 0,
+        owner: str | None = None,
+    ) -> HeartbeatScheduler[str]:
         """A scheduler for this app; ``owner`` names the process holding the lease."""
         seconds = period.total_seconds() if isinstance(period, timedelta) else period
         return HeartbeatScheduler(
-            period, "Write today's reminder.", run=self.write, deliver=self.send,
-            recipient=self.recipient, name=f"{BOT} heartbeat",
-            lease=StoreLease(self.store, f"heartbeat:{BOT}", ttl=max(2 * seconds, 1.0),
-                             owner=owner),
-            first_beat_after=first_beat_after, timeout=30)
+            period,
+            "Write today's reminder.",
+            run=self.write,
+            deliver=self.send,
+            recipient=self.recipient,
+            name=f"{BOT} heartbeat",
+            lease=StoreLease(
+                self.store, f"heartbeat:{BOT}", ttl=max(2 * seconds, 1.0), owner=owner
+            ),
+            first_beat_after=first_beat_after,
+            timeout=30,
+        )
 
 
 # --------------------------------------------------------------------------- offline demo
@@ -101,9 +115,11 @@ async def main() -> None:
 
     alice, bob = "15551230001", "15551230002"
     emulator = CloudAPIEmulator(access_token="demo-token")
-    async with emulator.serve() as graph_url, \
-            Sender("demo-token", "100000000000001", base_url=graph_url) as sender, \
-            MemorySessionStore() as store:
+    async with (
+        emulator.serve() as graph_url,
+        Sender("demo-token", "100000000000001", base_url=graph_url) as sender,
+        MemorySessionStore() as store,
+    ):
         await store.set_heartbeat_recipient(BOT, alice)
         await store.touch_inbound(BOT, alice, datetime.now(UTC) - timedelta(hours=1))
         app = Reminders(store, sender, template={"name": "daily_reminder"})
@@ -123,8 +139,10 @@ async def main() -> None:
         await store.touch_inbound(BOT, bob, datetime.now(UTC) - timedelta(hours=25))
         result = await scheduler.beat_once()
         sent = emulator.sent_to(bob)
-        print(f"outside the window: {result.summary}, sent a {sent[0].type} "
-              f"{sent[0].content['name']!r}")
+        print(
+            f"outside the window: {result.summary}, sent a {sent[0].type} "
+            f"{sent[0].content['name']!r}"
+        )
 
         # 3. Without a template the beat is skipped (and logged), not failed.
         app.template = None
@@ -134,8 +152,10 @@ async def main() -> None:
         other = app.scheduler(0.2, owner="process-2")
         print(f"second process: {(await other.beat_once()).summary}")
         state = scheduler.state()
-        print(f"first process: delivered={state['delivered']} skipped={state['skipped']} "
-              f"failures={state['failures']}")
+        print(
+            f"first process: delivered={state['delivered']} skipped={state['skipped']} "
+            f"failures={state['failures']}"
+        )
 
 
 if __name__ == "__main__":

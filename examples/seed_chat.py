@@ -28,8 +28,12 @@ from typing import Any
 from wa_agent import InterfaceManager, InterfaceMode, LLMAgent, WhatsAppInterface
 from wa_agent.demo import DemoAgent
 
-WHATSAPP_VARIABLES = ("WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN",
-                      "WHATSAPP_PHONE_NUMBER_ID")
+WHATSAPP_VARIABLES = (
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+)
 
 
 def make_agent() -> Any:
@@ -40,13 +44,16 @@ def make_agent() -> Any:
             name="WhatsAppBot",
             greeting="Greet the user in one short, friendly sentence and offer your help.",
         )
-    print("ANTHROPIC_API_KEY is not set: using the offline DemoAgent "
-          "(set ANTHROPIC_API_KEY to chat with anthropic/claude-sonnet-4-6).")
+    print(
+        "ANTHROPIC_API_KEY is not set: using the offline DemoAgent "
+        "(set ANTHROPIC_API_KEY to chat with anthropic/claude-sonnet-4-6)."
+    )
     return DemoAgent()
 
 
-def make_interface(agent: Any, allowed_numbers: list[str] | None, **options: Any
-                   ) -> WhatsAppInterface:
+def make_interface(
+    agent: Any, allowed_numbers: list[str] | None, **options: Any
+) -> WhatsAppInterface:
     """The bot: per-user history, ``/reset``, whitelist (``None``: everyone may write)."""
     return WhatsAppInterface(
         agent,
@@ -66,10 +73,12 @@ def allowed_from_env() -> list[str] | None:
 
 def serve() -> None:
     """Serve real WhatsApp with the ``WHATSAPP_*`` variables (blocks until Ctrl+C)."""
-    interface = make_interface(make_agent(), allowed_from_env(), storage="seed_chat.db",
-                               require_signature=True)
-    InterfaceManager([interface]).serve(host=os.environ.get("HOST", "0.0.0.0"),
-                                        port=int(os.environ.get("PORT", "8000")))
+    interface = make_interface(
+        make_agent(), allowed_from_env(), storage="seed_chat.db", require_signature=True
+    )
+    InterfaceManager([interface]).serve(
+        host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8000"))
+    )
 
 
 def show(who: str, text: str | None) -> None:
@@ -86,16 +95,25 @@ async def demo() -> None:
 
     agent = make_agent()
     interface = make_interface(
-        agent, ["+1 555 123 0001", "+1 555-123-0002"], verify_token="demo-verify-token",
-        app_secret="demo-app-secret", phone_number_id=DEFAULT_PHONE_NUMBER_ID)
+        agent,
+        ["+1 555 123 0001", "+1 555-123-0002"],
+        verify_token="demo-verify-token",
+        app_secret="demo-app-secret",
+        phone_number_id=DEFAULT_PHONE_NUMBER_ID,
+    )
     try:
         async with Simulator(interface) as sim:
             alice = sim.user("15551230001", "Alice")
             bob = sim.user("15551230002", "Bob")
             mallory = sim.user("15559999999", "Mallory")
-            for user, text in ((alice, "hello"), (alice, "What is 6 times 7?"),
-                               (bob, "hi"), (alice, "/reset"), (alice, "Do you remember me?"),
-                               (mallory, "hi, can I use this bot?")):
+            for user, text in (
+                (alice, "hello"),
+                (alice, "What is 6 times 7?"),
+                (bob, "hi"),
+                (alice, "/reset"),
+                (alice, "Do you remember me?"),
+                (mallory, "hi, can I use this bot?"),
+            ):
                 show(user.name, text)
                 reply = await user.ask(text, timeout=120)
                 show("Bot", reply.text)
@@ -112,8 +130,10 @@ def main() -> None:
     if not missing:
         serve()
         return
-    print(f"{', '.join(missing)} not set: a scripted conversation on the local simulator "
-          "(set all four WHATSAPP_* variables to serve real WhatsApp).")
+    print(
+        f"{', '.join(missing)} not set: a scripted conversation on the local simulator "
+        "(set all four WHATSAPP_* variables to serve real WhatsApp)."
+    )
     asyncio.run(demo())
 
 

@@ -31,11 +31,17 @@ from typing import Any
 from wa_agent import InterfaceManager, InterfaceMode, LLMAgent, WhatsAppInterface
 from wa_agent.demo import DemoAgent
 
-WHATSAPP_VARIABLES = ("WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN",
-                      "WHATSAPP_PHONE_NUMBER_ID")
+WHATSAPP_VARIABLES = (
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+)
 HEARTBEAT_PERIOD = 30  # minutes, as in the seed
-HEARTBEAT_MESSAGE = ("Check in with the user: one short, friendly line that follows up on "
-                     "what you talked about last.")
+HEARTBEAT_MESSAGE = (
+    "Check in with the user: one short, friendly line that follows up on "
+    "what you talked about last."
+)
 
 
 class OfflineHeartbeatAgent(DemoAgent):
@@ -59,19 +65,26 @@ def make_agent(period_minutes: float = HEARTBEAT_PERIOD) -> Any:
             heartbeat_period=period_minutes,
             heartbeat_message=HEARTBEAT_MESSAGE,
         )
-    print("ANTHROPIC_API_KEY is not set: using the offline DemoAgent "
-          "(set ANTHROPIC_API_KEY to use anthropic/claude-sonnet-4-6).")
+    print(
+        "ANTHROPIC_API_KEY is not set: using the offline DemoAgent "
+        "(set ANTHROPIC_API_KEY to use anthropic/claude-sonnet-4-6)."
+    )
     return OfflineHeartbeatAgent(period_minutes, HEARTBEAT_MESSAGE)
 
 
 def serve() -> None:
     """Serve real WhatsApp with the ``WHATSAPP_*`` variables (blocks until Ctrl+C)."""
     interface = WhatsAppInterface(
-        make_agent(), name="WhatsAppBot", mode=InterfaceMode.CHAT, storage="seed_heartbeat.db",
+        make_agent(),
+        name="WhatsAppBot",
+        mode=InterfaceMode.CHAT,
+        storage="seed_heartbeat.db",
         heartbeat_recipient=os.environ.get("HEARTBEAT_RECIPIENT") or None,
-        require_signature=True)
-    InterfaceManager([interface]).serve(host=os.environ.get("HOST", "0.0.0.0"),
-                                        port=int(os.environ.get("PORT", "8000")))
+        require_signature=True,
+    )
+    InterfaceManager([interface]).serve(
+        host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8000"))
+    )
 
 
 def show(who: str, text: str | None) -> None:
@@ -89,8 +102,13 @@ async def demo(beats: int = 2) -> None:
 
     agent = make_agent(period_minutes=1 / 60)
     interface = WhatsAppInterface(
-        agent, name="WhatsAppBot", mode=InterfaceMode.CHAT, verify_token="demo-verify-token",
-        app_secret="demo-app-secret", phone_number_id=DEFAULT_PHONE_NUMBER_ID)
+        agent,
+        name="WhatsAppBot",
+        mode=InterfaceMode.CHAT,
+        verify_token="demo-verify-token",
+        app_secret="demo-app-secret",
+        phone_number_id=DEFAULT_PHONE_NUMBER_ID,
+    )
     try:
         async with Simulator(interface) as sim:
             alice = sim.user("15551230001", "Alice")
@@ -101,8 +119,10 @@ async def demo(beats: int = 2) -> None:
                 show("Bot (heartbeat)", reply.text)
             assert interface.heartbeat is not None
             state = interface.heartbeat.state()
-            print(f"heartbeat: every {state['period_s']:g} s, "
-                  f"recipient {await interface.store.get_heartbeat_recipient(interface.name)}")
+            print(
+                f"heartbeat: every {state['period_s']:g} s, "
+                f"recipient {await interface.store.get_heartbeat_recipient(interface.name)}"
+            )
     finally:
         close = getattr(agent, "aclose", None)
         if close is not None:
@@ -115,8 +135,10 @@ def main() -> None:
     if not missing:
         serve()
         return
-    print(f"{', '.join(missing)} not set: a scripted session on the local simulator "
-          "(set all four WHATSAPP_* variables to serve real WhatsApp).")
+    print(
+        f"{', '.join(missing)} not set: a scripted session on the local simulator "
+        "(set all four WHATSAPP_* variables to serve real WhatsApp)."
+    )
     asyncio.run(demo())
 
 

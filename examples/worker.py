@@ -87,7 +87,8 @@ class InboxRecorder:
             return "ignored"
         now = time.time()
         fresh = await self.store.add_inbound(
-            BOT, [InboxItem(m.id, m.sender, m.model_dump_json(), now) for m in messages])
+            BOT, [InboxItem(m.id, m.sender, m.model_dump_json(), now) for m in messages]
+        )
         for message in messages:
             await self.store.touch_inbound(BOT, message.sender, message.timestamp)
         self.received += sum(fresh)
@@ -96,21 +97,32 @@ class InboxRecorder:
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` shows for this receiver process."""
-        return {"status": "ok", "pid": os.getpid(), "received": self.received,
-                "duplicates": self.duplicates}
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "received": self.received,
+            "duplicates": self.duplicates,
+        }
 
 
 def receiver_app(store: SessionStore, *, app_secret: str, verify_token: str) -> WebhookApp:
     """The receiver: wa_agent's webhook HTTP contract around an :class:`InboxRecorder`."""
-    return WebhookApp(InboxRecorder(store), app_secret=app_secret, verify_token=verify_token,
-                      on_startup=store.open, on_shutdown=store.aclose)
+    return WebhookApp(
+        InboxRecorder(store),
+        app_secret=app_secret,
+        verify_token=verify_token,
+        on_startup=store.open,
+        on_shutdown=store.aclose,
+    )
 
 
 def receiver_from_env() -> WebhookApp:
     """For ``uvicorn --factory worker:receiver_from_env``."""
-    return receiver_app(RedisSessionStore(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")),
-                        app_secret=os.environ["WHATSAPP_APP_SECRET"],
-                        verify_token=os.environ["WHATSAPP_VERIFY_TOKEN"])
+    return receiver_app(
+        RedisSessionStore(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")),
+        app_secret=os.environ["WHATSAPP_APP_SECRET"],
+        verify_token=os.environ["WHATSAPP_VERIFY_TOKEN"],
+    )
 
 
 # --------------------------------------------------------------------------- worker
@@ -131,13 +143,17 @@ async def answer_item(store: SessionStore, sender: Sender, item: InboxItem) -> N
         progress["reply"] = answer(text, 1 + sum(t.role == "user" for t in history))
         await sender.send_text(item.sender, progress["reply"], reply_to=message.id)
         await store.save_progress(BOT, item.id, json.dumps(progress))
-    await store.complete(BOT, item.id, item.sender,
-                         [Turn("user", text, message_id=message.id),
-                          Turn("assistant", progress["reply"])])
+    await store.complete(
+        BOT,
+        item.id,
+        item.sender,
+        [Turn("user", text, message_id=message.id), Turn("assistant", progress["reply"])],
+    )
 
 
-async def work(store: SessionStore, sender: Sender, stop: asyncio.Event, *,
-               owner: str | None = None) -> int:
+async def work(
+    store: SessionStore, sender: Sender, stop: asyncio.Event, *, owner: str | None = None
+) -> int:
     """Answer the inbox until ``stop`` is set; return how many items this worker answered."""
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     answered = 0
@@ -156,8 +172,11 @@ async def work(store: SessionStore, sender: Sender, stop: asyncio.Event, *,
                         await answer_item(store, sender, item)
                         answered += 1
                     except WhatsAppAPIError as exc:  # already retried per Meta's codes
-                        logger.warning("could not answer %s (code %s); it stays in the inbox",
-                                       item.id, exc.code)
+                        logger.warning(
+                            "could not answer %s (code %s); it stays in the inbox",
+                            item.id,
+                            exc.code,
+                        )
                         break  # keep this user's order: try again on the next round
             finally:
                 await store.release_lease(lease, owner)
@@ -181,9 +200,11 @@ def _stop_on_signals() -> asyncio.Event:
 async def run_receiver(redis_url: str, prefix: str, port: int) -> None:
     """A receiver process: serve until SIGTERM/SIGINT."""
     stop = _stop_on_signals()
-    app = receiver_app(RedisSessionStore(redis_url, prefix=prefix),
-                       app_secret=os.environ["WHATSAPP_APP_SECRET"],
-                       verify_token=os.environ["WHATSAPP_VERIFY_TOKEN"])
+    app = receiver_app(
+        RedisSessionStore(redis_url, prefix=prefix),
+        app_secret=os.environ["WHATSAPP_APP_SECRET"],
+        verify_token=os.environ["WHATSAPP_VERIFY_TOKEN"],
+    )
     async with BackgroundServer(app, port=port) as server:
         print(f"READY {server.url}", flush=True)
         await stop.wait()
@@ -193,9 +214,14 @@ async def run_worker(redis_url: str, prefix: str, graph_url: str, name: str) -> 
     """A worker process: answer until SIGTERM/SIGINT."""
     stop = _stop_on_signals()
     store = RedisSessionStore(redis_url, prefix=prefix)
-    async with store, Sender(os.environ["WHATSAPP_ACCESS_TOKEN"],
-                             os.environ["WHATSAPP_PHONE_NUMBER_ID"],
-                             base_url=graph_url) as sender:
+    async with (
+        store,
+        Sender(
+            os.environ["WHATSAPP_ACCESS_TOKEN"],
+            os.environ["WHATSAPP_PHONE_NUMBER_ID"],
+            base_url=graph_url,
+        ) as sender,
+    ):
         print("READY", flush=True)
         answered = await work(store, sender, stop)
     print(f"{name} answered {answered} message(s)", flush=True)
@@ -206,7 +232,8 @@ async def run_worker(redis_url: str, prefix: str, graph_url: str, name: str) -> 
 
 async def _spawn(*args: str, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, env=env, stdout=asyncio.subprocess.PIPE)
+        sys.executable, __file__, *args, env=env, stdout=asyncio.subprocess.PIPE
+    )
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
     if not line.startswith("READY"):
@@ -228,8 +255,11 @@ async def demo(redis_url: str) -> None:
     emulator = CloudAPIEmulator(access_token="demo-token")
     async with emulator.serve() as graph_url:
         env = os.environ | {
-            "WHATSAPP_APP_SECRET": secret, "WHATSAPP_VERIFY_TOKEN": "demo-verify-token",
-            "WHATSAPP_ACCESS_TOKEN": "demo-token", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"}
+            "WHATSAPP_APP_SECRET": secret,
+            "WHATSAPP_VERIFY_TOKEN": "demo-verify-token",
+            "WHATSAPP_ACCESS_TOKEN": "demo-token",
+            "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+        }
         shared = ("--redis-url", redis_url, "--prefix", prefix)
         work = ("work", *shared, "--graph-url", graph_url)
         procs: list[asyncio.subprocess.Process] = []
@@ -238,7 +268,8 @@ async def demo(redis_url: str) -> None:
                 _spawn("receive", *shared, env=env),
                 _spawn("receive", *shared, env=env),
                 _spawn(*work, "--name", "worker-1", env=env),
-                _spawn(*work, "--name", "worker-2", env=env))
+                _spawn(*work, "--name", "worker-2", env=env),
+            )
             procs = [proc for proc, _ in started]
             receivers = [url for _, url in started[:2]]
             print(f"2 receivers ({', '.join(receivers)}) and 2 workers share {prefix!r}")
@@ -248,18 +279,28 @@ async def demo(redis_url: str) -> None:
             async with httpx.AsyncClient() as http:
                 for n in range(1, 3):
                     for number, name in users.items():
-                        body = webhooks.encode(webhooks.envelope(
-                            messages=[webhooks.text_message(number, f"{name} says {n}")]))
-                        headers = {"content-type": "application/json",
-                                   "x-hub-signature-256": signer.sign(body)}
-                        answers = await asyncio.gather(*(
-                            http.post(f"{url}/webhook", content=body, headers=headers)
-                            for url in receivers))
+                        body = webhooks.encode(
+                            webhooks.envelope(
+                                messages=[webhooks.text_message(number, f"{name} says {n}")]
+                            )
+                        )
+                        headers = {
+                            "content-type": "application/json",
+                            "x-hub-signature-256": signer.sign(body),
+                        }
+                        answers = await asyncio.gather(
+                            *(
+                                http.post(f"{url}/webhook", content=body, headers=headers)
+                                for url in receivers
+                            )
+                        )
                         statuses = sorted(r.json()["status"] for r in answers)
                         print(f"{name} message {n}, delivered to both receivers: {statuses}")
                 health = [(await http.get(f"{url}/health")).json() for url in receivers]
-            print(f"receivers recorded {sum(h['received'] for h in health)} message(s), "
-                  f"ignored {sum(h['duplicates'] for h in health)} duplicate(s)")
+            print(
+                f"receivers recorded {sum(h['received'] for h in health)} message(s), "
+                f"ignored {sum(h['duplicates'] for h in health)} duplicate(s)"
+            )
 
             async with RedisSessionStore(redis_url, prefix=prefix) as store:
                 for _ in range(1000):  # until the workers emptied the inbox (at most ~10 s)
@@ -290,8 +331,20 @@ async def demo_with_own_redis() -> None:
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
         server = await asyncio.create_subprocess_exec(
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", tmp, "--logfile", str(Path(tmp) / "redis.log"))
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+            "--logfile",
+            str(Path(tmp) / "redis.log"),
+        )
         try:
             url = f"redis://127.0.0.1:{port}/0"
             for _ in range(500):
@@ -313,8 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--prefix", default="wa_agent", help="the store's key prefix")
     parser.add_argument("--port", type=int, default=0, help="receiver port (0: any free one)")
-    parser.add_argument("--graph-url", default="https://graph.facebook.com",
-                        help="worker: the Cloud API base URL")
+    parser.add_argument(
+        "--graph-url", default="https://graph.facebook.com", help="worker: the Cloud API base URL"
+    )
     parser.add_argument("--name", default="worker", help="worker: its name in the output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -31,13 +31,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=5.0,
-                        help="time budget; a round is not cut short (default 5)")
-    parser.add_argument("--scale", type=float, default=20.0,
-                        help="multiplier of each property's example budget per round "
-                             "(default 20)")
-    parser.add_argument("--rounds", type=int, default=0,
-                        help="stop after this many rounds (default: only the time budget)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=5.0,
+        help="time budget; a round is not cut short (default 5)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=20.0,
+        help="multiplier of each property's example budget per round (default 20)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="stop after this many rounds (default: only the time budget)",
+    )
     args = parser.parse_args(argv)
 
     totals: collections.Counter[str] = collections.Counter()
@@ -53,14 +64,32 @@ def main(argv: list[str] | None = None) -> int:
             env = dict(os.environ, WA_FUZZ_SCALE=str(args.scale), WA_FUZZ_REPORT=str(report))
             t0 = time.monotonic()
             result = subprocess.run(
-                [sys.executable, "-m", "pytest", "tests/test_fuzz.py", "-q", "-x",
-                 "-p", "no:cacheprovider", "-p", "no:logging"],
-                cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "tests/test_fuzz.py",
+                    "-q",
+                    "-x",
+                    "-p",
+                    "no:cacheprovider",
+                    "-p",
+                    "no:logging",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             counts = json.loads(report.read_text()) if report.exists() else {}
             totals.update(counts)
             summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-            print(f"round {rounds}: {sum(counts.values()):,} inputs in "
-                  f"{time.monotonic() - t0:.0f} s: {summary}", flush=True)
+            print(
+                f"round {rounds}: {sum(counts.values()):,} inputs in "
+                f"{time.monotonic() - t0:.0f} s: {summary}",
+                flush=True,
+            )
             if result.returncode != 0:
                 failures += 1
                 print(result.stdout[-6000:], result.stderr[-2000:], sep="\n", flush=True)
@@ -68,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = (time.monotonic() - started) / 60
     for name, count in sorted(totals.items()):
         print(f"  {name:>16}: {count:,}")
-    print(f"fuzz_long: {sum(totals.values()):,} inputs tried in {elapsed:.1f} min "
-          f"({rounds} rounds, {len(totals)} properties), failures found: {failures}")
+    print(
+        f"fuzz_long: {sum(totals.values()):,} inputs tried in {elapsed:.1f} min "
+        f"({rounds} rounds, {len(totals)} properties), failures found: {failures}"
+    )
     return 1 if failures else 0
 
 

@@ -48,7 +48,7 @@ def _store(spec: str, prefix: str) -> SessionStore:
     if spec.startswith("sqlite:"):
         from wa_agent.stores.sqlite import SQLiteSessionStore
 
-        return SQLiteSessionStore(spec[len("sqlite:"):])
+        return SQLiteSessionStore(spec[len("sqlite:") :])
     if spec.startswith("redis://"):
         from wa_agent.stores.redis import RedisSessionStore
 
@@ -103,19 +103,34 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--secret", default="test-secret")
     p.add_argument("--delay", type=float, default=0.0, help="agent delay in seconds")
     p.add_argument("--mode", default="task")
-    p.add_argument("--lease-ttl", type=float, default=1.0,
-                   help="sender lease TTL in seconds (0: the interface's default)")
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=1.0,
+        help="sender lease TTL in seconds (0: the interface's default)",
+    )
     p.add_argument("--sweep", type=float, default=0.2)
     p.add_argument("--max-concurrency", type=int, default=64)
-    p.add_argument("--per-sender", type=int, default=16,
-                   help="max_concurrency_per_sender (TASK mode pipelining)")
+    p.add_argument(
+        "--per-sender",
+        type=int,
+        default=16,
+        help="max_concurrency_per_sender (TASK mode pipelining)",
+    )
     p.add_argument("--shutdown-timeout", type=float, default=2.0)
     p.add_argument("--retry-scale", type=float, default=0.01)
-    p.add_argument("--retry-attempts", type=int, default=None,
-                   help="attempts per send for every retryable error (default: the policy's)")
+    p.add_argument(
+        "--retry-attempts",
+        type=int,
+        default=None,
+        help="attempts per send for every retryable error (default: the policy's)",
+    )
     p.add_argument("--log", default=None, help="file to append agent start/end lines to")
-    p.add_argument("--outage", default=None,
-                   help="a path: while that file exists, the store cannot record replies")
+    p.add_argument(
+        "--outage",
+        default=None,
+        help="a path: while that file exists, the store cannot record replies",
+    )
     return p.parse_args(argv)
 
 
@@ -129,8 +144,7 @@ def _ids(request: AgentRequest) -> str:
 
 def build(args: argparse.Namespace) -> WhatsAppInterface:
     """The interface this process serves, configured from the command line."""
-    log_fd = (os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-              if args.log else None)
+    log_fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if args.log else None
     pid = os.getpid()
 
     def write(event: dict[str, Any]) -> None:
@@ -138,8 +152,14 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
             os.write(log_fd, (json.dumps({**event, "pid": pid}) + "\n").encode())
 
     def record(event: str, request: AgentRequest) -> None:
-        write({"e": event, "id": _ids(request), "s": request.sender,
-               "h": [[t.role, t.text] for t in request.history]})
+        write(
+            {
+                "e": event,
+                "id": _ids(request),
+                "s": request.sender,
+                "h": [[t.role, t.text] for t in request.history],
+            }
+        )
 
     store: Any = _store(args.store, args.prefix)
     if log_fd is not None:
@@ -163,8 +183,9 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
     retry = RetryPolicy(scale=args.retry_scale)
     if args.retry_attempts is not None:
         n = args.retry_attempts
-        retry = RetryPolicy(max_attempts=n, transient_attempts=n, pair_rate_attempts=n,
-                            scale=args.retry_scale)
+        retry = RetryPolicy(
+            max_attempts=n, transient_attempts=n, pair_rate_attempts=n, scale=args.retry_scale
+        )
     sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.emulator, retry=retry)
     return WhatsAppInterface(
         agent,
@@ -185,11 +206,19 @@ def build(args: argparse.Namespace) -> WhatsAppInterface:
 def main(argv: list[str] | None = None) -> None:
     """Serve until killed or stopped."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format=f"[bot {os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format=f"[bot {os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
     interface = build(args)
-    config: dict[str, Any] = {"host": "127.0.0.1", "port": args.port, "lifespan": "on",
-                              "log_level": "warning", "access_log": False}
+    config: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": args.port,
+        "lifespan": "on",
+        "log_level": "warning",
+        "access_log": False,
+    }
     uvicorn.Server(uvicorn.Config(interface.attach_routes(), **config)).run()
 
 

@@ -55,10 +55,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 async def main(argv: list[str] | None = None) -> None:
     """Run one worker until a signal (or SIGKILL)."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {os.getpid()} %(name)s %(levelname)s %(message)s")
-    sender = Sender(ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.emulator,
-                    retry=RetryPolicy(scale=0.01))
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {os.getpid()} %(name)s %(levelname)s %(message)s",
+    )
+    sender = Sender(
+        ACCESS_TOKEN, PHONE_NUMBER_ID, base_url=args.emulator, retry=RetryPolicy(scale=0.01)
+    )
     interface = WhatsAppInterface(
         SeedShapedAgent(args.period),
         name=INTERFACE_NAME,

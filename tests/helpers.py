@@ -53,22 +53,33 @@ def text_webhook(
     contact: dict[str, object] = {"profile": {"name": name or sender}, "wa_id": sender}
     body = {
         "object": "whatsapp_business_account",
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": "15550001234",
-                                 "phone_number_id": phone_number_id},
-                    "contacts": [contact],
-                    "messages": [{
-                        "from": sender, "id": wamid, "timestamp": str(int(time.time())),
-                        "type": "text", "text": {"body": text},
-                    }],
-                },
-            }],
-        }],
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550001234",
+                                "phone_number_id": phone_number_id,
+                            },
+                            "contacts": [contact],
+                            "messages": [
+                                {
+                                    "from": sender,
+                                    "id": wamid,
+                                    "timestamp": str(int(time.time())),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
     }
     return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 

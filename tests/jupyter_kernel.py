@@ -25,19 +25,30 @@ from jupyter_client.manager import KernelManager
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_NAME = "wa-agent-test"
 
-__all__ = ["KERNEL_NAME", "ROOT", "CellResult", "Kernel", "fake_ngrok_env", "kernel_spec_manager",
-           "process_gone"]
+__all__ = [
+    "KERNEL_NAME",
+    "ROOT",
+    "CellResult",
+    "Kernel",
+    "fake_ngrok_env",
+    "kernel_spec_manager",
+    "process_gone",
+]
 
 
 def kernel_spec_manager(directory: Path) -> KernelSpecManager:
     """A KernelSpecManager that knows one kernel, ``wa-agent-test``: this interpreter."""
     spec_dir = directory / KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "wa_agent tests",
-        "language": "python",
-    }))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "wa_agent tests",
+                "language": "python",
+            }
+        )
+    )
     return KernelSpecManager(kernel_dirs=[str(directory)])
 
 
@@ -63,8 +74,9 @@ class Kernel:
     """One running kernel. ``run(code)`` executes a cell and waits until the kernel is idle."""
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
-        self.km = KernelManager(kernel_name=KERNEL_NAME,
-                                kernel_spec_manager=kernel_spec_manager(workdir / "kernels"))
+        self.km = KernelManager(
+            kernel_name=KERNEL_NAME, kernel_spec_manager=kernel_spec_manager(workdir / "kernels")
+        )
         self.km.start_kernel(cwd=str(ROOT), env=_kernel_env(env))
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -92,8 +104,7 @@ class Kernel:
             except queue.Empty:
                 continue
             self._pending.append(msg)
-            if (msg["parent_header"].get("msg_id") == msg_id
-                    and msg["msg_type"] == "execute_input"):
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
                 return
         raise TimeoutError("the cell did not start")
 
@@ -104,8 +115,10 @@ class Kernel:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"cell did not finish within {timeout} s: {code[:200]!r}; "
-                                   f"so far {result.describe()}")
+                raise TimeoutError(
+                    f"cell did not finish within {timeout} s: {code[:200]!r}; "
+                    f"so far {result.describe()}"
+                )
             if self._pending:
                 msg = self._pending.pop(0)
             else:
@@ -172,8 +185,11 @@ class Kernel:
 def _kernel_env(extra: dict[str, str] | None) -> dict[str, str]:
     import os
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WHATSAPP_", "NGROK_", "PYNGROK_", "PYTEST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WHATSAPP_", "NGROK_", "PYNGROK_", "PYTEST_"))
+    }
     env["JUPYTER_PLATFORM_DIRS"] = "1"
     env.update(extra or {})
     return env

@@ -67,9 +67,22 @@ def _launch(
     """Run redis-server on ``port``; the process once it answers PING, else ``None``."""
     log = workdir / f"redis-{port}.log"
     cmd = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log),
-        "--daemonize", "no", *extra_args,
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--logfile",
+        str(log),
+        "--daemonize",
+        "no",
+        *extra_args,
     ]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + _START_TIMEOUT
@@ -93,9 +106,7 @@ def _binary() -> str:
     return binary
 
 
-def start_redis_server(
-    workdir: Path, *extra_args: str
-) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis_server(workdir: Path, *extra_args: str) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``redis-server`` on a free loopback port in ``workdir``; answer (process, URL).
 
     Extra arguments are appended to the command line (e.g. ``"--appendonly", "yes"``). The
@@ -150,8 +161,10 @@ class RedisServer:
                 self.proc = proc
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not restart; its log ends with:\n"
-                                   + _log_tail(self.workdir, self.port))
+                raise RuntimeError(
+                    "redis-server did not restart; its log ends with:\n"
+                    + _log_tail(self.workdir, self.port)
+                )
             time.sleep(0.1)
 
 

@@ -22,11 +22,11 @@ PNID = "100000000000001"
 
 def _interface(agent: object, **options: object) -> WhatsAppInterface:
     # Port 9 (discard) refuses: read receipts fail fast and are ignored; nothing is sent.
-    sender = Sender("token", PNID, base_url="http://127.0.0.1:9", retry=RetryPolicy(
-        scale=0.01))
+    sender = Sender("token", PNID, base_url="http://127.0.0.1:9", retry=RetryPolicy(scale=0.01))
     options.setdefault("storage", MemorySessionStore())
-    return WhatsAppInterface(agent, sender=sender, phone_number_id=PNID,
-                             shutdown_timeout=0.2, **options)  # type: ignore[arg-type]
+    return WhatsAppInterface(
+        agent, sender=sender, phone_number_id=PNID, shutdown_timeout=0.2, **options
+    )  # type: ignore[arg-type]
 
 
 async def test_repeated_wamid_in_one_body_under_the_backlog_bound() -> None:
@@ -91,7 +91,8 @@ async def test_one_lease_keeper_for_many_senders() -> None:
 
 
 async def test_typing_indicator_renewed_while_the_agent_runs(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The one typing keeper renews the typing indicator of a long-running agent every
     ``TYPING_REFRESH`` seconds, and stops (task gone) once no agent runs."""
     import wa_agent.hosting.runner as module
@@ -141,24 +142,31 @@ def _parsed_lone_text(body: bytes) -> tuple[str, str, str | None] | None:
 
 
 def _variants() -> list[bytes]:
-    base = webhooks.envelope(messages=[webhooks.text_message("15550001111", "hi")],
-                             phone_number_id=PNID)
+    base = webhooks.envelope(
+        messages=[webhooks.text_message("15550001111", "hi")], phone_number_id=PNID
+    )
     body = webhooks.encode(base)
-    status = webhooks.envelope(statuses=[webhooks.status_item("wamid.X", "read", "1555")],
-                               phone_number_id=PNID)
-    two = webhooks.envelope(messages=[webhooks.text_message("15550001111", "a"),
-                                      webhooks.text_message("15550001111", "b")],
-                            phone_number_id=PNID)
+    status = webhooks.envelope(
+        statuses=[webhooks.status_item("wamid.X", "read", "1555")], phone_number_id=PNID
+    )
+    two = webhooks.envelope(
+        messages=[
+            webhooks.text_message("15550001111", "a"),
+            webhooks.text_message("15550001111", "b"),
+        ],
+        phone_number_id=PNID,
+    )
     image = webhooks.envelope(
         messages=[webhooks.media_message("15550001111", "image", "MEDIA1", "image/jpeg")],
-        phone_number_id=PNID)
+        phone_number_id=PNID,
+    )
     return [
         body,
         body.replace(b"{", b"{ ").replace(b",", b" ,\n"),  # whitespace: still the same JSON
         body.replace(b'"hi"', b'"h\\u00e9 \\ud83d\\ude00"'),  # escapes and a surrogate pair
         body.replace(b'"hi"', b'"cut \\ud83d"'),  # a lone surrogate
         body.replace(b'"hi"', b'"' + "é".encode("latin-1") + b'"'),  # not UTF-8
-        body.replace(b'"hi"', b'[' * 70 + b']' * 70),  # too deep
+        body.replace(b'"hi"', b"[" * 70 + b"]" * 70),  # too deep
         body.replace(b'"hi"', b'"hi", "n": ' + b"9" * 5000),  # a number json refuses
         body.replace(b'"hi"', b"NaN"),
         body.replace(b'"text","text"', b'"text","x":1,"text"'),
@@ -221,8 +229,9 @@ async def test_fast_path_records_the_body_and_the_agent_gets_the_message() -> No
 
     store = MemorySessionStore()
     item = webhooks.text_message("15550001111", "hello fast")
-    body = webhooks.encode(webhooks.envelope(messages=[item], phone_number_id=PNID,
-                                             profiles={"15550001111": "Ada"}))
+    body = webhooks.encode(
+        webhooks.envelope(messages=[item], phone_number_id=PNID, profiles={"15550001111": "Ada"})
+    )
     release = asyncio.Event()
 
     async def slow_agent(request: AgentRequest) -> str:
@@ -245,25 +254,32 @@ async def test_fast_path_records_the_body_and_the_agent_gets_the_message() -> No
     message = seen[0].message
     assert message is not None
     assert (message.id, message.sender, message.text, message.profile_name) == (
-        item["id"], "15550001111", "hello fast", "Ada")
+        item["id"],
+        "15550001111",
+        "hello fast",
+        "Ada",
+    )
 
 
 async def test_fast_path_declines_what_the_full_path_must_decide() -> None:
     """``accept_body`` does nothing and answers None for a stranger (the refusal is the full
     path's), a listener attached (it wants the event), another number, and a status body."""
+
     async def agent(request: AgentRequest) -> str:
         return "ok"
 
     def text_from(sender: str, pnid: str = PNID) -> bytes:
-        return webhooks.encode(webhooks.envelope(
-            messages=[webhooks.text_message(sender, "hi")], phone_number_id=pnid))
+        return webhooks.encode(
+            webhooks.envelope(messages=[webhooks.text_message(sender, "hi")], phone_number_id=pnid)
+        )
 
     interface = _interface(agent, allowed_numbers=["15550001111"])
     async with interface:
         assert await interface.accept_body(text_from("15559999999")) is None
         assert await interface.accept_body(text_from("15550001111", "999")) is None
-        status = webhooks.envelope(statuses=[webhooks.status_item("wamid.X", "read", "1555")],
-                                   phone_number_id=PNID)
+        status = webhooks.envelope(
+            statuses=[webhooks.status_item("wamid.X", "read", "1555")], phone_number_id=PNID
+        )
         assert await interface.accept_body(webhooks.encode(status)) is None
         interface.listeners.append(object())  # type: ignore[arg-type]
         assert await interface.accept_body(text_from("15550001111")) is None
@@ -275,7 +291,8 @@ async def test_fast_path_declines_what_the_full_path_must_decide() -> None:
 
 # -- receivers and workers ---------------------------------------------------------------
 async def test_a_receiver_only_records_and_a_worker_on_the_same_store_answers(
-        tmp_path: object) -> None:
+    tmp_path: object,
+) -> None:
     """``receive_only=True``: the receiver acknowledges and records every message (never
     running the agent, no backlog counting) and a worker interface on the same store,
     started without a server, answers them all, each exactly once and in order per user."""
@@ -292,18 +309,28 @@ async def test_a_receiver_only_records_and_a_worker_on_the_same_store_answers(
         async def agent(request: AgentRequest) -> str:
             ran_in.append(role)
             return f"echo {request.text}"
+
         return agent
 
     db = tmp_path / "shared.db"
-    receiver = WhatsAppInterface(agent_for("receiver"), storage=SQLiteSessionStore(db),
-                                 receive_only=True, max_pending_per_sender=1)
+    receiver = WhatsAppInterface(
+        agent_for("receiver"),
+        storage=SQLiteSessionStore(db),
+        receive_only=True,
+        max_pending_per_sender=1,
+    )
     async with Simulator(InterfaceManager([receiver])) as sim:
         assert sim._emulator_server is not None
-        worker_sender = Sender(sim.access_token, sim.phone_number_id,
-                               base_url=sim._emulator_server.url)
-        worker = WhatsAppInterface(agent_for("worker"), storage=SQLiteSessionStore(db),
-                                   sender=worker_sender, phone_number_id=sim.phone_number_id,
-                                   sweep_interval=0.05)
+        worker_sender = Sender(
+            sim.access_token, sim.phone_number_id, base_url=sim._emulator_server.url
+        )
+        worker = WhatsAppInterface(
+            agent_for("worker"),
+            storage=SQLiteSessionStore(db),
+            sender=worker_sender,
+            phone_number_id=sim.phone_number_id,
+            sweep_interval=0.05,
+        )
         alice, bob = sim.user("15551230001"), sim.user("15551230002")
         for n in range(3):  # three each: over max_pending_per_sender, no 503 here
             await alice.send_text(f"a{n}")

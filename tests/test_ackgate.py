@@ -119,7 +119,12 @@ def test_invalid_settings_are_refused() -> None:
     """Nonsense settings raise ValueError instead of a gate that never releases."""
     import pytest
 
-    for bad in ({"burst_rate": 0}, {"window": 0}, {"burst_acks": 0}, {"burst_interval": -1},
-                {"per_turn": 0}):
+    for bad in (
+        {"burst_rate": 0},
+        {"window": 0},
+        {"burst_acks": 0},
+        {"burst_interval": -1},
+        {"per_turn": 0},
+    ):
         with pytest.raises(ValueError):
             AckGate(**bad)  # type: ignore[arg-type]

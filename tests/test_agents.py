@@ -11,8 +11,9 @@ import pytest
 from wa_agent import AgentReply, AgentRequest, as_agent
 from wa_agent.agents import Attachment, Turn, agent_attribute
 
-REQUEST = AgentRequest(text="hello", sender="15550001",
-                       history=(Turn("user", "hi"), Turn("assistant", "hey")))
+REQUEST = AgentRequest(
+    text="hello", sender="15550001", history=(Turn("user", "hi"), Turn("assistant", "hey"))
+)
 
 
 async def test_async_function_returning_str() -> None:
@@ -81,8 +82,9 @@ async def test_arun_framework_object() -> None:
         async def arun(self, prompt: str) -> Response:
             return Response(prompt[-5:])
 
-    assert (await as_agent(Framework()).answer(AgentRequest(text="x hello", sender="1"))
-            ).text == "hello"
+    assert (
+        await as_agent(Framework()).answer(AgentRequest(text="x hello", sender="1"))
+    ).text == "hello"
 
 
 async def test_ainvoke_framework_object() -> None:
@@ -108,8 +110,7 @@ async def test_sync_run_framework_object() -> None:
         def run(self, prompt: str) -> str:
             return prompt[::-1]
 
-    assert (await as_agent(Framework()).answer(AgentRequest(text="abc", sender="1"))
-            ).text == "cba"
+    assert (await as_agent(Framework()).answer(AgentRequest(text="abc", sender="1"))).text == "cba"
 
 
 async def test_answer_method_is_used_as_is() -> None:
@@ -196,9 +197,11 @@ def test_what_cannot_take_a_request_is_refused_when_the_interface_is_built() -> 
 
 
 async def test_an_agent_returning_none_is_warned_about_once(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A forgotten ``return`` (the agent answers None) is logged at WARNING, once per agent,
     naming it; nothing is sent."""
+
     def forgetful(request: AgentRequest) -> None:
         request.text.upper()
 

@@ -78,8 +78,9 @@ async def serve(
 
         async def factory(app: WebhookApp) -> Served:
             if request.param == "asgi":
-                client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                           base_url="http://testserver")
+                client = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+                )
                 served = Served("asgi", client, None)
             else:
                 dispatch.app = app
@@ -137,8 +138,9 @@ async def recorder() -> AsyncIterator[tuple[Recorder, CallbackConsumer]]:
     await consumer.drain()
 
 
-def make_app(consumer: Any, *, secret: str | None = SECRET, token: str | None = TOKEN,
-             **kw: Any) -> WebhookApp:
+def make_app(
+    consumer: Any, *, secret: str | None = SECRET, token: str | None = TOKEN, **kw: Any
+) -> WebhookApp:
     return WebhookApp(consumer, verify_token=token, app_secret=secret, **kw)
 
 
@@ -234,7 +236,8 @@ async def test_message_is_processing_and_reaches_the_consumer(
     ],
 )
 async def test_bad_signature_is_403(
-    serve: ServeFactory, recorder: tuple[Recorder, CallbackConsumer],
+    serve: ServeFactory,
+    recorder: tuple[Recorder, CallbackConsumer],
     headers: dict[str, str] | str,
 ) -> None:
     """With an app secret set, a missing or invalid signature is 403 and nothing is handed
@@ -301,8 +304,10 @@ async def test_invalid_payload_is_200(
     assert consumer.received == 0
 
 
-@pytest.mark.parametrize("name", ["status_sent", "status_failed", "template_status_update",
-                                  "value_errors", "account_update"])
+@pytest.mark.parametrize(
+    "name",
+    ["status_sent", "status_failed", "template_status_update", "value_errors", "account_update"],
+)
 async def test_nothing_for_the_agent_is_ignored(
     serve: ServeFactory, recorder: tuple[Recorder, CallbackConsumer], name: str
 ) -> None:
@@ -344,7 +349,11 @@ async def test_batch_hands_every_message_over(
     assert r.json() == {"status": "processing"}
     await consumer.drain()
     assert sorted(m.text or "" for m in rec.messages) == [
-        "", "first", "second", "third, other number"]
+        "",
+        "first",
+        "second",
+        "third, other number",
+    ]
 
 
 async def test_ack_does_not_wait_for_the_callback(
@@ -488,9 +497,11 @@ async def test_413_from_content_length_before_the_body_is_sent(
     waiting for a single body byte."""
     dispatch, url = shared_server
     dispatch.app = make_app(recorder[1])
-    head = (b"POST /webhook HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: " + str(DEFAULT_MAX_BODY + 1).encode() + b"\r\n\r\n")
+    head = (
+        b"POST /webhook HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(DEFAULT_MAX_BODY + 1).encode() + b"\r\n\r\n"
+    )
     status, sent, _ = await _raw_post(url, head, [])
     assert status.startswith(b"HTTP/1.1 413")
     assert sent == 0
@@ -506,8 +517,10 @@ async def test_413_while_streaming_a_chunked_body(
     piece = b" " * 65536
     chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     total_chunks = 16 * 1024 * 1024 // len(piece)
-    head = (b"POST /webhook HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    head = (
+        b"POST /webhook HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     status, sent, finished = await _raw_post(url, head, (chunk for _ in range(total_chunks)))
     assert status.startswith(b"HTTP/1.1 413")
     assert not finished
@@ -533,8 +546,14 @@ async def test_client_disconnect_mid_body_is_not_processed() -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/webhook", "root_path": "",
-             "query_string": b"", "headers": []}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhook",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+    }
     await app(scope, receive, send)
     assert consumer.calls == 0
     assert sent == []
@@ -564,7 +583,11 @@ async def test_health_reports_live_counters(
     await consumer.drain()
     after = (await served.client.get("/health")).json()
     assert (after["received"], after["processed"], after["duplicates"], after["in_flight"]) == (
-        1, 1, 1, 0)
+        1,
+        1,
+        1,
+        0,
+    )
 
 
 async def test_unknown_path_is_404(
@@ -606,7 +629,7 @@ async def test_trailing_slash_is_tolerated(
 
 
 async def test_lifespan_hooks_run_under_uvicorn(
-    recorder: tuple[Recorder, CallbackConsumer]
+    recorder: tuple[Recorder, CallbackConsumer],
 ) -> None:
     """on_startup runs before the server accepts requests; on_shutdown runs at stop."""
     calls: list[str] = []
@@ -624,7 +647,7 @@ async def test_lifespan_hooks_run_under_uvicorn(
 
 
 async def test_on_first_request_runs_once_under_concurrency(
-    recorder: tuple[Recorder, CallbackConsumer]
+    recorder: tuple[Recorder, CallbackConsumer],
 ) -> None:
     """on_first_request runs exactly once, before any message is handed over, even when
     several POSTs arrive at the same time."""
@@ -636,11 +659,13 @@ async def test_on_first_request_runs_once_under_concurrency(
         await asyncio.sleep(0.01)
 
     app = make_app(consumer, on_first_request=first)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
         bodies = [text_webhook("15551230001", f"m{i}") for i in range(5)]
-        responses = await asyncio.gather(*(
-            client.post("/webhook", content=b, headers=signed(b)) for b in bodies))
+        responses = await asyncio.gather(
+            *(client.post("/webhook", content=b, headers=signed(b)) for b in bodies)
+        )
     assert [r.json()["status"] for r in responses] == ["processing"] * 5
     assert calls == [0]
 
@@ -651,8 +676,9 @@ async def test_on_first_request_runs_once_under_concurrency(
 
 
 async def _exercise_mounted(parent: Any, consumer: CallbackConsumer, rec: Recorder) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=parent),
-                                 base_url="http://testserver") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=parent), base_url="http://testserver"
+    ) as client:
         r = await client.get("/whatsapp/webhook", params=verify_params())
         assert (r.status_code, r.text) == (200, CHALLENGE)
         body = text_webhook("15551230001", "mounted", wamid="wamid.M1")
@@ -697,8 +723,7 @@ async def test_mounts_inside_starlette(recorder: tuple[Recorder, CallbackConsume
     async def ping(request: Request) -> JSONResponse:
         return JSONResponse({"pong": True})
 
-    parent = Starlette(routes=[Route("/ping", ping),
-                               Mount("/whatsapp", app=make_app(consumer))])
+    parent = Starlette(routes=[Route("/ping", ping), Mount("/whatsapp", app=make_app(consumer))])
     await _exercise_mounted(parent, consumer, rec)
 
 
@@ -744,8 +769,9 @@ async def test_a_consumers_fast_path_answers_or_hands_the_body_on(serve: ServeFa
     consumer.answer = "fail"
     response = await served.client.post("/webhook", content=body, headers=signed(body))
     assert response.status_code == 500
-    unsigned = await served.client.post("/webhook", content=body,
-                                        headers={"x-hub-signature-256": "sha256=" + "0" * 64})
+    unsigned = await served.client.post(
+        "/webhook", content=body, headers={"x-hub-signature-256": "sha256=" + "0" * 64}
+    )
     assert unsigned.status_code == 403
     assert consumer.raw == [body, body, body] and started == ["yes"]
 

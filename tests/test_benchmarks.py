@@ -16,12 +16,49 @@ BENCH = ROOT / "benchmarks"
 
 #: script -> tiny arguments (each finishes in a few seconds with the Python client).
 TINY: dict[str, list[str]] = {
-    "ack.py": ["--client", "python", "--reps", "1", "--duration", "0.5", "--warmup", "0",
-               "--concurrency", "8", "--bodies", "2000", "--targets", "bare,wa-memory"],
-    "latency.py": ["--client", "python", "--duration", "0.5", "--warmup", "0", "--rate", "200",
-                   "--agent-delay", "0.2", "--targets", "bare,wa-memory,wa-split"],
-    "e2e.py": ["-n", "60", "--deadline", "8", "--settle", "0.2", "--connections", "8",
-               "--no-ceiling", "--only", "wa-memory,wa-sqlite,baseline"],
+    "ack.py": [
+        "--client",
+        "python",
+        "--reps",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--concurrency",
+        "8",
+        "--bodies",
+        "2000",
+        "--targets",
+        "bare,wa-memory",
+    ],
+    "latency.py": [
+        "--client",
+        "python",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--rate",
+        "200",
+        "--agent-delay",
+        "0.2",
+        "--targets",
+        "bare,wa-memory,wa-split",
+    ],
+    "e2e.py": [
+        "-n",
+        "60",
+        "--deadline",
+        "8",
+        "--settle",
+        "0.2",
+        "--connections",
+        "8",
+        "--no-ceiling",
+        "--only",
+        "wa-memory,wa-sqlite,baseline",
+    ],
     "parser.py": ["--bodies", "300", "--repeats", "1"],
     "coldstart.py": ["--rounds", "1"],
     "memory.py": ["--conversations", "100", "--exchanges", "1"],
@@ -40,9 +77,13 @@ KEYS: dict[str, set[str]] = {
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, tuple[int, str, str]]:
     procs = {
-        name: subprocess.Popen([sys.executable, str(BENCH / name), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=ROOT)
+        name: subprocess.Popen(
+            [sys.executable, str(BENCH / name), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         for name, args in TINY.items()
     }
     out: dict[str, tuple[int, str, str]] = {}
@@ -63,8 +104,9 @@ def _last_json(stdout: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("script", sorted(TINY))
-def test_script_ends_with_its_json_line(script: str,
-                                        outputs: dict[str, tuple[int, str, str]]) -> None:
+def test_script_ends_with_its_json_line(
+    script: str, outputs: dict[str, tuple[int, str, str]]
+) -> None:
     """Each benchmark exits 0 and its last line is one JSON object with the keys the docs
     describe, naming the benchmark."""
     code, stdout, stderr = outputs[script]
@@ -75,7 +117,8 @@ def test_script_ends_with_its_json_line(script: str,
 
 
 def test_e2e_answers_every_acknowledged_message_once(
-        outputs: dict[str, tuple[int, str, str]]) -> None:
+    outputs: dict[str, tuple[int, str, str]],
+) -> None:
     """In the end-to-end run every message wa_agent acknowledged was answered exactly once
     (lost == duplicated == 0), in every wa_agent scenario."""
     data = _last_json(outputs["e2e.py"][1])
@@ -86,8 +129,7 @@ def test_e2e_answers_every_acknowledged_message_once(
     assert all(r["finished"] and r["acked"] == r["n"] for r in wa_runs)
 
 
-def test_latency_split_layout_acks_everything(
-        outputs: dict[str, tuple[int, str, str]]) -> None:
+def test_latency_split_layout_acks_everything(outputs: dict[str, tuple[int, str, str]]) -> None:
     """The receiver/worker layout (``wa-split``: a receive-only server and a worker on one
     throwaway redis-server) runs in the latency benchmark: every webhook got its 200."""
     import shutil

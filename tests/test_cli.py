@@ -15,13 +15,21 @@ from wa_agent.cli import REQUIRED_ENV, load_object, strip_control
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(args: list[str], stdin: str = "", env: dict[str, str] | None = None,
-         cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], stdin: str = "", env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "wa_agent", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60, env=full_env, cwd=cwd,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "wa_agent", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_demo_answers_piped_hello() -> None:
@@ -38,8 +46,7 @@ def test_demo_conversation_with_picture_location_and_reset(tmp_path: Path) -> No
     from wa_agent.demo import make_png
 
     image.write_bytes(make_png(8, 8))
-    script = (f"/image {image}\n/location 52.52 13.405 Berlin\nsend me a picture\n"
-              "/reset\n")
+    script = f"/image {image}\n/location 52.52 13.405 Berlin\nsend me a picture\n/reset\n"
     result = _run(["demo", "--name", "Ann"], stdin=script)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("bot> ")]
@@ -52,10 +59,12 @@ def test_demo_conversation_with_picture_location_and_reset(tmp_path: Path) -> No
 
 def test_demo_with_a_user_agent(tmp_path: Path) -> None:
     """`wa-agent demo --agent module:attr` runs the user's own agent on the simulator."""
-    (tmp_path / "mybot.py").write_text(textwrap.dedent("""
+    (tmp_path / "mybot.py").write_text(
+        textwrap.dedent("""
         async def agent(request):
             return "MYBOT:" + request.text.upper()
-    """))
+    """)
+    )
     result = _run(["demo", "--agent", "mybot:agent"], stdin="ping\n", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "bot> MYBOT:PING" in result.stdout
@@ -63,10 +72,12 @@ def test_demo_with_a_user_agent(tmp_path: Path) -> None:
 
 def test_demo_strips_terminal_escapes_from_bot_output(tmp_path: Path) -> None:
     """Control sequences in a reply never reach the terminal."""
-    (tmp_path / "evil.py").write_text(textwrap.dedent("""
+    (tmp_path / "evil.py").write_text(
+        textwrap.dedent("""
         async def agent(request):
             return "safe\\x1b[2J\\x1b]0;owned\\x07text\\x9b31m"
-    """))
+    """)
+    )
     result = _run(["demo", "--agent", "evil:agent"], stdin="x\n", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "bot> safetext" in result.stdout
@@ -100,13 +111,13 @@ def _mybot(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("attr", ["interface", "manager"])
-def test_demo_runs_the_users_interface_or_manager_as_configured(
-        tmp_path: Path, attr: str) -> None:
+def test_demo_runs_the_users_interface_or_manager_as_configured(tmp_path: Path, attr: str) -> None:
     """`wa-agent demo --agent mybot:interface` (or `:manager`) runs that object: it prints
     the effective mode, store and webhook path, answers in its chat mode (history kept),
     and keeps that history in the interface's own SQLite file."""
-    result = _run(["demo", "--agent", f"mybot:{attr}"], stdin="hello\nagain\n",
-                  cwd=_mybot(tmp_path))
+    result = _run(
+        ["demo", "--agent", f"mybot:{attr}"], stdin="hello\nagain\n", cwd=_mybot(tmp_path)
+    )
     assert result.returncode == 0, result.stderr
     header = result.stdout.split("bot> ")[0]
     assert "chat mode" in header
@@ -125,8 +136,7 @@ def test_demo_and_serve_run_a_bare_agent_in_task_mode_by_default(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "task mode" in result.stdout and "store: in memory" in result.stdout
     assert "bot> You said 'b' (0 earlier turns)" in result.stdout
-    result = _run(["demo", "--agent", "mybot:agent", "--mode", "chat"], stdin="a\nb\n",
-                  cwd=cwd)
+    result = _run(["demo", "--agent", "mybot:agent", "--mode", "chat"], stdin="a\nb\n", cwd=cwd)
     assert "bot> You said 'b' (1 earlier turns)" in result.stdout
 
 
@@ -137,8 +147,9 @@ def test_demo_writes_as_an_allowed_number_of_a_whitelist(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "answers only +447700900123" in result.stdout
     assert "bot> You said 'hi' (0 earlier turns)" in result.stdout
-    result = _run(["demo", "--agent", "mybot:guarded", "--number", "15551230001"],
-                  stdin="hi\n", cwd=tmp_path)
+    result = _run(
+        ["demo", "--agent", "mybot:guarded", "--number", "15551230001"], stdin="hi\n", cwd=tmp_path
+    )
     assert "+15551230001 is not in 'guarded'" in result.stdout
     assert "bot> This operation not allowed" in result.stdout
 
@@ -153,25 +164,41 @@ def test_demo_runs_the_interfaces_heartbeat(tmp_path: Path) -> None:
     assert "bot> You said 'hi' (0 earlier turns)" in result.stdout
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["demo", "--agent", "mybot:interface", "--mode", "task"],
-     ("--mode task conflicts with mybot:interface: interface 'WhatsApp' is configured with "
-      "mode='chat'")),
-    (["demo", "--agent", "mybot:not_an_agent"],
-     ("mybot:not_an_agent is not an agent, a WhatsAppInterface or an InterfaceManager (it "
-      "is 'int'")),
-    (["demo", "--agent", "mybot:Bot"], "mybot:Bot is the class Bot, not an agent"),
-    (["serve", "mybot:interface", "--storage", "other.db"],
-     "mybot:interface is a WhatsAppInterface, configured in your code: --storage only apply"),
-    (["serve", "mybot:manager", "--mode", "task"], "--mode task conflicts with mybot:manager"),
-])
-def test_cli_mistakes_get_one_clear_line(tmp_path: Path, args: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["demo", "--agent", "mybot:interface", "--mode", "task"],
+            (
+                "--mode task conflicts with mybot:interface: interface 'WhatsApp' is configured with "
+                "mode='chat'"
+            ),
+        ),
+        (
+            ["demo", "--agent", "mybot:not_an_agent"],
+            (
+                "mybot:not_an_agent is not an agent, a WhatsAppInterface or an InterfaceManager (it "
+                "is 'int'"
+            ),
+        ),
+        (["demo", "--agent", "mybot:Bot"], "mybot:Bot is the class Bot, not an agent"),
+        (
+            ["serve", "mybot:interface", "--storage", "other.db"],
+            "mybot:interface is a WhatsAppInterface, configured in your code: --storage only apply",
+        ),
+        (["serve", "mybot:manager", "--mode", "task"], "--mode task conflicts with mybot:manager"),
+    ],
+)
+def test_cli_mistakes_get_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
     """What the commands cannot run (a conflicting option, an object that is not an agent,
     an interface or a manager, a class instead of an instance) exits 2 with one line
     naming the problem, and no traceback."""
-    env = {"WHATSAPP_VERIFY_TOKEN": "v", "WHATSAPP_APP_SECRET": "s",
-           "WHATSAPP_ACCESS_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"}
+    env = {
+        "WHATSAPP_VERIFY_TOKEN": "v",
+        "WHATSAPP_APP_SECRET": "s",
+        "WHATSAPP_ACCESS_TOKEN": "t",
+        "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+    }
     result = _run(args, env=env, cwd=_mybot(tmp_path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
@@ -179,16 +206,22 @@ def test_cli_mistakes_get_one_clear_line(tmp_path: Path, args: list[str],
     assert "Traceback" not in result.stderr
 
 
-def _serve(tmp_path: Path, args: list[str], env: dict[str, str]
-           ) -> tuple[subprocess.Popen[str], str]:
+def _serve(
+    tmp_path: Path, args: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
     """Start `wa-agent serve` and return it with what it printed up to 'listening on'."""
     import time
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
     full_env.update(env)
-    proc = subprocess.Popen([sys.executable, "-m", "wa_agent", "serve", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=full_env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wa_agent", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=tmp_path,
+    )
     assert proc.stdout is not None
     output = ""
     deadline = time.monotonic() + 30
@@ -212,12 +245,15 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return err
 
 
-@pytest.mark.parametrize(("attr", "mode", "store"), [
-    ("interface", "chat", "bot.db"), ("manager", "chat", "bot.db"),
-    ("agent", "task", "wa_agent.db"),
-])
-def test_serve_runs_what_the_user_built(tmp_path: Path, attr: str, mode: str,
-                                        store: str) -> None:
+@pytest.mark.parametrize(
+    ("attr", "mode", "store"),
+    [
+        ("interface", "chat", "bot.db"),
+        ("manager", "chat", "bot.db"),
+        ("agent", "task", "wa_agent.db"),
+    ],
+)
+def test_serve_runs_what_the_user_built(tmp_path: Path, attr: str, mode: str, store: str) -> None:
     """`wa-agent serve mybot:interface` / `:manager` / `:agent` starts, prints the
     effective mode, store and the webhook path `/whatsapp/webhook` (no tunnel), and serves
     in that mode: Meta's verification GET is answered and the health shows the mode."""
@@ -226,10 +262,15 @@ def test_serve_runs_what_the_user_built(tmp_path: Path, attr: str, mode: str,
     from tests.redis_server import free_port
 
     port = free_port()
-    env = {"WHATSAPP_VERIFY_TOKEN": "vt", "WHATSAPP_APP_SECRET": "s3cret",
-           "WHATSAPP_ACCESS_TOKEN": "tok", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"}
-    proc, output = _serve(_mybot(tmp_path), [f"mybot:{attr}", "--host", "127.0.0.1",
-                                             "--port", str(port)], env)
+    env = {
+        "WHATSAPP_VERIFY_TOKEN": "vt",
+        "WHATSAPP_APP_SECRET": "s3cret",
+        "WHATSAPP_ACCESS_TOKEN": "tok",
+        "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+    }
+    proc, output = _serve(
+        _mybot(tmp_path), [f"mybot:{attr}", "--host", "127.0.0.1", "--port", str(port)], env
+    )
     try:
         assert f"{mode} mode" in output, output
         assert f"store: SQLite {tmp_path / store}" in output
@@ -245,9 +286,11 @@ def test_serve_runs_what_the_user_built(tmp_path: Path, attr: str, mode: str,
 
                 time.sleep(0.1)
         assert health.json()["mode"] == mode
-        challenge = httpx.get(f"{base}/webhook", params={
-            "hub.mode": "subscribe", "hub.verify_token": "vt", "hub.challenge": "7"},
-            timeout=5)
+        challenge = httpx.get(
+            f"{base}/webhook",
+            params={"hub.mode": "subscribe", "hub.verify_token": "vt", "hub.challenge": "7"},
+            timeout=5,
+        )
         assert (challenge.status_code, challenge.text) == (200, "7")
     finally:
         err = _stop(proc)
@@ -257,24 +300,33 @@ def test_serve_runs_what_the_user_built(tmp_path: Path, attr: str, mode: str,
 def test_serve_refuses_an_interface_without_its_secrets(tmp_path: Path) -> None:
     """`wa-agent serve mybot:interface` with no app secret or token anywhere exits 2
     naming what the interface is missing (serve always verifies signatures)."""
-    result = _run(["serve", "mybot:interface"], env={"WHATSAPP_VERIFY_TOKEN": "v"},
-                  cwd=_mybot(tmp_path))
+    result = _run(
+        ["serve", "mybot:interface"], env={"WHATSAPP_VERIFY_TOKEN": "v"}, cwd=_mybot(tmp_path)
+    )
     assert result.returncode == 2
-    assert "interface 'WhatsApp' is missing WHATSAPP_ACCESS_TOKEN, WHATSAPP_PHONE_NUMBER_ID, "\
-           "WHATSAPP_APP_SECRET" in result.stderr
+    assert (
+        "interface 'WhatsApp' is missing WHATSAPP_ACCESS_TOKEN, WHATSAPP_PHONE_NUMBER_ID, "
+        "WHATSAPP_APP_SECRET" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
 def test_serve_refuses_to_start_without_configuration() -> None:
     """`wa-agent serve` with missing WHATSAPP_* variables exits non-zero naming them."""
-    result = _run(["serve", "wa_agent.demo:DemoAgent"],
-                  env={"WHATSAPP_VERIFY_TOKEN": "v", "WHATSAPP_APP_SECRET": "s"})
+    result = _run(
+        ["serve", "wa_agent.demo:DemoAgent"],
+        env={"WHATSAPP_VERIFY_TOKEN": "v", "WHATSAPP_APP_SECRET": "s"},
+    )
     assert result.returncode == 2
     assert "WHATSAPP_ACCESS_TOKEN" in result.stderr
     assert "WHATSAPP_PHONE_NUMBER_ID" in result.stderr
     assert "WHATSAPP_VERIFY_TOKEN" not in result.stderr
-    assert set(REQUIRED_ENV) == {"WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET",
-                                 "WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID"}
+    assert set(REQUIRED_ENV) == {
+        "WHATSAPP_VERIFY_TOKEN",
+        "WHATSAPP_APP_SECRET",
+        "WHATSAPP_ACCESS_TOKEN",
+        "WHATSAPP_PHONE_NUMBER_ID",
+    }
 
 
 def test_load_object_errors_are_clear() -> None:
@@ -288,13 +340,16 @@ def test_load_object_errors_are_clear() -> None:
     assert load_object("wa_agent.demo:DemoAgent").__name__ == "DemoAgent"
 
 
-@pytest.mark.parametrize(("raw", "clean"), [
-    ("plain text\nnext line\ttab", "plain text\nnext line\ttab"),
-    ("\x1b[31mred\x1b[0m", "red"),
-    ("title\x1b]0;evil\x07done", "titledone"),
-    ("bell\x07 and c1\x9b", "bell and c1"),
-    ("\x1bcreset", "reset"),
-])
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("plain text\nnext line\ttab", "plain text\nnext line\ttab"),
+        ("\x1b[31mred\x1b[0m", "red"),
+        ("title\x1b]0;evil\x07done", "titledone"),
+        ("bell\x07 and c1\x9b", "bell and c1"),
+        ("\x1bcreset", "reset"),
+    ],
+)
 def test_strip_control(raw: str, clean: str) -> None:
     """ANSI CSI/OSC sequences and C0/C1 control characters are removed; text, newlines
     and tabs are kept."""
@@ -315,20 +370,42 @@ def test_serve_with_tunnel_prints_what_to_paste_into_meta(tmp_path: Path) -> Non
     from tests.redis_server import free_port
 
     _mybot(tmp_path)
-    launcher = write_launcher(tmp_path, state_file=tmp_path / "state.json",
-                              python=sys.executable)
+    launcher = write_launcher(tmp_path, state_file=tmp_path / "state.json", python=sys.executable)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
-    env.update({
-        "WHATSAPP_VERIFY_TOKEN": "paste-me", "WHATSAPP_APP_SECRET": "s3cret",
-        "WHATSAPP_ACCESS_TOKEN": "tok", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
-        "NGROK_AUTHTOKEN": "fake-auth-token", "PYNGROK_NGROK_PATH": str(launcher),
-        "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-    })
+    env.update(
+        {
+            "WHATSAPP_VERIFY_TOKEN": "paste-me",
+            "WHATSAPP_APP_SECRET": "s3cret",
+            "WHATSAPP_ACCESS_TOKEN": "tok",
+            "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+            "NGROK_AUTHTOKEN": "fake-auth-token",
+            "PYNGROK_NGROK_PATH": str(launcher),
+            "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        }
+    )
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wa_agent", "serve", "mybot:agent", "--host",
-         "127.0.0.1", "--port", str(port), "--storage", str(tmp_path / "bot.db"), "--tunnel"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "wa_agent",
+            "serve",
+            "mybot:agent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage",
+            str(tmp_path / "bot.db"),
+            "--tunnel",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         output = ""
         deadline = time.monotonic() + 30
@@ -341,9 +418,11 @@ def test_serve_with_tunnel_prints_what_to_paste_into_meta(tmp_path: Path) -> Non
         assert "paste-me" in output, output + (proc.stderr.read() if proc.stderr else "")
         match = re.search(r"(https?://\S+/whatsapp/webhook)", output)
         assert match is not None, output
-        challenge = httpx.get(match.group(1), params={
-            "hub.mode": "subscribe", "hub.verify_token": "paste-me", "hub.challenge": "42"},
-            timeout=10)
+        challenge = httpx.get(
+            match.group(1),
+            params={"hub.mode": "subscribe", "hub.verify_token": "paste-me", "hub.challenge": "42"},
+            timeout=10,
+        )
         assert (challenge.status_code, challenge.text) == (200, "42")
     finally:
         proc.send_signal(signal.SIGINT)
@@ -367,35 +446,46 @@ async def test_serve_logs_handoff_events(tmp_path: Path) -> None:
     from wa_agent.signature import SignatureVerifier
     from wa_agent.testing import CloudAPIEmulator, webhooks
 
-    (tmp_path / "hbot.py").write_text(textwrap.dedent("""
+    (tmp_path / "hbot.py").write_text(
+        textwrap.dedent("""
         import os
         from wa_agent import WhatsAppInterface
 
         interface = WhatsAppInterface(lambda request: "hi", mode="chat",
                                       base_url=os.environ["EMULATOR_URL"])
-    """))
+    """)
+    )
     emulator = CloudAPIEmulator(access_token="tok")
     port = free_port()
     async with BackgroundServer(emulator) as cloud:
-        env = {"WHATSAPP_VERIFY_TOKEN": "vt", "WHATSAPP_APP_SECRET": "s3cret",
-               "WHATSAPP_ACCESS_TOKEN": "tok", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
-               "EMULATOR_URL": cloud.url}
+        env = {
+            "WHATSAPP_VERIFY_TOKEN": "vt",
+            "WHATSAPP_APP_SECRET": "s3cret",
+            "WHATSAPP_ACCESS_TOKEN": "tok",
+            "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+            "EMULATOR_URL": cloud.url,
+        }
         proc, output = await asyncio.to_thread(
-            _serve, tmp_path, ["hbot:interface", "--host", "127.0.0.1", "--port", str(port)],
-            env)
+            _serve, tmp_path, ["hbot:interface", "--host", "127.0.0.1", "--port", str(port)], env
+        )
         try:
             assert "listening on" in output, output
             item = webhooks.text_message("15551230001", "/human")
-            body = webhooks.encode(webhooks.envelope(messages=[item],
-                                                     phone_number_id="100000000000001"))
-            headers = {"content-type": "application/json",
-                       "x-hub-signature-256": SignatureVerifier("s3cret").sign(body)}
+            body = webhooks.encode(
+                webhooks.envelope(messages=[item], phone_number_id="100000000000001")
+            )
+            headers = {
+                "content-type": "application/json",
+                "x-hub-signature-256": SignatureVerifier("s3cret").sign(body),
+            }
             async with httpx.AsyncClient(trust_env=False) as client:
                 for _ in range(100):
                     try:
                         response = await client.post(
-                            f"http://127.0.0.1:{port}/whatsapp/webhook", content=body,
-                            headers=headers)
+                            f"http://127.0.0.1:{port}/whatsapp/webhook",
+                            content=body,
+                            headers=headers,
+                        )
                         break
                     except httpx.ConnectError:
                         await asyncio.sleep(0.1)

@@ -77,8 +77,11 @@ class CloudFaults:
         self._release.set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not (scope["type"] == "http" and scope["method"] == "POST"
-                and scope["path"].endswith("/messages")):
+        if not (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].endswith("/messages")
+        ):
             await self.emulator(scope, receive, send)
             return
         chunks = []
@@ -128,8 +131,10 @@ class CloudFaults:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        waiters = [asyncio.ensure_future(disconnected()),
-                   asyncio.ensure_future(self._release.wait())]
+        waiters = [
+            asyncio.ensure_future(disconnected()),
+            asyncio.ensure_future(self._release.wait()),
+        ]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -144,9 +149,16 @@ async def _answer(send: Any, status: int, body: dict[str, Any] | None) -> None:
     else:
         payload, ctype = json.dumps(body).encode(), b"application/json"
     with contextlib.suppress(Exception):  # the client may be gone (a killed bot)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype),
-                                (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", ctype),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -161,8 +173,12 @@ class Cloud:
     def replies(self) -> collections.Counter[str]:
         """Accepted text replies per answered wamid (the agent's replies name it, or every
         wamid of a coalesced turn, comma-separated)."""
-        return collections.Counter(wamid for m in self.emulator.messages if m.type == "text"
-                                   for wamid in _answered(m).split(","))
+        return collections.Counter(
+            wamid
+            for m in self.emulator.messages
+            if m.type == "text"
+            for wamid in _answered(m).split(",")
+        )
 
     async def wait_answered(self, wamids: Iterable[str], timeout: float = 20.0) -> None:
         """Wait until every wamid in ``wamids`` has at least one reply."""
@@ -171,8 +187,9 @@ class Cloud:
         deadline = loop.time() + timeout
         while missing := wanted - set(self.replies()):
             if loop.time() > deadline:
-                raise AssertionError(f"{len(missing)} message(s) never answered: "
-                                     f"{sorted(missing)[:5]}")
+                raise AssertionError(
+                    f"{len(missing)} message(s) never answered: {sorted(missing)[:5]}"
+                )
             await asyncio.sleep(0.05)
 
 
@@ -202,13 +219,25 @@ class BotProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = tmp_path / f"bot-{self.port}.err"
-        args = [sys.executable, "-m", "tests.bot_process", "--port", str(self.port),
-                "--emulator", cloud_url, "--store", store, "--secret", SECRET]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.bot_process",
+            "--port",
+            str(self.port),
+            "--emulator",
+            cloud_url,
+            "--store",
+            store,
+            "--secret",
+            SECRET,
+        ]
         for key, value in options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         with self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(
+                args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")[-3000:]
@@ -273,9 +302,10 @@ async def post(client: httpx.AsyncClient, url: str, body: bytes) -> tuple[int, s
     """POST a signed webhook like Meta; (status, body status) or (0, "") if it did not land."""
     try:
         response = await client.post(
-            url + "/webhook", content=body,
-            headers={"content-type": "application/json",
-                     "x-hub-signature-256": _SIGNER.sign(body)})
+            url + "/webhook",
+            content=body,
+            headers={"content-type": "application/json", "x-hub-signature-256": _SIGNER.sign(body)},
+        )
     except httpx.TransportError:
         return 0, ""
     try:
@@ -295,7 +325,7 @@ def store_spec(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tup
 
 def open_store(spec: str, prefix: str) -> SessionStore:
     if spec.startswith("sqlite:"):
-        return SQLiteSessionStore(spec[len("sqlite:"):])
+        return SQLiteSessionStore(spec[len("sqlite:") :])
     from wa_agent.stores.redis import RedisSessionStore
 
     return RedisSessionStore(spec, prefix=prefix)
@@ -332,8 +362,13 @@ def read_log(path: Path, kinds: tuple[str, ...] = ("start", "end")) -> list[dict
 # -- crash -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 async def test_crash_answers_every_acknowledged_message_exactly_once(
-        kind: str, cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    kind: str,
+    cloud: Cloud,
+    bots: Callable[..., BotProcess],
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     """A bot process is SIGKILLed while answering 30 messages of 6 senders (slow agent); a new
     process on the same store answers every acknowledged message, and Meta's redeliveries of
     the ones not acknowledged; each exactly once. The only tolerated duplicate is a reply the
@@ -380,9 +415,11 @@ async def test_crash_answers_every_acknowledged_message_exactly_once(
 
     counts = cloud.replies()
     duplicates = {w: n for w, n in counts.items() if n > 1}
-    print(f"\n[{kind}] acknowledged before the kill: {len(acked)}/30, left in the inbox: "
-          f"{len(left)}, replies in the window at the kill: {len(in_window)}, "
-          f"duplicates: {len(duplicates)}")
+    print(
+        f"\n[{kind}] acknowledged before the kill: {len(acked)}/30, left in the inbox: "
+        f"{len(left)}, replies in the window at the kill: {len(in_window)}, "
+        f"duplicates: {len(duplicates)}"
+    )
     assert set(counts) == every
     assert set(duplicates) <= in_window, f"duplicates outside the known window: {duplicates}"
     assert all(n == 2 for n in duplicates.values())
@@ -390,16 +427,25 @@ async def test_crash_answers_every_acknowledged_message_exactly_once(
 
 # -- duplicates across two processes ------------------------------------------------------------
 async def test_duplicate_storm_across_two_processes_sharing_redis(
-        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path, redis_url: str) -> None:
+    cloud: Cloud,
+    bots: Callable[..., BotProcess],
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
     """Every message is delivered 3 times at once, split across two processes sharing Redis:
     exactly one delivery is recorded, the agent runs once, one reply is sent, a sender's
     agent calls never run in two processes at once (per-sender lease across processes; in
     TASK mode one process may run several of them)."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     log = tmp_path / "agent.log"
-    common: dict[str, Any] = {"prefix": prefix, "delay": 0.1, "lease_ttl": 2.0, "sweep": 0.2,
-                              "log": log}
+    common: dict[str, Any] = {
+        "prefix": prefix,
+        "delay": 0.1,
+        "lease_ttl": 2.0,
+        "sweep": 0.2,
+        "log": log,
+    }
     a = bots(cloud.url, redis_url, **common)
     b = bots(cloud.url, redis_url, **common)
     await asyncio.gather(a.ready(client), b.ready(client))
@@ -422,8 +468,9 @@ async def test_duplicate_storm_across_two_processes_sharing_redis(
     assert set(counts) == wamids
     assert max(counts.values()) == 1
     events = read_log(log)
-    assert collections.Counter(e["id"] for e in events if e["e"] == "start") == \
-        dict.fromkeys(wamids, 1)
+    assert collections.Counter(e["id"] for e in events if e["e"] == "start") == dict.fromkeys(
+        wamids, 1
+    )
     busy: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
     for event in events:  # file order is call order
         running = busy[event["s"]]
@@ -438,26 +485,30 @@ async def test_duplicate_storm_across_two_processes_sharing_redis(
 
 # -- faults from the Cloud API -----------------------------------------------------------------
 async def test_fault_storm_loses_and_duplicates_nothing(
-        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path) -> None:
+    cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """The Cloud API answers ~10% of sends 429/130429 and ~2% 5xx, and the Sender does not
     retry by itself (every fault reaches the inbox retry): every message is answered once."""
     cloud.faults.throttle, cloud.faults.errors = 0.10, 0.02
-    bot = bots(cloud.url, f"sqlite:{tmp_path / 'bot.db'}", sweep=0.05, retry_scale=0,
-               retry_attempts=1)
+    bot = bots(
+        cloud.url, f"sqlite:{tmp_path / 'bot.db'}", sweep=0.05, retry_scale=0, retry_attempts=1
+    )
     await bot.ready(client)
     senders = [f"1555200{n:04d}" for n in range(8)]
     messages = [message_body(s, f"m{j}") for j in range(10) for s in senders]
     for chunk in range(0, len(messages), 20):
-        outcome = await asyncio.gather(*(post(client, bot.url, body)
-                                         for _, body in messages[chunk:chunk + 20]))
+        outcome = await asyncio.gather(
+            *(post(client, bot.url, body) for _, body in messages[chunk : chunk + 20])
+        )
         assert all(r == (200, "processing") for r in outcome)
     wamids = {w for w, _ in messages}
     await cloud.wait_answered(wamids, timeout=30)
     await wait_inbox_empty(f"sqlite:{tmp_path / 'bot.db'}", "")
     counts = cloud.replies()
-    print(f"\ninjected faults: {dict(cloud.faults.injected)} over "
-          f"{sum(cloud.faults.injected.values()) + len(cloud.emulator.messages)} sends")
+    print(
+        f"\ninjected faults: {dict(cloud.faults.injected)} over "
+        f"{sum(cloud.faults.injected.values()) + len(cloud.emulator.messages)} sends"
+    )
     assert sum(cloud.faults.injected.values()) >= 5
     assert set(counts) == wamids
     assert max(counts.values()) == 1
@@ -465,14 +516,13 @@ async def test_fault_storm_loses_and_duplicates_nothing(
 
 # -- multi-part progress --------------------------------------------------------------------------
 async def test_crash_between_parts_resumes_with_the_remaining_parts(
-        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path) -> None:
+    cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """A three-part reply: the bot is killed while its second part is on the wire (never
     accepted). The next process sends parts 2 and 3 only, without asking the agent again."""
     spec = f"sqlite:{tmp_path / 'bot.db'}"
     log = tmp_path / "agent.log"
-    cloud.faults.hold = lambda body: str(body.get("text", {}).get("body", "")).startswith(
-        "PART2")
+    cloud.faults.hold = lambda body: str(body.get("text", {}).get("body", "")).startswith("PART2")
     bot = bots(cloud.url, spec, log=log)
     await bot.ready(client)
     wamid, body = message_body("15553000001", "MULTI please")
@@ -496,14 +546,23 @@ async def test_crash_between_parts_resumes_with_the_remaining_parts(
 
 # -- in-process servers ------------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def served(cloud: Cloud, agent: Any, storage: SessionStore,
-                 **options: Any) -> AsyncIterator[tuple[WhatsAppInterface, str]]:
+async def served(
+    cloud: Cloud, agent: Any, storage: SessionStore, **options: Any
+) -> AsyncIterator[tuple[WhatsAppInterface, str]]:
     """An interface on a real uvicorn server in this process; (interface, base URL)."""
     options = {"sweep_interval": 0.1, "lease_ttl": 1.0, **options}
-    sender = Sender(bot_process.ACCESS_TOKEN, PNID, base_url=cloud.url,
-                    retry=RetryPolicy(scale=0.01))
-    interface = WhatsAppInterface(agent, name=NAME, app_secret=SECRET, storage=storage,
-                                  sender=sender, phone_number_id=PNID, **options)
+    sender = Sender(
+        bot_process.ACCESS_TOKEN, PNID, base_url=cloud.url, retry=RetryPolicy(scale=0.01)
+    )
+    interface = WhatsAppInterface(
+        agent,
+        name=NAME,
+        app_secret=SECRET,
+        storage=storage,
+        sender=sender,
+        phone_number_id=PNID,
+        **options,
+    )
     try:
         async with BackgroundServer(interface.attach_routes()) as server:
             yield interface, server.url
@@ -518,7 +577,8 @@ def echo(request: AgentRequest) -> str:
 
 
 async def test_one_sender_at_a_time_in_order_and_senders_concurrently_up_to_the_bound(
-        cloud: Cloud, client: httpx.AsyncClient) -> None:
+    cloud: Cloud, client: httpx.AsyncClient
+) -> None:
     """Six senders, four messages each, ``max_concurrency=3`` and
     ``max_concurrency_per_sender=1``: a sender's messages reach the agent one at a time in
     arrival order (and are answered in that order), while exactly three senders are served
@@ -548,8 +608,10 @@ async def test_one_sender_at_a_time_in_order_and_senders_concurrently_up_to_the_
 
     senders = [f"1555400{n:04d}" for n in range(6)]
     posted: dict[str, list[str]] = {}
-    async with served(cloud, agent, MemorySessionStore(), max_concurrency=3,
-                      max_concurrency_per_sender=1) as (_, url):
+    async with served(
+        cloud, agent, MemorySessionStore(), max_concurrency=3, max_concurrency_per_sender=1
+    ) as (_, url):
+
         async def send(sender: str) -> None:
             posted[sender] = []
             for j in range(4):
@@ -568,7 +630,8 @@ async def test_one_sender_at_a_time_in_order_and_senders_concurrently_up_to_the_
 
 
 async def test_beyond_the_queue_bound_messages_wait_in_the_inbox_and_are_answered(
-        cloud: Cloud, client: httpx.AsyncClient) -> None:
+    cloud: Cloud, client: httpx.AsyncClient
+) -> None:
     """Twenty messages of ten senders at once with room for three queued senders (two
     running): every webhook is acknowledged 200 (recorded, so never 503), at most three
     senders are held in memory, the rest wait in the inbox, and all are answered once, in
@@ -583,8 +646,14 @@ async def test_beyond_the_queue_bound_messages_wait_in_the_inbox_and_are_answere
         return echo(request)
 
     messages = [message_body(f"1555500{n:04d}", f"m{j}") for j in range(2) for n in range(10)]
-    async with served(cloud, agent, MemorySessionStore(), max_concurrency=2,
-                      max_queued_senders=3, sweep_interval=0.05) as (interface, url):
+    async with served(
+        cloud,
+        agent,
+        MemorySessionStore(),
+        max_concurrency=2,
+        max_queued_senders=3,
+        sweep_interval=0.05,
+    ) as (interface, url):
         holder.append(interface)
         outcome = await asyncio.gather(*(post(client, url, body) for _, body in messages))
         assert all(r == (200, "processing") for r in outcome)
@@ -599,7 +668,8 @@ async def test_beyond_the_queue_bound_messages_wait_in_the_inbox_and_are_answere
 
 
 async def test_graceful_shutdown_finishes_in_flight_work_and_leaves_the_rest(
-        cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path) -> None:
+    cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """At shutdown (two slots, ``shutdown_timeout`` 1.5 s): the reply in progress is
     finished; a message queued behind it, one waiting for a slot and one arriving during the
     shutdown stay in the inbox; an agent slower than the bound is cancelled. After a restart
@@ -622,10 +692,13 @@ async def test_graceful_shutdown_finishes_in_flight_work_and_leaves_the_rest(
             raise
         return echo(request)
 
-    a1, a2, b1, c1, d1 = (message_body(f"155560000{n}", t)
-                          for n, t in ((1, "a1"), (1, "a2"), (2, "b1"), (3, "c1"), (4, "d1")))
-    async with served(cloud, agent, SQLiteSessionStore(path), max_concurrency=2,
-                      shutdown_timeout=1.5) as (interface, url):
+    a1, a2, b1, c1, d1 = (
+        message_body(f"155560000{n}", t)
+        for n, t in ((1, "a1"), (1, "a2"), (2, "b1"), (3, "c1"), (4, "d1"))
+    )
+    async with served(
+        cloud, agent, SQLiteSessionStore(path), max_concurrency=2, shutdown_timeout=1.5
+    ) as (interface, url):
         for _, body in (a1, b1):
             assert await post(client, url, body) == (200, "processing")
         await asyncio.wait_for(asyncio.gather(started["a1"].wait(), started["b1"].wait()), 10)
@@ -657,13 +730,16 @@ class _Clock:
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_redelivery_within_the_dedupe_ttl_is_ignored_and_after_it_processed(
-        kind: str, cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path) -> None:
+    kind: str, cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """With an injected store clock and a 60 s dedupe TTL: a redelivery 59 s later is
     acknowledged as ignored (no second reply); one 61 s later is a new message again."""
     clock = _Clock()
-    store: SessionStore = (MemorySessionStore(dedupe_ttl=60, clock=clock) if kind == "memory"
-                           else SQLiteSessionStore(tmp_path / "bot.db", dedupe_ttl=60,
-                                                   clock=clock))
+    store: SessionStore = (
+        MemorySessionStore(dedupe_ttl=60, clock=clock)
+        if kind == "memory"
+        else SQLiteSessionStore(tmp_path / "bot.db", dedupe_ttl=60, clock=clock)
+    )
     wamid, body = message_body("15557000001", "hello")
     async with served(cloud, echo, store) as (interface, url):
         assert await post(client, url, body) == (200, "processing")
@@ -684,8 +760,7 @@ class FlakyStore(SQLiteSessionStore):
 
     fail_complete = 0
 
-    async def complete(self, interface: str, item_id: str, sender: str,
-                       turns: Any = ()) -> None:
+    async def complete(self, interface: str, item_id: str, sender: str, turns: Any = ()) -> None:
         if self.fail_complete > 0:
             self.fail_complete -= 1
             raise StoreError("injected: the store is unreachable")
@@ -693,7 +768,8 @@ class FlakyStore(SQLiteSessionStore):
 
 
 async def test_store_that_cannot_write_answers_500_and_the_redelivery_is_answered(
-        cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path) -> None:
+    cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """While another connection holds the SQLite file's write lock, the webhook answers 500
     (Meta will redeliver) and nothing reaches the agent; once the lock is gone, the
     redelivery is recorded and answered exactly once."""
@@ -722,7 +798,8 @@ async def test_store_that_cannot_write_answers_500_and_the_redelivery_is_answere
 
 
 async def test_store_failure_after_the_send_never_resends(
-        cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path) -> None:
+    cloud: Cloud, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """The reply was accepted but the store fails to record it (twice): the interface retries
     the bookkeeping, not the send; one reply, and the inbox ends empty."""
     store = FlakyStore(tmp_path / "bot.db")
@@ -737,8 +814,7 @@ async def test_store_failure_after_the_send_never_resends(
     assert cloud.replies() == {wamid: 1}
 
 
-async def test_slow_agent_keeps_its_sender_lease(
-        cloud: Cloud, client: httpx.AsyncClient) -> None:
+async def test_slow_agent_keeps_its_sender_lease(cloud: Cloud, client: httpx.AsyncClient) -> None:
     """Two interfaces share one store (as two workers share Redis) with a 0.3 s lease and an
     agent that takes 1 s: the holder renews the lease, so the other worker, which sweeps the
     inbox every 50 ms, never answers the same message a second time."""
@@ -751,8 +827,10 @@ async def test_slow_agent_keeps_its_sender_lease(
         return echo(request)
 
     wamid, body = message_body("15559000001", "hello")
-    async with served(cloud, agent, store, lease_ttl=0.3, sweep_interval=0.05) as (a, url), \
-            served(cloud, agent, store, lease_ttl=0.3, sweep_interval=0.05) as (b, _):
+    async with (
+        served(cloud, agent, store, lease_ttl=0.3, sweep_interval=0.05) as (a, url),
+        served(cloud, agent, store, lease_ttl=0.3, sweep_interval=0.05) as (b, _),
+    ):
         await b.start()
         assert await post(client, url, body) == (200, "processing")
         await cloud.wait_answered([wamid])
@@ -763,8 +841,8 @@ async def test_slow_agent_keeps_its_sender_lease(
 
 
 async def test_sigterm_lets_the_reply_in_progress_finish_and_keeps_the_rest(
-        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path) -> None:
+    cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """A real process gets SIGTERM while its agent answers the first of two messages of one
     sender (one at a time: ``max_concurrency_per_sender=1``): uvicorn's graceful shutdown
     runs the interface's, the first reply is sent, the process exits and the second message
@@ -808,15 +886,20 @@ class ReceiverOnly:
 
 
 async def test_backlog_bound_counts_messages_answered_by_another_worker(
-        cloud: Cloud, client: httpx.AsyncClient) -> None:
+    cloud: Cloud, client: httpx.AsyncClient
+) -> None:
     """Worker A records a sender's messages, worker B (same store) answers them. With a
     backlog bound of two per sender, A keeps accepting that sender's messages one after
     another: what B answered no longer counts against the sender on A."""
     store = MemorySessionStore()
     wamids = []
-    async with served(cloud, echo, ReceiverOnly(store), lease_ttl=0.4,
-                      max_pending_per_sender=2) as (a, url), \
-            served(cloud, echo, store, lease_ttl=0.4, sweep_interval=0.05) as (b, _):
+    async with (
+        served(cloud, echo, ReceiverOnly(store), lease_ttl=0.4, max_pending_per_sender=2) as (
+            a,
+            url,
+        ),
+        served(cloud, echo, store, lease_ttl=0.4, sweep_interval=0.05) as (b, _),
+    ):
         await b.start()
         for n in range(5):
             wamid, body = message_body("15559100001", f"m{n}")
@@ -830,8 +913,9 @@ async def test_backlog_bound_counts_messages_answered_by_another_worker(
 
 
 # -- coalesced CHAT turns across crashes and workers ---------------------------------------------
-async def _wait_log(log: Path, predicate: Callable[[list[dict[str, Any]]], bool],
-                    timeout: float = 10.0) -> list[dict[str, Any]]:
+async def _wait_log(
+    log: Path, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate(events := read_log(log)):
@@ -842,8 +926,13 @@ async def _wait_log(log: Path, predicate: Callable[[list[dict[str, Any]]], bool]
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 async def test_crash_mid_coalesced_turn_redoes_the_whole_turn(
-        kind: str, cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    kind: str,
+    cloud: Cloud,
+    bots: Callable[..., BotProcess],
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
     """CHAT: two follow-ups recorded while the first message is answered form one turn;
     the process is SIGKILLed while that turn's agent runs. The next process on the same
     store answers the two follow-ups again as ONE turn: each message gets exactly one
@@ -883,20 +972,34 @@ async def test_crash_mid_coalesced_turn_redoes_the_whole_turn(
     finally:
         await store.aclose()
     assert [(t.role, t.message_id) for t in history] == [
-        ("user", ids[0]), ("assistant", None), ("user", ids[1]), ("user", ids[2]),
-        ("assistant", None)]
+        ("user", ids[0]),
+        ("assistant", None),
+        ("user", ids[1]),
+        ("user", ids[2]),
+        ("assistant", None),
+    ]
 
 
 async def test_two_workers_on_redis_coalesce_one_burst_once(
-        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path, redis_url: str) -> None:
+    cloud: Cloud,
+    bots: Callable[..., BotProcess],
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
     """CHAT, two processes sharing Redis: a burst of one contact's follow-ups, recorded half
     by each process while the first message is answered, is answered in one turn by the
     lease holder: two agent runs in all, every message answered exactly once."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     log = tmp_path / "agent.log"
-    common: dict[str, Any] = {"prefix": prefix, "mode": "chat", "delay": 0.6,
-                              "lease_ttl": 3.0, "sweep": 0.2, "log": log}
+    common: dict[str, Any] = {
+        "prefix": prefix,
+        "mode": "chat",
+        "delay": 0.6,
+        "lease_ttl": 3.0,
+        "sweep": 0.2,
+        "log": log,
+    }
     a, b = bots(cloud.url, redis_url, **common), bots(cloud.url, redis_url, **common)
     await asyncio.gather(a.ready(client), b.ready(client))
     contact = "15557200001"
@@ -914,8 +1017,8 @@ async def test_two_workers_on_redis_coalesce_one_burst_once(
 
 
 async def test_a_dead_workers_senders_are_taken_over_within_the_lease_ttl(
-        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path) -> None:
+    cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """A process is SIGKILLed while its agent answers a sender (its lease held, renewed
     while it lived); the process restarted on the same store takes the sender over once the
     dead lease lapses: with the default ``lease_ttl`` (6 s) and one attempt a second that
@@ -940,8 +1043,8 @@ async def test_a_dead_workers_senders_are_taken_over_within_the_lease_ttl(
 
 
 async def test_the_duplicate_window_is_a_process_stopping_during_a_store_outage(
-        cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient,
-        tmp_path: Path) -> None:
+    cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """The real duplicate window, measured: replies go out while the store cannot record
     them (``complete`` fails). While the process runs it retries the record and never
     resends, however long the outage; only when it is killed during the outage are those

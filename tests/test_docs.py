@@ -49,9 +49,16 @@ _FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```python[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
     re.MULTILINE | re.DOTALL,
 )
-_SECRETS = ("WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN",
-            "WHATSAPP_PHONE_NUMBER_ID", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
-            "NGROK_AUTHTOKEN", "REDIS_URL")
+_SECRETS = (
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "NGROK_AUTHTOKEN",
+    "REDIS_URL",
+)
 _LOOPBACK = {None, "", "127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
@@ -142,14 +149,31 @@ def lint_undefined_names(blocks: list[Block], tmp_path: Path) -> None:
         files.append((path, block))
     ruff = Path(sys.executable).with_name("ruff")
     proc = subprocess.run(
-        [str(ruff), "check", "--isolated", "--select", "F821,F822,F823", "--target-version",
-         "py311", "--output-format", "concise", *(str(p) for p, _ in files)],
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            str(ruff),
+            "check",
+            "--isolated",
+            "--select",
+            "F821,F822,F823",
+            "--target-version",
+            "py311",
+            "--output-format",
+            "concise",
+            *(str(p) for p, _ in files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     report = proc.stdout
     for path, block in files:  # path:row:col -> page:line
         page, first = block.page.relative_to(ROOT), block.line
-        report = re.sub(re.escape(str(path)) + r":(\d+):\d+",
-                        lambda m: f"{page}:{first + int(m[1]) - 1}", report)  # noqa: B023
+        report = re.sub(
+            re.escape(str(path)) + r":(\d+):\d+",
+            lambda m, page=page, first=first: f"{page}:{first + int(m[1]) - 1}",
+            report,
+        )
     assert proc.returncode == 0, report
 
 
@@ -214,6 +238,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             if self.family in (socket.AF_INET, socket.AF_INET6):
                 guard(host_of(address))
             return real(self, address)
+
         return connect
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
@@ -228,8 +253,9 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("page", CODE_PAGES, ids=[p.name for p in CODE_PAGES])
-def test_code_blocks(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                     offline: None) -> None:
+def test_code_blocks(
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None
+) -> None:
     """Each python block of the page compiles, imports only names that exist, uses no
     undefined name, and runs offline unless marked compile-only; file blocks import."""
     blocks = blocks_of(page)
@@ -283,10 +309,23 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     """``mkdocs build --strict`` succeeds offline: every page is in the nav, every link and
     anchor resolves."""
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir",
-         str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-        env=os.environ | {"NO_MKDOCS_2_WARNING": "1"})
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--quiet",
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=os.environ | {"NO_MKDOCS_2_WARNING": "1"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "site" / "index.html").is_file()
     pages = {p.stem for p in DOCS.glob("*.md")}
@@ -300,20 +339,42 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 #: Submodule names that stay out of ``wa_agent.__all__`` on purpose (advanced or internal).
 NOT_EXPORTED = {
     "api_error_from_body",  # exceptions: build the right error from a Graph body
-    "ErrorRule", "error_rule",  # exceptions: the error-code table's rows
-    "HeartbeatConfig", "heartbeat_from_agent",  # heartbeat: the interface's wiring
-    "ConversationListener", "normalize_number",  # interface: widget hooks, number helper
+    "ErrorRule",
+    "error_rule",  # exceptions: the error-code table's rows
+    "HeartbeatConfig",
+    "heartbeat_from_agent",  # heartbeat: the interface's wiring
+    "ConversationListener",
+    "normalize_number",  # interface: widget hooks, number helper
     "describe_attachment",  # llm: text stand-in for media
     "parse_timestamp",  # parser
     "reveal",  # secret
     "print_dashboard_instructions",  # tunnel
     "uvicorn_options",  # server: ServerLimits as uvicorn settings
-    "Conversation", "LogEntry", "render_conversation",  # widget internals
+    "Conversation",
+    "LogEntry",
+    "render_conversation",  # widget internals
 }
 PUBLIC_MODULES = (
-    "agents", "asgi", "events", "exceptions", "heartbeat", "interface", "llm", "manager",
-    "parser", "secret", "sender", "server", "signature", "stores.base", "stores.memory",
-    "stores.sqlite", "text", "transcribe", "tunnel", "widget",
+    "agents",
+    "asgi",
+    "events",
+    "exceptions",
+    "heartbeat",
+    "interface",
+    "llm",
+    "manager",
+    "parser",
+    "secret",
+    "sender",
+    "server",
+    "signature",
+    "stores.base",
+    "stores.memory",
+    "stores.sqlite",
+    "text",
+    "transcribe",
+    "tunnel",
+    "widget",
 )
 
 
@@ -326,8 +387,11 @@ def _public_objects() -> Iterator[tuple[str, Any]]:
     webhooks = importlib.import_module("wa_agent.testing.webhooks")
     for name in dir(webhooks):
         value = getattr(webhooks, name)
-        if (not name.startswith("_") and inspect.isfunction(value)
-                and value.__module__ == webhooks.__name__):
+        if (
+            not name.startswith("_")
+            and inspect.isfunction(value)
+            and value.__module__ == webhooks.__name__
+        ):
             yield f"wa_agent.testing.webhooks.{name}", value
     redis_store = importlib.import_module("wa_agent.stores.redis")
     yield "wa_agent.stores.redis.RedisSessionStore", redis_store.RedisSessionStore
@@ -405,16 +469,18 @@ ENTRY_PAGES = {ROOT / "README.md", DOCS / "quickstart.md"}
 ACTIVATE = "source .venv/bin/activate"
 VENV_BIN = Path(sys.executable).parent
 #: Tools that come from the project's virtual environment (not on PATH before activation).
-VENV_TOOLS = {"wa-agent", "python", "pip", "pytest", "jupyter", "mkdocs", "uvicorn", "ruff",
-              "mypy"}
+VENV_TOOLS = {"wa-agent", "python", "pip", "pytest", "jupyter", "mkdocs", "uvicorn", "ruff", "mypy"}
 #: Programs installed by a `pip install` of another package shown earlier on the page.
 INSTALLED_BY = {"jupyter": {"jupyterlab", "notebook"}}
 SHELL_BUILTINS = {"export", "cd", "source", ".", "echo", "set", "unset", "cat"}
 _SHELL_FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?:bash|sh|shell|console)[^\n]*\n(?P<body>.*?)^(?P=indent)```"
-    r"[ \t]*$", re.MULTILINE | re.DOTALL)
-_ANY_FENCE = re.compile(r"^(?P<indent>[ \t]*)```.*?^(?P=indent)```[ \t]*$",
-                        re.MULTILINE | re.DOTALL)
+    r"[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
+_ANY_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```.*?^(?P=indent)```[ \t]*$", re.MULTILINE | re.DOTALL
+)
 _INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 _PLACEHOLDER = re.compile(r"<[^<>\n]+>")
 _OPERATORS = {"|", "||", "&&", ";", "&"}
@@ -432,8 +498,10 @@ class Command:
     @property
     def where(self) -> str:
         text = page_text(self.page)
-        return f"{self.page.relative_to(ROOT)}:{text.count(chr(10), 0, self.offset) + 1}: " \
-               f"{' '.join(self.argv)}"
+        return (
+            f"{self.page.relative_to(ROOT)}:{text.count(chr(10), 0, self.offset) + 1}: "
+            f"{' '.join(self.argv)}"
+        )
 
 
 def page_text(page: Path) -> str:
@@ -443,8 +511,7 @@ def page_text(page: Path) -> str:
     import json
 
     cells = json.loads(page.read_text(encoding="utf-8"))["cells"]
-    return "\n\n".join("".join(cell["source"]) for cell in cells
-                       if cell["cell_type"] == "markdown")
+    return "\n\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown")
 
 
 def split_commands(line: str) -> list[list[str]]:
@@ -452,8 +519,7 @@ def split_commands(line: str) -> list[list[str]]:
     comments, redirections and ``<placeholders>`` (as ``PLACEHOLDER``) dealt with."""
     import shlex
 
-    lexer = shlex.shlex(_PLACEHOLDER.sub("PLACEHOLDER", line), posix=True,
-                        punctuation_chars=True)
+    lexer = shlex.shlex(_PLACEHOLDER.sub("PLACEHOLDER", line), posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     try:
         tokens = list(lexer)
@@ -484,8 +550,7 @@ def commands_of(page: Path) -> list[Command]:
     text = page_text(page)
     found: list[Command] = []
     for match in _SHELL_FENCE.finditer(text):
-        body = "\n".join(line.removeprefix(match["indent"])
-                         for line in match["body"].split("\n"))
+        body = "\n".join(line.removeprefix(match["indent"]) for line in match["body"].split("\n"))
         offset = match.start("body")
         for line in body.replace("\\\n", " ").split("\n"):
             for argv in split_commands(line):
@@ -496,8 +561,11 @@ def commands_of(page: Path) -> list[Command]:
     for match in _INLINE.finditer(prose):
         for argv in split_commands(match[1]):
             argv = _program(argv)
-            if len(argv) > 1 and (argv[0] in VENV_TOOLS or argv[0].startswith(".venv/bin/")
-                         or (argv[0] == "bash" and argv[1:2] and argv[1].startswith("scripts/"))):
+            if len(argv) > 1 and (
+                argv[0] in VENV_TOOLS
+                or argv[0].startswith(".venv/bin/")
+                or (argv[0] == "bash" and argv[1:2] and argv[1].startswith("scripts/"))
+            ):
                 found.append(Command(page, match.start(), tuple(argv), inline=True))
     return sorted(found, key=lambda c: c.offset)
 
@@ -539,8 +607,10 @@ def check_command(command: Command, installed: set[str]) -> str | None:
         if not (VENV_BIN / program).exists():
             return f"{program} is not in the virtual environment"
     elif program in VENV_TOOLS:
-        if command.page in ENTRY_PAGES \
-                and not 0 <= page_text(command.page).find(ACTIVATE) < command.offset:
+        if (
+            command.page in ENTRY_PAGES
+            and not 0 <= page_text(command.page).find(ACTIVATE) < command.offset
+        ):
             return f"{program} is shown before the page says `{ACTIVATE}`"
         if not (VENV_BIN / program).exists() and not INSTALLED_BY.get(program, set()) & installed:
             return f"{program} is not in the virtual environment (nor pip-installed above)"
@@ -551,8 +621,11 @@ def check_command(command: Command, installed: set[str]) -> str | None:
         options = _cli_options()
         if args[0] not in options:
             return f"wa-agent has no subcommand {args[0]!r}"
-        unknown = [a.split("=")[0] for a in args[1:]
-                   if a.startswith("-") and a.split("=")[0] not in options[args[0]]]
+        unknown = [
+            a.split("=")[0]
+            for a in args[1:]
+            if a.startswith("-") and a.split("=")[0] not in options[args[0]]
+        ]
         if unknown:
             return f"wa-agent {args[0]} has no option {', '.join(unknown)}"
     if program in ("python", "python3") and args[:1] == ["-m"] and len(args) > 1:
@@ -573,8 +646,14 @@ def check_command(command: Command, installed: set[str]) -> str | None:
                 return f"the distribution is {name}, not {match[1]}"
     for arg in args:  # files of the repository that the command names
         first = arg.split("/", 1)[0]
-        if "/" in arg and first and "PLACEHOLDER" not in arg and (ROOT / first).is_dir() \
-                and first != ".venv" and not (ROOT / arg).exists():
+        if (
+            "/" in arg
+            and first
+            and "PLACEHOLDER" not in arg
+            and (ROOT / first).is_dir()
+            and first != ".venv"
+            and not (ROOT / arg).exists()
+        ):
             return f"{arg} does not exist"
     if program == "bash" and args and not (ROOT / args[0]).is_file():
         return f"{args[0]} does not exist"
@@ -587,16 +666,18 @@ def _installs_above(commands: list[Command], command: Command) -> set[str]:
         if earlier.offset >= command.offset:
             break
         if earlier.argv[:2] == ("pip", "install"):
-            names |= {_normalize(re.split(r"[\[<>=@ ]", a)[0]) for a in earlier.argv[2:]
-                      if not a.startswith("-")}
+            names |= {
+                _normalize(re.split(r"[\[<>=@ ]", a)[0])
+                for a in earlier.argv[2:]
+                if not a.startswith("-")
+            }
     return names
 
 
 SHELL_COMMAND_PAGES = [page for page in SHELL_PAGES if commands_of(page)]
 
 
-@pytest.mark.parametrize("page", SHELL_COMMAND_PAGES,
-                         ids=[p.name for p in SHELL_COMMAND_PAGES])
+@pytest.mark.parametrize("page", SHELL_COMMAND_PAGES, ids=[p.name for p in SHELL_COMMAND_PAGES])
 def test_shell_commands_work_after_setup(page: Path) -> None:
     """Every shell command the page shows can run as written after the README's setup:
     the program exists (and, on the README and the quickstart, comes after the line that
@@ -614,12 +695,21 @@ def test_shell_commands_work_after_setup(page: Path) -> None:
 def test_documented_wa_agent_commands_run_help() -> None:
     """`wa-agent --help` and `wa-agent <subcommand> --help`, for every subcommand the docs
     show, run from the virtual environment's console script."""
-    subcommands = {c.argv[1] for page in SHELL_PAGES for c in commands_of(page)
-                   if c.argv[0] in ("wa-agent", ".venv/bin/wa-agent") and len(c.argv) > 1}
+    subcommands = {
+        c.argv[1]
+        for page in SHELL_PAGES
+        for c in commands_of(page)
+        if c.argv[0] in ("wa-agent", ".venv/bin/wa-agent") and len(c.argv) > 1
+    }
     assert subcommands == {"demo", "serve"}
     for args in ([], *([name] for name in sorted(subcommands))):
-        proc = subprocess.run([str(VENV_BIN / "wa-agent"), *args, "--help"],
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [str(VENV_BIN / "wa-agent"), *args, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         assert "usage: wa-agent" in proc.stdout
 
@@ -640,10 +730,12 @@ def test_the_command_checker_finds_mistakes(tmp_path: Path) -> None:
     assert "does not exist" in (check(("python", "benchmarks/nothing.py")) or "")
     assert "not wa_agent" in (check(("pip", "install", "wa_agent[all]")) or "")
     assert "no extra" in (check(("pip", "install", "-e", ".[everything]")) or "")
-    assert check(("jupyter", "lab")) is None or "pip-installed" in (check(("jupyter", "lab"))
-                                                                     or "")
-    assert split_commands('echo hi | bash scripts/demo && X=1 wa-agent demo # note') == [
-        ["echo", "hi"], ["bash", "scripts/demo"], ["X=1", "wa-agent", "demo"]]
+    assert check(("jupyter", "lab")) is None or "pip-installed" in (check(("jupyter", "lab")) or "")
+    assert split_commands("echo hi | bash scripts/demo && X=1 wa-agent demo # note") == [
+        ["echo", "hi"],
+        ["bash", "scripts/demo"],
+        ["X=1", "wa-agent", "demo"],
+    ]
 
 
 _NAMED = re.compile(r"`(wa_agent(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(?:\(\)|\(…\))?`")

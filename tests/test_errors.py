@@ -97,7 +97,8 @@ def _graph(code: int, status: int = 400) -> WhatsAppAPIError:
 
 @pytest.mark.parametrize(("code", "cls", "kind"), RULES)
 def test_each_code_has_its_class_and_retry_rule(
-        code: int, cls: type[WhatsAppAPIError], kind: RetryKind) -> None:
+    code: int, cls: type[WhatsAppAPIError], kind: RetryKind
+) -> None:
     """A Graph error with this code is raised as ``cls``; it is retryable unless its kind is
     NEVER; the RetryPolicy retries it within the call only for throttle, pair-rate and
     transient errors (LATER waits minutes: the interface retries it from its inbox)."""
@@ -112,7 +113,8 @@ def test_each_code_has_its_class_and_retry_rule(
 
 @pytest.mark.parametrize(("status", "cls", "kind"), STATUS_RULES)
 def test_answers_without_a_graph_error_are_keyed_on_the_status(
-        status: int, cls: type[WhatsAppAPIError], kind: RetryKind) -> None:
+    status: int, cls: type[WhatsAppAPIError], kind: RetryKind
+) -> None:
     """A proxy's error page (no Graph body) gets its class and rule from the HTTP status."""
     error = api_error_from_body("<html>bad gateway</html>", status)
     assert type(error) is cls

@@ -24,8 +24,14 @@ def run_example(name: str, *args: str, timeout: float = 60) -> list[str]:
     traceback."""
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=timeout, check=False)
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.stdout.splitlines()
@@ -46,11 +52,13 @@ def test_compose_fastapi() -> None:
         "POST unsigned: 403 invalid_signature",
     ]
     replies = [line for line in lines if line.startswith("reply to ")]
-    assert sorted(replies) == sorted([
-        "reply to 15551230001: Message #1 from you: 'hello'",
-        "reply to 15551230002: Message #1 from you: 'Grüße 👋'",
-        "reply to 15551230001: Message #2 from you: 'again'",
-    ])
+    assert sorted(replies) == sorted(
+        [
+            "reply to 15551230001: Message #1 from you: 'hello'",
+            "reply to 15551230002: Message #1 from you: 'Grüße 👋'",
+            "reply to 15551230001: Message #2 from you: 'again'",
+        ]
+    )
     alice = [r for r in replies if "15551230001" in r]
     assert alice[0].endswith("'hello'") and alice[1].endswith("'again'")  # in order
     assert lines[-1] == "messages marked read: 3"
@@ -104,8 +112,10 @@ def test_heartbeat_only() -> None:
         "beat -> 15551230001: Reminder: look out of the window.",
     ]
     assert lines[3] == "outside the window: delivered, sent a template 'daily_reminder'"
-    assert lines[4] == ("outside the window, no template: skipped: outside the 24-hour "
-                        "window and no template configured")
+    assert lines[4] == (
+        "outside the window, no template: skipped: outside the 24-hour "
+        "window and no template configured"
+    )
     assert lines[5] == "second process: skipped: heartbeat lease held by another worker"
     assert lines[6].startswith("first process: delivered=")
     assert lines[6].endswith("skipped=1 failures=0")

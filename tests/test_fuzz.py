@@ -57,8 +57,11 @@ def budget(n: int) -> settings:
     return settings(
         max_examples=max(1, round(n * _SCALE)),
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                               HealthCheck.filter_too_much],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
     )
 
 
@@ -121,27 +124,39 @@ def valid_payloads(draw: st.DrawFn) -> dict[str, Any]:
         if kind == "text":
             items.append(webhooks.text_message(sender, text))
         elif kind == "image":
-            items.append(webhooks.media_message(sender, "image", "media-1", "image/png",
-                                                caption=text))
+            items.append(
+                webhooks.media_message(sender, "image", "media-1", "image/png", caption=text)
+            )
         elif kind == "location":
-            items.append(webhooks.location_message(
-                sender, draw(st.floats(-90, 90)), draw(st.floats(-180, 180))))
+            items.append(
+                webhooks.location_message(
+                    sender, draw(st.floats(-90, 90)), draw(st.floats(-180, 180))
+                )
+            )
         elif kind == "reaction":
             items.append(webhooks.reaction_message(sender, "wamid.x", text[:2] or None))
         else:
             items.append(webhooks.button_reply_message(sender, text, "p"))
-    statuses = [webhooks.status_item(webhooks.new_wamid(), s, _numbers[0])
-                for s in draw(st.lists(st.sampled_from(["sent", "read", "failed", "x"]),
-                                       max_size=3))]
+    statuses = [
+        webhooks.status_item(webhooks.new_wamid(), s, _numbers[0])
+        for s in draw(st.lists(st.sampled_from(["sent", "read", "failed", "x"]), max_size=3))
+    ]
     return webhooks.envelope(messages=items, statuses=statuses)
 
 
-_json_leaves = (st.none() | st.booleans() | st.integers() | st.floats()
-                | st.text(max_size=20) | st.integers(min_value=10**30, max_value=10**60))
+_json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.integers(min_value=10**30, max_value=10**60)
+)
 _json = st.recursive(
     _json_leaves,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -151,8 +166,23 @@ def wrong_shapes(draw: st.DrawFn) -> bytes:
     """Valid JSON of the wrong shape, planted at every level of the envelope."""
     junk = draw(_json)
     base: Any = draw(valid_payloads())
-    where = draw(st.sampled_from(["top", "object", "entry", "entry0", "changes", "value",
-                                  "messages", "message", "field", "metadata", "item_key"]))
+    where = draw(
+        st.sampled_from(
+            [
+                "top",
+                "object",
+                "entry",
+                "entry0",
+                "changes",
+                "value",
+                "messages",
+                "message",
+                "field",
+                "metadata",
+                "item_key",
+            ]
+        )
+    )
     value = base["entry"][0]["changes"][0]["value"]
     if where == "top":
         base = junk
@@ -175,29 +205,60 @@ def wrong_shapes(draw: st.DrawFn) -> bytes:
     elif where == "metadata":
         value["metadata"] = junk
     elif value.get("messages"):
-        key = draw(st.sampled_from(["from", "id", "timestamp", "type", "text", "image",
-                                    "location", "context", "reaction", "button"]))
+        key = draw(
+            st.sampled_from(
+                [
+                    "from",
+                    "id",
+                    "timestamp",
+                    "type",
+                    "text",
+                    "image",
+                    "location",
+                    "context",
+                    "reaction",
+                    "button",
+                ]
+            )
+        )
         value["messages"][0][key] = junk
     return json.dumps(base, allow_nan=True).encode()
 
 
 def _batch(n: int) -> bytes:
-    return webhooks.encode(webhooks.envelope(
-        messages=[webhooks.text_message(_numbers[i % 5], f"m{i}") for i in range(n)]))
+    return webhooks.encode(
+        webhooks.envelope(
+            messages=[webhooks.text_message(_numbers[i % 5], f"m{i}") for i in range(n)]
+        )
+    )
 
 
 _TRICKS: list[bytes] = [
-    b"", b" ", b"null", b"[]", b"{}", b'""', b"0", b"-0", b"1e999999", b"-1e999999",
-    b"NaN", b"Infinity", b"[NaN, -Infinity]", b"\xef\xbb\xbf{}",  # BOM
+    b"",
+    b" ",
+    b"null",
+    b"[]",
+    b"{}",
+    b'""',
+    b"0",
+    b"-0",
+    b"1e999999",
+    b"-1e999999",
+    b"NaN",
+    b"Infinity",
+    b"[NaN, -Infinity]",
+    b"\xef\xbb\xbf{}",  # BOM
     b'{"object":"whatsapp_business_account","entry":[]}',
     b'{"object":' + b"9" * 5000 + b',"entry":[]}',  # over the int digit limit
     b'{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages",'
     b'"value":{"messages":[{"from":"1","id":"w","timestamp":"' + b"9" * 5000 + b'",'
     b'"type":"text","text":{"body":"x"}}]}}]}]}',
     b'{"object":"x","object":"whatsapp_business_account","entry":[],"entry":[]}',
-    (b'{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages",'
-    b'"field":"messages","value":{"messages":[{"from":"1","from":"2","id":"w","id":"w",'
-    b'"timestamp":"1","type":"text","text":{"body":"a"},"text":{"body":"b"}}]}}]}]}'),
+    (
+        b'{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages",'
+        b'"field":"messages","value":{"messages":[{"from":"1","from":"2","id":"w","id":"w",'
+        b'"timestamp":"1","type":"text","text":{"body":"a"},"text":{"body":"b"}}]}}]}]}'
+    ),
     b"[" * 20_000 + b"]" * 20_000,
     b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
     b"[" * 20_000,  # unbalanced
@@ -208,9 +269,11 @@ _TRICKS: list[bytes] = [
     b'{"object":"\\ud800","entry":[]}',  # escaped lone surrogate
     '{"object":"whatsapp_business_account","entry":[]}'.encode("utf-16"),
     b'{"object":"whatsapp_business_account"\x00,"entry":[]}',
-    _batch(1000), _batch(1001),
+    _batch(1000),
+    _batch(1001),
     b'{"object":"whatsapp_business_account","entry":[' + b"{}," * 3000 + b"{}]}",
-    b'["' + b"\\\\" * 5000 + b'"]', b'["' + b"\\u0000" * 2000 + b'"]',
+    b'["' + b"\\\\" * 5000 + b'"]',
+    b'["' + b"\\u0000" * 2000 + b'"]',
 ]
 
 
@@ -238,9 +301,18 @@ def _mutate(data: bytes, ops: list[tuple[int, int, int, bytes]]) -> bytes:
 def mutated(draw: st.DrawFn) -> bytes:
     """A valid body with a few byte-level mutations."""
     body = webhooks.encode(draw(valid_payloads()))
-    ops = draw(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 10**6),
-                                  st.integers(0, 10**6), st.binary(max_size=8)),
-                        min_size=1, max_size=5))
+    ops = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 4),
+                st.integers(0, 10**6),
+                st.integers(0, 10**6),
+                st.binary(max_size=8),
+            ),
+            min_size=1,
+            max_size=5,
+        )
+    )
     return _mutate(body, ops)
 
 
@@ -254,16 +326,44 @@ bodies = st.one_of(
     _json.map(lambda v: json.dumps(v).encode()),
 )
 
-SIGNATURE_MODES = ["none", "valid", "upper", "padded", "wrong", "other_body", "sha1_only",
-                   "garbage", "empty", "non_ascii", "valid_then_wrong", "wrong_then_valid",
-                   "other_secret"]
-CONTENT_TYPES: list[bytes | None] = [
-    None, b"application/json", b"application/json; charset=utf-8", b"text/plain",
-    b"multipart/form-data; boundary=x", b"application/x-www-form-urlencoded",
-    b"application/json; charset=utf-16", b"\xff\xfe garbage", b"",
+SIGNATURE_MODES = [
+    "none",
+    "valid",
+    "upper",
+    "padded",
+    "wrong",
+    "other_body",
+    "sha1_only",
+    "garbage",
+    "empty",
+    "non_ascii",
+    "valid_then_wrong",
+    "wrong_then_valid",
+    "other_secret",
 ]
-LENGTH_MODES = ["none", "right", "smaller", "larger", "over_cap", "garbage", "negative",
-                "huge", "twice", "twice_over_cap"]
+CONTENT_TYPES: list[bytes | None] = [
+    None,
+    b"application/json",
+    b"application/json; charset=utf-8",
+    b"text/plain",
+    b"multipart/form-data; boundary=x",
+    b"application/x-www-form-urlencoded",
+    b"application/json; charset=utf-16",
+    b"\xff\xfe garbage",
+    b"",
+]
+LENGTH_MODES = [
+    "none",
+    "right",
+    "smaller",
+    "larger",
+    "over_cap",
+    "garbage",
+    "negative",
+    "huge",
+    "twice",
+    "twice_over_cap",
+]
 
 
 def _signature_headers(mode: str, body: bytes) -> list[tuple[bytes, bytes]]:
@@ -340,16 +440,31 @@ def requests(draw: st.DrawFn, body: st.SearchStrategy[bytes] = bodies) -> Reques
         length=draw(st.sampled_from(LENGTH_MODES)),
         cuts=draw(st.lists(st.integers(0, 10**6), max_size=12)),
         disconnect=draw(st.integers(0, 9)) == 0,
-        extra=draw(st.lists(st.tuples(
-            st.sampled_from([b"x-forwarded-for", b"transfer-encoding", b"x-hub-signature",
-                             b"host", b"content-encoding", b"expect"]),
-            st.binary(max_size=20)), max_size=3)),
+        extra=draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        [
+                            b"x-forwarded-for",
+                            b"transfer-encoding",
+                            b"x-hub-signature",
+                            b"host",
+                            b"content-encoding",
+                            b"expect",
+                        ]
+                    ),
+                    st.binary(max_size=20),
+                ),
+                max_size=3,
+            )
+        ),
     )
 
 
 async def post(app: WebhookApp, req: Request) -> Exchange:
-    return await call_asgi(app, headers=req.headers(), chunks=req.chunks(),
-                           disconnect=req.disconnect)
+    return await call_asgi(
+        app, headers=req.headers(), chunks=req.chunks(), disconnect=req.disconnect
+    )
 
 
 def check_response(ex: Exchange, req: Request, spy: Spy) -> None:
@@ -414,33 +529,60 @@ async def test_fuzz_unsigned_app(req: Request) -> None:
         assert len(req.body) <= CAP
 
 
-_query_values = st.one_of(st.just(TOKEN), st.just("subscribe"), st.text(max_size=12),
-                          st.binary(max_size=12).map(lambda b: b.decode("latin-1")))
+_query_values = st.one_of(
+    st.just(TOKEN),
+    st.just("subscribe"),
+    st.text(max_size=12),
+    st.binary(max_size=12).map(lambda b: b.decode("latin-1")),
+)
 
 
 @budget(150)
 @given(
-    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
-                            "BREW", ""]),
-    path=st.sampled_from(["/webhook", "/webhook/", "/health", "/", "", "//webhook",
-                          "/webhook/../health", "/WEBHOOK", "/webhook\x00", "/wébhook",
-                          "/health/"]),
-    params=st.lists(st.tuples(st.sampled_from(["hub.mode", "hub.verify_token",
-                                               "hub.challenge", "hub_mode", "x"]),
-                              _query_values), max_size=6),
+    method=st.sampled_from(
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "BREW", ""]
+    ),
+    path=st.sampled_from(
+        [
+            "/webhook",
+            "/webhook/",
+            "/health",
+            "/",
+            "",
+            "//webhook",
+            "/webhook/../health",
+            "/WEBHOOK",
+            "/webhook\x00",
+            "/wébhook",
+            "/health/",
+        ]
+    ),
+    params=st.lists(
+        st.tuples(
+            st.sampled_from(["hub.mode", "hub.verify_token", "hub.challenge", "hub_mode", "x"]),
+            _query_values,
+        ),
+        max_size=6,
+    ),
     raw_query=st.binary(max_size=30),
     use_raw=st.booleans(),
 )
-async def test_fuzz_other_requests(method: str, path: str, params: list[tuple[str, str]],
-                                   raw_query: bytes, use_raw: bool) -> None:
+async def test_fuzz_other_requests(
+    method: str, path: str, params: list[tuple[str, str]], raw_query: bytes, use_raw: bool
+) -> None:
     """Any method, path and query string: no exception, never 500 (a verify token is set),
     and the handshake answers 200 only for mode ``subscribe`` with the right token (first
     occurrence of each), echoing the challenge exactly."""
     EXAMPLES["other_requests"] += 1
     app = WebhookApp(Spy(), verify_token=TOKEN, app_secret=SECRET, max_body=CAP)
-    query = raw_query if use_raw else "&".join(
-        f"{quote_from_bytes(k.encode())}={quote_from_bytes(v.encode('utf-8', 'surrogatepass'))}"
-        for k, v in params).encode()
+    query = (
+        raw_query
+        if use_raw
+        else "&".join(
+            f"{quote_from_bytes(k.encode())}={quote_from_bytes(v.encode('utf-8', 'surrogatepass'))}"
+            for k, v in params
+        ).encode()
+    )
     ex = await call_asgi(app, method=method, path=path, query=query)
     assert ex.raised is None, repr(ex.raised)
     assert ex.complete and ex.status is not None and ex.status < 500, ex.status
@@ -465,18 +607,15 @@ def _endless(chunk: bytes, limit: int) -> Iterator[bytes]:
 
 @budget(40)
 @given(chunk_size=st.integers(1, 20_000), declared=st.booleans(), signed=st.booleans())
-async def test_reading_stops_at_the_cap(chunk_size: int, declared: bool,
-                                        signed: bool) -> None:
+async def test_reading_stops_at_the_cap(chunk_size: int, declared: bool, signed: bool) -> None:
     """A body streamed without a length (or with a lying small one) is read only up to
     the cap plus one chunk, then refused with 413; receive() is not called again."""
     EXAMPLES["streaming"] += 1
     spy = Spy()
-    app = WebhookApp(spy, verify_token=TOKEN, app_secret=SECRET if signed else None,
-                     max_body=CAP)
+    app = WebhookApp(spy, verify_token=TOKEN, app_secret=SECRET if signed else None, max_body=CAP)
     total_chunks = 50 * CAP // chunk_size + 10  # 50x the cap on offer
     headers = [(b"content-length", b"100")] if declared else []
-    ex = await call_asgi(app, headers=headers, chunks=_endless(b"x" * chunk_size,
-                                                                 total_chunks))
+    ex = await call_asgi(app, headers=headers, chunks=_endless(b"x" * chunk_size, total_chunks))
     assert ex.raised is None and ex.status == 413
     assert ex.bytes_consumed <= CAP + chunk_size
     assert ex.receive_calls == CAP // chunk_size + 1
@@ -486,21 +625,29 @@ async def test_reading_stops_at_the_cap(chunk_size: int, declared: bool,
 async def test_declared_length_over_the_cap_reads_nothing() -> None:
     """A Content-Length over the cap is refused from the headers: not one receive()."""
     app = WebhookApp(Spy(), app_secret=SECRET, max_body=CAP)
-    ex = await call_asgi(app, headers=[(b"content-length", str(CAP + 1).encode())],
-                         chunks=_endless(b"x" * 1000, 10**6))
+    ex = await call_asgi(
+        app,
+        headers=[(b"content-length", str(CAP + 1).encode())],
+        chunks=_endless(b"x" * 1000, 10**6),
+    )
     assert ex.status == 413 and ex.receive_calls == 0 and ex.bytes_consumed == 0
 
 
-@pytest.mark.parametrize("lengths", [(b"10", str(CAP + 1).encode()),
-                                     (str(CAP + 1).encode(), b"10"),
-                                     (b"garbage", str(CAP + 1).encode())])
-async def test_any_repeated_length_over_the_cap_reads_nothing(
-        lengths: tuple[bytes, bytes]) -> None:
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        (b"10", str(CAP + 1).encode()),
+        (str(CAP + 1).encode(), b"10"),
+        (b"garbage", str(CAP + 1).encode()),
+    ],
+)
+async def test_any_repeated_length_over_the_cap_reads_nothing(lengths: tuple[bytes, bytes]) -> None:
     """With Content-Length given twice, the larger value decides, in either order, and an
     unreadable one does not hide the other: over the cap is 413 before any receive()."""
     app = WebhookApp(Spy(), app_secret=SECRET, max_body=CAP)
-    ex = await call_asgi(app, headers=[(b"content-length", v) for v in lengths],
-                         chunks=_endless(b"x" * 1000, 10**6))
+    ex = await call_asgi(
+        app, headers=[(b"content-length", v) for v in lengths], chunks=_endless(b"x" * 1000, 10**6)
+    )
     assert ex.status == 413 and ex.receive_calls == 0 and ex.bytes_consumed == 0
 
 
@@ -511,8 +658,11 @@ async def test_cap_is_configurable_and_inclusive() -> None:
     for cap, expected in ((len(body), 200), (len(body) - 1, 413)):
         spy = Spy()
         app = WebhookApp(spy, app_secret=SECRET, max_body=cap)
-        ex = await call_asgi(app, headers=[(b"x-hub-signature-256", signature(body))],
-                             chunks=[body[i:i + 1] for i in range(len(body))])
+        ex = await call_asgi(
+            app,
+            headers=[(b"x-hub-signature-256", signature(body))],
+            chunks=[body[i : i + 1] for i in range(len(body))],
+        )
         assert ex.status == expected
         assert ex.bytes_consumed <= cap + 1
         assert len(spy.calls) == (expected == 200)
@@ -522,22 +672,23 @@ async def test_cap_is_configurable_and_inclusive() -> None:
 # Memory per request
 # --------------------------------------------------------------------------------------
 
-_amplifiers = st.sampled_from([
-    b"[" + b"{}," * (CAP // 3 - 1) + b"{}]",
-    b"[" + b"[]," * (CAP // 3 - 1) + b"[]]",
-    b'["' + b'ab","' * (CAP // 5 - 1) + b'ab"]',
-    b"[" + b"1.5," * (CAP // 4 - 1) + b"1.5]",
-    _batch(300),
-    b"[" * (CAP // 2) + b"]" * (CAP // 2),
-    b'{"object":"whatsapp_business_account","entry":[' + b"{}," * (CAP // 3 - 20) + b"{}]}",
-    b"x" * CAP,
-])
+_amplifiers = st.sampled_from(
+    [
+        b"[" + b"{}," * (CAP // 3 - 1) + b"{}]",
+        b"[" + b"[]," * (CAP // 3 - 1) + b"[]]",
+        b'["' + b'ab","' * (CAP // 5 - 1) + b'ab"]',
+        b"[" + b"1.5," * (CAP // 4 - 1) + b"1.5]",
+        _batch(300),
+        b"[" * (CAP // 2) + b"]" * (CAP // 2),
+        b'{"object":"whatsapp_business_account","entry":[' + b"{}," * (CAP // 3 - 20) + b"{}]}",
+        b"x" * CAP,
+    ]
+)
 
 
 @budget(24)
 @given(body=_amplifiers | bodies, signed=st.booleans(), streamed=st.booleans())
-async def test_memory_per_request_is_bounded(body: bytes, signed: bool,
-                                             streamed: bool) -> None:
+async def test_memory_per_request_is_bounded(body: bytes, signed: bool, streamed: bool) -> None:
     """Peak memory (tracemalloc) while one request is handled stays under a bound: for a
     body refused before parsing (bad signature, over the cap) a few times the cap; for a
     parsed one at most 48x the cap plus 2 MB (json.loads of ``[{},{},...]`` is ~24x)."""
@@ -545,7 +696,7 @@ async def test_memory_per_request_is_bounded(body: bytes, signed: bool,
     spy = Spy()
     app = WebhookApp(spy, app_secret=SECRET, max_body=CAP)
     headers = [(b"x-hub-signature-256", signature(body) if signed else b"sha256=" + b"0" * 64)]
-    chunks = [body[i:i + 4096] for i in range(0, len(body), 4096)] if streamed else [body]
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] if streamed else [body]
     gc.collect()
     tracemalloc.start()
     try:
@@ -575,8 +726,9 @@ async def test_thousand_item_batch_and_one_more() -> None:
         spy = Spy()
         app = WebhookApp(spy, app_secret=SECRET, max_body=3 * 1024 * 1024)
         body = _batch(n)
-        ex = await call_asgi(app, headers=[(b"x-hub-signature-256", signature(body))],
-                             chunks=[body])
+        ex = await call_asgi(
+            app, headers=[(b"x-hub-signature-256", signature(body))], chunks=[body]
+        )
         assert ex.status == 200 and json.loads(ex.body) == {"status": "processing"}
         (events,) = spy.calls
         assert len(events) == expected
@@ -601,8 +753,11 @@ async def test_fuzz_interface_agent_runs_only_for_signed_bodies(
     the Cloud API emulator) with every kind of signature header: the agent runs only when
     one header validly signs the exact bytes, and then once per new message."""
     body = webhooks.encode(payload)
-    n_messages = sum(1 for m in payload["entry"][0]["changes"][0]["value"].get("messages", [])
-                     if m["type"] in ("text", "image", "location", "button"))
+    n_messages = sum(
+        1
+        for m in payload["entry"][0]["changes"][0]["value"].get("messages", [])
+        if m["type"] in ("text", "image", "location", "button")
+    )
     assume(n_messages > 0 or mode == "valid")
     EXAMPLES["interface"] += 1
     asked: list[str] = []
@@ -614,12 +769,20 @@ async def test_fuzz_interface_agent_runs_only_for_signed_bodies(
     emulator = CloudAPIEmulator(access_token="emulator-token")
     media = emulator.add_media(b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png")
     body = body.replace(b'"media-1"', json.dumps(media).encode())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator),
-                                 base_url="http://emulator.test") as client:
-        sender = Sender("emulator-token", PNID, base_url="http://emulator.test", client=client,
-                        retry=RetryPolicy.never(), rate_limit=None)
-        interface = WhatsAppInterface(agent, app_secret=SECRET, verify_token=TOKEN,
-                                      sender=sender, phone_number_id=PNID)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=emulator), base_url="http://emulator.test"
+    ) as client:
+        sender = Sender(
+            "emulator-token",
+            PNID,
+            base_url="http://emulator.test",
+            client=client,
+            retry=RetryPolicy.never(),
+            rate_limit=None,
+        )
+        interface = WhatsAppInterface(
+            agent, app_secret=SECRET, verify_token=TOKEN, sender=sender, phone_number_id=PNID
+        )
         app = interface.attach_routes()
         req = Request(body, mode, b"application/json", "right", cuts, False, [])
         try:

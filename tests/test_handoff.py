@@ -86,8 +86,10 @@ async def test_operator_takes_over_writes_and_hands_back_in_chat_mode() -> None:
         assert (await alice.ask("thanks")).text == "re: thanks"
     history = roles(agent.requests[-1].history)
     assert history == [
-        ("user", "hello"), ("assistant", "re: hello"),
-        ("user", "I want my money back"), ("user", "[image] the receipt"),
+        ("user", "hello"),
+        ("assistant", "re: hello"),
+        ("user", "I want my money back"),
+        ("user", "[image] the receipt"),
         ("operator", "Hi, I am Sam. Refund done."),
     ]
 
@@ -107,8 +109,10 @@ async def test_task_mode_resume_carries_the_handed_off_exchange_once() -> None:
         assert (await alice.ask("ok")).text == "re: ok"
         assert (await alice.ask("and now?")).text == "re: and now?"
     first, second = agent.requests
-    assert roles(first.history) == [("user", "where is my parcel?"),
-                                    ("operator", "It ships today.")]
+    assert roles(first.history) == [
+        ("user", "where is my parcel?"),
+        ("operator", "It ships today."),
+    ]
     assert second.history == ()
 
 
@@ -158,8 +162,13 @@ async def test_an_unattended_handoff_times_out_and_tells_the_user() -> None:
     """``handoff_timeout``: once it runs out the agent answers again by itself, the user
     gets ``resume_message`` and listeners a ``resume`` event by ``"timeout"``."""
     agent = Recorder()
-    async with Simulator(agent, mode="chat", handoff_timeout=timedelta(seconds=0.4),
-                         sweep_interval=0.1, resume_message="The bot is back.") as sim:
+    async with Simulator(
+        agent,
+        mode="chat",
+        handoff_timeout=timedelta(seconds=0.4),
+        sweep_interval=0.1,
+        resume_message="The bot is back.",
+    ) as sim:
         events = sim.operator.events
         alice = sim.user(ALICE)
         await alice.send_text("hi")
@@ -198,12 +207,14 @@ async def test_operator_messages_need_the_24_hour_window() -> None:
         with pytest.raises(OutsideServiceWindow, match="24 hours"):
             await sim.interface.send(BOB, "hello")
         await sim.interface.store.touch_inbound(
-            sim.interface.name, BOB, datetime.now(UTC) - timedelta(hours=25))
+            sim.interface.name, BOB, datetime.now(UTC) - timedelta(hours=25)
+        )
         with pytest.raises(OutsideServiceWindow):
             await sim.interface.send(BOB, "hello")
         assert sim.emulator.sent_to(BOB) == []
-        wamids = await sim.interface.send(BOB, "hello", template={"name": "follow_up",
-                                                                  "language": "en_US"})
+        wamids = await sim.interface.send(
+            BOB, "hello", template={"name": "follow_up", "language": "en_US"}
+        )
         sent = sim.emulator.sent_to(BOB)
         assert [m.type for m in sent] == ["template"] and len(wamids) == 1
         history = await sim.interface.store.get_history(sim.interface.name, BOB)
@@ -225,13 +236,17 @@ async def test_operator_media_and_history(tmp_path: Path) -> None:
         first, second = await alice.next_reply(), await alice.next_reply()
         history = await sim.interface.store.get_history(sim.interface.name, ALICE)
     assert (first.type, first.text) == ("text", "Here it is.")
-    assert (second.type, second.filename, second.data) == ("document", "invoice.pdf",
-                                                           b"%PDF-1.4 fake")
+    assert (second.type, second.filename, second.data) == (
+        "document",
+        "invoice.pdf",
+        b"%PDF-1.4 fake",
+    )
     assert roles(history)[-1] == ("operator", "Here it is.\n[file: invoice.pdf]")
 
 
 async def test_a_takeover_while_the_agent_runs_drops_its_reply(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The operator takes over while the agent is answering: the agent's reply is not
     sent (the operator answers), the user's message stays in the history, and the inbox is
     empty."""
@@ -286,8 +301,10 @@ async def test_the_simulated_operator_drives_the_operator_side() -> None:
         assert list(await operator.handoffs()) == [ALICE]
         assert await operator.hand_back(ALICE)
     assert [(e.kind, e.by, e.note, e.text) for e in operator.events] == [
-        ("handoff", "operator", "escalated", None), ("operator", None, None, "Sam here."),
-        ("resume", "operator", None, None)]
+        ("handoff", "operator", "escalated", None),
+        ("operator", None, None, "Sam here."),
+        ("resume", "operator", None, None),
+    ]
 
 
 def test_handoff_settings_are_checked_at_construction() -> None:
@@ -302,8 +319,11 @@ def test_handoff_settings_are_checked_at_construction() -> None:
 def test_operator_turns_reach_the_model_as_the_business_side_marked() -> None:
     """LLMAgent's conversation: an ``operator`` history turn is sent as an assistant
     message saying a human operator wrote it (the model speaks for the business)."""
-    request = AgentRequest(text="thanks", sender=ALICE, history=(
-        Turn(role="user", text="refund?"), Turn(role="operator", text="Done, Sam.")))
+    request = AgentRequest(
+        text="thanks",
+        sender=ALICE,
+        history=(Turn(role="user", text="refund?"), Turn(role="operator", text="Done, Sam.")),
+    )
     msgs = conversation(request, provider="openai", greeting=None, heartbeat_message="")
     assert [m.role for m in msgs] == ["user", "assistant", "user"]
     said = msgs[1].parts[0]

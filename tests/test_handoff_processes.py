@@ -42,16 +42,22 @@ client = test_delivery.client
 
 
 @contextlib.asynccontextmanager
-async def operator_console(api: Cloud, spec: str, prefix: str, mode: str
-                           ) -> AsyncIterator[WhatsAppInterface]:
+async def operator_console(
+    api: Cloud, spec: str, prefix: str, mode: str
+) -> AsyncIterator[WhatsAppInterface]:
     """A receive-only interface on the bots' store: the operator's side."""
-    sender = Sender(bot_process.ACCESS_TOKEN, PNID, base_url=api.url,
-                    retry=RetryPolicy(scale=0.01))
+    sender = Sender(bot_process.ACCESS_TOKEN, PNID, base_url=api.url, retry=RetryPolicy(scale=0.01))
     storage = open_store(spec, prefix)
-    interface = WhatsAppInterface(lambda r: "unused", name=NAME, storage=storage,
-                                  app_secret="operator-console-secret",
-                                  sender=sender, phone_number_id=PNID, mode=mode,
-                                  receive_only=True)
+    interface = WhatsAppInterface(
+        lambda r: "unused",
+        name=NAME,
+        storage=storage,
+        app_secret="operator-console-secret",
+        sender=sender,
+        phone_number_id=PNID,
+        mode=mode,
+        receive_only=True,
+    )
     try:
         async with interface:
             yield interface
@@ -74,9 +80,8 @@ async def history_of(spec: str, prefix: str, contact: str) -> list[tuple[str, st
 
 
 async def test_sigkill_during_the_agents_handoff_on_sqlite(
-        cloud: Cloud, bots: Callable[..., BotProcess],
-        client: httpx.AsyncClient,
-        tmp_path: Path) -> None:
+    cloud: Cloud, bots: Callable[..., BotProcess], client: httpx.AsyncClient, tmp_path: Path
+) -> None:
     """SQLite, CHAT: the bot is SIGKILLed while the reply that hands over
     (``handoff=True``) is on the wire. The next process sends that reply once, without
     asking the agent again, and then hands off; a message after it is recorded, not
@@ -86,7 +91,8 @@ async def test_sigkill_during_the_agents_handoff_on_sqlite(
     spec = f"sqlite:{tmp_path / 'bot.db'}"
     log = tmp_path / "agent.log"
     cloud.faults.hold = lambda body: str(body.get("text", {}).get("body", "")).startswith(
-        "HANDOFF-OK")
+        "HANDOFF-OK"
+    )
     bot = bots(cloud.url, spec, mode="chat", log=log)
     await bot.ready(client)
     m0, body = message_body(CONTACT, "HANDOFF please")
@@ -126,17 +132,23 @@ async def test_sigkill_during_the_agents_handoff_on_sqlite(
     starts = [e for e in read_log(log) if e["e"] == "start"]
     assert [e["id"] for e in starts] == [m0, m3]
     assert starts[-1]["h"] == [
-        ["user", "HANDOFF please"], ["assistant", f"HANDOFF-OK {m0}"],
-        ["user", "hello? anyone?"], ["user", "still waiting"],
-        ["operator", "Sam here, sorted."]]
+        ["user", "HANDOFF please"],
+        ["assistant", f"HANDOFF-OK {m0}"],
+        ["user", "hello? anyone?"],
+        ["user", "still waiting"],
+        ["operator", "Sam here, sorted."],
+    ]
     texts = [m.text for m in cloud.emulator.sent_to(CONTACT)]
     assert texts == [f"HANDOFF-OK {m0}", "Sam here, sorted.", f"re {m3} thanks"]
 
 
 async def test_two_workers_on_redis_honour_a_handoff_at_once(
-        cloud: Cloud, bots: Callable[..., BotProcess],
-        client: httpx.AsyncClient,
-        tmp_path: Path, redis_url: str) -> None:
+    cloud: Cloud,
+    bots: Callable[..., BotProcess],
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
     """TASK, two processes on one Redis: after the operator (a third process's interface)
     hands a contact off, neither worker answers them; a burst sent to both workers while
     the operator resumes is neither lost nor answered twice (each message is answered once

@@ -165,8 +165,7 @@ async def test_explicit_recipient_wins_over_the_first_sender(chat_agent: ChatAge
     assert _texts(sim.emulator, ALICE) == ["you said hi"]
 
 
-async def test_a_handed_off_recipient_gets_no_beat_until_resumed(
-        chat_agent: ChatAgent) -> None:
+async def test_a_handed_off_recipient_gets_no_beat_until_resumed(chat_agent: ChatAgent) -> None:
     """While a person has the recipient's conversation (handoff) the beat is skipped
     without asking the agent; after the resume it is delivered again."""
     async with Simulator(chat_agent, heartbeat_recipient=BOSS) as sim:
@@ -176,8 +175,10 @@ async def test_a_handed_off_recipient_gets_no_beat_until_resumed(
         await sim.interface.resume(BOSS)
         delivered = await _scheduler(sim).beat_once()
         await sim.settle()
-    assert (skipped.status, skipped.reason) == ("skipped",
-                                                "the conversation is handed off to a person")
+    assert (skipped.status, skipped.reason) == (
+        "skipped",
+        "the conversation is handed off to a person",
+    )
     assert delivered.status == "delivered"
     assert len(chat_agent.heartbeats) == 1
     assert _texts(sim.emulator, BOSS) == ["*beat 1*"]
@@ -301,8 +302,9 @@ async def test_outside_the_window_without_template_skips_with_one_warning(
     text = warnings[0].getMessage()
     assert "24 hours" in text and "heartbeat_template" in text and "131047" in text
     assert BOSS not in text  # masked
-    assert any(r.levelno == logging.INFO and "heartbeat_template" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.INFO and "heartbeat_template" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_recipient_who_never_wrote_is_outside_the_window(chat_agent: ChatAgent) -> None:
@@ -335,8 +337,11 @@ async def test_131047_from_the_api_is_handled_like_a_closed_window(
     else:
         assert (result.status, result.reason) == ("skipped", OUTSIDE_WINDOW)
         assert _templates(sim.emulator, ALICE) == []
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
-                    and r.name == IFACE_LOG]
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and r.name == IFACE_LOG
+        ]
         assert len(warnings) == 1 and "131047" in warnings[0]
 
 
@@ -350,11 +355,20 @@ async def test_131047_reported_as_a_failed_status_sends_the_template(
         assert (await _scheduler(sim).beat_once()).status == "delivered"
         beat = sim.emulator.sent_to(ALICE)[-1]
         assert beat.text == "*beat 1*"
-        failed = webhooks.status_item(beat.wamid, "failed", ALICE, errors=[
-            {"code": 131047, "title": "Re-engagement message",
-             "message": "Re-engagement message", "error_data": {"details": "24 h"}}])
-        await sim.deliver(webhooks.envelope(statuses=[failed]), times=2,
-                          concurrently=False)
+        failed = webhooks.status_item(
+            beat.wamid,
+            "failed",
+            ALICE,
+            errors=[
+                {
+                    "code": 131047,
+                    "title": "Re-engagement message",
+                    "message": "Re-engagement message",
+                    "error_data": {"details": "24 h"},
+                }
+            ],
+        )
+        await sim.deliver(webhooks.envelope(statuses=[failed]), times=2, concurrently=False)
         await sim.emulator.wait_for_messages(3, to=ALICE)
         await sim.settle()
     assert [m.type for m in sim.emulator.sent_to(ALICE)] == ["text", "text", "template"]
@@ -381,7 +395,9 @@ async def test_chat_mode_beats_use_and_extend_the_recipient_history(
     first, second = chat_agent.heartbeats
     assert first.text == ChatAgent.heartbeat_message and first.sender == ALICE
     assert [(t.role, t.text) for t in first.history] == [
-        ("user", "my cat is ill"), ("assistant", "you said my cat is ill")]
+        ("user", "my cat is ill"),
+        ("assistant", "you said my cat is ill"),
+    ]
     assert [(t.role, t.text) for t in second.history][-1] == ("assistant", "**beat 1**")
     last_user_request = chat_agent.requests[-1]
     assert last_user_request.text == "thanks"
@@ -489,12 +505,11 @@ async def test_interface_options_turn_the_heartbeat_on_for_any_agent() -> None:
         return iface.heartbeat.period, iface.heartbeat.message
 
     assert config(fn, heartbeat=True) == (timedelta(minutes=30), DEFAULT_HEARTBEAT_MESSAGE)
-    assert config(fn, heartbeat_period=5, heartbeat_message="Hi?") == (
-        timedelta(minutes=5), "Hi?")
+    assert config(fn, heartbeat_period=5, heartbeat_message="Hi?") == (timedelta(minutes=5), "Hi?")
     assert config(fn, heartbeat=True, heartbeat_period=timedelta(seconds=2))[0] == timedelta(
-        seconds=2)
-    assert config(SeedAgent(), heartbeat_message="Override") == (
-        timedelta(minutes=30), "Override")
+        seconds=2
+    )
+    assert config(SeedAgent(), heartbeat_message="Override") == (timedelta(minutes=30), "Override")
     assert WhatsAppInterface(fn).heartbeat is None
     assert WhatsAppInterface(SeedAgent(), heartbeat=False).heartbeat is None
 
@@ -522,8 +537,7 @@ async def test_interface_restarted_in_process_beats_again(chat_agent: ChatAgent)
         ({"heartbeat": "yes"}, TypeError),
         ({"heartbeat": True, "heartbeat_period": 0}, ValueError),
         ({"heartbeat": True, "heartbeat_message": "  "}, ValueError),
-        ({"heartbeat": True, "heartbeat_period": 1, "heartbeat_lease_ttl": 60},
-         ConfigurationError),
+        ({"heartbeat": True, "heartbeat_period": 1, "heartbeat_lease_ttl": 60}, ConfigurationError),
         ({"heartbeat_template": {"language": "en_US"}}, ConfigurationError),
     ],
 )
@@ -608,8 +622,16 @@ async def _spawn(workers: list[_Worker], tmp_path: Path, *args: str) -> _Worker:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.heartbeat_process", *args, cwd=REPO, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=err)
+            sys.executable,
+            "-m",
+            "tests.heartbeat_process",
+            *args,
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
     worker = _Worker(proc, log)
     workers.append(worker)
     return worker
@@ -626,8 +648,11 @@ async def _ready(worker: _Worker) -> None:
 
 def _beats(emulator: CloudAPIEmulator, to: str) -> list[tuple[float, int]]:
     """(time, pid) of every beat accepted for ``to``."""
-    return [(m.time, int((m.text or "").rsplit(" ", 1)[-1]))
-            for m in emulator.sent_to(to) if (m.text or "").startswith("beat from ")]
+    return [
+        (m.time, int((m.text or "").rsplit(" ", 1)[-1]))
+        for m in emulator.sent_to(to)
+        if (m.text or "").startswith("beat from ")
+    ]
 
 
 async def test_two_workers_on_redis_beat_once_per_period_and_the_survivor_takes_over(
@@ -645,8 +670,20 @@ async def test_two_workers_on_redis_beat_once_per_period_and_the_survivor_takes_
     store = RedisSessionStore(redis_url, prefix=prefix)
     async with store, BackgroundServer(emulator) as server:
         await store.touch_inbound("beats", BOSS, datetime.now(UTC))
-        args = ("--redis", redis_url, "--prefix", prefix, "--emulator", server.url,
-                "--recipient", BOSS, "--period", str(period), "--lease-ttl", str(ttl))
+        args = (
+            "--redis",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--emulator",
+            server.url,
+            "--recipient",
+            BOSS,
+            "--period",
+            str(period),
+            "--lease-ttl",
+            str(ttl),
+        )
         for _ in range(2):
             await _spawn(workers, tmp_path, *args)
         for worker in workers:
@@ -671,16 +708,26 @@ async def test_two_workers_on_redis_beat_once_per_period_and_the_survivor_takes_
         killed_at = time.time()
 
         async def survivor_beats() -> list[tuple[float, int]]:
-            while len(found := [b for b in _beats(emulator, BOSS)
-                                if b[1] == survivor.pid and b[0] > killed_at]) < 3:
+            while (
+                len(
+                    found := [
+                        b
+                        for b in _beats(emulator, BOSS)
+                        if b[1] == survivor.pid and b[0] > killed_at
+                    ]
+                )
+                < 3
+            ):
                 await asyncio.sleep(0.05)
             return found
 
         # A generous liveness bound, not a timing assertion: ttl + period plus slack.
         taken = await asyncio.wait_for(survivor_beats(), ttl + period + 10)
         takeover = taken[0][0] - killed_at
-        print(f"\nsteady: {len(steady)} beats in {periods:.1f} periods from "
-              f"{len(holders)} worker(s); takeover after SIGKILL: {takeover:.2f} s "
-              f"(ttl {ttl} s + period {period} s)")
+        print(
+            f"\nsteady: {len(steady)} beats in {periods:.1f} periods from "
+            f"{len(holders)} worker(s); takeover after SIGKILL: {takeover:.2f} s "
+            f"(ttl {ttl} s + period {period} s)"
+        )
     late = [b for b in _beats(emulator, BOSS) if b[0] > killed_at]
     assert {pid for _, pid in late} == {survivor.pid}

@@ -20,14 +20,35 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Optional dependencies (extras): ``import wa_agent`` must never import them.
 EXTRAS = ("ipywidgets", "nest_asyncio", "pyngrok", "redis")
 #: Core dependencies and frameworks that a bare ``import wa_agent`` must not pull in yet.
-HEAVY = ("httpx", "httpcore", "uvicorn", "httptools", "pydantic", "pydantic_core", "anyio",
-         "sqlite3", "fastapi", "starlette")
+HEAVY = (
+    "httpx",
+    "httpcore",
+    "uvicorn",
+    "httptools",
+    "pydantic",
+    "pydantic_core",
+    "anyio",
+    "sqlite3",
+    "fastapi",
+    "starlette",
+)
 #: Modules that are not about an extra; importing any of them must not import an extra.
 CORE_MODULES = (
-    "wa_agent.agents", "wa_agent.asgi", "wa_agent.events", "wa_agent.exceptions",
-    "wa_agent.heartbeat", "wa_agent.interface", "wa_agent.llm", "wa_agent.manager",
-    "wa_agent.parser", "wa_agent.secret", "wa_agent.server", "wa_agent.signature",
-    "wa_agent.stores.base", "wa_agent.stores.memory", "wa_agent.stores.sqlite",
+    "wa_agent.agents",
+    "wa_agent.asgi",
+    "wa_agent.events",
+    "wa_agent.exceptions",
+    "wa_agent.heartbeat",
+    "wa_agent.interface",
+    "wa_agent.llm",
+    "wa_agent.manager",
+    "wa_agent.parser",
+    "wa_agent.secret",
+    "wa_agent.server",
+    "wa_agent.signature",
+    "wa_agent.stores.base",
+    "wa_agent.stores.memory",
+    "wa_agent.stores.sqlite",
     "wa_agent.testing",
 )
 
@@ -39,8 +60,13 @@ def run_fresh(code: str, *flags: str) -> tuple[Any, str]:
     coverage imports modules of its own, sqlite3 among them)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     proc = subprocess.run(
-        [sys.executable, *flags, "-c", code], cwd=ROOT, capture_output=True, text=True,
-        timeout=60, check=False, env=env,
+        [sys.executable, *flags, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
@@ -126,9 +152,11 @@ def test_import_time_is_measured() -> None:
     own = [line for line in stderr.splitlines() if line.rstrip().endswith("| wa_agent")]
     assert len(own) == 1, stderr[-2000:]
     cumulative_us = int(own[0].split("|")[1])
-    print(f"import wa_agent: {timings['bare_ms']:.1f} ms (perf_counter), "
-          f"{cumulative_us / 1000:.1f} ms cumulative (-X importtime); "
-          f"+ parser/verifier/events: {timings['pieces_ms']:.1f} ms")
+    print(
+        f"import wa_agent: {timings['bare_ms']:.1f} ms (perf_counter), "
+        f"{cumulative_us / 1000:.1f} ms cumulative (-X importtime); "
+        f"+ parser/verifier/events: {timings['pieces_ms']:.1f} ms"
+    )
     assert timings["bare_ms"] > 0 and cumulative_us > 0
 
 
@@ -144,8 +172,11 @@ def _imports_of(path: Path, module: str) -> set[str]:
             base = package
             for _ in range(max(0, node.level - 1)):
                 base = base.rsplit(".", 1)[0]
-            target = (f"{base}.{node.module}" if node.module else base) if node.level \
+            target = (
+                (f"{base}.{node.module}" if node.module else base)
+                if node.level
                 else (node.module or "")
+            )
             for alias in node.names:
                 found.add(target)
                 found.add(f"{target}.{alias.name}")
@@ -159,8 +190,10 @@ def test_phone_and_the_simulator_are_not_an_import_cycle() -> None:
     (not even for type checking: it types the simulator with protocols); only the
     simulator's phone() imports the phone."""
     root = ROOT / "wa_agent"
-    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in root.rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
     phone = _imports_of(modules["wa_agent.phone"], "wa_agent.phone")
     assert not any(name.startswith("wa_agent.testing") for name in phone), phone
     simulator = _imports_of(modules["wa_agent.testing.simulator"], "wa_agent.testing.simulator")

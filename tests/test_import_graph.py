@@ -32,8 +32,9 @@ def module_name(path: Path, root: Path = ROOT) -> str:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return ((isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-            or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(path: Path, modules: set[str], root: Path = ROOT) -> set[str]:
@@ -139,8 +140,9 @@ def test_no_import_cycle_inside_the_package() -> None:
     back, apart from the explicitly allowed edges."""
     graph = import_graph()
     for importer, imported in ALLOWED_EDGES:
-        assert imported in graph[importer], f"allowed edge {importer} -> {imported} is gone: " \
-                                            "remove it from ALLOWED_EDGES"
+        assert imported in graph[importer], (
+            f"allowed edge {importer} -> {imported} is gone: remove it from ALLOWED_EDGES"
+        )
         graph[importer] = graph[importer] - {imported}
     found = [" -> ".join(cycle) for cycle in cycles(graph)]
     assert found == [], "import cycles:\n" + "\n".join(found)
@@ -168,10 +170,19 @@ def test_the_reader_counts_function_level_and_skips_type_checking(tmp_path: Path
         "    from .testing.simulator import Simulator\n"
         "    import wa_agent.parser\n"
     )
-    modules = {"wa_agent.text", "wa_agent.phone", "wa_agent.secret",
-               "wa_agent.testing.simulator", "wa_agent.parser"}
+    modules = {
+        "wa_agent.text",
+        "wa_agent.phone",
+        "wa_agent.secret",
+        "wa_agent.testing.simulator",
+        "wa_agent.parser",
+    }
     path = tmp_path / "wa_agent" / "made_up.py"
     path.parent.mkdir()
     path.write_text(source)
     assert imports_of(path, modules, root=tmp_path) == {
-        "wa_agent.text", "wa_agent.secret", "wa_agent.testing.simulator", "wa_agent.parser"}
+        "wa_agent.text",
+        "wa_agent.secret",
+        "wa_agent.testing.simulator",
+        "wa_agent.parser",
+    }

@@ -114,9 +114,15 @@ async def test_chat_mode_history_per_sender_in_order() -> None:
         by_text = {r.text: r for r in agent.requests}
         assert by_text["a1"].history == ()
         assert [(t.role, t.text) for t in by_text["a3"].history] == [
-            ("user", "a1"), ("assistant", "echo: a1"), ("user", "a2"), ("assistant", "echo: a2")]
+            ("user", "a1"),
+            ("assistant", "echo: a1"),
+            ("user", "a2"),
+            ("assistant", "echo: a2"),
+        ]
         assert [(t.role, t.text) for t in by_text["b2"].history] == [
-            ("user", "b1"), ("assistant", "echo: b1")]
+            ("user", "b1"),
+            ("assistant", "echo: b1"),
+        ]
         assert by_text["a1"].history == () and by_text["b1"].history == ()
         # The user turns carry their wamid (for quoting/audits).
         assert by_text["a3"].history[0].message_id == alice.sent[0]
@@ -126,8 +132,12 @@ async def test_mode_accepts_enum_and_any_case_string() -> None:
     """``mode`` takes the enum or "task"/"chat" in any case; anything else is a ValueError."""
     from wa_agent.interface import InterfaceMode
 
-    for value, expected in ((InterfaceMode.CHAT, InterfaceMode.CHAT), ("chat", InterfaceMode.CHAT),
-                            ("CHAT", InterfaceMode.CHAT), ("Task", InterfaceMode.TASK)):
+    for value, expected in (
+        (InterfaceMode.CHAT, InterfaceMode.CHAT),
+        ("chat", InterfaceMode.CHAT),
+        ("CHAT", InterfaceMode.CHAT),
+        ("Task", InterfaceMode.TASK),
+    ):
         assert WhatsAppInterface(Recorder(), mode=value).mode is expected
     with pytest.raises(ValueError, match="task' or 'chat"):
         WhatsAppInterface(Recorder(), mode="group")
@@ -175,6 +185,7 @@ async def test_reset_confirmation_is_the_agents_greeting() -> None:
 async def test_reset_greeting_failure_falls_back_to_the_default_message() -> None:
     """If the agent fails while generating the greeting, the user still gets the default
     confirmation and the history is still cleared."""
+
     class Broken(Recorder):
         greeting = "Say hi."
 
@@ -204,7 +215,11 @@ async def test_reset_command_none_disables_reset() -> None:
         await sim.settle()
         assert agent.texts() == ["a1", "/reset", "a2"]
         assert [t.text for t in agent.requests[-1].history] == [
-            "a1", "echo: a1", "/reset", "echo: /reset"]
+            "a1",
+            "echo: a1",
+            "/reset",
+            "echo: /reset",
+        ]
 
 
 async def test_reset_in_task_mode_is_just_text() -> None:
@@ -231,7 +246,8 @@ async def test_custom_reset_command() -> None:
 def test_allowed_numbers_are_normalised() -> None:
     """``+``, spaces, dashes, parentheses and a 00 prefix are tolerated on both sides."""
     interface = WhatsAppInterface(
-        Recorder(), allowed_numbers=["+1 555-123-0001", "0049 (151) 234567", 15551230003])
+        Recorder(), allowed_numbers=["+1 555-123-0001", "0049 (151) 234567", 15551230003]
+    )
     assert interface.allowed_numbers == frozenset({"15551230001", "49151234567", "15551230003"})
     assert interface.is_user_allowed("15551230001")
     assert interface.is_user_allowed("+1 (555) 123 0001")
@@ -317,7 +333,11 @@ async def test_every_media_type_reaches_the_agent_as_bytes() -> None:
     assert voice.data == VOICE and voice.voice and voice.mime_type.startswith("audio/ogg")
     doc = got["document"].attachments[0]
     assert (doc.data, doc.filename, doc.caption, doc.mime_type) == (
-        PDF, "report.pdf", "Q3 numbers", "application/pdf")
+        PDF,
+        "report.pdf",
+        "Q3 numbers",
+        "application/pdf",
+    )
     sticker = got["sticker"].attachments[0]
     assert (sticker.data, sticker.mime_type) == (WEBP, "image/webp")
     assert all(len(r.attachments) == 1 for r in agent.requests)
@@ -349,10 +369,14 @@ async def test_chat_history_names_media_turns() -> None:
         await alice.send_text("what did we share?")
         await sim.settle()
     assert [(t.role, t.text) for t in agent.requests[-1].history] == [
-        ("user", "[image] my cat"), ("assistant", "noted"),
-        ("user", "[voice note]"), ("assistant", "noted"),
-        ("user", '[document "report.pdf"]'), ("assistant", "noted"),
-        ("user", "draw"), ("assistant", "[sent 1 image]"),
+        ("user", "[image] my cat"),
+        ("assistant", "noted"),
+        ("user", "[voice note]"),
+        ("assistant", "noted"),
+        ("user", '[document "report.pdf"]'),
+        ("assistant", "noted"),
+        ("user", "draw"),
+        ("assistant", "[sent 1 image]"),
     ]
 
 
@@ -385,13 +409,17 @@ async def test_structured_messages_are_rendered_as_readable_text() -> None:
     agent = Recorder()
     async with Simulator(agent) as sim:
         alice = sim.user(ALICE)
-        await alice.send_location(52.520008, 13.404954, name="Alexanderplatz",
-                                  address="10178 Berlin")
+        await alice.send_location(
+            52.520008, 13.404954, name="Alexanderplatz", address="10178 Berlin"
+        )
         await alice.share_contact("Grace Hopper", ["+1 555 0100"])
         await alice.tap_button("yes-1", "Yes, please")
         await alice.choose_row("slot-14", "14:00", description="Afternoon slot")
-        await sim.deliver(webhooks.envelope(messages=[
-            webhooks.button_reply_message(ALICE, "Stop promotions", "STOP")]))
+        await sim.deliver(
+            webhooks.envelope(
+                messages=[webhooks.button_reply_message(ALICE, "Stop promotions", "STOP")]
+            )
+        )
         await sim.deliver(load_payload("order"))
         await sim.settle()
         assert len(texts_of(sim, ALICE)) == 6
@@ -400,13 +428,19 @@ async def test_structured_messages_are_rendered_as_readable_text() -> None:
     assert texts[1] == "[contact: Grace Hopper, +1 555 0100]"
     assert texts[2] == "Yes, please"
     assert texts[3] == "14:00"
-    assert [r.choice for r in agent.requests] == [None, None, "yes-1", "slot-14", "STOP",
-                                                  None]
+    assert [r.choice for r in agent.requests] == [None, None, "yes-1", "slot-14", "STOP", None]
     assert texts[4] == "Stop promotions"
-    assert texts[5] == ("[order: 2 x sku-tea-01 at 4.5 EUR; 1 x sku-mug-07 at 12.0 EUR]\n"
-                        "Please deliver after 5pm")
+    assert texts[5] == (
+        "[order: 2 x sku-tea-01 at 4.5 EUR; 1 x sku-mug-07 at 12.0 EUR]\nPlease deliver after 5pm"
+    )
     assert [r.message.type if r.message else None for r in agent.requests] == [
-        "location", "contacts", "interactive", "interactive", "button", "order"]
+        "location",
+        "contacts",
+        "interactive",
+        "interactive",
+        "button",
+        "order",
+    ]
     interactive = agent.requests[2].message
     assert interactive is not None and interactive.interactive is not None
     assert interactive.interactive.id == "yes-1"
@@ -472,8 +506,9 @@ async def test_mark_read_and_typing_before_the_agent_finishes() -> None:
 async def test_markdown_is_converted_and_long_replies_split_in_order() -> None:
     """``**b**`` becomes ``*b*``; a reply over 4096 characters arrives as several messages,
     each within the limit, in order, together holding the whole text."""
-    paragraphs = [f"Paragraph {i}: " + " ".join(f"word{i}-{j}" for j in range(120))
-                  for i in range(12)]
+    paragraphs = [
+        f"Paragraph {i}: " + " ".join(f"word{i}-{j}" for j in range(120)) for i in range(12)
+    ]
     long_text = "\n\n".join(paragraphs)
     assert len(long_text) > 3 * 4096
 
@@ -509,10 +544,22 @@ async def test_reply_media_is_uploaded_and_sent(tmp_path: Path) -> None:
     async def handler(request: AgentRequest) -> AgentReply:
         return AgentReply(
             text="Here you go",
-            images=[png, pic, Media(data=jpeg, mime_type="image/jpeg", caption="a jpeg"),
-                    "https://example.com/cat.jpg"],
-            files=[doc, Media(data=b"hello, file", mime_type="text/plain", filename="hi.txt",
-                              caption="greetings"), "notes.txt"],
+            images=[
+                png,
+                pic,
+                Media(data=jpeg, mime_type="image/jpeg", caption="a jpeg"),
+                "https://example.com/cat.jpg",
+            ],
+            files=[
+                doc,
+                Media(
+                    data=b"hello, file",
+                    mime_type="text/plain",
+                    filename="hi.txt",
+                    caption="greetings",
+                ),
+                "notes.txt",
+            ],
         )
 
     async with Simulator(Recorder(handler), media_dir=tmp_path) as sim:
@@ -528,21 +575,31 @@ async def test_reply_media_is_uploaded_and_sent(tmp_path: Path) -> None:
     assert replies[4].raw["image"] == {"link": "https://example.com/cat.jpg"}
     assert (replies[5].data, replies[5].filename) == (PDF, "invoice.pdf")
     assert (replies[6].data, replies[6].filename, replies[6].text) == (
-        b"hello, file", "hi.txt", "greetings")
+        b"hello, file",
+        "hi.txt",
+        "greetings",
+    )
     assert (replies[7].data, replies[7].filename) == (b"plain notes", "notes.txt")
 
 
 async def test_unsendable_reply_media_is_skipped_and_logged(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Media the agent returns that cannot be sent (a missing file, an unsupported type) is
     logged with the stack and skipped; the rest of the reply is still sent once, and a reply
     with nothing sendable becomes the apology instead of being retried forever."""
+
     async def handler(request: AgentRequest) -> AgentReply:
         if request.text == "only bad":
             return AgentReply(files=[tmp_path / "missing.pdf"])
-        return AgentReply(text="text survives", images=[make_png(2, 2)],
-                          files=[tmp_path / "missing.pdf",
-                                 Media(data=b"PK\x03\x04zip", mime_type="application/zip")])
+        return AgentReply(
+            text="text survives",
+            images=[make_png(2, 2)],
+            files=[
+                tmp_path / "missing.pdf",
+                Media(data=b"PK\x03\x04zip", mime_type="application/zip"),
+            ],
+        )
 
     agent = Recorder(handler)
     with caplog.at_level(logging.ERROR, logger="wa_agent.interface"):
@@ -561,11 +618,13 @@ async def test_unsendable_reply_media_is_skipped_and_logged(
 
 
 async def test_agent_exception_gives_the_apology_and_logs_the_stack(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """An agent exception: the user gets the short apology (never the exception text or a
     stack trace), the ERROR log has the exception's type and stack but not its text (which
     may quote user data: that is logged at DEBUG only), the message is not retried; the
     apology is configurable."""
+
     async def handler(request: AgentRequest) -> str:
         raise RuntimeError(f"db password is {request.text[::-1]}")  # from the user
 
@@ -585,8 +644,9 @@ async def test_agent_exception_gives_the_apology_and_logs_the_stack(
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert any("RuntimeError" in m and "in handler" in m for m in errors), errors
         assert not any("hunter2" in m for m in errors)
-        assert not [r.getMessage() for r in caplog.records
-                    if r.exc_info and r.levelno >= logging.ERROR]
+        assert not [
+            r.getMessage() for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR
+        ]
         assert len(agent.requests) == 1
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="wa_agent.interface"):
@@ -631,6 +691,7 @@ async def test_agent_timeout_gives_the_apology() -> None:
 async def test_framework_agent_in_chat_mode_gets_history_in_its_prompt() -> None:
     """An object of another framework (``arun(prompt)``) works end to end; in CHAT mode its
     prompt carries the sender's own earlier turns."""
+
     class FrameworkAgent:
         def __init__(self) -> None:
             self.prompts: list[str] = []
@@ -684,9 +745,12 @@ async def test_chat_follow_ups_are_coalesced_into_one_turn_and_first_reply_quote
     assert request.message is not None and request.message.id == third
     assert [t.text for t in request.history] == ["first", "re: first"]
     assert [(t.role, t.text, t.message_id) for t in stored] == [
-        ("user", "first", first), ("assistant", "re: first", None),
-        ("user", "second", second), ("user", "third", third),
-        ("assistant", "re: second\nthird", None)]
+        ("user", "first", first),
+        ("assistant", "re: first", None),
+        ("user", "second", second),
+        ("user", "third", third),
+        ("assistant", "re: second\nthird", None),
+    ]
 
 
 async def test_task_follow_ups_run_at_once_and_replies_keep_their_order() -> None:
@@ -778,8 +842,7 @@ async def test_fifty_senders_chat_mode_histories_never_leak_and_reset_is_per_sen
         own = "|".join(t.text for t in request.history)
         return f"{request.sender}:{request.text}[{own}]"
 
-    async with Simulator(Recorder(handler), mode="chat", statuses=False,
-                         max_concurrency=64) as sim:
+    async with Simulator(Recorder(handler), mode="chat", statuses=False, max_concurrency=64) as sim:
         users = [sim.user(n) for n in SENDERS]
         await asyncio.gather(*(u.send_text(f"r1-{i}") for i, u in enumerate(users)))
         await sim.settle()
@@ -819,5 +882,4 @@ async def test_health_shows_the_send_rate_and_store_failures() -> None:
     assert health["store_failures"] == 0
     rate = health["send_rate"]
     assert rate["read_receipts_count"] is False and rate["throttled_for"] == 0.0
-    assert set(rate) == {"messages_per_second", "burst", "read_receipts_count",
-                         "throttled_for"}
+    assert set(rate) == {"messages_per_second", "burst", "read_receipts_count", "throttled_for"}

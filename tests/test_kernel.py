@@ -49,8 +49,9 @@ def ngrok_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory,
-           ngrok_state: tuple[dict[str, str], Path]) -> Iterator[Kernel]:
+def kernel(
+    tmp_path_factory: pytest.TempPathFactory, ngrok_state: tuple[dict[str, str], Path]
+) -> Iterator[Kernel]:
     """A kernel running this venv's Python, with the fake ngrok agent configured."""
     env, _state = ngrok_state
     k = Kernel(tmp_path_factory.mktemp("kernel"), env=env)
@@ -246,8 +247,9 @@ print("RESULT", hook7)
     assert "Verify token:  vt-tunnel-7" in out
     state = _ngrok(state_file)
     assert state["authtoken"] == "tok-good"
-    response = _get(f"{hook}?hub.mode=subscribe&hub.verify_token=vt-tunnel-7"
-                    "&hub.challenge=1158201444")
+    response = _get(
+        f"{hook}?hub.mode=subscribe&hub.verify_token=vt-tunnel-7&hub.challenge=1158201444"
+    )
     assert (response.status_code, response.text) == (200, "1158201444")
     kernel.check("await m7.stop()")
     state = _ngrok(state_file)
@@ -273,9 +275,11 @@ print(type(t8).__name__, t8.done())
     assert result.stdout.split() == ["Task", "False"]
     hook = kernel.check("print(await t8)").strip()
     kernel.drain_background(0.2)
-    late = "".join(m["content"].get("text", "") for m in kernel.background
-                   if m["msg_type"] == "stream"
-                   and m["parent_header"].get("msg_id") == cell)
+    late = "".join(
+        m["content"].get("text", "")
+        for m in kernel.background
+        if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == cell
+    )
     assert f"Callback URL:  {hook}" in late and "Verify token:  vt-sync-8" in late
     kernel.check("await m8.stop()")
     assert _ngrok(state_file)["endpoints"] == []
@@ -315,11 +319,13 @@ print(phone10.pending)
     assert any("application/vnd.jupyter.widget-view+json" in o["data"] for o in result.outputs)
 
     def updates() -> list[str]:
-        return [str(m["content"]["data"]["state"].get("value", ""))
-                for m in kernel.background
-                if m["msg_type"] == "comm_msg"
-                and m["content"]["data"].get("method") == "update"
-                and m["parent_header"].get("msg_id") == cell]
+        return [
+            str(m["content"]["data"]["state"].get("value", ""))
+            for m in kernel.background
+            if m["msg_type"] == "comm_msg"
+            and m["content"]["data"].get("method") == "update"
+            and m["parent_header"].get("msg_id") == cell
+        ]
 
     deadline = time.monotonic() + 15
     reply = "echo: ping &lt;b&gt;while idle&lt;/b&gt;"
@@ -328,7 +334,8 @@ print(phone10.pending)
         seen = updates()
         rows = [v for v in seen if 'class="wa-row' in v and reply in v]
         if any("wa-tick-read" in v for v in rows) and any(
-                "wa-phone-msgs" in v and reply in v for v in seen):
+            "wa-phone-msgs" in v and reply in v for v in seen
+        ):
             break
     else:
         pytest.fail(f"no live update with the reply while idle; got {updates()[-3:]}")
@@ -339,4 +346,6 @@ print(json.dumps(phone10.transcript()))
 """)
     transcript = json.loads(out)
     assert [(m["from"], m["text"]) for m in transcript] == [
-        ("me", "ping <b>while idle</b>"), ("bot", "echo: ping <b>while idle</b>")]
+        ("me", "ping <b>while idle</b>"),
+        ("bot", "echo: ping <b>while idle</b>"),
+    ]

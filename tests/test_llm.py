@@ -58,21 +58,28 @@ def anthropic_error(error_type: str, message: str, **extra: Any) -> dict[str, An
     return {"type": "error", "error": err, "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
 
 
-def openai_completion(text: str | None, finish_reason: str = "stop",
-                      refusal: str | None = None) -> dict[str, Any]:
+def openai_completion(
+    text: str | None, finish_reason: str = "stop", refusal: str | None = None
+) -> dict[str, Any]:
     """A Chat Completions success body (non-streamed)."""
     return {
         "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
         "object": "chat.completion",
         "created": 1741569952,
         "model": "gpt-4o-mini-2024-07-18",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": refusal,
-                        "annotations": []},
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": refusal,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
         "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29},
         "service_tier": "default",
         "system_fingerprint": "fp_06737a9306",
@@ -225,8 +232,9 @@ async def test_anthropic_request_body_and_headers(api: FakeAPI, make_agent: Make
     tools=False: the WhatsApp tools are tested in test_llm_tools.py)."""
     api.reply(200, anthropic_message("Sunny, 24 °C."), {"request-id": "req_1"})
     agent = make_agent(system="You are terse.", temperature=0.2, max_tokens=300, tools=False)
-    reply = await agent.answer(req("And tomorrow?", ("user", "Weather in Lisbon?"),
-                                   ("assistant", "Let me check.")))
+    reply = await agent.answer(
+        req("And tomorrow?", ("user", "Weather in Lisbon?"), ("assistant", "Let me check."))
+    )
     assert reply.text == "Sunny, 24 °C."
     sent = api.last
     assert (sent.method, sent.path) == ("POST", "/v1/messages")
@@ -254,8 +262,15 @@ async def test_anthropic_turns_alternate_and_start_with_user(
     message (a heartbeat) gets a user turn before it, as the Messages API requires."""
     api.reply(200, anthropic_message("ok"))
     agent = make_agent()
-    await agent.answer(req("third", ("assistant", "Good morning!"), ("user", "first"),
-                           ("user", "second"), ("assistant", "  ")))
+    await agent.answer(
+        req(
+            "third",
+            ("assistant", "Good morning!"),
+            ("user", "first"),
+            ("user", "second"),
+            ("assistant", "  "),
+        )
+    )
     messages = api.last.body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"] == "Good morning!"
@@ -272,8 +287,14 @@ async def test_anthropic_image_is_a_base64_block(api: FakeAPI, make_agent: MakeA
     await agent.answer(req("what is this?", attachments=(image,)))
     content = api.last.body["messages"][0]["content"]
     assert content == [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                     "data": base64.b64encode(PNG).decode()}},
+        {
+            "type": "image",
+            "source": {
+                "type": "base64",
+                "media_type": "image/png",
+                "data": base64.b64encode(PNG).decode(),
+            },
+        },
         {"type": "text", "text": "what is this?"},
     ]
 
@@ -285,15 +306,28 @@ async def test_anthropic_documents(api: FakeAPI, make_agent: MakeAgent) -> None:
     agent = make_agent()
     pdf = Attachment("document", b"%PDF-1.7 test", "application/pdf", filename="a.pdf")
     txt = Attachment("document", "olá".encode(), "text/plain; charset=utf-8", filename="n.txt")
-    docx = Attachment("document", b"x" * 2048, "application/vnd.openxmlformats-officedocument"
-                      ".wordprocessingml.document", filename="cv.docx")
+    docx = Attachment(
+        "document",
+        b"x" * 2048,
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        filename="cv.docx",
+    )
     await agent.answer(req("", attachments=(pdf, txt, docx)))
     content = api.last.body["messages"][0]["content"]
-    assert content[0] == {"type": "document", "title": "a.pdf", "source": {
-        "type": "base64", "media_type": "application/pdf",
-        "data": base64.b64encode(b"%PDF-1.7 test").decode()}}
-    assert content[1] == {"type": "document", "title": "n.txt", "source": {
-        "type": "text", "media_type": "text/plain", "data": "olá"}}
+    assert content[0] == {
+        "type": "document",
+        "title": "a.pdf",
+        "source": {
+            "type": "base64",
+            "media_type": "application/pdf",
+            "data": base64.b64encode(b"%PDF-1.7 test").decode(),
+        },
+    }
+    assert content[1] == {
+        "type": "document",
+        "title": "n.txt",
+        "source": {"type": "text", "media_type": "text/plain", "data": "olá"},
+    }
     assert content[2]["type"] == "text"
     assert content[2]["text"].startswith('[document "cv.docx", application/vnd.openxml')
     assert content[2]["text"].endswith(", 2 KB]")
@@ -310,8 +344,7 @@ async def test_voice_note_is_described_not_sent(api: FakeAPI, make_agent: MakeAg
 
 def test_describe_attachment_formats() -> None:
     """Descriptions name the kind, file name, MIME type, size and caption."""
-    video = Attachment("video", b"\x00" * (3 * 1024 * 1024 + 400_000), "video/mp4",
-                       caption="look")
+    video = Attachment("video", b"\x00" * (3 * 1024 * 1024 + 400_000), "video/mp4", caption="look")
     assert describe_attachment(video) == '[video, video/mp4, 3.4 MB, caption: "look"]'
     assert describe_attachment(video, with_caption=False) == "[video, video/mp4, 3.4 MB]"
     song = Attachment("audio", b"\x00" * 100, "audio/mpeg", filename="s.mp3")
@@ -326,8 +359,13 @@ async def test_animated_sticker_described_static_sticker_sent(
     agent = make_agent()
 
     def sticker_request(animated: bool) -> AgentRequest:
-        msg = Message(id="wamid.1", sender="1", timestamp=datetime.now(UTC), type="sticker",
-                      media=MediaRef(id="m1", mime_type="image/webp", animated=animated))
+        msg = Message(
+            id="wamid.1",
+            sender="1",
+            timestamp=datetime.now(UTC),
+            type="sticker",
+            media=MediaRef(id="m1", mime_type="image/webp", animated=animated),
+        )
         att = Attachment("sticker", b"RIFF0000WEBP", "image/webp")
         return AgentRequest(text="", sender="1", attachments=(att,), message=msg)
 
@@ -358,8 +396,13 @@ async def test_anthropic_401_is_an_auth_error_naming_the_variable(
 
 async def test_403_is_an_auth_error(api: FakeAPI, make_agent: MakeAgent) -> None:
     """403 permission_error is an LLMAuthError too, and not retried."""
-    api.reply(403, anthropic_error("permission_error", "Your API key does not have "
-                                   "permission to use the specified resource."))
+    api.reply(
+        403,
+        anthropic_error(
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+        ),
+    )
     with pytest.raises(LLMAuthError, match="no permission"):
         await make_agent().answer(req("hi"))
     assert len(api.requests) == 1
@@ -370,8 +413,13 @@ async def test_429_waits_as_long_as_retry_after_says(
 ) -> None:
     """A 429 rate_limit_error with Retry-After: 7 waits 7 s, then the retry's answer is
     returned."""
-    api.reply(429, anthropic_error("rate_limit_error", "Number of request tokens has "
-                                   "exceeded your per-minute rate limit"), {"retry-after": "7"})
+    api.reply(
+        429,
+        anthropic_error(
+            "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"
+        ),
+        {"retry-after": "7"},
+    )
     api.reply(200, anthropic_message("Here you go."))
     reply = await make_agent().answer(req("hi"))
     assert reply.text == "Here you go."
@@ -433,27 +481,37 @@ async def test_concurrent_model_requests_are_bounded() -> None:
         await anyio.sleep(0.05)
         inside -= 1
         body = json.dumps(openai_completion("ok")).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
-    async with BackgroundServer(model) as server, LLMAgent(
-            "openai-compatible/m", base_url=server.url + "/v1",
-            max_concurrent_requests=3) as agent:
+    async with (
+        BackgroundServer(model) as server,
+        LLMAgent(
+            "openai-compatible/m", base_url=server.url + "/v1", max_concurrent_requests=3
+        ) as agent,
+    ):
         replies = await asyncio.gather(*(agent.answer(req(f"m{n}")) for n in range(10)))
     assert [r.text for r in replies] == ["ok"] * 10
     assert peak == 3
     with pytest.raises(ValueError, match="max_concurrent_requests"):
-        LLMAgent("openai-compatible/m", base_url="http://127.0.0.1:9/v1",
-                 max_concurrent_requests=0)
+        LLMAgent("openai-compatible/m", base_url="http://127.0.0.1:9/v1", max_concurrent_requests=0)
 
 
 async def test_retry_after_ms_is_preferred(
     api: FakeAPI, make_agent: MakeAgent, slept: SleepRecorder
 ) -> None:
     """retry-after-ms (finer) wins over retry-after."""
-    api.reply(429, openai_error("Rate limit reached", "requests", "rate_limit_exceeded"),
-              {"retry-after-ms": "250", "retry-after": "1"})
+    api.reply(
+        429,
+        openai_error("Rate limit reached", "requests", "rate_limit_exceeded"),
+        {"retry-after-ms": "250", "retry-after": "1"},
+    )
     api.reply(200, openai_completion("ok"))
     await make_agent("openai/gpt-4o-mini").answer(req("hi"))
     assert slept.delays == [0.25]
@@ -501,8 +559,14 @@ async def test_spend_limit_429_is_not_retried(
     api: FakeAPI, make_agent: MakeAgent, slept: SleepRecorder
 ) -> None:
     """A 429 for a used-up spend limit fails at once with a billing hint."""
-    api.reply(429, anthropic_error("rate_limit_error", "spend limit reached",
-                                   details={"error_code": "enforced_spend_limit_reached"}))
+    api.reply(
+        429,
+        anthropic_error(
+            "rate_limit_error",
+            "spend limit reached",
+            details={"error_code": "enforced_spend_limit_reached"},
+        ),
+    )
     with pytest.raises(LLMError, match="check billing") as info:
         await make_agent().answer(req("hi"))
     assert len(api.requests) == 1 and not info.value.retryable
@@ -543,8 +607,13 @@ async def test_connection_refused_is_retried_then_raised(slept: SleepRecorder) -
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    async with LLMAgent("anthropic/claude-sonnet-4-6", api_key="k", sleep=slept,
-                        base_url=f"http://127.0.0.1:{port}", max_retries=2) as agent:
+    async with LLMAgent(
+        "anthropic/claude-sonnet-4-6",
+        api_key="k",
+        sleep=slept,
+        base_url=f"http://127.0.0.1:{port}",
+        max_retries=2,
+    ) as agent:
         with pytest.raises(LLMError, match="could not reach"):
             await agent.answer(req("hi"))
     assert len(slept.delays) == 2
@@ -603,10 +672,17 @@ async def test_openai_image_is_a_data_url(api: FakeAPI, make_agent: MakeAgent) -
     await make_agent("openai/gpt-4o").answer(req("what is it?", attachments=(image, pdf)))
     content = api.last.body["messages"][1]["content"]
     assert content == [
-        {"type": "image_url",
-         "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(PNG).decode()}},
-        {"type": "file", "file": {"filename": "x.pdf", "file_data":
-                                  "data:application/pdf;base64," + base64.b64encode(b"%PDF").decode()}},
+        {
+            "type": "image_url",
+            "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(PNG).decode()},
+        },
+        {
+            "type": "file",
+            "file": {
+                "filename": "x.pdf",
+                "file_data": "data:application/pdf;base64," + base64.b64encode(b"%PDF").decode(),
+            },
+        },
         {"type": "text", "text": "what is it?"},
     ]
 
@@ -616,8 +692,12 @@ async def test_openai_401_names_the_variable_and_redacts_the_key(
 ) -> None:
     """An OpenAI 401 raises LLMAuthError naming OPENAI_API_KEY; a key echoed by the server
     is redacted from the message."""
-    api.reply(401, openai_error(f"Incorrect API key provided: {OPENAI_KEY}.",
-                                "invalid_request_error", "invalid_api_key"))
+    api.reply(
+        401,
+        openai_error(
+            f"Incorrect API key provided: {OPENAI_KEY}.", "invalid_request_error", "invalid_api_key"
+        ),
+    )
     with pytest.raises(LLMAuthError) as info:
         await make_agent("openai/gpt-4o-mini").answer(req("hi"))
     assert "OPENAI_API_KEY" in str(info.value) and "invalid_api_key" in str(info.value)
@@ -628,8 +708,12 @@ async def test_openai_insufficient_quota_is_not_retried(
     api: FakeAPI, make_agent: MakeAgent, slept: SleepRecorder
 ) -> None:
     """429 insufficient_quota is not a rate limit: it fails at once with a billing hint."""
-    api.reply(429, openai_error("You exceeded your current quota.", "insufficient_quota",
-                                "insufficient_quota"))
+    api.reply(
+        429,
+        openai_error(
+            "You exceeded your current quota.", "insufficient_quota", "insufficient_quota"
+        ),
+    )
     with pytest.raises(LLMError, match="check billing"):
         await make_agent("openai/gpt-4o-mini").answer(req("hi"))
     assert len(api.requests) == 1 and slept.delays == []
@@ -657,8 +741,10 @@ async def test_openai_compatible_server(
     assert sent.path == "/v1/chat/completions"
     assert "authorization" not in sent.headers
     assert sent.body["model"] == "qwen3:8b" and sent.body["max_tokens"] == 1024
-    assert sent.body["messages"][1] == {"role": "user",
-                                        "content": '[document "x.pdf", application/pdf, 4 bytes]'}
+    assert sent.body["messages"][1] == {
+        "role": "user",
+        "content": '[document "x.pdf", application/pdf, 4 bytes]',
+    }
 
 
 async def test_openai_compatible_sends_a_given_key(api: FakeAPI, make_agent: MakeAgent) -> None:
@@ -677,8 +763,13 @@ def test_openai_compatible_needs_base_url() -> None:
 # --- configuration -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("model", "env"), [("anthropic/claude-sonnet-4-6", "ANTHROPIC_API_KEY"),
-                                            ("openai/gpt-4o-mini", "OPENAI_API_KEY")])
+@pytest.mark.parametrize(
+    ("model", "env"),
+    [
+        ("anthropic/claude-sonnet-4-6", "ANTHROPIC_API_KEY"),
+        ("openai/gpt-4o-mini", "OPENAI_API_KEY"),
+    ],
+)
 def test_missing_key_names_the_variable(
     model: str, env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -739,8 +830,7 @@ def test_explicit_arguments_win_over_workspace(tmp_path: Path) -> None:
     workspace that is not a folder is a configuration error."""
     (tmp_path / "SYSTEM.md").write_text("file system")
     (tmp_path / "greeting.txt").write_text("file greeting")
-    agent = LLMAgent("anthropic/x", api_key="k", workspace=tmp_path, system="mine",
-                     greeting="hi")
+    agent = LLMAgent("anthropic/x", api_key="k", workspace=tmp_path, system="mine", greeting="hi")
     assert (agent.system, agent.greeting) == ("mine", "hi")
     assert LLMAgent("anthropic/x", api_key="k", workspace=tmp_path).greeting == "file greeting"
     assert LLMAgent("anthropic/x", api_key="k").greeting is None
@@ -752,8 +842,13 @@ async def test_heartbeat_request(api: FakeAPI, make_agent: MakeAgent) -> None:
     """heartbeat attributes are exposed; a heartbeat request sends the heartbeat message
     marked as scheduled (the agent's own message when the request text is empty)."""
     api.reply(200, openai_completion("Good morning! Any plans today?"))
-    agent = make_agent("openai/gpt-4o-mini", heartbeat=True, heartbeat_period=15,
-                       heartbeat_message="Check in on the user.", name="WhatsAppBot")
+    agent = make_agent(
+        "openai/gpt-4o-mini",
+        heartbeat=True,
+        heartbeat_period=15,
+        heartbeat_message="Check in on the user.",
+        name="WhatsAppBot",
+    )
     assert (agent.heartbeat, agent.heartbeat_period, agent.name) == (True, 15, "WhatsAppBot")
     await agent.answer(req("", ("user", "Remind me about the dentist"), purpose="heartbeat"))
     messages = api.last.body["messages"]
@@ -786,8 +881,9 @@ async def test_client_lifecycle(api: FakeAPI, slept: SleepRecorder) -> None:
     aclose() and a new one opens on the next answer."""
     api.reply(200, anthropic_message("ok"))
     async with httpx.AsyncClient() as client:
-        async with LLMAgent("anthropic/m", api_key="k", base_url=api.url, client=client,
-                            sleep=slept) as agent:
+        async with LLMAgent(
+            "anthropic/m", api_key="k", base_url=api.url, client=client, sleep=slept
+        ) as agent:
             await agent.answer(req("hi"))
         assert not client.is_closed
     own = LLMAgent("anthropic/m", api_key="k", base_url=api.url, sleep=slept)
@@ -809,8 +905,7 @@ def test_import_stays_light() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 
-async def test_model_calls_leave_no_reference_cycles(api: FakeAPI,
-                                                     make_agent: MakeAgent) -> None:
+async def test_model_calls_leave_no_reference_cycles(api: FakeAPI, make_agent: MakeAgent) -> None:
     """A model call, answered or failed and retried, leaves no httpx request/response for
     the garbage collector (the response <-> stream cycle is cut once the body is read)."""
     agent = make_agent()
@@ -819,8 +914,9 @@ async def test_model_calls_leave_no_reference_cycles(api: FakeAPI,
     with httpx_garbage() as left:
         for n in range(3):
             api.script.clear()  # (the last entry would repeat)
-            api.reply(529, {"type": "error", "error": {"type": "overloaded_error",
-                                                       "message": "busy"}})
+            api.reply(
+                529, {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+            )
             api.reply(200, anthropic_message(f"answer {n}"))
             assert (await agent.answer(req(f"question {n}"))).text == f"answer {n}"
     assert left == []

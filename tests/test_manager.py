@@ -26,8 +26,12 @@ from wa_agent.testing.emulator import CloudAPIEmulator
 from wa_agent.testing.simulator import Simulator
 
 ALICE = "15551230001"
-ENV = ("WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN",
-       "WHATSAPP_PHONE_NUMBER_ID")
+ENV = (
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +44,7 @@ def _no_whatsapp_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def tagged(tag: str) -> Any:
     async def agent(request: AgentRequest) -> str:
         return f"{tag}: {request.text}"
+
     return agent
 
 
@@ -48,15 +53,16 @@ async def test_two_numbers_in_one_app_route_by_prefix() -> None:
     """Two interfaces (two phone numbers, two prefixes) in one app: each webhook reaches its
     own agent, each reply goes out from its own number, the root /health lists both, and
     stopping the server closes both (lifespan)."""
-    one = WhatsAppInterface(tagged("one"), name="sales", phone_number_id="111111",
-                            prefix="/sales")
-    two = WhatsAppInterface(tagged("two"), name="support", phone_number_id="222222",
-                            prefix="/support/", mode="chat")
+    one = WhatsAppInterface(tagged("one"), name="sales", phone_number_id="111111", prefix="/sales")
+    two = WhatsAppInterface(
+        tagged("two"), name="support", phone_number_id="222222", prefix="/support/", mode="chat"
+    )
     manager = InterfaceManager([one, two])
     async with Simulator(manager) as sim:
         for interface, pnid, text in ((one, "111111", "to sales"), (two, "222222", "to support")):
-            body = webhooks.envelope(messages=[webhooks.text_message(ALICE, text)],
-                                     phone_number_id=pnid)
+            body = webhooks.envelope(
+                messages=[webhooks.text_message(ALICE, text)], phone_number_id=pnid
+            )
             [response] = await sim.deliver(body, interface=interface)
             assert response.json() == {"status": "processing"}
         await sim.settle()
@@ -69,7 +75,9 @@ async def test_two_numbers_in_one_app_route_by_prefix() -> None:
             missing = await client.get(f"{sim.bot_url}/nowhere/webhook")
         assert health["status"] == "ok"
         assert [(i["interface"], i["prefix"], i["mode"]) for i in health["interfaces"]] == [
-            ("sales", "/sales", "task"), ("support", "/support", "chat")]
+            ("sales", "/sales", "task"),
+            ("support", "/support", "chat"),
+        ]
         assert [i["processed"] for i in health["interfaces"]] == [1, 1]
         assert own["interface"] == "support"
         assert missing.status_code == 404
@@ -85,8 +93,9 @@ async def test_message_for_the_other_number_is_ignored() -> None:
     one = WhatsAppInterface(tagged("one"), name="a", phone_number_id="111111", prefix="/a")
     two = WhatsAppInterface(tagged("two"), name="b", phone_number_id="222222", prefix="/b")
     async with Simulator(InterfaceManager([one, two])) as sim:
-        body = webhooks.envelope(messages=[webhooks.text_message(ALICE, "hi")],
-                                 phone_number_id="111111")
+        body = webhooks.envelope(
+            messages=[webhooks.text_message(ALICE, "hi")], phone_number_id="111111"
+        )
         [response] = await sim.deliver(body, interface=two)
         assert response.json() == {"status": "ignored"}
         await sim.settle()
@@ -96,8 +105,12 @@ async def test_message_for_the_other_number_is_ignored() -> None:
 def test_manager_rejects_shared_prefixes_and_no_interfaces() -> None:
     """Two interfaces on one prefix, or none at all, is a configuration mistake."""
     with pytest.raises(ValueError, match="share a prefix"):
-        InterfaceManager([WhatsAppInterface(tagged("a"), prefix="/wa"),
-                          WhatsAppInterface(tagged("b"), prefix="wa/")])
+        InterfaceManager(
+            [
+                WhatsAppInterface(tagged("a"), prefix="/wa"),
+                WhatsAppInterface(tagged("b"), prefix="wa/"),
+            ]
+        )
     with pytest.raises(ValueError, match="at least one"):
         InterfaceManager([])
 
@@ -118,8 +131,14 @@ async def test_mounted_in_fastapi_starts_on_first_request_and_closes() -> None:
 
     async with emulator_server() as (emulator, api_url):
         interface = WhatsAppInterface(
-            tagged("bot"), verify_token="vt", app_secret="s3cret", access_token="mount-token",
-            phone_number_id="100000000000001", base_url=api_url, prefix="/wa")
+            tagged("bot"),
+            verify_token="vt",
+            app_secret="s3cret",
+            access_token="mount-token",
+            phone_number_id="100000000000001",
+            base_url=api_url,
+            prefix="/wa",
+        )
         manager = InterfaceManager([interface])
         closed: list[bool] = []
 
@@ -140,16 +159,24 @@ async def test_mounted_in_fastapi_starts_on_first_request_and_closes() -> None:
             assert not interface._started
             assert (await client.get(f"{server.url}/ping")).json() == {"pong": "yes"}
             assert not interface._started
-            verify = await client.get(f"{server.url}/bots/wa/webhook", params={
-                "hub.mode": "subscribe", "hub.verify_token": "vt", "hub.challenge": "42"})
+            verify = await client.get(
+                f"{server.url}/bots/wa/webhook",
+                params={"hub.mode": "subscribe", "hub.verify_token": "vt", "hub.challenge": "42"},
+            )
             assert (verify.status_code, verify.text) == (200, "42")
             body = text_webhook(ALICE, "hello")
-            response = await client.post(f"{server.url}/bots/wa/webhook", content=body,
-                                         headers={"x-hub-signature-256": sign(body, "s3cret")})
+            response = await client.post(
+                f"{server.url}/bots/wa/webhook",
+                content=body,
+                headers={"x-hub-signature-256": sign(body, "s3cret")},
+            )
             assert response.json() == {"status": "processing"}
             assert interface._started
-            forged = await client.post(f"{server.url}/bots/wa/webhook", content=body,
-                                       headers={"x-hub-signature-256": sign(body, "wrong")})
+            forged = await client.post(
+                f"{server.url}/bots/wa/webhook",
+                content=body,
+                headers={"x-hub-signature-256": sign(body, "wrong")},
+            )
             assert forged.status_code == 403
             [reply] = await emulator.wait_for_messages(1, to=ALICE)
             assert reply.text == "bot: hello"
@@ -176,8 +203,9 @@ def test_env_var_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert interface.settings.access_token.reveal() == "env-token"
     assert interface.phone_number_id == "123456789"
     assert interface.missing_configuration() == []
-    explicit = WhatsAppInterface(tagged("x"), verify_token="v", app_secret="s",
-                                 access_token="t", phone_number_id="42")
+    explicit = WhatsAppInterface(
+        tagged("x"), verify_token="v", app_secret="s", access_token="t", phone_number_id="42"
+    )
     assert explicit.verify_token is not None and explicit.verify_token.reveal() == "v"
     assert explicit.app_secret is not None and explicit.app_secret.reveal() == "s"
     assert explicit.phone_number_id == "42"
@@ -187,8 +215,10 @@ async def test_starting_without_credentials_names_the_missing_variables() -> Non
     """Starting with no token and no phone number id raises ConfigurationError naming the
     variables to set, directly and through manager.start() (no server left running)."""
     interface = WhatsAppInterface(tagged("x"), verify_token="v")
-    assert interface.missing_configuration() == ["WHATSAPP_ACCESS_TOKEN",
-                                                 "WHATSAPP_PHONE_NUMBER_ID"]
+    assert interface.missing_configuration() == [
+        "WHATSAPP_ACCESS_TOKEN",
+        "WHATSAPP_PHONE_NUMBER_ID",
+    ]
     with pytest.raises(ConfigurationError) as info:
         await interface.start()
     assert "WHATSAPP_ACCESS_TOKEN" in str(info.value)
@@ -213,18 +243,31 @@ def test_mode_and_prefix_normalisation() -> None:
 async def test_secrets_stay_out_of_reprs_and_logs(caplog: pytest.LogCaptureFixture) -> None:
     """repr of the interface, its Sender and the manager masks every secret, and a whole
     conversation logged at DEBUG never contains a secret, nor a message body at INFO+."""
-    secrets = {"verify": "vt-0123456789abcdef", "secret": "as-0123456789abcdef",
-               "token": "simulator-access-token"}
-    interface = WhatsAppInterface(tagged("bot"), verify_token=secrets["verify"],
-                                  app_secret=secrets["secret"], phone_number_id="100000000000001")
+    secrets = {
+        "verify": "vt-0123456789abcdef",
+        "secret": "as-0123456789abcdef",
+        "token": "simulator-access-token",
+    }
+    interface = WhatsAppInterface(
+        tagged("bot"),
+        verify_token=secrets["verify"],
+        app_secret=secrets["secret"],
+        phone_number_id="100000000000001",
+    )
     manager = InterfaceManager([interface])
     with caplog.at_level(logging.DEBUG):
         async with Simulator(manager, access_token=secrets["token"]) as sim:
             reply = await sim.user(ALICE).ask("my pin is 4711")
             assert reply.text == "bot: my pin is 4711"
-            texts = [repr(interface), repr(interface.sender), repr(manager),
-                     repr(interface.verify_token), repr(interface.app_secret),
-                     str(interface.app_secret), repr(vars(interface))]
+            texts = [
+                repr(interface),
+                repr(interface.sender),
+                repr(manager),
+                repr(interface.verify_token),
+                repr(interface.app_secret),
+                str(interface.app_secret),
+                repr(vars(interface)),
+            ]
     for text in texts:
         for value in secrets.values():
             assert value not in text, text
@@ -248,8 +291,9 @@ async def test_serving_tunes_the_gc_but_a_background_start_does_not() -> None:
 
     def interface() -> WhatsAppInterface:
         sender = Sender("token", "111111", base_url="http://127.0.0.1:9")
-        return WhatsAppInterface(tagged("x"), sender=sender, phone_number_id="111111",
-                                 verify_token="v")
+        return WhatsAppInterface(
+            tagged("x"), sender=sender, phone_number_id="111111", verify_token="v"
+        )
 
     gc.unfreeze()
     before = gc.get_threshold()

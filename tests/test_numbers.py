@@ -15,14 +15,17 @@ TOKEN = "token-numbers"
 PNID = "100000000000001"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("+49 151-234 567", "49151234567"),
-    ("0049 151 234567", "49151234567"),
-    ("(1) 555.0100", "15550100"),
-    (4915123, "4915123"),
-    ("  US.13491208655302741918 ", "US.13491208655302741918"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+49 151-234 567", "49151234567"),
+        ("0049 151 234567", "49151234567"),
+        ("(1) 555.0100", "15550100"),
+        (4915123, "4915123"),
+        ("  US.13491208655302741918 ", "US.13491208655302741918"),
+        ("", ""),
+    ],
+)
 def test_normalize_number(raw: str | int, expected: str) -> None:
     """International digits only: separators, a leading ``+`` and the ``00`` dialling
     prefix go; a business-scoped user id is kept as it is (stripped)."""
@@ -57,23 +60,22 @@ async def test_sender_strips_the_00_prefix_like_the_whitelist() -> None:
     async with emulator.serve() as url, Sender(TOKEN, PNID, base_url=url) as sender:
         await sender.send_text("0049 151 234567", "hi")
     assert [m.body["to"] for m in emulator.messages] == ["49151234567"]
-    interface = WhatsAppInterface(lambda r: "x", allowed_numbers=["0049 151 234567"],
-                                  access_token="t", phone_number_id=PNID)
+    interface = WhatsAppInterface(
+        lambda r: "x", allowed_numbers=["0049 151 234567"], access_token="t", phone_number_id=PNID
+    )
     assert interface.is_user_allowed("+49151234567")
 
 
 def test_interface_normalises_the_phone_number_id() -> None:
     """``phone_number_id`` given as an int is the same id as the digits Meta's webhooks
     carry; a display number is refused when the interface is built, naming the field."""
-    interface = WhatsAppInterface(lambda r: "x", access_token="t",
-                                  phone_number_id=100000000000001)
+    interface = WhatsAppInterface(lambda r: "x", access_token="t", phone_number_id=100000000000001)
     assert interface.phone_number_id == PNID
     with pytest.raises(ConfigurationError, match="phone_number_id"):
         WhatsAppInterface(lambda r: "x", access_token="t", phone_number_id="+1 555 0100")
 
 
-def test_phone_number_id_from_the_environment_is_checked(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_phone_number_id_from_the_environment_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad ``WHATSAPP_PHONE_NUMBER_ID`` is reported at construction, naming the
     variable."""
     monkeypatch.setenv("WHATSAPP_PHONE_NUMBER_ID", "+1 (555) 0100")

@@ -91,18 +91,38 @@ def test_text_message_has_every_common_field() -> None:
 @pytest.mark.parametrize(
     ("name", "mtype", "expected"),
     [
-        ("image", "image", {
-            "id": "1479537139650973", "mime_type": "image/jpeg",
-            "sha256": "Xk0mE8X1nJ0lZbXq6E1t2oHzCpHn5wU0q3l8fUmD8Ns=", "filename": None,
-            "voice": False, "animated": False}),
+        (
+            "image",
+            "image",
+            {
+                "id": "1479537139650973",
+                "mime_type": "image/jpeg",
+                "sha256": "Xk0mE8X1nJ0lZbXq6E1t2oHzCpHn5wU0q3l8fUmD8Ns=",
+                "filename": None,
+                "voice": False,
+                "animated": False,
+            },
+        ),
         ("video", "video", {"id": "2058104914650321", "mime_type": "video/mp4", "voice": False}),
-        ("audio_voice", "audio", {
-            "id": "1003383421387256", "mime_type": "audio/ogg; codecs=opus", "voice": True}),
-        ("document", "document", {
-            "id": "889934052311407", "mime_type": "application/pdf",
-            "filename": "invoice-2025-Q3.pdf"}),
-        ("sticker", "sticker", {
-            "id": "1289001232103217", "mime_type": "image/webp", "animated": True, "voice": False}),
+        (
+            "audio_voice",
+            "audio",
+            {"id": "1003383421387256", "mime_type": "audio/ogg; codecs=opus", "voice": True},
+        ),
+        (
+            "document",
+            "document",
+            {
+                "id": "889934052311407",
+                "mime_type": "application/pdf",
+                "filename": "invoice-2025-Q3.pdf",
+            },
+        ),
+        (
+            "sticker",
+            "sticker",
+            {"id": "1289001232103217", "mime_type": "image/webp", "animated": True, "voice": False},
+        ),
     ],
 )
 def test_media_messages(name: str, mtype: str, expected: dict[str, Any]) -> None:
@@ -168,7 +188,11 @@ def test_interactive_list_reply() -> None:
     reply = only_message("interactive_list_reply").interactive
     assert reply is not None
     assert (reply.type, reply.id, reply.title, reply.description) == (
-        "list_reply", "slot-14", "14:00", "Afternoon slot")
+        "list_reply",
+        "slot-14",
+        "14:00",
+        "Afternoon slot",
+    )
 
 
 def test_interactive_nfm_reply_parses_response_json() -> None:
@@ -234,7 +258,11 @@ def test_order() -> None:
     assert msg.order.text == "Please deliver after 5pm"
     tea, mug = msg.order.product_items
     assert (tea.product_retailer_id, tea.quantity, tea.item_price, tea.currency) == (
-        "sku-tea-01", 2, 4.5, "EUR")
+        "sku-tea-01",
+        2,
+        4.5,
+        "EUR",
+    )
     assert mug.quantity == 1
     assert mug.item_price == 12.0 and isinstance(mug.item_price, float)
 
@@ -325,7 +353,11 @@ def test_reply_context() -> None:
     ctx = only_message("reply_context").context
     assert ctx is not None
     assert (ctx.id, ctx.from_, ctx.forwarded, ctx.frequently_forwarded) == (
-        wamid(906), DISPLAY, False, False)
+        wamid(906),
+        DISPLAY,
+        False,
+        False,
+    )
     assert ctx.referred_product is None
 
 
@@ -345,7 +377,9 @@ def test_referred_product() -> None:
     ctx = only_message("referred_product").context
     assert ctx is not None and ctx.id == wamid(907)
     assert ctx.referred_product == {
-        "catalog_id": "1537201146799212", "product_retailer_id": "sku-tea-01"}
+        "catalog_id": "1537201146799212",
+        "product_retailer_id": "sku-tea-01",
+    }
 
 
 def test_ctwa_referral() -> None:
@@ -386,7 +420,12 @@ def test_text_webhook_helper_roundtrip() -> None:
     (msg,) = MessageParser().parse(body)
     assert isinstance(msg, Message)
     assert (msg.id, msg.sender, msg.text, msg.profile_name, msg.phone_number_id) == (
-        "wamid.X1", "15550009999", "hej då 👋", "Åsa", PNID)
+        "wamid.X1",
+        "15550009999",
+        "hej då 👋",
+        "Åsa",
+        PNID,
+    )
     first, second = (MessageParser().parse(text_webhook("1", "x"))[0] for _ in range(2))
     assert isinstance(first, Message) and isinstance(second, Message)
     assert first.id != second.id
@@ -424,8 +463,12 @@ def test_sent_status_pricing() -> None:
     (update,) = parse("status_sent")
     assert isinstance(update, StatusUpdate)
     assert update.pricing is not None
-    assert (update.pricing.billable, update.pricing.pricing_model, update.pricing.type,
-            update.pricing.category) == (True, "PMP", "regular", "utility")
+    assert (
+        update.pricing.billable,
+        update.pricing.pricing_model,
+        update.pricing.type,
+        update.pricing.category,
+    ) == (True, "PMP", "regular", "utility")
     assert update.recipient_user_id == "US.11112222333344445555"
     assert update.biz_opaque_callback_data == "order-7781"
     assert update.errors == ()
@@ -463,7 +506,11 @@ def test_value_level_errors() -> None:
     assert isinstance(first, ErrorEvent) and isinstance(second, ErrorEvent)
     assert first.kind == "error"
     assert (first.code, first.title, first.message, first.details) == (
-        131000, "Something went wrong", "Something went wrong", "An unknown error occurred")
+        131000,
+        "Something went wrong",
+        "Something went wrong",
+        "An unknown error occurred",
+    )
     assert first.phone_number_id == PNID
     assert first.raw["href"].startswith("https://developers.facebook.com/")
     assert second.code == 130429
@@ -471,8 +518,10 @@ def test_value_level_errors() -> None:
 
 @pytest.mark.parametrize(
     ("name", "field"),
-    [("template_status_update", "message_template_status_update"),
-     ("account_update", "account_update")],
+    [
+        ("template_status_update", "message_template_status_update"),
+        ("account_update", "account_update"),
+    ],
 )
 def test_other_fields_are_unknown_events(name: str, field: str) -> None:
     """Non-'messages' fields become an UnknownEvent naming the field and keeping the value."""
@@ -496,8 +545,16 @@ def test_batch_iterates_every_entry_change_and_item() -> None:
     each with the phone_number_id and profile of its own change."""
     events = parse("batch_mixed")
     kinds = [e.kind for e in events]
-    assert kinds == ["message", "message", "message", "status", "status", "status",
-                     "message", "unknown"]
+    assert kinds == [
+        "message",
+        "message",
+        "message",
+        "status",
+        "status",
+        "status",
+        "message",
+        "unknown",
+    ]
     messages = [e for e in events if isinstance(e, Message)]
     assert [m.text for m in messages] == ["first", "second", None, "third, other number"]
     assert [m.profile_name for m in messages] == ["Alice Example", "Bob", "Alice Example", "Eve"]
@@ -645,14 +702,23 @@ def test_statuses_and_errors_with_bad_items() -> None:
     data = json.loads(load_payload("status_sent"))
     value = data["entry"][0]["changes"][0]["value"]
     good = value["statuses"][0]
-    value["statuses"] = ["x", {**good, "id": None}, {**good, "status": 7},
-                         {**good, "timestamp": "soon"}, good]
+    value["statuses"] = [
+        "x",
+        {**good, "id": None},
+        {**good, "status": 7},
+        {**good, "timestamp": "soon"},
+        good,
+    ]
     value["errors"] = [5, {"code": 131000}]
     events = MessageParser().parse(data)
     assert [e.kind for e in events] == ["unknown"] * 4 + ["status", "unknown", "error"]
     assert [e.reason for e in events if isinstance(e, UnknownEvent)] == [
-        "status is not an object", "status has no id", "status has no status value",
-        "timestamp is not numeric", "error is not an object"]
+        "status is not an object",
+        "status has no id",
+        "status has no status value",
+        "timestamp is not numeric",
+        "error is not an object",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -676,8 +742,12 @@ def test_odd_changes(change: Any, reason: str) -> None:
 
 @pytest.mark.parametrize(
     ("entry", "reason"),
-    [(None, "entry is not an object"), ([], "entry is not an object"),
-     ({"id": "1"}, "no 'changes' list"), ({"changes": {}}, "no 'changes' list")],
+    [
+        (None, "entry is not an object"),
+        ([], "entry is not an object"),
+        ({"id": "1"}, "no 'changes' list"),
+        ({"changes": {}}, "no 'changes' list"),
+    ],
 )
 def test_odd_entries(entry: Any, reason: str) -> None:
     """Entries of the wrong shape are UnknownEvents; a valid entry after them still parses."""
@@ -770,9 +840,11 @@ def test_reason_stays_short_for_a_huge_object_value() -> None:
 def test_lone_surrogates_become_replacement_characters() -> None:
     """Half an emoji (a lone \\ud83d or \\ude00 escape) becomes U+FFFD, valid pairs stay,
     so every event can be encoded as UTF-8 (stores, logs, model_dump_json)."""
-    body = text_webhook("15551230001", "x", name="y").replace(
-        b'"body":"x"', b'"body":"a\\ud83d b \\ude00 c \\ud83d\\ude00 d \\uD83D"'
-    ).replace(b'"name":"y"', b'"name":"\\ude00Z\\u00e4"')
+    body = (
+        text_webhook("15551230001", "x", name="y")
+        .replace(b'"body":"x"', b'"body":"a\\ud83d b \\ude00 c \\ud83d\\ude00 d \\uD83D"')
+        .replace(b'"name":"y"', b'"name":"\\ude00Z\\u00e4"')
+    )
     for raw in (body, body.decode()):
         (msg,) = MessageParser().parse(raw)
         assert isinstance(msg, Message)
@@ -834,8 +906,12 @@ def test_events_are_frozen() -> None:
     unknown = parse("account_update")[0]
     assert msg.media is not None
     targets: list[tuple[pydantic.BaseModel, str, object]] = [
-        (msg, "text", "changed"), (msg, "sender", "x"), (msg.media, "id", "x"),
-        (status, "status", "read"), (error, "code", 1), (unknown, "reason", "x"),
+        (msg, "text", "changed"),
+        (msg, "sender", "x"),
+        (msg.media, "id", "x"),
+        (status, "status", "read"),
+        (error, "code", 1),
+        (unknown, "reason", "x"),
     ]
     for model, attr, value in targets:
         with pytest.raises(pydantic.ValidationError):
@@ -849,8 +925,20 @@ def test_parse_timestamp() -> None:
     assert parse_timestamp(1767225600.9) == TS
     assert parse_timestamp("0") == datetime(1970, 1, 1, tzinfo=UTC)
     assert parse_timestamp("1767225600").tzinfo is UTC
-    for junk in ["", "abc", "-1", "1e9", "²", "9" * 5000, None, True, float("nan"), [1], -1,
-                 10**13]:
+    for junk in [
+        "",
+        "abc",
+        "-1",
+        "1e9",
+        "²",
+        "9" * 5000,
+        None,
+        True,
+        float("nan"),
+        [1],
+        -1,
+        10**13,
+    ]:
         with pytest.raises(ValueError):
             parse_timestamp(junk)
 
@@ -867,8 +955,11 @@ def _valid_samples() -> list[dict[str, Any]]:
             data = json.loads(path.read_bytes())
         except ValueError:
             continue
-        if isinstance(data, dict) and data.get("object") == "whatsapp_business_account" \
-                and isinstance(data.get("entry"), list):
+        if (
+            isinstance(data, dict)
+            and data.get("object") == "whatsapp_business_account"
+            and isinstance(data.get("entry"), list)
+        ):
             out.append(data)
     return out
 
@@ -889,25 +980,50 @@ SLOTS = [(i, p) for i, sample in enumerate(SAMPLES) for p in _paths(sample) if p
 KEYS = sorted({k for _, p in SLOTS for k in p if isinstance(k, str)})
 
 _scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats()
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
     | st.integers(min_value=10**309, max_value=10**400)  # beyond float range
     | st.text(max_size=8)
-    | st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(),
-              max_size=4)
-    | st.sampled_from(["text", "image", "audio", "location", "order", "interactive",
-                       "nfm_reply", "reaction", "system", "edit", "contacts", "messages",
-                       "1767225600", "", "{}", "[]", "true", "NaN", "-1"])
+    | st.text(
+        st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(), max_size=4
+    )
+    | st.sampled_from(
+        [
+            "text",
+            "image",
+            "audio",
+            "location",
+            "order",
+            "interactive",
+            "nfm_reply",
+            "reaction",
+            "system",
+            "edit",
+            "contacts",
+            "messages",
+            "1767225600",
+            "",
+            "{}",
+            "[]",
+            "true",
+            "NaN",
+            "-1",
+        ]
+    )
 )
 #: JSON-like values whose object keys are mostly names the parser looks for.
 json_values = st.recursive(
     _scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), children, max_size=5)
+    ),
     max_leaves=25,
 )
 
-PROPERTY = settings(max_examples=250, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _parse_or_invalid(body: Any) -> list[Event] | None:
@@ -917,8 +1033,10 @@ def _parse_or_invalid(body: Any) -> list[Event] | None:
         assert exc.reason
         return None
     assert isinstance(events, list)
-    assert all(isinstance(e, Message | StatusUpdate | ErrorEvent | GroupEvent | UnknownEvent)
-               for e in events)
+    assert all(
+        isinstance(e, Message | StatusUpdate | ErrorEvent | GroupEvent | UnknownEvent)
+        for e in events
+    )
     if not isinstance(body, dict):
         for event in events:
             event.model_dump_json()  # every string is valid UTF-8 text
@@ -966,9 +1084,24 @@ def test_property_value_plugged_into_a_valid_sample(
 )
 def test_property_envelope_slots(slot: str, value: Any) -> None:
     """Arbitrary values as the entry list, a change list, a value, or its item lists."""
-    envelope: dict[str, Any] = {"object": "whatsapp_business_account", "entry": [
-        {"id": "1", "changes": [{"field": "messages", "value": {
-            "metadata": {"phone_number_id": PNID}, "messages": [], "statuses": []}}]}]}
+    envelope: dict[str, Any] = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "metadata": {"phone_number_id": PNID},
+                            "messages": [],
+                            "statuses": [],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
     if slot == "entry":
         envelope["entry"] = value
     elif slot == "changes":

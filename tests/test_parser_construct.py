@@ -23,8 +23,7 @@ def _parsable(path: Path) -> bool:
     return True
 
 
-PAYLOADS = [p for p in sorted((Path(__file__).parent / "payloads").glob("*.json"))
-            if _parsable(p)]
+PAYLOADS = [p for p in sorted((Path(__file__).parent / "payloads").glob("*.json")) if _parsable(p)]
 
 
 def _reconstructed(model: BaseModel) -> BaseModel:

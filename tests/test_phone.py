@@ -35,8 +35,10 @@ async def test_send_returns_replies_and_records_both_sides(sim: Simulator) -> No
     phone = sim.phone("15551230001", "Alice")
     replies = await phone.send("hello")
     assert [r.text for r in replies] == [
-        ("Hello Alice! I'm the wa_agent demo bot. Send me text, a photo, a document or a "
-        "location, or ask me for a picture.")
+        (
+            "Hello Alice! I'm the wa_agent demo bot. Send me text, a photo, a document or a "
+            "location, or ask me for a picture."
+        )
     ]
     transcript = phone.transcript()
     assert [(m["from"], m["kind"]) for m in transcript] == [("me", "text"), ("bot", "text")]
@@ -94,13 +96,28 @@ async def test_attach_image_sends_it_with_the_typed_caption(sim: Simulator) -> N
     png = make_png(8, 8)
     phone.text.value = "my <b>cat</b>"
     # what the kernel does when the browser sends the picked file
-    phone.upload.set_state({"value": [{"name": "cat.png", "type": "image/png", "size": len(png),
-                                       "content": memoryview(png), "last_modified": 0}]})
+    phone.upload.set_state(
+        {
+            "value": [
+                {
+                    "name": "cat.png",
+                    "type": "image/png",
+                    "size": len(png),
+                    "content": memoryview(png),
+                    "last_modified": 0,
+                }
+            ]
+        }
+    )
     assert phone.upload.value == () and phone.text.value == ""
     await phone.wait()
     me, bot = phone.transcript()
     assert (me["kind"], me["caption"], me["size"], me["mime_type"]) == (
-        "image", "my <b>cat</b>", len(png), "image/png")
+        "image",
+        "my <b>cat</b>",
+        len(png),
+        "image/png",
+    )
     assert bot["text"].startswith(f"Got your image: image/png, {len(png)} bytes")
     assert '<img class="wa-phone-img" src="data:image/png;base64,' in phone.html
     assert "my &lt;b&gt;cat&lt;/b&gt;" in phone.html
@@ -131,7 +148,7 @@ async def test_bot_media_is_shown(sim: Simulator) -> None:
     bot = [m for m in phone.transcript() if m["from"] == "bot"]
     assert bot[1]["kind"] == "image" and bot[1]["caption"] == "A green square"
     assert bot[1]["mime_type"] == "image/png" and bot[1]["size"] == len(replies[1].data or b"")
-    assert phone.html.count("<img class=\"wa-phone-img\" src=\"data:image/png;base64,") == 1
+    assert phone.html.count('<img class="wa-phone-img" src="data:image/png;base64,') == 1
     phone.close()
 
 
@@ -149,12 +166,13 @@ async def test_users_are_separate_and_can_be_added_from_the_widget(sim: Simulato
     assert phone.messages() == [] and "No messages yet" in phone.html
     await phone.send("second")
     assert {v: k for k, v in phone.contact.options} == {
-        "15551230001": "Alice (+15551230001)", "447700900123": "Bob (+447700900123)"}
+        "15551230001": "Alice (+15551230001)",
+        "447700900123": "Bob (+447700900123)",
+    }
     phone.contact.value = "15551230001"
     assert phone.number == "15551230001"
     assert [m["text"] for m in phone.transcript() if m["from"] == "me"] == ["first"]
-    assert [m["text"] for m in phone.transcript("447700900123") if m["from"] == "me"] == [
-        "second"]
+    assert [m["text"] for m in phone.transcript("447700900123") if m["from"] == "me"] == ["second"]
     phone.close()
 
 
@@ -228,8 +246,11 @@ async def test_choices_are_tappable_buttons_under_the_screen() -> None:
         await phone.wait()
         transcript = phone.transcript()
         assert [(m["from"], m["kind"], m["text"]) for m in transcript] == [
-            ("me", "text", "hi"), ("bot", "interactive", "Coffee or tea?"),
-            ("me", "interactive", "Tea"), ("bot", "text", "You chose Tea (tea)")]
+            ("me", "text", "hi"),
+            ("bot", "interactive", "Coffee or tea?"),
+            ("me", "interactive", "Tea"),
+            ("bot", "text", "You chose Tea (tea)"),
+        ]
         assert transcript[1]["choices"] == ["Coffee", "Tea"]
         assert transcript[2]["status"] == "read"
         assert phone.choices.children == () and phone.offered() == []

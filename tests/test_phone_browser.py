@@ -68,16 +68,14 @@ async def test_phone_renders_in_chromium(tmp_path: Path) -> None:
     assert bubbles == ["me", "bot", "me", "bot", "me", "bot", "bot"]
 
     shot = tmp_path / "phone.png"
-    probe = await render_and_probe(phone.box, PROBE % {"bubbles": len(bubbles)}, shot,
-                                   tmp_path)
+    probe = await render_and_probe(phone.box, PROBE % {"bubbles": len(bubbles)}, shot, tmp_path)
     phone.close()
     assert probe["pwned"] is None and probe["scripts"] == 0
     assert probe["head"] == f"Mallory {SCRIPT_ATTACK}"
     assert any("Attach image" in b for b in probe["buttons"]), probe["buttons"]
     assert {"Send", "Add user"} <= set(probe["buttons"]) and probe["inputs"] == 3
     shown = probe["bubbles"]
-    assert [b["cls"].split()[-1] for b in shown] == [
-        f"wa-phone-{who}" for who in bubbles]
+    assert [b["cls"].split()[-1] for b in shown] == [f"wa-phone-{who}" for who in bubbles]
     assert shown[0]["text"] == IMG_ATTACK and shown[0]["ticks"] == "wa-phone-ticks wa-phone-read"
     assert shown[2]["img"] == 16 and shown[2]["caption"] == "red"  # decoded: 16 px wide
     assert shown[6]["img"] == 64 and shown[6]["caption"] == "A green square"
@@ -105,6 +103,7 @@ async def test_choices_render_as_buttons_in_chromium(tmp_path: Path) -> None:
         await sim.stop()
     assert probe["pwned"] is None
     assert {"9:00", "10:00", "11:00", "12:00", "13:00", "Send", "Voice note"} <= set(
-        probe["buttons"]), probe["buttons"]
+        probe["buttons"]
+    ), probe["buttons"]
     assert [b["text"] for b in probe["bubbles"]] == ["more", "Pick a time"]
     assert shot.read_bytes().startswith(b"\x89PNG")

@@ -63,7 +63,8 @@ async def test_small_pool_makes_callers_wait_not_fail(redis_url: str) -> None:
     prefix = f"t{uuid.uuid4().hex}"
     async with RedisSessionStore(redis_url, prefix=prefix, max_connections=4) as store:
         results = await asyncio.gather(
-            *(store.add_inbound(IFACE, [_item(n)]) for n in range(CONCURRENT)))
+            *(store.add_inbound(IFACE, [_item(n)]) for n in range(CONCURRENT))
+        )
         assert results == [[True]] * CONCURRENT
         async with aioredis.Redis.from_url(redis_url) as observer:
             clients = await observer.client_list()
@@ -73,7 +74,8 @@ async def test_small_pool_makes_callers_wait_not_fail(redis_url: str) -> None:
 
 
 async def test_borrowed_client_with_a_small_raising_pool_still_serves_every_call(
-        redis_url: str) -> None:
+    redis_url: str,
+) -> None:
     """A borrowed client whose own pool raises at 10 connections (redis-py's default pool
     type) serves 400 concurrent calls: the store queues its calls to fit the pool."""
     import redis.asyncio as aioredis
@@ -94,11 +96,13 @@ async def test_borrowed_client_with_a_small_raising_pool_still_serves_every_call
 async def test_pool_timeout_gives_a_store_error_naming_the_pool(redis_url: str) -> None:
     """When no connection frees up within ``pool_timeout`` the call raises StoreError saying
     so (and how to raise the limit), instead of hanging."""
-    async with RedisSessionStore(redis_url, prefix=f"t{uuid.uuid4().hex}", max_connections=1,
-                                 pool_timeout=0.2) as store:
+    async with RedisSessionStore(
+        redis_url, prefix=f"t{uuid.uuid4().hex}", max_connections=1, pool_timeout=0.2
+    ) as store:
         # BLPOP holds the only connection until it is cancelled.
         blocker = asyncio.ensure_future(
-            store._call("block", lambda c: c.blpop([f"t{uuid.uuid4().hex}"], timeout=5)))
+            store._call("block", lambda c: c.blpop([f"t{uuid.uuid4().hex}"], timeout=5))
+        )
         await asyncio.sleep(0.1)
         with pytest.raises(StoreError, match="max_connections=1") as info:
             await store.add_inbound(IFACE, [_item(1)])
@@ -128,24 +132,36 @@ async def test_hundreds_of_concurrent_signed_webhooks_on_a_redis_store(redis_url
     store = RedisSessionStore(redis_url, prefix=f"t{uuid.uuid4().hex}")
     async with Simulator(agent, storage=store, statuses=False, max_concurrency=64) as sim:
         bodies = [
-            webhooks.encode(webhooks.envelope(
-                messages=[webhooks.text_message(f"1555{k:07d}", f"m{k}")],
-                phone_number_id=sim.phone_number_id))
+            webhooks.encode(
+                webhooks.envelope(
+                    messages=[webhooks.text_message(f"1555{k:07d}", f"m{k}")],
+                    phone_number_id=sim.phone_number_id,
+                )
+            )
             for k in range(n)
         ]
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
         async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
-            responses = await asyncio.gather(*(
-                client.post(sim.webhook_url, content=body, headers={
-                    "content-type": "application/json",
-                    "x-hub-signature-256": sim.sign(body)})
-                for body in bodies))
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        sim.webhook_url,
+                        content=body,
+                        headers={
+                            "content-type": "application/json",
+                            "x-hub-signature-256": sim.sign(body),
+                        },
+                    )
+                    for body in bodies
+                )
+            )
         statuses = [r.status_code for r in responses]
         assert statuses.count(200) == n, {s: statuses.count(s) for s in set(statuses)}
         await sim.emulator.wait_for_messages(n, timeout=60)
         await sim.settle(timeout=60)
         assert sorted(m.text or "" for m in sim.emulator.messages) == sorted(
-            f"ok m{k}" for k in range(n))
+            f"ok m{k}" for k in range(n)
+        )
         assert await store.pending(sim.interface.name) == []
 
 
@@ -165,8 +181,9 @@ def _fresh_persistence_log() -> None:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == LOGGER and r.levelno >= logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING
+    ]
 
 
 async def _acknowledge(store: RedisSessionStore, n: int) -> list[str]:
@@ -178,7 +195,8 @@ async def _acknowledge(store: RedisSessionStore, n: int) -> list[str]:
 
 
 async def test_restart_without_aof_loses_acknowledged_messages_and_was_warned_about(
-        redis_servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    redis_servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
     """A server without persistence (Redis's default ``appendonly no``, no snapshots): the
     store warns once when it opens, naming the risk and ``appendonly yes``; after a crash
     and restart the acknowledged inbox items are gone and a redelivery is accepted as new
@@ -203,14 +221,16 @@ async def test_restart_without_aof_loses_acknowledged_messages_and_was_warned_ab
 
 
 async def test_restart_with_aof_keeps_every_acknowledged_message(
-        redis_servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    redis_servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
     """With ``appendonly yes`` (appendfsync everysec) no warning is logged, and after a
     SIGKILL and restart every acknowledged item is still in the inbox and redeliveries are
     still recognised as duplicates."""
     server = redis_servers("--appendonly", "yes")
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    async with RedisSessionStore(server.url, prefix=f"t{uuid.uuid4().hex}",
-                                 persistence="require") as store:
+    async with RedisSessionStore(
+        server.url, prefix=f"t{uuid.uuid4().hex}", persistence="require"
+    ) as store:
         assert store.durability == "aof"
         acked = await _acknowledge(store, 50)
         server.restart()
@@ -220,7 +240,8 @@ async def test_restart_with_aof_keeps_every_acknowledged_message(
 
 
 async def test_snapshots_only_is_named_in_the_warning(
-        redis_servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    redis_servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
     """RDB snapshots without AOF still lose what came after the last snapshot: the warning
     says so and quotes the save schedule."""
     server = redis_servers("--save", "3600 1")
@@ -245,11 +266,13 @@ async def test_require_refuses_a_server_without_aof(redis_servers: Servers) -> N
 
 
 async def test_ignore_checks_nothing(
-        redis_servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    redis_servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
     """``persistence="ignore"`` (a deliberately volatile store) logs nothing and does not
     ask the server."""
-    server = redis_servers("--user", "default", "on", "nopass", "~*", "&*", "+@all",
-                           "-config", "-info")
+    server = redis_servers(
+        "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-config", "-info"
+    )
     caplog.set_level(logging.WARNING, logger=LOGGER)
     async with RedisSessionStore(server.url, prefix="p", persistence="ignore") as store:
         assert store.durability is None
@@ -258,7 +281,8 @@ async def test_ignore_checks_nothing(
 
 
 async def test_managed_redis_without_config_is_checked_through_info(
-        redis_servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    redis_servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
     """A server that refuses CONFIG (as managed services do) is checked through INFO
     persistence: AOF on passes quietly, AOF off warns."""
     acl = ("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-config")
@@ -275,11 +299,13 @@ async def test_managed_redis_without_config_is_checked_through_info(
 
 
 async def test_unreadable_configuration_is_logged_once_and_refused_under_require(
-        redis_servers: Servers, caplog: pytest.LogCaptureFixture) -> None:
+    redis_servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
     """A server refusing both CONFIG and INFO: the store says once that persistence could
     not be checked and works; under ``persistence="require"`` it refuses to open."""
-    server = redis_servers("--user", "default", "on", "nopass", "~*", "&*", "+@all",
-                           "-config", "-info")
+    server = redis_servers(
+        "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-config", "-info"
+    )
     caplog.set_level(logging.WARNING, logger=LOGGER)
     for _ in range(2):
         async with RedisSessionStore(server.url, prefix="p") as store:

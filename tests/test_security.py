@@ -63,23 +63,27 @@ def _depth(value: object) -> int:
         item, level = stack.pop()
         if isinstance(item, dict | list):
             best = max(best, level)
-            stack.extend((child, level + 1)
-                         for child in (item.values() if isinstance(item, dict) else item))
+            stack.extend(
+                (child, level + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
     return best
 
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:\u00e4'),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), inner, max_size=4)
+    ),
     max_leaves=60,
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(_json, st.integers(0, 12), st.booleans())
-def test_depth_check_agrees_with_the_parsed_depth(value: object, limit: int,
-                                                  ascii_only: bool) -> None:
+def test_depth_check_agrees_with_the_parsed_depth(
+    value: object, limit: int, ascii_only: bool
+) -> None:
     """The raw-text depth check gives the depth of the parsed value, whatever brackets,
     quotes and backslashes the strings hold (so a user typing ``[[[[`` is never refused)."""
     text = json.dumps(value, ensure_ascii=ascii_only)
@@ -100,14 +104,18 @@ def test_deep_bodies_are_refused_before_json_loads(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(json, "loads", spy)  # the parser's json module is this one
     parser = MessageParser()
-    for body in (b"[" * 100_000 + b"]" * 100_000,
-                 b'{"a":' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1),
-                 b"[" * 40 + b"[]" * 10 + b"[" * 30 + b"]" * 70):  # no run of 65 openers
+    for body in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1),
+        b"[" * 40 + b"[]" * 10 + b"[" * 30 + b"]" * 70,
+    ):  # no run of 65 openers
         with pytest.raises(InvalidPayload, match="nests too deeply"):
             parser.parse(body)
     assert calls == []
-    items = [webhooks.text_message(f"1555123{i:04d}", "[[[[ {{{{ " * 20 + '\\" \\\\')
-             for i in range(1000)]
+    items = [
+        webhooks.text_message(f"1555123{i:04d}", "[[[[ {{{{ " * 20 + '\\" \\\\')
+        for i in range(1000)
+    ]
     batch = webhooks.encode(webhooks.envelope(messages=items))
     assert len(parser.parse(batch)) == 1000
     assert MessageParser(max_depth=5).loads(b"[[[[[1]]]]]") == [[[[[1]]]]]
@@ -122,8 +130,10 @@ def test_deep_form_response_is_dropped_not_parsed() -> None:
     item = webhooks.text_message("15551230001", "x")
     item.pop("text")
     item["type"] = "interactive"
-    item["interactive"] = {"type": "nfm_reply", "nfm_reply": {
-        "name": "flow", "body": "Sent", "response_json": deep}}
+    item["interactive"] = {
+        "type": "nfm_reply",
+        "nfm_reply": {"name": "flow", "body": "Sent", "response_json": deep},
+    }
     events = MessageParser().parse(webhooks.encode(webhooks.envelope(messages=[item])))
     assert len(events) == 1
     message = events[0]
@@ -144,8 +154,9 @@ def test_deep_body_cannot_crash_the_process_with_a_raised_recursion_limit() -> N
         except InvalidPayload as exc:
             print("refused:", exc.reason)
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, (result.returncode, result.stderr[-500:])
     assert "refused: body nests too deeply" in result.stdout
 
@@ -167,13 +178,23 @@ async def test_handshake_requires_mode_subscribe() -> None:
     challenge can never render as HTML."""
     app = WebhookApp(CallbackConsumer(_noop), verify_token=VERIFY, app_secret="s")
     for mode in ("unsubscribe", "Subscribe", "subscribe ", "", "hub_mode"):
-        ex = await call_asgi(app, method="GET", query=_query(**{
-            "hub.mode": mode, "hub.verify_token": VERIFY, "hub.challenge": "1"}))
+        ex = await call_asgi(
+            app,
+            method="GET",
+            query=_query(**{"hub.mode": mode, "hub.verify_token": VERIFY, "hub.challenge": "1"}),
+        )
         assert ex.status == 403, mode
-    ex = await call_asgi(app, method="GET", query=_query(**{
-        "hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "<b>x</b>"}))
+    ex = await call_asgi(
+        app,
+        method="GET",
+        query=_query(
+            **{"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "<b>x</b>"}
+        ),
+    )
     assert ex.status == 200 and ex.body == b"<b>x</b>"
-    assert ex.header(b"content-type", ).startswith(b"text/plain")  # type: ignore[union-attr]
+    assert ex.header(
+        b"content-type",
+    ).startswith(b"text/plain")  # type: ignore[union-attr]
     assert ex.header(b"x-content-type-options") == b"nosniff"
 
 
@@ -193,8 +214,13 @@ async def test_verify_token_is_compared_in_constant_time(
     app = WebhookApp(CallbackConsumer(_noop), verify_token=VERIFY)
     for token, status in ((VERIFY, 200), (VERIFY[:-1] + "X", 403), ("", 403)):
         seen.clear()
-        ex = await call_asgi(app, method="GET", query=_query(**{
-            "hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "7"}))
+        ex = await call_asgi(
+            app,
+            method="GET",
+            query=_query(
+                **{"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "7"}
+            ),
+        )
         assert ex.status == status
         assert (VERIFY.encode(), token.encode()) in seen
 
@@ -207,8 +233,9 @@ async def test_unsigned_app_warns_once(caplog: pytest.LogCaptureFixture) -> None
     """A WebhookApp without an app secret logs one loud warning, not one per request; with
     a secret it logs none."""
     caplog.set_level(logging.WARNING, logger="wa_agent")
-    body = webhooks.encode(webhooks.envelope(statuses=[
-        webhooks.status_item("wamid.1", "read", "1555")]))
+    body = webhooks.encode(
+        webhooks.envelope(statuses=[webhooks.status_item("wamid.1", "read", "1555")])
+    )
     for secret in (None, "s"):
         caplog.clear()
         app = WebhookApp(CallbackConsumer(_noop), app_secret=secret)
@@ -225,11 +252,13 @@ async def test_interface_without_secret_warns_once(
     and several webhooks (its own warning; the app it builds stays quiet)."""
     monkeypatch.delenv("WHATSAPP_APP_SECRET", raising=False)
     caplog.set_level(logging.WARNING, logger="wa_agent")
-    interface = WhatsAppInterface(lambda r: "ok", verify_token=VERIFY, sender=_stub_sender(),
-                                  phone_number_id=PNID)
+    interface = WhatsAppInterface(
+        lambda r: "ok", verify_token=VERIFY, sender=_stub_sender(), phone_number_id=PNID
+    )
     app = interface.attach_routes()
-    body = webhooks.encode(webhooks.envelope(statuses=[
-        webhooks.status_item("wamid.1", "read", "1555")]))
+    body = webhooks.encode(
+        webhooks.envelope(statuses=[webhooks.status_item("wamid.1", "read", "1555")])
+    )
     await interface.start()
     for _ in range(3):
         ex = await call_asgi(app, chunks=[body])
@@ -250,10 +279,10 @@ def test_require_signature_refuses_to_start_without_a_secret(
     with pytest.raises(ConfigurationError, match="require_signature"):
         WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_stub_sender())
     with pytest.raises(ConfigurationError):
-        WhatsAppInterface(lambda r: "ok", require_signature=True, app_secret="",
-                          sender=_stub_sender())
-    WhatsAppInterface(lambda r: "ok", require_signature=True, app_secret="s",
-                      sender=_stub_sender())
+        WhatsAppInterface(
+            lambda r: "ok", require_signature=True, app_secret="", sender=_stub_sender()
+        )
+    WhatsAppInterface(lambda r: "ok", require_signature=True, app_secret="s", sender=_stub_sender())
     monkeypatch.setenv("WHATSAPP_APP_SECRET", "from-env")
     interface = WhatsAppInterface(lambda r: "ok", require_signature=True, sender=_stub_sender())
     assert interface.attach_routes().signature_required
@@ -305,8 +334,14 @@ def test_access_log_never_shows_the_verify_token() -> None:
         manager.serve(host="127.0.0.1", port=port)
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=False, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     output = result.stdout + result.stderr
     assert "BODY 4242" in output, output[-2000:]
     assert "hub.verify_token=**********" in output, output[-2000:]
@@ -365,8 +400,9 @@ class _Elsewhere:
             return await self.inner.handle_async_request(request)
         self.seen.append(request)
         stored = self.emulator.media.get(request.url.params.get("mid", ""))
-        return httpx.Response(200, content=stored.data if stored else PNG,
-                              headers={"content-type": "image/png"})
+        return httpx.Response(
+            200, content=stored.data if stored else PNG, headers={"content-type": "image/png"}
+        )
 
 
 ELSEWHERE = [
@@ -388,8 +424,14 @@ async def test_media_download_never_sends_the_token_elsewhere(how: str) -> None:
     emulator = CloudAPIEmulator(access_token=ACCESS)
     router = _Elsewhere(emulator)
     async with httpx.AsyncClient(transport=httpx.MockTransport(router)) as client:
-        sender = Sender(ACCESS, PNID, base_url="http://emulator.test", client=client,
-                        retry=RetryPolicy.never(), rate_limit=None)
+        sender = Sender(
+            ACCESS,
+            PNID,
+            base_url="http://emulator.test",
+            client=client,
+            retry=RetryPolicy.never(),
+            rate_limit=None,
+        )
         media_id = emulator.add_media(PNG, "image/png")
         for target in ELSEWHERE:
             emulator.reset_faults()
@@ -421,15 +463,22 @@ async def test_interface_downloads_inbound_media_only_from_allowed_hosts() -> No
         if scope["type"] != "http":
             return
         seen.append({k.decode(): v.decode("latin-1") for k, v in scope["headers"]})
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"image/png")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"image/png")],
+            }
+        )
         await send({"type": "http.response.body", "body": PNG})
 
     def agent(request: AgentRequest) -> str:
         return f"{len(request.attachments)} attachment(s); {request.text}; {request.notes}"
 
-    async with BackgroundServer(other_server, lifespan="off") as other, \
-            Simulator(agent, access_token=ACCESS) as sim:
+    async with (
+        BackgroundServer(other_server, lifespan="off") as other,
+        Simulator(agent, access_token=ACCESS) as sim,
+    ):
         emulator_port = sim.interface.sender.base_url.rsplit(":", 1)[1]  # type: ignore[union-attr]
         user = sim.user("15551230001")
         await user.send_image(PNG, "image/png", caption="cat")
@@ -481,21 +530,50 @@ class _FakeLLM:
         headers = dict(scope["headers"])
         body: dict[str, Any]
         content = json.loads(raw)["messages"][-1]["content"]
-        text = content if isinstance(content, str) else " ".join(
-            p.get("text", "[image]") for p in content)
+        text = (
+            content
+            if isinstance(content, str)
+            else " ".join(p.get("text", "[image]") for p in content)
+        )
         if headers.get(b"authorization") != f"Bearer {LLM_KEY}".encode() or "rotate" in text:
-            status, body = 401, {"error": {
-                "message": f"Incorrect API key provided: {LLM_KEY}.", "type":
-                "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+            status, body = (
+                401,
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {LLM_KEY}.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
         elif "please fail" in text:
-            status, body = 500, {"error": {"message": "upstream exploded",
-                                           "type": "server_error", "code": None}}
+            status, body = (
+                500,
+                {"error": {"message": "upstream exploded", "type": "server_error", "code": None}},
+            )
         else:
-            status, body = 200, {"id": "c1", "object": "chat.completion", "choices": [{
-                "index": 0, "finish_reason": "stop",
-                "message": {"role": "assistant", "content": f"Echo: {text}"}}]}
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+            status, body = (
+                200,
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": f"Echo: {text}"},
+                        }
+                    ],
+                },
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
@@ -519,9 +597,19 @@ def _all_loggers_at_debug(handler: logging.Handler) -> Iterator[Callable[[], Non
     saved: dict[str, tuple[int, bool]] = {}
 
     def apply() -> None:
-        names = ["", "wa_agent", "httpx", "httpcore", "uvicorn", "uvicorn.error",
-                 "uvicorn.access", "uvicorn.asgi", "asyncio", "hpack",
-                 *logging.root.manager.loggerDict]
+        names = [
+            "",
+            "wa_agent",
+            "httpx",
+            "httpcore",
+            "uvicorn",
+            "uvicorn.error",
+            "uvicorn.access",
+            "uvicorn.asgi",
+            "asyncio",
+            "hpack",
+            *logging.root.manager.loggerDict,
+        ]
         for name in names:
             logger = logging.getLogger(name)
             saved.setdefault(name, (logger.level, logger.propagate))
@@ -560,22 +648,39 @@ async def test_no_secret_in_any_log_and_no_message_body_at_info() -> None:
     user text or reply text at INFO or above. Reprs and exception texts are masked too."""
     llm = _FakeLLM()
     handler = _Everything()
-    user_texts = ["my diary: the cat is called Biscuit", "holiday caption Zanzibar",
-                  "please fail quietly Quokka", "rotate the key Pangolin",
-                  "after the outage Narwhal"]
+    user_texts = [
+        "my diary: the cat is called Biscuit",
+        "holiday caption Zanzibar",
+        "please fail quietly Quokka",
+        "rotate the key Pangolin",
+        "after the outage Narwhal",
+    ]
     raised: list[BaseException] = []
     with _all_loggers_at_debug(handler) as reapply:
         async with BackgroundServer(llm, lifespan="off") as llm_server:
-            agent = LLMAgent("openai-compatible/fake", api_key=LLM_KEY,
-                             base_url=llm_server.url + "/v1", max_retries=0)
-            async with Simulator(agent, mode="chat", app_secret=APP_SECRET,
-                                 verify_token=VERIFY, access_token=ACCESS,
-                                 sweep_interval=0.05) as sim:
+            agent = LLMAgent(
+                "openai-compatible/fake",
+                api_key=LLM_KEY,
+                base_url=llm_server.url + "/v1",
+                max_retries=0,
+            )
+            async with Simulator(
+                agent,
+                mode="chat",
+                app_secret=APP_SECRET,
+                verify_token=VERIFY,
+                access_token=ACCESS,
+                sweep_interval=0.05,
+            ) as sim:
                 reapply()  # uvicorn reset its loggers when the servers started
                 assert sim.bot_url is not None
-                handshake = await _raw_get(sim.bot_url, (
-                    "/whatsapp/webhook?hub.mode=subscribe"
-                    f"&hub.verify_token={VERIFY}&hub.challenge=31337"))
+                handshake = await _raw_get(
+                    sim.bot_url,
+                    (
+                        "/whatsapp/webhook?hub.mode=subscribe"
+                        f"&hub.verify_token={VERIFY}&hub.challenge=31337"
+                    ),
+                )
                 assert handshake.startswith(b"HTTP/1.1 200") and handshake.endswith(b"31337")
                 user = sim.user("15551230001", "Alice")
                 assert (await user.ask(user_texts[0])).text == f"Echo: {user_texts[0]}"
@@ -590,17 +695,34 @@ async def test_no_secret_in_any_log_and_no_message_body_at_info() -> None:
                     await asyncio.sleep(0.01)
                 sim.emulator.set_token(ACCESS)
                 assert user_texts[4] in ((await user.next_reply()).text or "")
-                unsigned = await sim.deliver(webhooks.envelope(messages=[
-                    webhooks.text_message("15551230001", user_texts[0])]), signed=False)
+                unsigned = await sim.deliver(
+                    webhooks.envelope(
+                        messages=[webhooks.text_message("15551230001", user_texts[0])]
+                    ),
+                    signed=False,
+                )
                 assert unsigned[0].status_code == 403
                 await sim.settle()
-                reprs = [repr(x) for x in (sim.interface, sim.manager, sim.interface.sender,
-                                           agent, sim.emulator, sim.interface.app_secret,
-                                           sim.interface.verify_token)]
+                reprs = [
+                    repr(x)
+                    for x in (
+                        sim.interface,
+                        sim.manager,
+                        sim.interface.sender,
+                        agent,
+                        sim.emulator,
+                        sim.interface.app_secret,
+                        sim.interface.verify_token,
+                    )
+                ]
                 reprs += [str(x) for x in (sim.interface.app_secret, agent)]
                 assert sim.interface.sender is not None
-                async with Sender("wrong-" + ACCESS, PNID, retry=RetryPolicy.never(),
-                                  base_url=sim.interface.sender.base_url) as wrong:
+                async with Sender(
+                    "wrong-" + ACCESS,
+                    PNID,
+                    retry=RetryPolicy.never(),
+                    base_url=sim.interface.sender.base_url,
+                ) as wrong:
                     try:
                         await wrong.send_text("15551230001", "x")
                     except WhatsAppAPIError as exc:
@@ -649,24 +771,36 @@ async def test_backlog_bounds_answer_503_and_lose_nothing() -> None:
         return "ok"
 
     def body(*items: tuple[str, str]) -> bytes:
-        return webhooks.encode(webhooks.envelope(
-            messages=[webhooks.text_message(number, text) for number, text in items]))
+        return webhooks.encode(
+            webhooks.envelope(
+                messages=[webhooks.text_message(number, text) for number, text in items]
+            )
+        )
 
     async def post(data: bytes) -> tuple[int | None, bytes]:
-        ex = await call_asgi(app, headers=[(b"x-hub-signature-256",
-                                            SignatureVerifier(APP_SECRET).sign(data).encode())],
-                             chunks=[data])
+        ex = await call_asgi(
+            app,
+            headers=[(b"x-hub-signature-256", SignatureVerifier(APP_SECRET).sign(data).encode())],
+            chunks=[data],
+        )
         return ex.status, ex.body
 
     emulator = CloudAPIEmulator(access_token=ACCESS)
     a, b, c, d = "15550000001", "15550000002", "15550000003", "15550000004"
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator),
-                                 base_url="http://emulator.test") as client:
-        sender = Sender(ACCESS, PNID, base_url="http://emulator.test", client=client,
-                        rate_limit=None)
-        interface = WhatsAppInterface(agent, app_secret=APP_SECRET, sender=sender,
-                                      phone_number_id=PNID, max_pending_per_sender=3,
-                                      max_pending=5)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=emulator), base_url="http://emulator.test"
+    ) as client:
+        sender = Sender(
+            ACCESS, PNID, base_url="http://emulator.test", client=client, rate_limit=None
+        )
+        interface = WhatsAppInterface(
+            agent,
+            app_secret=APP_SECRET,
+            sender=sender,
+            phone_number_id=PNID,
+            max_pending_per_sender=3,
+            max_pending=5,
+        )
         app = interface.attach_routes()
         try:
             for i in range(1, 4):
@@ -695,7 +829,7 @@ async def test_backlog_bounds_answer_503_and_lose_nothing() -> None:
 # Terminal output: no control sequences
 # --------------------------------------------------------------------------------------
 
-_CONTROLS = {chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))} - {"\n", "\t"}
+_CONTROLS = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))} - {"\n", "\t"}
 
 
 @pytest.mark.parametrize(
@@ -723,8 +857,12 @@ def test_strip_control_removes_terminal_sequences(raw: str, clean: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(max_size=5) | st.sampled_from(
-    [*sorted(_CONTROLS), "\x1b[", "\x1b]", "\x1b\\", "[31m", "0;t", ";"])).map("".join))
+@given(
+    st.lists(
+        st.text(max_size=5)
+        | st.sampled_from([*sorted(_CONTROLS), "\x1b[", "\x1b]", "\x1b\\", "[31m", "0;t", ";"])
+    ).map("".join)
+)
 def test_strip_control_leaves_no_control_character(text: str) -> None:
     """Whatever the input, the output holds no C0/C1 control character or ESC (only tab
     and newline), so nothing can be interpreted by the terminal; stripping is idempotent."""
@@ -736,9 +874,17 @@ def test_strip_control_leaves_no_control_character(text: str) -> None:
 async def escaping_agent(request: AgentRequest) -> AgentReply:
     """A bot whose replies try every trick on the terminal (used by the demo test)."""
     evil = "\x1b]0;owned\x07\x1b[2J\x9b6n\r\x07"
-    return AgentReply(text=f"{evil}you said {request.text}{evil}",
-                      files=[Media(data=b"%PDF-1.4\n%evil\n", filename=f"r{evil}.pdf",
-                                   mime_type="application/pdf", caption=f"cap{evil}")])
+    return AgentReply(
+        text=f"{evil}you said {request.text}{evil}",
+        files=[
+            Media(
+                data=b"%PDF-1.4\n%evil\n",
+                filename=f"r{evil}.pdf",
+                mime_type="application/pdf",
+                caption=f"cap{evil}",
+            )
+        ],
+    )
 
 
 def test_demo_prints_no_control_sequences() -> None:
@@ -759,9 +905,17 @@ def test_demo_reply_line_strips_every_field() -> None:
     from wa_agent.testing.simulator import Reply
 
     evil = "\x1b]0;t\x07\x1b[2J\x9b"
-    reply = Reply(type=f"document{evil}", text=f"cap{evil}", wamid="w", reply_to=None,
-                  media_id=None, mime_type=f"application/pdf{evil}", filename=f"f{evil}.pdf",
-                  data=b"x", raw={})
+    reply = Reply(
+        type=f"document{evil}",
+        text=f"cap{evil}",
+        wamid="w",
+        reply_to=None,
+        media_id=None,
+        mime_type=f"application/pdf{evil}",
+        filename=f"f{evil}.pdf",
+        data=b"x",
+        raw={},
+    )
     line = _describe(reply)
     assert line == "[document: application/pdf, 1 bytes, f.pdf] cap"
     assert not _CONTROLS & set(line)
@@ -787,9 +941,27 @@ class _Markup(HTMLParser):
         self.text.append(data)
 
 
-_markupish = st.lists(st.text(max_size=6) | st.sampled_from(
-    ["<", ">", "&", '"', "'", "<script>", "</div>", "<img src=x onerror=alert(1)>",
-     "&lt;", "&#x3C;", "-->", "<!--", "javascript:", "\u2028"])).map("".join)
+_markupish = st.lists(
+    st.text(max_size=6)
+    | st.sampled_from(
+        [
+            "<",
+            ">",
+            "&",
+            '"',
+            "'",
+            "<script>",
+            "</div>",
+            "<img src=x onerror=alert(1)>",
+            "&lt;",
+            "&#x3C;",
+            "-->",
+            "<!--",
+            "javascript:",
+            "\u2028",
+        ]
+    )
+).map("".join)
 
 
 @settings(max_examples=150, deadline=None)
@@ -804,10 +976,26 @@ def test_widget_rows_hold_no_markup_from_users(text: str, name: str, contact: st
 
     log = ConversationLog()
     stamp = datetime(2026, 1, 1, tzinfo=UTC)
-    log.inbound(Message(id="wamid.1", sender=contact or "1", timestamp=stamp, type="text",
-                        text=text, profile_name=name))
-    log.inbound(Message(id="wamid.2", sender=contact or "1", timestamp=stamp, type="image",
-                        caption=text, media=MediaRef(id="m", filename=text, mime_type=text)))
+    log.inbound(
+        Message(
+            id="wamid.1",
+            sender=contact or "1",
+            timestamp=stamp,
+            type="text",
+            text=text,
+            profile_name=name,
+        )
+    )
+    log.inbound(
+        Message(
+            id="wamid.2",
+            sender=contact or "1",
+            timestamp=stamp,
+            type="image",
+            caption=text,
+            media=MediaRef(id="m", filename=text, mime_type=text),
+        )
+    )
     log.outbound(contact or "1", text, wamid="wamid.3")
     log.error(contact or "1", text)
     log.handoff(contact or "1", Handoff(contact or "1", stamp, by=name, note=text))
@@ -852,7 +1040,8 @@ def test_credentials_are_held_as_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
 
 # -- local files named by an agent's reply ---------------------------------------------------
 async def test_reply_strings_never_read_arbitrary_local_files(
-        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """A string in ``AgentReply.images/files`` that is not a link or a media id is not
     read from disk unless it lies inside the operator's ``media_dir``: a prompt-injected
     ``../../secret.txt`` or ``/proc/self/environ`` is never uploaded or sent (the user gets
@@ -890,8 +1079,14 @@ async def test_reply_strings_never_read_arbitrary_local_files(
     for name in ("traversal", "absolute", "proc", "symlink"):
         assert replies[name].type == "text" and replies[name].text == sim.interface.apology
     assert not any(b"PATH=" in data for data in uploaded)
-    assert sum("outside media_dir" in r.getMessage() or "outside media_dir" in
-               str(r.exc_info[1] if r.exc_info else "") for r in caplog.records) == 4
+    assert (
+        sum(
+            "outside media_dir" in r.getMessage()
+            or "outside media_dir" in str(r.exc_info[1] if r.exc_info else "")
+            for r in caplog.records
+        )
+        == 4
+    )
 
 
 async def test_reply_strings_without_media_dir_are_links_or_ids_only() -> None:

@@ -16,9 +16,18 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-STRIP = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET",
-         "WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID", "ALLOWED_NUMBERS",
-         "HEARTBEAT_RECIPIENT", "HOST", "PORT")
+STRIP = (
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+    "ALLOWED_NUMBERS",
+    "HEARTBEAT_RECIPIENT",
+    "HOST",
+    "PORT",
+)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -27,8 +36,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_offline(name: str) -> list[str]:
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=ROOT, env=clean_env(),
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
     return proc.stdout.splitlines()
@@ -76,20 +92,36 @@ def test_seed_examples_serve_with_whatsapp_variables(tmp_path: Path) -> None:
     stops it cleanly. The durable SQLite store is created in the working directory."""
     for name, db in (("seed_chat.py", "seed_chat.db"), ("seed_heartbeat.py", "seed_heartbeat.db")):
         port = free_port()
-        env = clean_env(WHATSAPP_VERIFY_TOKEN="verify-me", WHATSAPP_APP_SECRET="app-secret",
-                        WHATSAPP_ACCESS_TOKEN="token", WHATSAPP_PHONE_NUMBER_ID="123456",
-                        HOST="127.0.0.1", PORT=str(port))
-        proc = subprocess.Popen([sys.executable, str(EXAMPLES / name)], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = clean_env(
+            WHATSAPP_VERIFY_TOKEN="verify-me",
+            WHATSAPP_APP_SECRET="app-secret",
+            WHATSAPP_ACCESS_TOKEN="token",
+            WHATSAPP_PHONE_NUMBER_ID="123456",
+            HOST="127.0.0.1",
+            PORT=str(port),
+        )
+        proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / name)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         client = httpx.Client(trust_env=False, timeout=10)
         try:
             base = f"http://127.0.0.1:{port}/whatsapp"
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    verify = client.get(f"{base}/webhook", params={
-                        "hub.mode": "subscribe", "hub.verify_token": "verify-me",
-                        "hub.challenge": "31337"})
+                    verify = client.get(
+                        f"{base}/webhook",
+                        params={
+                            "hub.mode": "subscribe",
+                            "hub.verify_token": "verify-me",
+                            "hub.challenge": "31337",
+                        },
+                    )
                     break
                 except httpx.TransportError:
                     assert proc.poll() is None, proc.communicate()
@@ -98,7 +130,10 @@ def test_seed_examples_serve_with_whatsapp_variables(tmp_path: Path) -> None:
             assert (verify.status_code, verify.text) == (200, "31337")
             health = client.get(f"{base}/health").json()
             assert (health["interface"], health["mode"], health["status"]) == (
-                "WhatsAppBot", "chat", "ok")
+                "WhatsAppBot",
+                "chat",
+                "ok",
+            )
             assert ("heartbeat" in health) is (name == "seed_heartbeat.py")
         finally:
             client.close()

@@ -153,7 +153,8 @@ async def make_sender(served: Served, transport: str) -> AsyncIterator[Callable[
                 client = httpx.AsyncClient(transport=FastTransport(), timeout=timeout)
             else:
                 client = httpx.AsyncClient(
-                    limits=httpx.Limits(max_keepalive_connections=0), timeout=timeout)
+                    limits=httpx.Limits(max_keepalive_connections=0), timeout=timeout
+                )
             clients.append(client)
             kwargs["client"] = client
         sender = Sender(kwargs.pop("access_token", TOKEN), PNID, **kwargs)
@@ -228,8 +229,13 @@ BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
         {"id": "<document>", "caption": "Q3", "filename": "q3.pdf"},
         None,
     ),
-    ("sticker", lambda s, m: s.send_sticker(USER, m["sticker"]), "sticker",
-     {"id": "<sticker>"}, None),
+    (
+        "sticker",
+        lambda s, m: s.send_sticker(USER, m["sticker"]),
+        "sticker",
+        {"id": "<sticker>"},
+        None,
+    ),
     (
         "reaction",
         lambda s, m: s.send_reaction(USER, "wamid.IN1", "👍"),
@@ -260,22 +266,41 @@ BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
     ),
     (
         "contacts",
-        lambda s, m: s.send_contacts(USER, [
-            Contact("John Smith", phones=("+1 (650) 555-1234",), emails=("test@fb.com",),
-                    organization="WhatsApp", urls=("https://www.facebook.com",)),
-            {"name": {"formatted_name": "Jane", "first_name": "Jane"},
-             "phones": [{"phone": "+1 (940) 555-1234", "type": "HOME", "wa_id": "19405551234"}]},
-        ]),
+        lambda s, m: s.send_contacts(
+            USER,
+            [
+                Contact(
+                    "John Smith",
+                    phones=("+1 (650) 555-1234",),
+                    emails=("test@fb.com",),
+                    organization="WhatsApp",
+                    urls=("https://www.facebook.com",),
+                ),
+                {
+                    "name": {"formatted_name": "Jane", "first_name": "Jane"},
+                    "phones": [
+                        {"phone": "+1 (940) 555-1234", "type": "HOME", "wa_id": "19405551234"}
+                    ],
+                },
+            ],
+        ),
         "contacts",
         [
-            {"name": {"formatted_name": "John Smith", "first_name": "John",
-                      "last_name": "Smith"},
-             "phones": [{"phone": "+1 (650) 555-1234", "type": "CELL"}],
-             "emails": [{"email": "test@fb.com", "type": "WORK"}],
-             "org": {"company": "WhatsApp"},
-             "urls": [{"url": "https://www.facebook.com", "type": "WORK"}]},
-            {"name": {"formatted_name": "Jane", "first_name": "Jane"},
-             "phones": [{"phone": "+1 (940) 555-1234", "type": "HOME", "wa_id": "19405551234"}]},
+            {
+                "name": {
+                    "formatted_name": "John Smith",
+                    "first_name": "John",
+                    "last_name": "Smith",
+                },
+                "phones": [{"phone": "+1 (650) 555-1234", "type": "CELL"}],
+                "emails": [{"email": "test@fb.com", "type": "WORK"}],
+                "org": {"company": "WhatsApp"},
+                "urls": [{"url": "https://www.facebook.com", "type": "WORK"}],
+            },
+            {
+                "name": {"formatted_name": "Jane", "first_name": "Jane"},
+                "phones": [{"phone": "+1 (940) 555-1234", "type": "HOME", "wa_id": "19405551234"}],
+            },
         ],
         None,
     ),
@@ -289,16 +314,25 @@ BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
     (
         "cta-url",
         lambda s, m: s.send_cta_url(
-            USER, "Tap the button below to see available dates.", "See Dates",
-            "https://www.luckyshrub.com?clickID=kqDG", header="Available Dates",
-            footer="Dates subject to change.", reply_to="wamid.IN6",
+            USER,
+            "Tap the button below to see available dates.",
+            "See Dates",
+            "https://www.luckyshrub.com?clickID=kqDG",
+            header="Available Dates",
+            footer="Dates subject to change.",
+            reply_to="wamid.IN6",
         ),
         "interactive",
         {
             "type": "cta_url",
             "body": {"text": "Tap the button below to see available dates."},
-            "action": {"name": "cta_url", "parameters": {
-                "display_text": "See Dates", "url": "https://www.luckyshrub.com?clickID=kqDG"}},
+            "action": {
+                "name": "cta_url",
+                "parameters": {
+                    "display_text": "See Dates",
+                    "url": "https://www.luckyshrub.com?clickID=kqDG",
+                },
+            },
             "header": {"type": "text", "text": "Available Dates"},
             "footer": {"text": "Dates subject to change."},
         },
@@ -307,18 +341,24 @@ BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
     (
         "buttons",
         lambda s, m: s.send_buttons(
-            USER, "Pick one", [("yes", "Yes"), {"id": "no", "title": "No"}, "Maybe"],
-            header="Question", footer="tap a button", reply_to="wamid.IN3",
+            USER,
+            "Pick one",
+            [("yes", "Yes"), {"id": "no", "title": "No"}, "Maybe"],
+            header="Question",
+            footer="tap a button",
+            reply_to="wamid.IN3",
         ),
         "interactive",
         {
             "type": "button",
             "body": {"text": "Pick one"},
-            "action": {"buttons": [
-                {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
-                {"type": "reply", "reply": {"id": "no", "title": "No"}},
-                {"type": "reply", "reply": {"id": "Maybe", "title": "Maybe"}},
-            ]},
+            "action": {
+                "buttons": [
+                    {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
+                    {"type": "reply", "reply": {"id": "no", "title": "No"}},
+                    {"type": "reply", "reply": {"id": "Maybe", "title": "Maybe"}},
+                ]
+            },
             "header": {"type": "text", "text": "Question"},
             "footer": {"text": "tap a button"},
         },
@@ -327,22 +367,33 @@ BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
     (
         "list",
         lambda s, m: s.send_list(
-            USER, "Choose a plan", "Plans",
-            [{"title": "Monthly", "rows": [("m1", "Basic"), ("m2", "Pro", "more seats")]},
-             {"title": "Yearly", "rows": [{"id": "y1", "title": "Basic"}]}],
-            header="Plans", footer="prices in EUR",
+            USER,
+            "Choose a plan",
+            "Plans",
+            [
+                {"title": "Monthly", "rows": [("m1", "Basic"), ("m2", "Pro", "more seats")]},
+                {"title": "Yearly", "rows": [{"id": "y1", "title": "Basic"}]},
+            ],
+            header="Plans",
+            footer="prices in EUR",
         ),
         "interactive",
         {
             "type": "list",
             "body": {"text": "Choose a plan"},
-            "action": {"button": "Plans", "sections": [
-                {"title": "Monthly", "rows": [
-                    {"id": "m1", "title": "Basic"},
-                    {"id": "m2", "title": "Pro", "description": "more seats"},
-                ]},
-                {"title": "Yearly", "rows": [{"id": "y1", "title": "Basic"}]},
-            ]},
+            "action": {
+                "button": "Plans",
+                "sections": [
+                    {
+                        "title": "Monthly",
+                        "rows": [
+                            {"id": "m1", "title": "Basic"},
+                            {"id": "m2", "title": "Pro", "description": "more seats"},
+                        ],
+                    },
+                    {"title": "Yearly", "rows": [{"id": "y1", "title": "Basic"}]},
+                ],
+            },
             "header": {"type": "text", "text": "Plans"},
             "footer": {"text": "prices in EUR"},
         },
@@ -366,19 +417,35 @@ BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
         {
             "type": "list",
             "body": {"text": "Choose"},
-            "action": {"button": "Open", "sections": [{"rows": [
-                {"id": "a", "title": "A"}, {"id": "b", "title": "B", "description": "bee"},
-            ]}]},
+            "action": {
+                "button": "Open",
+                "sections": [
+                    {
+                        "rows": [
+                            {"id": "a", "title": "A"},
+                            {"id": "b", "title": "B", "description": "bee"},
+                        ]
+                    }
+                ],
+            },
         },
         None,
     ),
     (
         "template",
         lambda s, m: s.send_template(
-            USER, "order_update", "de",
-            [{"type": "body", "parameters": [{"type": "text", "text": "42"}]},
-             {"type": "button", "sub_type": "quick_reply", "index": "0",
-              "parameters": [{"type": "payload", "payload": "track"}]}],
+            USER,
+            "order_update",
+            "de",
+            [
+                {"type": "body", "parameters": [{"type": "text", "text": "42"}]},
+                {
+                    "type": "button",
+                    "sub_type": "quick_reply",
+                    "index": "0",
+                    "parameters": [{"type": "payload", "payload": "track"}],
+                },
+            ],
         ),
         "template",
         {
@@ -386,8 +453,12 @@ BODY_CASES: list[tuple[str, Op, str, Any, str | None]] = [
             "language": {"code": "de"},
             "components": [
                 {"type": "body", "parameters": [{"type": "text", "text": "42"}]},
-                {"type": "button", "sub_type": "quick_reply", "index": "0",
-                 "parameters": [{"type": "payload", "payload": "track"}]},
+                {
+                    "type": "button",
+                    "sub_type": "quick_reply",
+                    "index": "0",
+                    "parameters": [{"type": "payload", "payload": "track"}],
+                },
             ],
         },
         None,
@@ -425,10 +496,14 @@ async def test_send_body_matches_the_reference(
         "document": emulator.add_media(PDF, "application/pdf"),
         "sticker": emulator.add_media(WEBP, "image/webp"),
     }
-    expected_content: Any = content if isinstance(content, list) else {
-        k: (media[v[1:-1]] if isinstance(v, str) and v.startswith("<") else v)
-        for k, v in content.items()
-    }
+    expected_content: Any = (
+        content
+        if isinstance(content, list)
+        else {
+            k: (media[v[1:-1]] if isinstance(v, str) and v.startswith("<") else v)
+            for k, v in content.items()
+        }
+    )
     sender = make_sender()
     result = await op(sender, media)
     [sent] = emulator.messages
@@ -455,12 +530,17 @@ async def test_mark_read_with_typing_indicator(
     await sender.mark_read("wamid.IN8")
     bodies = [c.body for c in served.emulator.calls]
     assert bodies == [
-        {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN9",
-         "typing_indicator": {"type": "text"}},
+        {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": "wamid.IN9",
+            "typing_indicator": {"type": "text"},
+        },
         {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN8"},
     ]
     assert [(r.message_id, r.typing) for r in served.emulator.reads] == [
-        ("wamid.IN9", True), ("wamid.IN8", False)
+        ("wamid.IN9", True),
+        ("wamid.IN8", False),
     ]
     assert served.emulator.messages == []
 
@@ -795,9 +875,7 @@ async def test_jitter_stays_within_its_band() -> None:
     assert policy.delay(error, 5) is None
 
 
-async def test_retry_after_is_honoured(
-    served: Served, make_sender: Callable[..., Sender]
-) -> None:
+async def test_retry_after_is_honoured(served: Served, make_sender: Callable[..., Sender]) -> None:
     """A Retry-After header lengthens the wait; one beyond max_delay is not waited for."""
     recorder = Recorder()
     clock = FakeClock()
@@ -975,7 +1053,9 @@ async def test_sender_sends_through_its_rate_limiter(
 
 @pytest.mark.parametrize(("receipts_count", "fake_seconds"), [(False, 1.9), (True, 3.9)])
 async def test_read_receipts_leave_the_reply_rate_alone(
-    served: Served, make_sender: Callable[..., Sender], receipts_count: bool,
+    served: Served,
+    make_sender: Callable[..., Sender],
+    receipts_count: bool,
     fake_seconds: float,
 ) -> None:
     """A bot marking each of 20 messages read (with typing) and answering it, on a 10/s
@@ -993,8 +1073,12 @@ async def test_read_receipts_leave_the_reply_rate_alone(
     assert len(served.emulator.reads) == 20
     assert served.emulator.texts_to(USER) == [f"reply {n}" for n in range(20)]
     state = sender.rate_limit_state()
-    assert state == {"messages_per_second": 10.0, "burst": 1.0,
-                     "read_receipts_count": receipts_count, "throttled_for": 0.0}
+    assert state == {
+        "messages_per_second": 10.0,
+        "burst": 1.0,
+        "read_receipts_count": receipts_count,
+        "throttled_for": 0.0,
+    }
 
 
 async def test_read_receipts_wait_out_a_throttle_pause_without_a_slot(
@@ -1020,8 +1104,11 @@ async def test_read_receipts_wait_out_a_throttle_pause_without_a_slot(
 async def test_rate_limit_state_without_a_limit(make_sender: Callable[..., Sender]) -> None:
     """With ``rate_limit=None`` the state says there is no limit."""
     assert make_sender(rate_limit=None).rate_limit_state() == {
-        "messages_per_second": None, "burst": None, "read_receipts_count": False,
-        "throttled_for": 0.0}
+        "messages_per_second": None,
+        "burst": None,
+        "read_receipts_count": False,
+        "throttled_for": 0.0,
+    }
 
 
 class Counting:
@@ -1161,11 +1248,17 @@ async def test_download_size_caps(served: Served, make_sender: Callable[..., Sen
 
 async def test_streamed_download_stops_at_the_cap() -> None:
     """A body with no Content-Length is read only up to the cap, then MediaError."""
+
     async def endless(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"image/png")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"image/png")],
+            }
+        )
         for _ in range(200):
             await send({"type": "http.response.body", "body": bytes(1024), "more_body": True})
         await send({"type": "http.response.body", "body": b""})

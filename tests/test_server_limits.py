@@ -50,14 +50,20 @@ class App:
             if not message.get("more_body", False):
                 break
         self.seen.append(f"{scope['method']} {size}")
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(str(size))).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(str(size))).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": str(size).encode()})
 
 
 @contextlib.asynccontextmanager
-async def serving(parser: str, limits: ServerLimits | None = DEFAULT_LIMITS
-                  ) -> AsyncIterator[tuple[App, int]]:
+async def serving(
+    parser: str, limits: ServerLimits | None = DEFAULT_LIMITS
+) -> AsyncIterator[tuple[App, int]]:
     app = App()
     async with BackgroundServer(app, limits=limits, http=parser) as server:
         yield app, server.port
@@ -90,8 +96,11 @@ async def test_oversized_headers_are_refused(parser: str) -> None:
     when the client is still writing) and never reaches the app; the server stays up."""
     async with serving(parser) as (app, port):
         answer = await exchange(
-            port, b"POST /webhook HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (1 << 20)
-            + b"\r\ncontent-length: 0\r\n\r\n")
+            port,
+            b"POST /webhook HTTP/1.1\r\nhost: x\r\nx-big: "
+            + b"a" * (1 << 20)
+            + b"\r\ncontent-length: 0\r\n\r\n",
+        )
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
         assert app.seen == []
         small = await exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -104,7 +113,8 @@ async def test_a_head_just_over_the_cap_gets_431(parser: str) -> None:
     limits = ServerLimits(max_header_bytes=4096)
     async with serving(parser, limits) as (app, port):
         answer = await exchange(
-            port, b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 5000 + b"\r\n\r\n")
+            port, b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 5000 + b"\r\n\r\n"
+        )
         assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
         assert b"connection: close" in answer
         assert app.seen == []
@@ -116,8 +126,13 @@ async def test_head_and_a_large_body_in_one_write_are_served(parser: str) -> Non
     cap) and a 2 MB body, so the server's first reads carry head and body together, is
     served."""
     body = b"y" * 2_000_000
-    head = (b"POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-pad: "
-            + b"p" * 60_000 + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n")
+    head = (
+        b"POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-pad: "
+        + b"p" * 60_000
+        + b"\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+    )
     async with serving(parser) as (app, port):
         answer = await exchange(port, head + body)
         assert answer.startswith(b"HTTP/1.1 200 ")
@@ -129,8 +144,9 @@ async def test_head_and_a_large_body_in_one_write_are_served(parser: str) -> Non
 async def test_an_oversized_url_is_refused(parser: str) -> None:
     """The URL counts towards the cap: a 100 KiB query string is refused."""
     async with serving(parser) as (app, port):
-        answer = await exchange(port, b"GET /health?x=" + b"b" * 100_000
-                                + b" HTTP/1.1\r\nhost: x\r\n\r\n")
+        answer = await exchange(
+            port, b"GET /health?x=" + b"b" * 100_000 + b" HTTP/1.1\r\nhost: x\r\n\r\n"
+        )
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
         assert app.seen == []
 
@@ -139,11 +155,14 @@ async def test_an_oversized_url_is_refused(parser: str) -> None:
 async def test_keep_alive_requests_each_get_the_full_allowance(parser: str) -> None:
     """Five requests on one keep-alive connection, each with 40 KiB of headers (200 KiB in
     all, over the 64 KiB cap) and a body: the count starts again at every request."""
-    async with serving(parser) as (app, port), httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}") as client:
+    async with (
+        serving(parser) as (app, port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
         for n in range(5):
-            response = await client.post("/webhook", content=b"x" * (1000 + n),
-                                         headers={"x-pad": "p" * 40_000})
+            response = await client.post(
+                "/webhook", content=b"x" * (1000 + n), headers={"x-pad": "p" * 40_000}
+            )
             assert response.status_code == 200
             assert response.text == str(1000 + n)
         assert app.seen == [f"POST {1000 + n}" for n in range(5)]
@@ -155,8 +174,10 @@ async def test_a_stalled_chunked_body_is_closed_after_the_body_timeout(parser: s
     body_timeout (0.5 s here) has passed; the app sees a disconnect."""
     async with serving(parser, SHORT) as (app, port):
         answer = await exchange(
-            port, b"POST /webhook HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
-            b"5\r\nhello\r\n")
+            port,
+            b"POST /webhook HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n",
+        )
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         for _ in range(100):
             if app.seen:
@@ -170,7 +191,8 @@ async def test_a_body_shorter_than_its_content_length_is_closed(parser: str) -> 
     """A body that never reaches its Content-Length is closed after body_timeout too."""
     async with serving(parser, SHORT) as (app, port):
         answer = await exchange(
-            port, b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc")
+            port, b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nabc"
+        )
         assert answer.startswith(b"HTTP/1.1 408 ")
         for _ in range(100):
             if app.seen:
@@ -242,23 +264,47 @@ def cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     timeout, on a free loopback port."""
     pytest.importorskip("httptools")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
-    env.update({"WHATSAPP_VERIFY_TOKEN": "v", "WHATSAPP_APP_SECRET": "s",
-                "WHATSAPP_ACCESS_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"})
+    env.update(
+        {
+            "WHATSAPP_VERIFY_TOKEN": "v",
+            "WHATSAPP_APP_SECRET": "s",
+            "WHATSAPP_ACCESS_TOKEN": "t",
+            "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+        }
+    )
     port = free_port()
     log = tmp_path / "serve.log"
     (tmp_path / "mybot.py").write_text("from wa_agent.demo import DemoAgent\nagent = DemoAgent()\n")
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wa_agent", "serve", "mybot:agent", "--host",
-             "127.0.0.1", "--port", str(port), "--storage", str(tmp_path / "bot.db"),
-             "--body-timeout", "0.5"],
-            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path)
+            [
+                sys.executable,
+                "-m",
+                "wa_agent",
+                "serve",
+                "mybot:agent",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage",
+                str(tmp_path / "bot.db"),
+                "--body-timeout",
+                "0.5",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            cwd=tmp_path,
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/whatsapp/health",
-                             timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"http://127.0.0.1:{port}/whatsapp/health", timeout=1).status_code
+                    == 200
+                ):
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(log.read_text(errors="replace"))
@@ -274,7 +320,8 @@ def cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
 
 
 async def test_wa_agent_serve_caps_headers_without_growing(
-        cli_server: tuple[subprocess.Popen[bytes], int]) -> None:
+    cli_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
     """Eight requests with 32 MiB headers against ``wa-agent serve``: each is refused
     (431 or closed) and the server's RSS grows by less than 8 MiB (it used to buffer every
     header: 456 MB for eight); a normal webhook still gets its answer."""
@@ -282,8 +329,12 @@ async def test_wa_agent_serve_caps_headers_without_growing(
     before = _rss_kib(proc.pid)
     big = b"a" * (1 << 20)
     for _ in range(8):
-        answer = await exchange(port, b"POST /whatsapp/webhook HTTP/1.1\r\nhost: x\r\nx-big: ",
-                                *([big] * 32), b"\r\ncontent-length: 0\r\n\r\n")
+        answer = await exchange(
+            port,
+            b"POST /whatsapp/webhook HTTP/1.1\r\nhost: x\r\nx-big: ",
+            *([big] * 32),
+            b"\r\ncontent-length: 0\r\n\r\n",
+        )
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
     grown = _rss_kib(proc.pid) - before
     assert grown < 8 * 1024, f"RSS grew by {grown} KiB"
@@ -293,13 +344,16 @@ async def test_wa_agent_serve_caps_headers_without_growing(
 
 
 async def test_wa_agent_serve_closes_a_stalled_body(
-        cli_server: tuple[subprocess.Popen[bytes], int]) -> None:
+    cli_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
     """``wa-agent serve --body-timeout 0.5``: a chunked webhook upload that stalls is
     answered 408 and closed."""
     _, port = cli_server
     answer = await exchange(
-        port, b"POST /whatsapp/webhook HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
-        b"\r\n5\r\nhello\r\n")
+        port,
+        b"POST /whatsapp/webhook HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
+        b"\r\n5\r\nhello\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 408 ")
 
 
@@ -310,14 +364,23 @@ async def test_manager_start_applies_the_limits() -> None:
     async def agent(request: Any) -> str:
         return "ok"
 
-    manager = InterfaceManager([WhatsAppInterface(
-        agent, verify_token="v", app_secret="s", access_token="t",
-        phone_number_id="100000000000001")])
+    manager = InterfaceManager(
+        [
+            WhatsAppInterface(
+                agent,
+                verify_token="v",
+                app_secret="s",
+                access_token="t",
+                phone_number_id="100000000000001",
+            )
+        ]
+    )
     url = await manager.start("127.0.0.1", 0, limits=ServerLimits(max_header_bytes=4096))
     try:
         port = int(url.rsplit(":", 1)[1])
-        answer = await exchange(port, b"GET /whatsapp/health HTTP/1.1\r\nhost: x\r\nx-big: "
-                                + b"a" * 5000 + b"\r\n\r\n")
+        answer = await exchange(
+            port, b"GET /whatsapp/health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 5000 + b"\r\n\r\n"
+        )
         assert answer.startswith(b"HTTP/1.1 431 ")
     finally:
         await manager.stop()
@@ -327,13 +390,23 @@ def test_wa_agent_serve_refuses_nonsensical_limits(tmp_path: Path) -> None:
     """``wa-agent serve --body-timeout 0`` exits with status 2 and says which setting is
     wrong, before serving anything."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
-    env.update({"WHATSAPP_VERIFY_TOKEN": "v", "WHATSAPP_APP_SECRET": "s",
-                "WHATSAPP_ACCESS_TOKEN": "t", "WHATSAPP_PHONE_NUMBER_ID": "100000000000001"})
+    env.update(
+        {
+            "WHATSAPP_VERIFY_TOKEN": "v",
+            "WHATSAPP_APP_SECRET": "s",
+            "WHATSAPP_ACCESS_TOKEN": "t",
+            "WHATSAPP_PHONE_NUMBER_ID": "100000000000001",
+        }
+    )
     (tmp_path / "mybot.py").write_text("from wa_agent.demo import DemoAgent\nagent = DemoAgent()\n")
     result = subprocess.run(
-        [sys.executable, "-m", "wa_agent", "serve", "mybot:agent",
-         "--body-timeout", "0"], check=False, capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "wa_agent", "serve", "mybot:agent", "--body-timeout", "0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
         cwd=tmp_path,
-        timeout=60)
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "body_timeout must be > 0" in result.stderr

@@ -55,8 +55,7 @@ def test_non_ascii_body_verifies_over_raw_escaped_bytes(verifier: SignatureVerif
     header = sign(raw, SECRET)
     verifier.verify(raw, header)
 
-    reserialised = json.dumps(json.loads(raw), separators=(",", ":"),
-                              ensure_ascii=False).encode()
+    reserialised = json.dumps(json.loads(raw), separators=(",", ":"), ensure_ascii=False).encode()
     assert "äöå".encode() in reserialised
     assert json.loads(reserialised) == json.loads(raw)  # same JSON value ...
     with pytest.raises(InvalidSignature, match="does not match"):
@@ -160,10 +159,16 @@ def test_empty_secret_is_refused(secret: str | Secret) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(secret=st.text(min_size=1, max_size=150), body=st.binary(max_size=2000),
-       upper=st.booleans(), as_bytes=st.booleans(), pad=st.sampled_from(["", " ", "\t "]))
+@given(
+    secret=st.text(min_size=1, max_size=150),
+    body=st.binary(max_size=2000),
+    upper=st.booleans(),
+    as_bytes=st.booleans(),
+    pad=st.sampled_from(["", " ", "\t "]),
+)
 def test_keyed_once_state_agrees_with_a_fresh_hmac_per_body(
-        secret: str, body: bytes, upper: bool, as_bytes: bool, pad: str) -> None:
+    secret: str, body: bytes, upper: bool, as_bytes: bool, pad: str
+) -> None:
     """The verifier keys its HMAC once and copies that state per body: for any secret
     (longer than SHA-256's 64-byte block too) and body, the result is the standard HMAC;
     the header may be text or the raw header bytes, in either case, with blanks around."""
@@ -177,14 +182,18 @@ def test_keyed_once_state_agrees_with_a_fresh_hmac_per_body(
     assert not v.is_valid(body + b"x", header)
 
 
-@pytest.mark.parametrize("header", [
-    b"sha256=" + b"g" * 64,  # not hex
-    "sha256=" + "é" * 64,  # not ASCII
-    b"sha256=" + b"0" * 62 + b"  ",  # blanks inside the digest
-    b"sha1=" + b"0" * 66,  # right length, wrong algorithm
-    b"\xffsha256=" + b"0" * 63,  # undecodable prefix
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"sha256=" + b"g" * 64,  # not hex
+        "sha256=" + "é" * 64,  # not ASCII
+        b"sha256=" + b"0" * 62 + b"  ",  # blanks inside the digest
+        b"sha1=" + b"0" * 66,  # right length, wrong algorithm
+        b"\xffsha256=" + b"0" * 63,  # undecodable prefix
+    ],
+)
 def test_malformed_headers_are_refused_without_an_exception(
-        verifier: SignatureVerifier, header: str | bytes) -> None:
+    verifier: SignatureVerifier, header: str | bytes
+) -> None:
     """Text or bytes headers that are not 'sha256=' + 64 hex digits are simply invalid."""
     assert verifier.is_valid(b"{}", header) is False

@@ -30,8 +30,7 @@ async def test_signed_like_meta_with_escaped_unicode() -> None:
     async with Simulator(echo) as sim:
         reply = await sim.user("15551230002", "Jörg").ask("grüß dich 👋")
         assert reply.text == "echo:grüß dich 👋"
-        body = webhooks.encode(webhooks.envelope(
-            messages=[webhooks.text_message("1", "ä")]))
+        body = webhooks.encode(webhooks.envelope(messages=[webhooks.text_message("1", "ä")]))
         assert b"\\u00e4" in body and "ä".encode() not in body
 
 
@@ -109,7 +108,8 @@ async def test_interface_keeps_its_own_sender_and_secrets() -> None:
 
 
 async def test_interface_with_its_number_from_the_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """With WHATSAPP_PHONE_NUMBER_ID exported (as after going live), an interface tested
     on the simulator is written to on its own number and answers at once (the webhooks used
     to carry the simulator's default number, which the interface ignored as foreign)."""
@@ -134,7 +134,9 @@ async def test_manager_interfaces_each_get_their_own_number() -> None:
         assert (await sim.user("15551230071").ask("x", timeout=5)).text == "echo:x"
         assert first.sender is not None and second.sender is not None
         assert (first.sender.phone_number_id, second.sender.phone_number_id) == (
-            "111111111111111", "222222222222222")
+            "111111111111111",
+            "222222222222222",
+        )
         assert sim.number_id_of(second) == "222222222222222"
 
 

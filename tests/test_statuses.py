@@ -29,7 +29,8 @@ class Recorder:
 
 
 async def test_redelivered_and_overtaken_statuses_are_dropped(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A status delivered twice reaches listeners once; one that arrives after a later
     state (delivered after read) is dropped; a failed status is logged once even if Meta
     delivers it three times."""
@@ -40,10 +41,12 @@ async def test_redelivered_and_overtaken_statuses_are_dropped(
         reply = await sim.user("15551230001").ask("hi")
 
         def body(status: str, wamid: str = reply.wamid) -> dict[str, Any]:
-            errors = [{"code": 131026, "title": "Message undeliverable"}] \
-                if status == "failed" else None
-            return webhooks.envelope(statuses=[webhooks.status_item(
-                wamid, status, "15551230001", errors=errors)])
+            errors = (
+                [{"code": 131026, "title": "Message undeliverable"}] if status == "failed" else None
+            )
+            return webhooks.envelope(
+                statuses=[webhooks.status_item(wamid, status, "15551230001", errors=errors)]
+            )
 
         await sim.deliver(body("sent"), times=2, concurrently=False)
         await sim.deliver(body("read"))

@@ -206,7 +206,10 @@ async def test_add_inbound_result_is_durable_state(store: SessionStore) -> None:
     assert await store.add_inbound(IFACE, [src]) == [True]
     (got,) = await store.pending(IFACE, "222")
     assert (got.id, got.sender, got.payload, got.received_at) == (
-        src.id, src.sender, src.payload, src.received_at,
+        src.id,
+        src.sender,
+        src.payload,
+        src.received_at,
     )
     assert (got.attempts, got.progress) == (0, None)
     assert got.seq > 0
@@ -287,8 +290,11 @@ async def test_complete_takes_several_items_in_one_step(store: SessionStore) -> 
     """complete() with a sequence of ids (one coalesced turn) removes all of them and
     appends the turns once; ids already gone are skipped; the other items stay, in order."""
     await store.add_inbound(IFACE, [item(1), item(2), item(3), item(4, sender="222")])
-    turns = [turn("m1", message_id="wamid.1"), turn("m2", message_id="wamid.2"),
-             turn("answer", role="assistant")]
+    turns = [
+        turn("m1", message_id="wamid.1"),
+        turn("m2", message_id="wamid.2"),
+        turn("answer", role="assistant"),
+    ]
     await store.complete(IFACE, ["wamid.1", "wamid.2", "wamid.gone"], "111", turns)
     assert [i.id for i in await store.pending(IFACE)] == ["wamid.3", "wamid.4"]
     assert await store.get_history(IFACE, "111") == turns
@@ -445,7 +451,10 @@ async def test_renew_leases_renews_many_in_one_call(harness: Harness) -> None:
     assert await store.acquire_lease("sender:C", "w1", 0.3) is True
     await harness.advance(0.2)
     assert await store.renew_leases(["sender:A", "sender:B", "sender:D"], "w1", 0.3) == [
-        True, False, True]
+        True,
+        False,
+        True,
+    ]
     await harness.advance(0.2)  # A and D renewed to +0.3; C (not renewed) expired
     assert await store.acquire_lease("sender:A", "w2", 0.3) is False
     assert await store.acquire_lease("sender:D", "w2", 0.3) is False
@@ -515,7 +524,8 @@ async def test_sqlite_survives_close_and_reopen(tmp_path: Path) -> None:
     async with SQLiteSessionStore(path) as second:
         pending = await second.pending(IFACE)
         assert [(i.id, i.attempts, i.progress) for i in pending] == [
-            ("wamid.1", 1, '{"p": 1}'), ("wamid.2", 0, None),
+            ("wamid.1", 1, '{"p": 1}'),
+            ("wamid.2", 0, None),
         ]
         assert await second.add_inbound(IFACE, [item(1), item(3)]) == [False, True]
         assert await second.get_history(IFACE, "A") == [turn("hi")]
@@ -720,8 +730,9 @@ async def test_sqlite_failing_write_is_undone_alone_among_other_writes(tmp_path:
             # Keep the writer thread busy while the four calls queue up: one batch.
             tg.start_soon(call, "hold", store._submit(lambda c: time.sleep(0.1), write=False))
             await anyio.sleep(0.02)
-            tg.start_soon(call, "complete", store.complete(IFACE, "wamid.1", "111",
-                                                           [turn("q"), turn("a")]))
+            tg.start_soon(
+                call, "complete", store.complete(IFACE, "wamid.1", "111", [turn("q"), turn("a")])
+            )
             # Its first item is written before the second fails: that must be undone too.
             tg.start_soon(call, "bad", store.add_inbound(IFACE, [item(5), bad]))
             tg.start_soon(call, "progress", store.save_progress(IFACE, "wamid.2", '{"p":1}'))
@@ -835,9 +846,7 @@ async def test_redis_second_process_sees_the_marks(redis_url: str) -> None:
             "        print(json.dumps([r, lease]))\n"
             "asyncio.run(main())\n"
         )
-        result = await anyio.run_process(
-            [sys.executable, "-c", code, redis_url, prefix], cwd=REPO
-        )
+        result = await anyio.run_process([sys.executable, "-c", code, redis_url, prefix], cwd=REPO)
         assert json.loads(result.stdout) == [[False, True], False]
         assert [i.id for i in await store.pending(IFACE, "111")] == ["wamid.1", "wamid.2"]
 
@@ -977,15 +986,22 @@ async def test_importing_wa_agent_never_imports_redis() -> None:
 
 
 async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Concurrent add_inbound calls (grouped into two multi-row statements per batch) answer
     exactly what the same calls made one after the other answer: the first copy of an id
     wins, also across calls of one batch; an expired mark is taken again, but an id still in
     the inbox is not queued twice; and the inbox ends up the same."""
     import asyncio
 
-    calls = [[item(1)], [item(1), item(3)], [item(2)], [item(3)], [item(4), item(4)],
-             [item(5, sender="222")]]
+    calls = [
+        [item(1)],
+        [item(1), item(3)],
+        [item(2)],
+        [item(3)],
+        [item(4), item(4)],
+        [item(5, sender="222")],
+    ]
     from wa_agent.stores._sqlite_inbox import _AddInbound
 
     grouped_calls: list[int] = []
@@ -1004,8 +1020,7 @@ async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
             await store.complete(IFACE, "wamid.1", "111")  # answered; its mark lives on
             clock.advance(11)  # both marks expired; wamid.2 is still in the inbox
             if together:
-                results = list(await asyncio.gather(
-                    *(store.add_inbound(IFACE, c) for c in calls)))
+                results = list(await asyncio.gather(*(store.add_inbound(IFACE, c) for c in calls)))
             else:
                 results = [await store.add_inbound(IFACE, c) for c in calls]
             return results, [i.id for i in await store.pending(IFACE)]
@@ -1019,11 +1034,24 @@ async def test_sqlite_grouped_adds_answer_like_one_call_after_another(
 
 
 @settings(max_examples=200, deadline=None)
-@given(id=st.text(), sender=st.text(), payload=st.text(), received_at=st.floats(allow_nan=False),
-       seq=st.integers(), attempts=st.integers(), progress=st.none() | st.text())
+@given(
+    id=st.text(),
+    sender=st.text(),
+    payload=st.text(),
+    received_at=st.floats(allow_nan=False),
+    seq=st.integers(),
+    attempts=st.integers(),
+    progress=st.none() | st.text(),
+)
 def test_make_item_builds_the_same_item_as_the_constructor(
-        id: str, sender: str, payload: str, received_at: float, seq: int, attempts: int,
-        progress: str | None) -> None:
+    id: str,
+    sender: str,
+    payload: str,
+    received_at: float,
+    seq: int,
+    attempts: int,
+    progress: str | None,
+) -> None:
     """The ack path's fast InboxItem constructor gives an item equal to (and as frozen as)
     the dataclass constructor's, every field in its place."""
     fast = make_item(id, sender, payload, received_at, seq, attempts, progress)
@@ -1031,5 +1059,6 @@ def test_make_item_builds_the_same_item_as_the_constructor(
     assert type(fast) is InboxItem
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.seq = 1  # type: ignore[misc]
-    assert make_item(id, sender, payload, received_at) == InboxItem(id, sender, payload,
-                                                                    received_at)
+    assert make_item(id, sender, payload, received_at) == InboxItem(
+        id, sender, payload, received_at
+    )

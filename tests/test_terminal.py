@@ -53,7 +53,7 @@ class Terminal:
     def read_until(self, token: bytes, timeout: float = 30.0) -> bool:
         """Read the screen until ``token`` appears after the previous token found."""
         deadline = time.monotonic() + timeout
-        while token not in self.output[self._seen:] and time.monotonic() < deadline:
+        while token not in self.output[self._seen :] and time.monotonic() < deadline:
             if not self._read(0.1):
                 break
         found = self.output.find(token, self._seen)
@@ -164,23 +164,38 @@ def test_ctrl_d_at_the_prompt_leaves(terminal: type[Terminal]) -> None:
 
 def _demo(lines: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
-    return subprocess.run([sys.executable, "-m", "wa_agent", "demo", *args], input=lines,
-                          capture_output=True, text=True, timeout=60, env=env, cwd=cwd,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "wa_agent", "demo", *args],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_piped_commands_help_unknown_and_usage(bot_dir: Path) -> None:
     """/help lists the commands; an unknown /command, /image without a path, /doc of a
     missing file and /location with impossible coordinates each get one line and send
     nothing (the bot's counter only counts the real messages); // sends a slash."""
-    script = ("/help\n/frobnicate now\n/image\n/doc   \n/doc nope.pdf\n/location 91 0\n"
-              "/location 52.5 200\n/location north east\n/location 1\nreal one\n"
-              "//frobnicate\n")
+    script = (
+        "/help\n/frobnicate now\n/image\n/doc   \n/doc nope.pdf\n/location 91 0\n"
+        "/location 52.5 200\n/location north east\n/location 1\nreal one\n"
+        "//frobnicate\n"
+    )
     result = _demo(script, bot_dir, "--agent", "countbot:agent")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for command in ("/image PATH", "/doc PATH", "/location LAT LON [NAME]", "/help", "/quit",
-                    "//text"):
+    for command in (
+        "/image PATH",
+        "/doc PATH",
+        "/location LAT LON [NAME]",
+        "/help",
+        "/quit",
+        "//text",
+    ):
         assert command in out
     assert "/reset" not in out  # task mode: no reset command to offer
     assert "! unknown command /frobnicate: /help lists the commands" in out
@@ -202,30 +217,45 @@ def test_reset_is_offered_and_sent_in_chat_mode(bot_dir: Path) -> None:
     assert result.stdout.splitlines()[-1].startswith("bot> Fresh start!")
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("hello", Action("text", text="hello")),
-    ("  spaced  ", Action("text", text="spaced")),
-    ("", None),
-    ("//etc", Action("text", text="/etc")),
-    ("/QUIT", Action("quit")),
-    ("/exit", Action("quit")),
-    ("/help", Action("help")),
-    ("/image cat.png", Action("image", path=Path("cat.png"))),
-    ("/image 'my cat.png'", Action("image", path=Path("my cat.png"))),
-    ("/doc a b.pdf", Action("document", path=Path("a b.pdf"))),
-    ("/location -33.9 151.2 Sydney Opera", Action("location", text="Sydney Opera",
-                                                   latitude=-33.9, longitude=151.2)),
-    ("/location 90 -180", Action("location", latitude=90.0, longitude=-180.0)),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("hello", Action("text", text="hello")),
+        ("  spaced  ", Action("text", text="spaced")),
+        ("", None),
+        ("//etc", Action("text", text="/etc")),
+        ("/QUIT", Action("quit")),
+        ("/exit", Action("quit")),
+        ("/help", Action("help")),
+        ("/image cat.png", Action("image", path=Path("cat.png"))),
+        ("/image 'my cat.png'", Action("image", path=Path("my cat.png"))),
+        ("/doc a b.pdf", Action("document", path=Path("a b.pdf"))),
+        (
+            "/location -33.9 151.2 Sydney Opera",
+            Action("location", text="Sydney Opera", latitude=-33.9, longitude=151.2),
+        ),
+        ("/location 90 -180", Action("location", latitude=90.0, longitude=-180.0)),
+    ],
+)
 def test_parse_line(line: str, expected: Action | None) -> None:
     """Typed lines become the right action: text, quit, help, media with the path as
     typed (quotes removed), a location within range."""
     assert parse_line(line) == expected
 
 
-@pytest.mark.parametrize("line", ["/location nan 0", "/location 0 inf", "/location -90.5 0",
-                                  "/location 0 180.01", "/image", "/doc '' ", "/stats",
-                                  "/reset"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "/location nan 0",
+        "/location 0 inf",
+        "/location -90.5 0",
+        "/location 0 180.01",
+        "/image",
+        "/doc '' ",
+        "/stats",
+        "/reset",
+    ],
+)
 def test_parse_line_refuses(line: str) -> None:
     """Impossible coordinates, a missing path and unknown commands (``/reset`` too when
     the bot has no reset command) give a message instead of an action."""
@@ -261,17 +291,24 @@ def test_demo_hands_the_conversation_to_the_operator_and_back(tmp_path: Path) ->
     lines = ["hi", "/human", "hello?", "/operator Hi, I am Sam", "/back", "thanks", "/back"]
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "wa_agent", "demo", "--agent", "countbot:agent", "--mode",
-         "chat"], input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=tmp_path,
-        check=False, timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")})
+        [sys.executable, "-m", "wa_agent", "demo", "--agent", "countbot:agent", "--mode", "chat"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")},
+    )
     assert result.returncode == 0, result.stderr
-    shown = [line for line in result.stdout.splitlines() if not line.startswith(("wa-agent",
-                                                                                 "  "))]
+    shown = [line for line in result.stdout.splitlines() if not line.startswith(("wa-agent", "  "))]
     assert shown == [
         "bot> #1: hi",
         "bot> I have asked a person to take over. They will answer you here.",
-        ("(a person has the conversation now: the bot stays silent; /operator TEXT writes as "
-         "them, /back hands it back to the bot)"),
+        (
+            "(a person has the conversation now: the bot stays silent; /operator TEXT writes as "
+            "them, /back hands it back to the bot)"
+        ),
         "operator> Hi, I am Sam",
         "(the bot answers again)",
         "bot> #2: thanks",

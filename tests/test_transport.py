@@ -48,8 +48,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             break
     path = scope["path"]
     if path == "/redirect":
-        await send({"type": "http.response.start", "status": 302,
-                    "headers": [(b"location", b"/echo?from=redirect"), (b"content-length", b"0")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 302,
+                "headers": [(b"location", b"/echo?from=redirect"), (b"content-length", b"0")],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
         return
     if path == "/empty":
@@ -57,8 +62,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
         return
     if path == "/big":  # no Content-Length: uvicorn sends it chunked
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
         piece = b"x" * (256 * 1024)
         for _ in range(BIG // len(piece)):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
@@ -73,15 +83,23 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "body_head": body[:64].decode("latin-1"),
     }
     data = json.dumps(echo).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
 @contextlib.asynccontextmanager
-async def fast_client(base_url: str, **kwargs: Any) -> AsyncIterator[
-        tuple[httpx.AsyncClient, FastTransport]]:
+async def fast_client(
+    base_url: str, **kwargs: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastTransport]]:
     transport = FastTransport(**kwargs)
     async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
         yield client, transport
@@ -108,10 +126,11 @@ async def test_uvicorn_round_trips_reuse_one_connection() -> None:
 async def test_concurrent_requests_stay_within_max_connections() -> None:
     """Twenty concurrent requests with max_connections=3 all succeed on at most three
     connections."""
-    async with BackgroundServer(app) as server, fast_client(
-            server.url, max_connections=3) as (client, transport):
-        responses = await asyncio.gather(*(client.get("/echo", params={"i": i})
-                                           for i in range(20)))
+    async with (
+        BackgroundServer(app) as server,
+        fast_client(server.url, max_connections=3) as (client, transport),
+    ):
+        responses = await asyncio.gather(*(client.get("/echo", params={"i": i}) for i in range(20)))
         assert [r.json()["query"] for r in responses] == [f"i={i}" for i in range(20)]
         assert transport.connections_opened <= 3
 
@@ -227,8 +246,9 @@ class RawServer:
         await self._server.wait_closed()
 
 
-async def serve_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        answer: bytes) -> None:
+async def serve_forever(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes
+) -> None:
     """Answer every request on the connection with ``answer`` until the client leaves."""
     while True:
         try:
@@ -255,8 +275,10 @@ async def test_content_length_body_and_keep_alive() -> None:
 async def test_chunked_body_with_extensions_and_trailers() -> None:
     """Chunk extensions and trailers are handled; the body is the chunks' bytes and the
     connection stays usable."""
-    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-              b"5;name=value\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;name=value\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await serve_forever(r, w, answer)
@@ -285,8 +307,10 @@ async def test_close_delimited_body_is_read_to_eof_and_not_reused() -> None:
 async def test_header_folding_and_case() -> None:
     """Folded header lines are joined, header names of any case work (Content-Length
     included) and repeated headers are kept."""
-    answer = (b"HTTP/1.1 201 Created\r\ncOnTeNt-LeNgTh: 2\r\nX-Folded: first\r\n  second\r\n"
-              b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nok")
+    answer = (
+        b"HTTP/1.1 201 Created\r\ncOnTeNt-LeNgTh: 2\r\nX-Folded: first\r\n  second\r\n"
+        b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nok"
+    )
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await serve_forever(r, w, answer)
@@ -350,8 +374,10 @@ async def test_all_idle_connections_stale_needs_one_retry() -> None:
         await w.drain()
         await read_request(r)  # then close unanswered
 
-    async with RawServer(handler) as server, fast_client(
-            server.url, max_connections=3) as (client, _):
+    async with (
+        RawServer(handler) as server,
+        fast_client(server.url, max_connections=3) as (client, _),
+    ):
         await asyncio.gather(*(client.get("/") for _ in range(3)))
         assert server.connections == 3
         assert (await client.get("/")).content == b"ok"
@@ -460,8 +486,10 @@ async def test_pool_timeout_when_every_connection_is_busy() -> None:
         await w.drain()
         await serve_forever(r, w, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n!")
 
-    async with RawServer(handler) as server, fast_client(
-            server.url, max_connections=1) as (client, _):
+    async with (
+        RawServer(handler) as server,
+        fast_client(server.url, max_connections=1) as (client, _),
+    ):
         async with client.stream("GET", "/") as r:
             with pytest.raises(httpx.PoolTimeout):
                 await client.get("/", timeout=httpx.Timeout(5.0, pool=0.1))
@@ -517,10 +545,28 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -542,8 +588,7 @@ async def test_tls_with_verification_off(certificate: tuple[Path, Path]) -> None
     """verify=False accepts the self-signed certificate without a CA."""
     cert, key = certificate
     server = BackgroundServer(app, ssl_certfile=str(cert), ssl_keyfile=str(key))
-    async with server, fast_client(f"https://127.0.0.1:{server.port}",
-                                   verify=False) as (client, _):
+    async with server, fast_client(f"https://127.0.0.1:{server.port}", verify=False) as (client, _):
         assert (await client.get("/echo")).json()["method"] == "GET"
 
 
@@ -564,11 +609,18 @@ def sender_transport(sender: Sender) -> httpx.AsyncBaseTransport:
 
 
 async def test_sender_uses_fast_transport_by_default_and_can_opt_out(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The Sender's own client runs on FastTransport by default; transport="httpx" and a
     configured proxy in the environment fall back to httpx's transport."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     async with Sender("t", "1") as sender:
         assert isinstance(sender_transport(sender), FastTransport)
@@ -579,29 +631,40 @@ async def test_sender_uses_fast_transport_by_default_and_can_opt_out(
         assert not isinstance(sender_transport(sender), FastTransport)
     with pytest.raises(ValueError, match="transport"):
         Sender("t", "1", transport="h2")
-    mock = httpx.MockTransport(lambda request: httpx.Response(200, json={"messages": [
-        {"id": "wamid.X"}]}))
+    mock = httpx.MockTransport(
+        lambda request: httpx.Response(200, json={"messages": [{"id": "wamid.X"}]})
+    )
     async with Sender("t", "1", transport=mock) as sender:
         assert sender_transport(sender) is mock
         assert await sender.send_text("15550001111", "hi") == ["wamid.X"]
 
 
 async def test_transport_choice_is_logged_once_with_its_reason(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The Sender's transport choice is logged once per process at DEBUG with the reason:
     FastTransport on asyncio without a proxy; httpcore when a proxy variable is set (naming
     the scheme, never the proxy URL, which may carry a password) or when asked for."""
     import wa_agent._transport as transport_module
 
     monkeypatch.setattr(transport_module, "_choices_logged", set())
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     caplog.set_level(logging.DEBUG, logger="wa_agent._transport")
 
     def lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "wa_agent._transport"
-                and r.getMessage().startswith("Sender sends through")]
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "wa_agent._transport" and r.getMessage().startswith("Sender sends through")
+        ]
 
     for _ in range(3):
         async with Sender("t", "1") as sender:
@@ -619,8 +682,9 @@ async def test_transport_choice_is_logged_once_with_its_reason(
     assert len(logged) == 3
     assert "proxy is configured for https" in logged[1] and "hunter2" not in logged[1]
     assert logged[2].endswith("transport='httpx'")
-    assert all(r.levelno == logging.DEBUG for r in caplog.records
-               if r.name == "wa_agent._transport")
+    assert all(
+        r.levelno == logging.DEBUG for r in caplog.records if r.name == "wa_agent._transport"
+    )
 
 
 async def test_sender_upload_and_download_through_fast_transport() -> None:

@@ -131,15 +131,17 @@ async def test_interrupt_restarts_the_running_turn_with_everything_pending() -> 
     assert agent.texts() == ["first", "first\nsecond"]
     assert [r.text for r in replies] == ["re: first\nsecond"]
     assert [(t.role, t.message_id) for t in history] == [
-        ("user", first), ("user", second), ("assistant", None)]
+        ("user", first),
+        ("user", second),
+        ("assistant", None),
+    ]
 
 
 def test_interrupt_is_a_chat_option() -> None:
     """``interrupt=True`` in TASK mode (where every message is answered on its own) is a
     configuration error naming the fix."""
     with pytest.raises(ConfigurationError, match="mode='chat'"):
-        WhatsAppInterface(lambda r: "x", interrupt=True, access_token="t",
-                          phone_number_id="1")
+        WhatsAppInterface(lambda r: "x", interrupt=True, access_token="t", phone_number_id="1")
     with pytest.raises(ValueError, match="debounce"):
         WhatsAppInterface(lambda r: "x", debounce=-1, access_token="t", phone_number_id="1")
 
@@ -176,11 +178,25 @@ class SlowModel:
             return
         prompt = json.loads(body)["messages"][-1]["content"]
         text = prompt if isinstance(prompt, str) else json.dumps(prompt)
-        answer = {"id": "c", "object": "chat.completion", "model": "m", "choices": [{
-            "index": 0, "finish_reason": "stop",
-            "message": {"role": "assistant", "content": f"model: {text}"}}]}
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        answer = {
+            "id": "c",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"model: {text}"},
+                }
+            ],
+        }
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
 
 
@@ -210,11 +226,14 @@ def test_next_chat_turn_resumes_a_prepared_turn_as_it_was() -> None:
     """A turn whose reply was prepared before a crash (progress with parts, saved on its
     anchor, naming the ids it covers) comes back with exactly those items, even when more
     arrived meanwhile; without progress, the turn is the run of items up to a reset."""
-    progress = json.dumps({"parts": [{"type": "text", "text": "x"}], "sent": 0,
-                           "covers": ["w1", "w2"]})
-    items = [make_item("w1", ALICE, "{}", 1.0), make_item("w2", ALICE, "{}", 2.0,
-                                                          progress=progress),
-             make_item("w3", ALICE, "{}", 3.0)]
+    progress = json.dumps(
+        {"parts": [{"type": "text", "text": "x"}], "sent": 0, "covers": ["w1", "w2"]}
+    )
+    items = [
+        make_item("w1", ALICE, "{}", 1.0),
+        make_item("w2", ALICE, "{}", 2.0, progress=progress),
+        make_item("w3", ALICE, "{}", 3.0),
+    ]
     texts = {"w1": "a", "w2": "b", "w3": "/reset", "w4": "d"}
 
     class Msg:

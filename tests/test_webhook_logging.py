@@ -50,7 +50,8 @@ async def post(client: httpx.AsyncClient) -> int:
 
 
 async def test_store_failures_log_one_line_each_and_a_summary(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Five store failures 20 s apart: five single-line ERRORs naming the exception type
     and message (no traceback above DEBUG), one WARNING summary once 60 s of failures have
     passed, the tracebacks at DEBUG only; the next recorded webhook logs one INFO line."""
@@ -71,19 +72,30 @@ async def test_store_failures_log_one_line_each_and_a_summary(
         assert app.store_failures == 5
     ours = [r for r in caplog.records if r.name == LOGGER]
     errors = [r.getMessage() for r in ours if r.levelno == logging.ERROR]
-    assert errors == [("could not record a webhook (StoreError: database is locked (while "
-                      "writing /var/lib/bot/state.db)); answered 500 so Meta redelivers it")] * 5
+    assert (
+        errors
+        == [
+            (
+                "could not record a webhook (StoreError: database is locked (while "
+                "writing /var/lib/bot/state.db)); answered 500 so Meta redelivers it"
+            )
+        ]
+        * 5
+    )
     assert all(r.exc_info is None for r in ours if r.levelno >= logging.INFO)
     assert sum(1 for r in ours if r.levelno == logging.DEBUG and r.exc_info) == 5
     summaries = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
-    assert summaries == [("4 store failures in the last 60 s (4 since start); webhooks are "
-                         "answered 500 and redelivered by Meta")]
+    assert summaries == [
+        (
+            "4 store failures in the last 60 s (4 since start); webhooks are "
+            "answered 500 and redelivered by Meta"
+        )
+    ]
     infos = [r.getMessage() for r in ours if r.levelno == logging.INFO]
     assert infos == ["recording webhooks again after 5 store failure(s)"]
 
 
-async def test_a_store_failure_logs_no_traceback_at_info(
-        caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_store_failure_logs_no_traceback_at_info(caplog: pytest.LogCaptureFixture) -> None:
     """At INFO (a production level) one store failure is one log line, not a traceback
     of dozens of lines."""
     app = WebhookApp(FlakyStore(), app_secret=SECRET)

@@ -430,11 +430,20 @@ def test_media_size_is_filled_in_when_known() -> None:
     log = ConversationLog()
     seen: list[str] = []
     log.subscribe(seen.append)
-    image = Message(id="wamid.img", sender="15550001", timestamp=datetime.now(UTC),
-                    type="image", caption="cat", media=MediaRef(id="m1", mime_type="image/png"))
+    image = Message(
+        id="wamid.img",
+        sender="15550001",
+        timestamp=datetime.now(UTC),
+        type="image",
+        caption="cat",
+        media=MediaRef(id="m1", mime_type="image/png"),
+    )
     log.inbound(image)
-    log.inbound(Message(id="wamid.txt", sender="15550001", timestamp=datetime.now(UTC),
-                        type="text", text="hi"))
+    log.inbound(
+        Message(
+            id="wamid.txt", sender="15550001", timestamp=datetime.now(UTC), type="text", text="hi"
+        )
+    )
     seen.clear()
     entry = log.media_size("wamid.img", 2048)
     assert entry is not None and entry.media is not None and entry.media.size == 2048

@@ -75,8 +75,13 @@ PROBE = """
 """
 
 
-_FONT_TYPES = {".woff2": "font/woff2", ".woff": "font/woff", ".ttf": "font/ttf",
-               ".eot": "application/vnd.ms-fontobject", ".svg": "image/svg+xml"}
+_FONT_TYPES = {
+    ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".ttf": "font/ttf",
+    ".eot": "application/vnd.ms-fontobject",
+    ".svg": "image/svg+xml",
+}
 
 
 def _require(found: object, what: str) -> None:
@@ -220,8 +225,9 @@ async def _chromium(url: str, screenshot: Path, profile: Path) -> tuple[str, str
     return out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def render_and_probe(box: Any, probe_script: str, shot: Path, tmp_path: Path
-                           ) -> dict[str, Any]:
+async def render_and_probe(
+    box: Any, probe_script: str, shot: Path, tmp_path: Path
+) -> dict[str, Any]:
     """Embed ``box`` (plus an unescaped control widget) in a static page served on loopback,
     load it in headless Chromium with ``probe_script`` appended, save a screenshot to
     ``shot`` and return the JSON the probe wrote into ``<pre id="wa-probe">``.
@@ -236,8 +242,14 @@ async def render_and_probe(box: Any, probe_script: str, shot: Path, tmp_path: Pa
         '<img src="missing.png" style="display:none" onerror="window.__control=1">'
     )
     page = tmp_path / "page.html"
-    embed_minimal_html(page, views=[box, control], title="wa_agent widget", requirejs=False,
-                       embed_url="/embed.js", cors=False)
+    embed_minimal_html(
+        page,
+        views=[box, control],
+        title="wa_agent widget",
+        requirejs=False,
+        embed_url="/embed.js",
+        cors=False,
+    )
     markup = page.read_text().replace("</body>", probe_script + "</body>")
     files = {
         "/page.html": (markup.encode(), "text/html; charset=utf-8"),

@@ -76,7 +76,10 @@ def test_handoff_marks_the_row_until_resume() -> None:
     clog.handoff("15550001", handed("15550001", note="asked for a human"))
     conv = clog["15550001"]
     assert (conv.handed_off, conv.handoff_by, conv.handoff_note) == (
-        True, "operator", "asked for a human")
+        True,
+        "operator",
+        "asked for a human",
+    )
     markup = render_conversation(conv)
     assert 'class="wa-row wa-handed-off"' in markup
     assert '<span class="wa-handoff">handed off — operator</span>' in markup
@@ -103,7 +106,7 @@ def test_operator_messages_are_shown_as_the_operators_with_ticks() -> None:
     markup = render_conversation(clog["15550001"])
     assert markup.count("wa-bubble wa-operator") == 1
     assert markup.count("wa-bubble wa-out") == 1
-    op = markup[markup.index("wa-bubble wa-operator"):]
+    op = markup[markup.index("wa-bubble wa-operator") :]
     assert op.index('<span class="wa-label">operator</span>') < op.index("a person says")
     assert "wa-tick-read" in op
 
@@ -124,8 +127,9 @@ def test_status_before_the_operator_message_is_logged_is_applied() -> None:
     """A status that overtakes the operator's message (race with the send) is kept and
     applied when the message is logged."""
     clog = ConversationLog()
-    clog.status(StatusUpdate(id="wamid.op9", status="delivered", recipient="15550001",
-                             timestamp=T0))
+    clog.status(
+        StatusUpdate(id="wamid.op9", status="delivered", recipient="15550001", timestamp=T0)
+    )
     entry = clog.operator("15550001", "hello", "wamid.op9")
     assert entry.status == "delivered" and entry.ticks == "✓✓"
 
@@ -335,8 +339,10 @@ async def test_manager_widget_routes_each_contact_to_its_interface() -> None:
     two = WhatsAppInterface(echo, phone_number_id="100000000000002", prefix="/two")
     async with Simulator(InterfaceManager([one, two])) as sim:
         view = sim.manager.widget()
-        body = webhooks.envelope(messages=[webhooks.text_message("15551230009", "hi two")],
-                                 phone_number_id="100000000000002")
+        body = webhooks.envelope(
+            messages=[webhooks.text_message("15551230009", "hi two")],
+            phone_number_id="100000000000002",
+        )
         await sim.deliver(body, interface=two)
         await sim.settle()
         controls = view.controls["15551230009"]
@@ -349,6 +355,8 @@ async def test_manager_widget_routes_each_contact_to_its_interface() -> None:
         await view.wait()
         sent = sim.emulator.sent_to("15551230009")
         assert [(m.text, m.phone_number_id) for m in sent] == [
-            ("echo: hi two", "100000000000002"), ("a person on number two", "100000000000002")]
+            ("echo: hi two", "100000000000002"),
+            ("a person on number two", "100000000000002"),
+        ]
         assert "could not" not in view.rows["15551230009"].value
         view.close()

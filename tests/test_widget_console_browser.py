@@ -68,7 +68,9 @@ Object.defineProperty(Object.prototype, '_comm_live', {
 
 # Waits for the contact's row, reads it, then does %(actions)s through the DOM and reports
 # the row and the recorded comm messages in <pre id="wa-probe">.
-PROBE = COMM_RECORDER + """
+PROBE = (
+    COMM_RECORDER
+    + """
 <script>
 (function probe(tries) {
   const row = document.querySelector('.wa-row[data-contact="%(contact)s"]');
@@ -111,9 +113,9 @@ PROBE = COMM_RECORDER + """
 })(0);
 </script>
 """
+)
 
-TAKE_OVER_AND_SEND = [["click", "toggle"], ["type", "A person here: <b>Sam</b>"],
-                      ["click", "send"]]
+TAKE_OVER_AND_SEND = [["click", "toggle"], ["type", "A person here: <b>Sam</b>"], ["click", "send"]]
 HAND_BACK = [["click", "toggle"]]
 
 
@@ -121,8 +123,9 @@ async def echo(request: AgentRequest) -> str:
     return f"echo: {request.text}"
 
 
-async def _browse(view: ConversationsWidget, contact: str, actions: list[list[str]],
-                  shot: Path, tmp_path: Path) -> dict[str, Any]:
+async def _browse(
+    view: ConversationsWidget, contact: str, actions: list[list[str]], shot: Path, tmp_path: Path
+) -> dict[str, Any]:
     script = PROBE % {"contact": contact, "actions": json.dumps(actions)}
     work = tmp_path / shot.stem
     work.mkdir()
@@ -171,8 +174,12 @@ async def test_take_over_type_send_and_hand_back_from_chromium(tmp_path: Path) -
         assert await interface.is_handed_off(ANN)
         assert view.controls[ANN].toggle.description == "Hand back"
         assert view.controls[ANN].text.value == ""  # cleared after the send
-        operator_calls = [c for c in sim.emulator.calls if c.endpoint == "messages"
-                          and c.body.get("text", {}).get("body") == "A person here: <b>Sam</b>"]
+        operator_calls = [
+            c
+            for c in sim.emulator.calls
+            if c.endpoint == "messages"
+            and c.body.get("text", {}).get("body") == "A person here: <b>Sam</b>"
+        ]
         assert len(operator_calls) == 1 and operator_calls[0].status == 200
         assert operator_calls[0].body["to"] == ANN
 

@@ -62,17 +62,22 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
 def _updates(kernel: Kernel, cell: str) -> list[dict[str, Any]]:
     """Widget state updates sent to the front end on behalf of ``cell``, while it ran or
     after it finished (background tasks keep the parent of the cell that started them)."""
-    return [m["content"]["data"]["state"] for m in kernel.cell_comms + kernel.background
-            if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update"
-            and m["parent_header"].get("msg_id") == cell]
+    return [
+        m["content"]["data"]["state"]
+        for m in kernel.cell_comms + kernel.background
+        if m["msg_type"] == "comm_msg"
+        and m["content"]["data"].get("method") == "update"
+        and m["parent_header"].get("msg_id") == cell
+    ]
 
 
 def _wait_for_update(kernel: Kernel, cell: str, wanted: dict[str, Any]) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         kernel.drain_background(0.1)
-        if any(all(state.get(k) == v for k, v in wanted.items())
-               for state in _updates(kernel, cell)):
+        if any(
+            all(state.get(k) == v for k, v in wanted.items()) for state in _updates(kernel, cell)
+        ):
             return
     pytest.fail(f"no update {wanted} reached the front end; got {_updates(kernel, cell)[-5:]}")
 

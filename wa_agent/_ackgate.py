@@ -37,17 +37,50 @@ class AckGate:
     ``budget`` (seconds) how long steps may keep starting within one iteration otherwise.
     """
 
-    __slots__ = ("_arrivals", "_epoch", "_hot", "_last", "_last_release", "_loop", "_pumping",
-                 "_waiters", "_window_start", "acks_waiting", "budget", "burst_acks",
-                 "burst_interval", "burst_rate", "per_turn", "quiet", "released", "window")
+    __slots__ = (
+        "_arrivals",
+        "_epoch",
+        "_hot",
+        "_last",
+        "_last_release",
+        "_loop",
+        "_pumping",
+        "_waiters",
+        "_window_start",
+        "acks_waiting",
+        "budget",
+        "burst_acks",
+        "burst_interval",
+        "burst_rate",
+        "per_turn",
+        "quiet",
+        "released",
+        "window",
+    )
 
-    def __init__(self, quiet: float = 0.005, per_turn: int = 1, budget: float = 0.002,
-                 burst_rate: float = 3000.0, burst_interval: float = 0.01,
-                 window: float = 0.01, burst_acks: int = 8) -> None:
-        if (quiet < 0 or per_turn < 1 or budget < 0 or burst_rate <= 0 or burst_interval < 0
-                or window <= 0 or burst_acks < 1):
-            raise ValueError("quiet, budget and burst_interval must be >= 0, burst_rate and "
-                             "window > 0, per_turn and burst_acks >= 1")
+    def __init__(
+        self,
+        quiet: float = 0.005,
+        per_turn: int = 1,
+        budget: float = 0.002,
+        burst_rate: float = 3000.0,
+        burst_interval: float = 0.01,
+        window: float = 0.01,
+        burst_acks: int = 8,
+    ) -> None:
+        if (
+            quiet < 0
+            or per_turn < 1
+            or budget < 0
+            or burst_rate <= 0
+            or burst_interval < 0
+            or window <= 0
+            or burst_acks < 1
+        ):
+            raise ValueError(
+                "quiet, budget and burst_interval must be >= 0, burst_rate and "
+                "window > 0, per_turn and burst_acks >= 1"
+            )
         self.quiet = quiet
         self.per_turn = per_turn
         self.budget = budget
@@ -131,8 +164,11 @@ class AckGate:
             self._hot = self._arrivals >= self.burst_rate * elapsed
             self._arrivals = 0
             self._window_start = now
-        hot = (self._hot or self._arrivals >= self.burst_rate * self.window
-               or self.acks_waiting >= self.burst_acks)
+        hot = (
+            self._hot
+            or self._arrivals >= self.burst_rate * self.window
+            or self.acks_waiting >= self.burst_acks
+        )
         wait = self.burst_interval - (now - self._last_release) if hot else 0.0
         if wait <= 0:
             self._last_release = now

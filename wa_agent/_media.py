@@ -32,16 +32,18 @@ MEDIA_SIZE_LIMITS: Final[dict[str, int]] = {
 #: Supported MIME types per kind (parameters such as ``; codecs=opus`` are ignored).
 MEDIA_MIME_TYPES: Final[dict[str, frozenset[str]]] = {
     "audio": frozenset({"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}),
-    "document": frozenset({
-        "text/plain",
-        "application/pdf",
-        "application/msword",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "application/vnd.ms-excel",
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "application/vnd.ms-powerpoint",
-        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    }),
+    "document": frozenset(
+        {
+            "text/plain",
+            "application/pdf",
+            "application/msword",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "application/vnd.ms-excel",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "application/vnd.ms-powerpoint",
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        }
+    ),
     "image": frozenset({"image/jpeg", "image/png"}),
     "sticker": frozenset({"image/webp"}),
     "video": frozenset({"video/mp4", "video/3gpp"}),

@@ -48,16 +48,23 @@ class RowControls:
         self.contact = contact
         self._console = console
         self.handed_off = False
-        self.toggle = widgets.Button(description="Take over", icon="user",
-                                     tooltip="Stop the bot and answer this contact yourself",
-                                     layout=widgets.Layout(width="120px"))
+        self.toggle = widgets.Button(
+            description="Take over",
+            icon="user",
+            tooltip="Stop the bot and answer this contact yourself",
+            layout=widgets.Layout(width="120px"),
+        )
         self.toggle.add_class("wa-takeover")
-        self.text = widgets.Text(placeholder="Reply as the operator",
-                                 layout=widgets.Layout(width="320px"))
+        self.text = widgets.Text(
+            placeholder="Reply as the operator", layout=widgets.Layout(width="320px")
+        )
         self.text.add_class("wa-reply")
-        self.send_button = widgets.Button(description="Send", icon="paper-plane",
-                                          button_style="warning",
-                                          layout=widgets.Layout(width="90px"))
+        self.send_button = widgets.Button(
+            description="Send",
+            icon="paper-plane",
+            button_style="warning",
+            layout=widgets.Layout(width="90px"),
+        )
         self.send_button.add_class("wa-send")
         self.box = widgets.HBox(children=(self.toggle, self.text, self.send_button))
         self.box.add_class("wa-console")
@@ -72,17 +79,22 @@ class RowControls:
             self.toggle.description = label
             self.toggle.icon = "robot" if handed_off else "user"
             self.toggle.button_style = "warning" if handed_off else ""
-            self.toggle.tooltip = ("Let the bot answer this contact again" if handed_off
-                                   else "Stop the bot and answer this contact yourself")
+            self.toggle.tooltip = (
+                "Let the bot answer this contact again"
+                if handed_off
+                else "Stop the bot and answer this contact yourself"
+            )
 
     def _on_toggle(self, _button: Any = None) -> None:
         operator = self._console.operator
         if self.handed_off:
-            self._console.spawn(self.contact, "hand back", operator.resume(self.contact),
-                                self.toggle)
+            self._console.spawn(
+                self.contact, "hand back", operator.resume(self.contact), self.toggle
+            )
         else:
-            self._console.spawn(self.contact, "take over", operator.handoff(self.contact),
-                                self.toggle)
+            self._console.spawn(
+                self.contact, "take over", operator.handoff(self.contact), self.toggle
+            )
 
     def _on_send(self, _button: Any = None) -> None:
         text = str(self.text.value).strip()
@@ -103,8 +115,13 @@ class RowControls:
 class OperatorConsole:
     """The controls of every row, and the tasks their clicks started."""
 
-    def __init__(self, widgets: Any, log: ConversationLog, operator: Operator,
-                 loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(
+        self,
+        widgets: Any,
+        log: ConversationLog,
+        operator: Operator,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
         self._widgets = widgets
         self.log = log
         self.operator = operator
@@ -134,8 +151,7 @@ class OperatorConsole:
         if controls is not None:
             controls.close()
 
-    def spawn(self, contact: str, what: str, coro: Coroutine[Any, Any, Any],
-              button: Any) -> None:
+    def spawn(self, contact: str, what: str, coro: Coroutine[Any, Any, Any], button: Any) -> None:
         """Run ``coro`` as a task on the widget's loop; never blocks the caller."""
         try:
             loop = asyncio.get_running_loop()
@@ -153,7 +169,8 @@ class OperatorConsole:
         task = loop.create_task(coro, name=f"wa_agent-operator-{what}")
         self._tasks.add(task)
         task.add_done_callback(
-            functools.partial(self._finished, contact=contact, what=what, button=button))
+            functools.partial(self._finished, contact=contact, what=what, button=button)
+        )
 
     def _finished(self, task: asyncio.Task[Any], contact: str, what: str, button: Any) -> None:
         self._tasks.discard(task)
@@ -169,7 +186,8 @@ class OperatorConsole:
         """Wait for the actions started from the buttons (errors are in the rows)."""
         if self._tasks:
             await asyncio.wait_for(
-                asyncio.gather(*list(self._tasks), return_exceptions=True), timeout)
+                asyncio.gather(*list(self._tasks), return_exceptions=True), timeout
+            )
 
     def close(self) -> None:
         for contact in list(self.controls):
@@ -194,8 +212,9 @@ class OperatorRouter:
             return found
         if len(self.interfaces) == 1:
             return self.interfaces[0]
-        raise LookupError(f"no message from or to {contact} yet: which interface is "
-                          "theirs is not known")
+        raise LookupError(
+            f"no message from or to {contact} yet: which interface is theirs is not known"
+        )
 
     async def handoff(self, contact: str, note: str | None = None) -> object:
         return await self.interface_for(contact).handoff(contact, note)
@@ -210,15 +229,20 @@ class OperatorRouter:
 class _Seen(QuietListener):
     """A conversation listener that remembers which interface each contact uses."""
 
-    def __init__(self, where: dict[str, WhatsAppInterface], interface: WhatsAppInterface
-                 ) -> None:
+    def __init__(self, where: dict[str, WhatsAppInterface], interface: WhatsAppInterface) -> None:
         self._where = where
         self._interface = interface
 
     def inbound(self, message: Message) -> None:
         self._where[message.sender] = self._interface
 
-    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
-                 media_info: dict[str, Any] | None = None) -> None:
+    def outbound(
+        self,
+        to: str,
+        text: str,
+        *,
+        wamid: str | None = None,
+        kind: str = "text",
+        media_info: dict[str, Any] | None = None,
+    ) -> None:
         self._where[to] = self._interface
-

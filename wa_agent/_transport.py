@@ -51,8 +51,9 @@ class _Connection:
 
     __slots__ = ("idle_since", "origin", "reader", "requests", "writer")
 
-    def __init__(self, origin: Origin, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.origin = origin
         self.reader = reader
         self.writer = writer
@@ -122,8 +123,10 @@ class FastTransport(httpx.AsyncBaseTransport):
         self.connections_opened = 0  # for tests and diagnostics
 
     def __repr__(self) -> str:
-        return (f"FastTransport(max_connections={self.max_connections}, open={self._count}, "
-                f"idle={sum(len(q) for q in self._idle.values())})")
+        return (
+            f"FastTransport(max_connections={self.max_connections}, open={self._count}, "
+            f"idle={sum(len(q) for q in self._idle.values())})"
+        )
 
     # ------------------------------------------------------------------ pool
 
@@ -175,8 +178,9 @@ class FastTransport(httpx.AsyncBaseTransport):
                 waiter.set_result(None)
                 return
 
-    async def _acquire(self, origin: Origin, timeouts: dict[str, float | None],
-                       request: httpx.Request) -> _Connection | None:
+    async def _acquire(
+        self, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request
+    ) -> _Connection | None:
         """An idle connection to reuse, or None after reserving a slot for a new one."""
         deadline: float | None = None
         while True:
@@ -203,33 +207,38 @@ class FastTransport(httpx.AsyncBaseTransport):
                     async with asyncio.timeout(remaining):
                         await waiter
             except TimeoutError:
-                raise httpx.PoolTimeout("no connection free in the pool",
-                                        request=request) from None
+                raise httpx.PoolTimeout("no connection free in the pool", request=request) from None
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._wake()  # pass the wake-up on
                 raise
 
-    async def _connect(self, origin: Origin, timeouts: dict[str, float | None],
-                       request: httpx.Request) -> _Connection:
+    async def _connect(
+        self, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request
+    ) -> _Connection:
         """Open a connection in the slot :meth:`_acquire` reserved (freed on failure)."""
         scheme, host, port = origin
         try:
             ssl_ctx = self._ssl_context() if scheme == "https" else None
             async with asyncio.timeout(timeouts.get("connect")):
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=ssl_ctx, server_hostname=host if ssl_ctx else None,
+                    host,
+                    port,
+                    ssl=ssl_ctx,
+                    server_hostname=host if ssl_ctx else None,
                     limit=_STREAM_LIMIT,
                 )
         except BaseException as exc:
             self._count -= 1
             self._wake()
             if isinstance(exc, TimeoutError):
-                raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out",
-                                           request=request) from None
+                raise httpx.ConnectTimeout(
+                    f"connecting to {host}:{port} timed out", request=request
+                ) from None
             if isinstance(exc, OSError | ssl.SSLError):
-                raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}",
-                                         request=request) from exc
+                raise httpx.ConnectError(
+                    f"cannot connect to {host}:{port}: {exc}", request=request
+                ) from exc
             raise
         self.connections_opened += 1
         return _Connection(origin, reader, writer)
@@ -251,7 +260,8 @@ class FastTransport(httpx.AsyncBaseTransport):
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(
-                f"FastTransport supports http and https URLs, not {scheme!r}", request=request)
+                f"FastTransport supports http and https URLs, not {scheme!r}", request=request
+            )
         if not url.host:
             raise httpx.UnsupportedProtocol("the request URL has no host", request=request)
         origin: Origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
@@ -270,11 +280,15 @@ class FastTransport(httpx.AsyncBaseTransport):
                 self._release(conn, False)
                 if retried:
                     raise httpx.RemoteProtocolError(
-                        "the server disconnected without sending a response",
-                        request=request) from None
+                        "the server disconnected without sending a response", request=request
+                    ) from None
                 retried = True
-                logger.debug("keep-alive connection to %s:%s was closed by the server; "
-                             "retrying once on a new one", origin[1], origin[2])
+                logger.debug(
+                    "keep-alive connection to %s:%s was closed by the server; "
+                    "retrying once on a new one",
+                    origin[1],
+                    origin[2],
+                )
                 # The server likely dropped its other idle connections to us as well.
                 for idle in self._idle.pop(origin, ()):
                     self._discard(idle)
@@ -286,8 +300,14 @@ class FastTransport(httpx.AsyncBaseTransport):
                 self._release(conn, False)
                 raise
 
-    async def _exchange(self, conn: _Connection, request: httpx.Request, payload: list[bytes],
-                        timeouts: dict[str, float | None], reused: bool) -> httpx.Response:
+    async def _exchange(
+        self,
+        conn: _Connection,
+        request: httpx.Request,
+        payload: list[bytes],
+        timeouts: dict[str, float | None],
+        reused: bool,
+    ) -> httpx.Response:
         """Write the request on ``conn`` and read the response head; a small
         Content-Length body is read too, any other body is streamed by the response.
         Raises :class:`_Stale` when a reused connection turns out to be closed."""
@@ -320,8 +340,13 @@ class FastTransport(httpx.AsyncBaseTransport):
         mode, length, keep_alive = _framing(headers, version, request)
         extensions = {"http_version": version, "reason_phrase": reason}
         if request.method == "HEAD" or status in _NO_BODY_STATUS or status == 101:
-            response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(b""),
-                                      extensions=extensions, request=request)
+            response = httpx.Response(
+                status,
+                headers=headers,
+                stream=httpx.ByteStream(b""),
+                extensions=extensions,
+                request=request,
+            )
             self._release(conn, keep_alive and status != 101)
             return response
         if mode == "length" and length is not None and length <= _EAGER_BODY:
@@ -333,15 +358,21 @@ class FastTransport(httpx.AsyncBaseTransport):
                         body = await reader.readexactly(length)
             except (OSError, asyncio.IncompleteReadError) as exc:  # TimeoutError included
                 _raise_body_error(exc, request)
-            response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
-                                      extensions=extensions, request=request)
+            response = httpx.Response(
+                status,
+                headers=headers,
+                stream=httpx.ByteStream(body),
+                extensions=extensions,
+                request=request,
+            )
             self._release(conn, keep_alive)  # last: the caller releases it on errors
             return response
         if mode == "eof":
             keep_alive = False  # the body runs to the end of the connection
         stream = _ResponseStream(self, conn, request, mode, length, keep_alive, read_timeout)
-        return httpx.Response(status, headers=headers, stream=stream,
-                              extensions=extensions, request=request)
+        return httpx.Response(
+            status, headers=headers, stream=stream, extensions=extensions, request=request
+        )
 
     async def aclose(self) -> None:
         """Close every connection, pooled or busy (a response still being read then fails
@@ -380,9 +411,16 @@ async def _wait_closed(conns: list[_Connection]) -> None:
 class _ResponseStream(httpx.AsyncByteStream):
     """The body of one response, read from its connection as it is iterated."""
 
-    def __init__(self, transport: FastTransport, conn: _Connection, request: httpx.Request,
-                 mode: str, length: int | None, keep_alive: bool,
-                 read_timeout: float | None) -> None:
+    def __init__(
+        self,
+        transport: FastTransport,
+        conn: _Connection,
+        request: httpx.Request,
+        mode: str,
+        length: int | None,
+        keep_alive: bool,
+        read_timeout: float | None,
+    ) -> None:
         self._transport = transport
         self._conn: _Connection | None = conn
         self._request = request
@@ -406,7 +444,9 @@ class _ResponseStream(httpx.AsyncByteStream):
                     if not data:
                         raise httpx.RemoteProtocolError(
                             f"the server closed the connection with {remaining} body bytes "
-                            "still to come", request=request)
+                            "still to come",
+                            request=request,
+                        )
                     remaining -= len(data)
                     yield data
             elif self._mode == "chunked":
@@ -421,12 +461,14 @@ class _ResponseStream(httpx.AsyncByteStream):
                     yield data
         except TimeoutError:
             self._finish(False)
-            raise httpx.ReadTimeout("reading the response body timed out",
-                                    request=request) from None
+            raise httpx.ReadTimeout(
+                "reading the response body timed out", request=request
+            ) from None
         except (asyncio.IncompleteReadError, OSError) as exc:
             self._finish(False)
-            raise httpx.ReadError(f"reading the response body failed: {exc}",
-                                  request=request) from exc
+            raise httpx.ReadError(
+                f"reading the response body failed: {exc}", request=request
+            ) from exc
         except asyncio.LimitOverrunError:
             self._finish(False)
             raise httpx.RemoteProtocolError("malformed chunked body", request=request) from None
@@ -455,8 +497,9 @@ class _ResponseStream(httpx.AsyncByteStream):
                 async with asyncio.timeout(self._timeout):
                     data = await reader.read(min(size, _CHUNK))
                 if not data:
-                    raise httpx.RemoteProtocolError("the server closed the connection inside "
-                                                    "a chunk", request=request)
+                    raise httpx.RemoteProtocolError(
+                        "the server closed the connection inside a chunk", request=request
+                    )
                 size -= len(data)
                 yield data
             async with asyncio.timeout(self._timeout):
@@ -517,14 +560,16 @@ def _target(url: httpx.URL) -> bytes:
     return url.raw_path or b"/"
 
 
-def _parse_head(head: bytes, request: httpx.Request
-                ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+def _parse_head(
+    head: bytes, request: httpx.Request
+) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
     lines = head[:-4].split(b"\r\n")
     status_line = lines[0]
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError(f"invalid status line {status_line[:80]!r}",
-                                        request=request)
+        raise httpx.RemoteProtocolError(
+            f"invalid status line {status_line[:80]!r}", request=request
+        )
     version = parts[0]
     status = int(parts[1])
     reason = parts[2] if len(parts) > 2 else b""
@@ -538,8 +583,7 @@ def _parse_head(head: bytes, request: httpx.Request
             continue
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip():
-            raise httpx.RemoteProtocolError(f"invalid header line {line[:80]!r}",
-                                            request=request)
+            raise httpx.RemoteProtocolError(f"invalid header line {line[:80]!r}", request=request)
         headers.append((name, value.strip()))
     return status, reason, version, headers
 
@@ -548,8 +592,9 @@ def _parse_head(head: bytes, request: httpx.Request
 _DRAINED = httpx.ByteStream(b"")
 
 
-def _framing(headers: list[tuple[bytes, bytes]], version: bytes,
-             request: httpx.Request) -> tuple[str, int | None, bool]:
+def _framing(
+    headers: list[tuple[bytes, bytes]], version: bytes, request: httpx.Request
+) -> tuple[str, int | None, bool]:
     """How the response body is delimited: ``("length", n, ...)``, ``("chunked", None,
     ...)`` or ``("eof", ...)`` (another transfer coding, or no length: the body runs to the
     end of the connection); and whether the connection may be kept alive afterwards."""
@@ -563,8 +608,7 @@ def _framing(headers: list[tuple[bytes, bytes]], version: bytes,
             try:
                 length = int(value)
             except ValueError:
-                raise httpx.RemoteProtocolError("invalid Content-Length",
-                                                request=request) from None
+                raise httpx.RemoteProtocolError("invalid Content-Length", request=request) from None
             if length < 0:
                 raise httpx.RemoteProtocolError("invalid Content-Length", request=request)
         elif lname == b"transfer-encoding":
@@ -603,11 +647,10 @@ def _raise_head_error(exc: Exception, request: httpx.Request, stale_possible: bo
         if stale_possible and not exc.partial:
             raise _Stale() from None
         raise httpx.RemoteProtocolError(
-            "the server disconnected without sending a complete response",
-            request=request) from None
+            "the server disconnected without sending a complete response", request=request
+        ) from None
     if isinstance(exc, asyncio.LimitOverrunError):
-        raise httpx.RemoteProtocolError("response headers are too long",
-                                        request=request) from None
+        raise httpx.RemoteProtocolError("response headers are too long", request=request) from None
     if stale_possible and isinstance(exc, ConnectionResetError):
         raise _Stale() from exc
     raise httpx.ReadError(f"reading the response failed: {exc}", request=request) from exc
@@ -617,8 +660,9 @@ def _raise_body_error(exc: Exception, request: httpx.Request) -> NoReturn:
     """The httpx error for a failed read of a Content-Length body."""
     if isinstance(exc, TimeoutError):
         raise httpx.ReadTimeout("reading the response body timed out", request=request) from None
-    raise httpx.ReadError("the server closed the connection during the body",
-                          request=request) from exc
+    raise httpx.ReadError(
+        "the server closed the connection during the body", request=request
+    ) from exc
 
 
 def configured_proxies() -> list[str]:
@@ -650,8 +694,10 @@ def choose_transport(
         result, name, reason = None, "httpx's transport (httpcore)", "transport='httpx'"
     elif proxies := configured_proxies():
         result, name = None, "httpx's transport (httpcore)"
-        reason = (f"a proxy is configured for {', '.join(proxies)} (HTTP(S)_PROXY/ALL_PROXY "
-                  "or the system settings), which FastTransport does not support")
+        reason = (
+            f"a proxy is configured for {', '.join(proxies)} (HTTP(S)_PROXY/ALL_PROXY "
+            "or the system settings), which FastTransport does not support"
+        )
     else:
         try:
             asyncio.get_running_loop()

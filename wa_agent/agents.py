@@ -186,8 +186,10 @@ class LinkButton:
         if not isinstance(self.label, str) or not self.label.strip():
             raise ValueError("a LinkButton needs a label")
         if len(self.label) > LIST_BUTTON_MAX:
-            raise ValueError(f"link button label {self.label!r} is {len(self.label)} characters; "
-                             f"WhatsApp allows at most {LIST_BUTTON_MAX}")
+            raise ValueError(
+                f"link button label {self.label!r} is {len(self.label)} characters; "
+                f"WhatsApp allows at most {LIST_BUTTON_MAX}"
+            )
         if not isinstance(self.url, str) or not _URL_RE.fullmatch(self.url.strip()):
             raise ValueError(f"a LinkButton url must be an http(s) URL, got {self.url!r}")
         object.__setattr__(self, "url", self.url.strip())
@@ -226,9 +228,7 @@ class AgentRequest:
     notes: tuple[str, ...] = ()
 
 
-ButtonSpec = (
-    str | tuple[str, str] | tuple[str, str, str] | Choice | Mapping[str, Any]
-)
+ButtonSpec = str | tuple[str, str] | tuple[str, str, str] | Choice | Mapping[str, Any]
 ContactSpec = Contact | SharedContact | str | Mapping[str, Any]
 LocationSpec = Location | tuple[float, float] | Mapping[str, Any]
 
@@ -363,8 +363,10 @@ def _choices(specs: Any, list_button: str) -> tuple[Choice, ...]:
         if not isinstance(list_button, str) or not list_button.strip():
             raise ValueError("list_button (the label that opens the list) is empty")
         if len(list_button) > LIST_BUTTON_MAX:
-            raise ValueError(f"list_button {list_button!r} is {len(list_button)} characters; "
-                             f"WhatsApp allows at most {LIST_BUTTON_MAX}")
+            raise ValueError(
+                f"list_button {list_button!r} is {len(list_button)} characters; "
+                f"WhatsApp allows at most {LIST_BUTTON_MAX}"
+            )
     ids: set[str] = set()
     titles: set[str] = set()
     for choice in choices:
@@ -374,8 +376,10 @@ def _choices(specs: Any, list_button: str) -> tuple[Choice, ...]:
                 f"allows at most {title_max}"
             )
         if len(choice.id) > id_max:
-            raise ValueError(f"{what} id of {choice.title!r} is {len(choice.id)} characters; "
-                             f"WhatsApp allows at most {id_max}")
+            raise ValueError(
+                f"{what} id of {choice.title!r} is {len(choice.id)} characters; "
+                f"WhatsApp allows at most {id_max}"
+            )
         if choice.description is not None and len(choice.description) > ROW_DESCRIPTION_MAX:
             raise ValueError(
                 f"description of {choice.title!r} is {len(choice.description)} characters; "
@@ -409,8 +413,10 @@ def _location(value: Any) -> Location:
     elif isinstance(value, tuple | list) and len(value) == 2:
         location = Location(latitude=value[0], longitude=value[1])
     else:
-        raise TypeError("AgentReply.location is a Location, a (latitude, longitude) pair or a "
-                        "mapping with latitude and longitude")
+        raise TypeError(
+            "AgentReply.location is a Location, a (latitude, longitude) pair or a "
+            "mapping with latitude and longitude"
+        )
     if not -90 <= location.latitude <= 90:
         raise ValueError(f"latitude {location.latitude} is outside -90..90")
     if not -180 <= location.longitude <= 180:
@@ -429,8 +435,9 @@ def _contact(value: Any) -> Contact:
         return Contact(value.formatted_name, value.phones, value.emails)
     if isinstance(value, Mapping):
         return Contact(**value)
-    raise TypeError(f"a contact is a Contact, a SharedContact, a name or a mapping, not "
-                    f"{type(value).__name__}")
+    raise TypeError(
+        f"a contact is a Contact, a SharedContact, a name or a mapping, not {type(value).__name__}"
+    )
 
 
 AgentFunction = Callable[[AgentRequest], "Awaitable[str | AgentReply] | str | AgentReply"]
@@ -490,8 +497,11 @@ def _warn_none(agent: Any) -> None:
     except TypeError:  # not weakly referenceable: warn each time
         pass
     name = getattr(agent, "__qualname__", None) or type(agent).__name__
-    logger.warning("agent %s returned None, so nothing is sent to the user: did it forget a "
-                   "`return`? (Return a str or an AgentReply; this is logged once.)", name)
+    logger.warning(
+        "agent %s returned None, so nothing is sent to the user: did it forget a "
+        "`return`? (Return a str or an AgentReply; this is logged once.)",
+        name,
+    )
 
 
 def _signature_problem(fn: Any, args: int) -> str | None:
@@ -560,8 +570,10 @@ def as_agent(obj: Any) -> Agent:
         return obj
     _refuse_hosts(obj)
     if inspect.isclass(obj):
-        raise TypeError(f"{obj.__qualname__} is a class, not an agent: pass an instance "
-                        f"({obj.__qualname__}(...)) or a function taking an AgentRequest")
+        raise TypeError(
+            f"{obj.__qualname__} is a class, not an agent: pass an instance "
+            f"({obj.__qualname__}(...)) or a function taking an AgentRequest"
+        )
     answer = getattr(obj, "answer", None)
     if answer is not None and inspect.iscoroutinefunction(answer):
         _check_call(obj, answer, "answer()", 1)
@@ -591,17 +603,22 @@ def _describe(obj: Any) -> str:
 def _check_call(obj: Any, fn: Any, what: str, args: int) -> None:
     problem = _signature_problem(fn, args)
     if problem is not None:
-        raise TypeError(f"{_describe(obj)} cannot be used as an agent: {what} must take the "
-                        f"AgentRequest as its one argument, but {problem}")
+        raise TypeError(
+            f"{_describe(obj)} cannot be used as an agent: {what} must take the "
+            f"AgentRequest as its one argument, but {problem}"
+        )
 
 
 def _refuse_hosts(obj: Any) -> None:
     """A hosting object passed where the agent goes: say what to pass instead."""
     kind = type(obj).__name__
-    if kind in ("WhatsAppInterface", "InterfaceManager") and \
-            type(obj).__module__.startswith("wa_agent."):
-        raise TypeError(f"a {kind} is not an agent: pass the agent itself (the function or "
-                        f"object that answers), e.g. WhatsAppInterface(agent)")
+    if kind in ("WhatsAppInterface", "InterfaceManager") and type(obj).__module__.startswith(
+        "wa_agent."
+    ):
+        raise TypeError(
+            f"a {kind} is not an agent: pass the agent itself (the function or "
+            f"object that answers), e.g. WhatsAppInterface(agent)"
+        )
 
 
 def agent_attribute(agent: Agent, name: str, default: Any = None) -> Any:

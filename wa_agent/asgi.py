@@ -88,7 +88,9 @@ class CallbackConsumer:
     background task (deduplicated by wamid in memory). Useful for tests and quick hacks;
     :class:`~wa_agent.WhatsAppInterface` is the durable one."""
 
-    def __init__(self, callback: Callable[[Message], Awaitable[Any]], name: str = "webhook") -> None:
+    def __init__(
+        self, callback: Callable[[Message], Awaitable[Any]], name: str = "webhook"
+    ) -> None:
         self._callback = callback
         self._seen: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -136,9 +138,13 @@ class CallbackConsumer:
     def health(self) -> dict[str, Any]:
         """Counters for ``GET /health``."""
         return {
-            "status": "ok", "interface": self.name, "received": self.received,
-            "processed": self.processed, "in_flight": len(self._tasks),
-            "duplicates": self.duplicates, "send_failures": self.failures,
+            "status": "ok",
+            "interface": self.name,
+            "received": self.received,
+            "processed": self.processed,
+            "in_flight": len(self._tasks),
+            "duplicates": self.duplicates,
+            "send_failures": self.failures,
         }
 
 
@@ -170,11 +176,13 @@ class RedactVerifyToken(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Mask ``hub.verify_token`` values in the record's arguments; never drops it."""
         args = record.args
-        if isinstance(args, tuple) and any(isinstance(a, str) and "verify_token" in a
-                                           for a in args):
+        if isinstance(args, tuple) and any(
+            isinstance(a, str) and "verify_token" in a for a in args
+        ):
             record.args = tuple(
                 _VERIFY_TOKEN_IN_QUERY.sub(r"\1**********", a) if isinstance(a, str) else a
-                for a in args)
+                for a in args
+            )
         elif isinstance(record.msg, str) and "verify_token" in record.msg:
             record.msg = _VERIFY_TOKEN_IN_QUERY.sub(r"\1**********", record.msg)
         return True
@@ -214,13 +222,20 @@ class _StoreFailures:
         message = " ".join(str(exc).split())
         if len(message) > 200:
             message = message[:197] + "..."
-        logger.error("could not record a webhook (%s: %s); answered 500 so Meta redelivers it",
-                     type(exc).__name__, message)
+        logger.error(
+            "could not record a webhook (%s: %s); answered 500 so Meta redelivers it",
+            type(exc).__name__,
+            message,
+        )
         logger.debug("store failure on the webhook path", exc_info=exc)
         if now - self._since >= self.period:
-            logger.warning("%d store failures in the last %.0f s (%d since start); webhooks "
-                           "are answered 500 and redelivered by Meta", self._window,
-                           now - self._since, self.total)
+            logger.warning(
+                "%d store failures in the last %.0f s (%d since start); webhooks "
+                "are answered 500 and redelivered by Meta",
+                self._window,
+                now - self._since,
+                self.total,
+            )
             self._since, self._window = now, 0
 
     @property
@@ -261,13 +276,17 @@ class WebhookApp:
         on_first_request: Callable[[], Awaitable[None]] | None = None,
         warn_unsigned: bool = True,
     ) -> None:
-        missing = [name for name in ("accept_body", "accept", "health")
-                   if not callable(getattr(consumer, name, None))]
+        missing = [
+            name
+            for name in ("accept_body", "accept", "health")
+            if not callable(getattr(consumer, name, None))
+        ]
         if missing:
             raise TypeError(
                 f"{type(consumer).__name__} is not a WebhookConsumer: it has no "
                 f"{', '.join(missing)} (see WebhookConsumer; a consumer without a fast path "
-                "defines `async def accept_body(self, body): return None`)")
+                "defines `async def accept_body(self, body): return None`)"
+            )
         self.consumer = consumer
         self._verify_token = Secret(verify_token) if verify_token else None
         self._verifier = SignatureVerifier(app_secret) if app_secret else None
@@ -297,7 +316,8 @@ class WebhookApp:
         self._warn_unsigned = False
         logger.warning(
             "webhook app has NO app secret: signatures are not verified and anyone who "
-            "finds the URL can post fake messages. Set WHATSAPP_APP_SECRET (app_secret=).")
+            "finds the URL can post fake messages. Set WHATSAPP_APP_SECRET (app_secret=)."
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -308,14 +328,15 @@ class WebhookApp:
                 path: str = scope.get("path", "")
                 root = scope.get("root_path", "")
                 if root and path.startswith(root):
-                    path = path[len(root):]
+                    path = path[len(root) :]
                 if path == "/webhook" and scope.get("method") == "POST":
                     await self._post(scope, receive, send)
                 else:
                     await self._http(path, scope, receive, send)
             except Exception:
-                logger.exception("unexpected error handling %s %s", scope.get("method"),
-                                 scope.get("path"))
+                logger.exception(
+                    "unexpected error handling %s %s", scope.get("method"), scope.get("path")
+                )
                 try:
                     await _respond(send, 500, b'{"status":"error"}', _JSON)
                 except Exception:  # response already started or client gone
@@ -384,9 +405,12 @@ class WebhookApp:
     async def _verify(self, scope: Scope, send: Send) -> None:
         if self._verify_token is None:
             await _respond(
-                send, 500,
+                send,
+                500,
                 b"no verify token configured: set WHATSAPP_VERIFY_TOKEN (or verify_token=) "
-                b"to the string you entered in Meta's dashboard", _TEXT)
+                b"to the string you entered in Meta's dashboard",
+                _TEXT,
+            )
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         mode = query.get("hub.mode", [""])[0]
@@ -395,8 +419,11 @@ class WebhookApp:
         expected = self._verify_token.reveal().encode()
         token_ok = hmac.compare_digest(expected, token.encode())
         if mode != "subscribe" or not token_ok:
-            logger.warning("webhook verification refused (mode=%r, token %s)", mode,
-                           "matched" if token_ok else "did not match")
+            logger.warning(
+                "webhook verification refused (mode=%r, token %s)",
+                mode,
+                "matched" if token_ok else "did not match",
+            )
             await _respond(send, 403, b"verification failed", _TEXT)
             return
         logger.info("webhook verified by Meta")
@@ -448,8 +475,10 @@ class WebhookApp:
             logger.info("client disconnected before the whole webhook body arrived")
             return
         if self._verifier is not None and not self._verifier.is_valid(body, header):
-            logger.warning("webhook refused: %s X-Hub-Signature-256",
-                           "missing" if header is None else "invalid")
+            logger.warning(
+                "webhook refused: %s X-Hub-Signature-256",
+                "missing" if header is None else "invalid",
+            )
             await _respond(send, 403, b'{"status":"invalid_signature"}', _JSON)
             return
         try:
@@ -492,11 +521,14 @@ _ACK_PROCESSING = _fixed_response(_PROCESSING)
 _ACK_IGNORED = _fixed_response(_IGNORED)
 
 
-async def _respond(send: Send, status: int, body: bytes,
-                   headers: list[tuple[bytes, bytes]]) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [*headers, (b"content-length", str(len(body)).encode())],
-    })
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -40,8 +40,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CLIError", "build_manager", "describe", "load_object", "main", "strip_control"]
 
-REQUIRED_ENV = ("WHATSAPP_VERIFY_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_ACCESS_TOKEN",
-                "WHATSAPP_PHONE_NUMBER_ID")
+REQUIRED_ENV = (
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+)
 #: Where ``serve`` keeps a bare agent's inbox and history.
 DEFAULT_STORAGE = "wa_agent.db"
 #: Options that configure the interface built around a bare agent.
@@ -76,8 +80,9 @@ def load_object(spec: str) -> Any:
     return obj
 
 
-def build_manager(obj: Any, spec: str, *, mode: str | None = None, default_mode: str = "task",
-                  **options: Any) -> InterfaceManager:
+def build_manager(
+    obj: Any, spec: str, *, mode: str | None = None, default_mode: str = "task", **options: Any
+) -> InterfaceManager:
     """What the command runs for ``obj`` (loaded from ``spec``): a manager as is, an
     interface in a new manager, an agent in a new interface built with ``options``
     (``WhatsAppInterface`` keyword arguments) in ``mode`` (default ``default_mode``).
@@ -94,29 +99,39 @@ def build_manager(obj: Any, spec: str, *, mode: str | None = None, default_mode:
         kind = type(obj).__name__
         given = [f"--{name}" for name in _INTERFACE_OPTIONS if options.get(name) is not None]
         if given:
-            raise CLIError(f"{spec} is a {kind}, configured in your code: "
-                           f"{', '.join(given)} only apply to a bare agent (set them there)")
+            raise CLIError(
+                f"{spec} is a {kind}, configured in your code: "
+                f"{', '.join(given)} only apply to a bare agent (set them there)"
+            )
         manager = obj if isinstance(obj, InterfaceManager) else InterfaceManager([obj])
         for interface in manager.interfaces:
             if mode is not None and interface.mode.value != mode:
                 raise CLIError(
                     f"--mode {mode} conflicts with {spec}: interface {interface.name!r} is "
                     f"configured with mode={interface.mode.value!r} (change it in your code, "
-                    "or drop --mode)")
+                    "or drop --mode)"
+                )
         return manager
     if isinstance(obj, type):
-        raise CLIError(f"{spec} is the class {obj.__name__}, not an agent, a "
-                       f"WhatsAppInterface or an InterfaceManager: name an instance "
-                       f"(e.g. agent = {obj.__name__}() in your module)")
+        raise CLIError(
+            f"{spec} is the class {obj.__name__}, not an agent, a "
+            f"WhatsAppInterface or an InterfaceManager: name an instance "
+            f"(e.g. agent = {obj.__name__}() in your module)"
+        )
     try:
         as_agent(obj)
     except TypeError:
-        raise CLIError(f"{spec} is not an agent, a WhatsAppInterface or an InterfaceManager "
-                       f"(it is {type(obj).__name__!r}; an agent is a function taking an "
-                       "AgentRequest, or an object with answer(), do_async(), arun(), ainvoke() "
-                       "or run())") from None
-    kwargs = {("allowed_numbers" if name == "allow" else name): value
-              for name, value in options.items() if value is not None}
+        raise CLIError(
+            f"{spec} is not an agent, a WhatsAppInterface or an InterfaceManager "
+            f"(it is {type(obj).__name__!r}; an agent is a function taking an "
+            "AgentRequest, or an object with answer(), do_async(), arun(), ainvoke() "
+            "or run())"
+        ) from None
+    kwargs = {
+        ("allowed_numbers" if name == "allow" else name): value
+        for name, value in options.items()
+        if value is not None
+    }
     try:
         interface = WhatsAppInterface(obj, mode=mode or default_mode, **kwargs)
     except (TypeError, ValueError, WAAgentError) as exc:
@@ -132,8 +147,9 @@ def describe_store(interface: WhatsAppInterface) -> str:
     store = interface.store
     if isinstance(store, SQLiteSessionStore):
         path = store.path
-        where = path if path == ":memory:" or path.startswith("file:") \
-            else str(Path(path).resolve())
+        where = (
+            path if path == ":memory:" or path.startswith("file:") else str(Path(path).resolve())
+        )
         return f"SQLite {where}"
     if isinstance(store, MemorySessionStore):
         return "in memory (forgotten when the program ends)"
@@ -144,8 +160,10 @@ def describe(manager: InterfaceManager) -> list[str]:
     """One line per interface: name, mode, store, webhook path, whitelist, heartbeat."""
     lines = []
     for interface in manager.interfaces:
-        line = (f"interface {interface.name!r}: {interface.mode.value} mode, store: "
-                f"{describe_store(interface)}, webhook path: {interface.prefix}/webhook")
+        line = (
+            f"interface {interface.name!r}: {interface.mode.value} mode, store: "
+            f"{describe_store(interface)}, webhook path: {interface.prefix}/webhook"
+        )
         if interface.allowed_numbers is not None:
             numbers = sorted(interface.allowed_numbers)
             line += f", answers only {', '.join('+' + n for n in numbers[:3])}"
@@ -159,54 +177,88 @@ def describe(manager: InterfaceManager) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="wa-agent", description="Host AI agents as WhatsApp bots.",
+        prog="wa-agent",
+        description="Host AI agents as WhatsApp bots.",
         epilog="module:attribute names an agent, a WhatsAppInterface or an InterfaceManager. "
-               "An interface or a manager runs as configured in your code; a bare agent "
-               "runs in task mode unless --mode chat.")
+        "An interface or a manager runs as configured in your code; a bare agent "
+        "runs in task mode unless --mode chat.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    mode_help = ("task (each message alone) or chat (with the user's history); default: the "
-                 "interface's own mode, task for a bare agent, chat for the built-in demo bot")
+    mode_help = (
+        "task (each message alone) or chat (with the user's history); default: the "
+        "interface's own mode, task for a bare agent, chat for the built-in demo bot"
+    )
     demo = sub.add_parser("demo", help="chat with a bot on the local simulator (no account)")
-    demo.add_argument("--agent", metavar="MODULE:ATTR",
-                      help="your agent, WhatsAppInterface or InterfaceManager (default: the "
-                           "built-in demo bot)")
+    demo.add_argument(
+        "--agent",
+        metavar="MODULE:ATTR",
+        help="your agent, WhatsAppInterface or InterfaceManager (default: the built-in demo bot)",
+    )
     demo.add_argument("--mode", choices=["task", "chat"], help=mode_help)
     demo.add_argument("--name", default="You", help="your profile name in the chat")
-    demo.add_argument("--number", help="your simulated phone number (default: 15551230001, "
-                                       "or the first allowed number of a whitelist)")
-    demo.add_argument("--timeout", type=float, default=120.0,
-                      help="seconds to wait for each reply")
+    demo.add_argument(
+        "--number",
+        help="your simulated phone number (default: 15551230001, "
+        "or the first allowed number of a whitelist)",
+    )
+    demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each reply")
 
     serve = sub.add_parser("serve", help="serve a real bot from the WHATSAPP_* environment")
-    serve.add_argument("agent", metavar="MODULE:ATTR",
-                       help="your agent, WhatsAppInterface or InterfaceManager")
+    serve.add_argument(
+        "agent", metavar="MODULE:ATTR", help="your agent, WhatsAppInterface or InterfaceManager"
+    )
     serve.add_argument("--mode", choices=["task", "chat"], help=mode_help)
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--prefix", help="where a bare agent's routes live (default /whatsapp)")
-    serve.add_argument("--storage", help="SQLite file for a bare agent's durable inbox and "
-                                         f"history (default: {DEFAULT_STORAGE})")
-    serve.add_argument("--allow", action="append", default=None, metavar="NUMBER",
-                       help="only answer this number (repeatable; bare agent only)")
-    serve.add_argument("--tunnel", action="store_true",
-                       help="open an ngrok tunnel and print the webhook URL")
-    serve.add_argument("--max-header-bytes", type=int, default=64 * 1024, metavar="BYTES",
-                       help="cap on a request's line and headers together (default 65536; "
-                            "431 over it)")
-    serve.add_argument("--head-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="time a client may take to send the headers (default 10)")
-    serve.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
-                       help="time a client may take to send the body (default 30)")
+    serve.add_argument(
+        "--storage",
+        help="SQLite file for a bare agent's durable inbox and "
+        f"history (default: {DEFAULT_STORAGE})",
+    )
+    serve.add_argument(
+        "--allow",
+        action="append",
+        default=None,
+        metavar="NUMBER",
+        help="only answer this number (repeatable; bare agent only)",
+    )
+    serve.add_argument(
+        "--tunnel", action="store_true", help="open an ngrok tunnel and print the webhook URL"
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="cap on a request's line and headers together (default 65536; 431 over it)",
+    )
+    serve.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time a client may take to send the headers (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time a client may take to send the body (default 30)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wa-agent`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command == "demo":
             return _demo(args)
@@ -226,13 +278,14 @@ def _demo(args: argparse.Namespace) -> int:
         from .demo import DemoAgent
 
         spec = "the built-in demo bot"
-        manager = build_manager(DemoAgent(), spec, mode=args.mode, default_mode="chat",
-                                name="demo")
+        manager = build_manager(DemoAgent(), spec, mode=args.mode, default_mode="chat", name="demo")
     for interface in manager.interfaces:
         if interface.sender is not None:
-            raise CLIError(f"interface {interface.name!r} of {spec} was given its own "
-                           "sender=, which talks to the real Cloud API: the demo needs one it "
-                           "can point at the simulator")
+            raise CLIError(
+                f"interface {interface.name!r} of {spec} was given its own "
+                "sender=, which talks to the real Cloud API: the demo needs one it "
+                "can point at the simulator"
+            )
     first = manager.interfaces[0]
     number = args.number
     if number is None:
@@ -244,8 +297,10 @@ def _demo(args: argparse.Namespace) -> int:
     if len(manager.interfaces) > 1:
         print(f"  you write to the first interface, {first.name!r}")
     if not first.is_user_allowed(number):
-        print(f"  note: +{number} is not in {first.name!r}'s allowed numbers: the bot will "
-              "refuse it (try --number with an allowed one)")
+        print(
+            f"  note: +{number} is not in {first.name!r}'s allowed numbers: the bot will "
+            "refuse it (try --number with an allowed one)"
+        )
     sys.stdout.flush()
 
     from .terminal import run_demo
@@ -259,8 +314,11 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import ServerLimits
 
     try:
-        limits = ServerLimits(max_header_bytes=args.max_header_bytes,
-                              head_timeout=args.head_timeout, body_timeout=args.body_timeout)
+        limits = ServerLimits(
+            max_header_bytes=args.max_header_bytes,
+            head_timeout=args.head_timeout,
+            body_timeout=args.body_timeout,
+        )
     except ValueError as exc:
         print(f"wa-agent serve: {exc}", file=sys.stderr)
         return 2
@@ -269,16 +327,32 @@ def _serve(args: argparse.Namespace) -> int:
     if bare:
         missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
         if missing:
-            print("wa-agent serve: missing environment variable(s): " + ", ".join(missing)
-                  + "\nSet them from Meta's dashboard (WhatsApp > API Setup, App settings > "
-                  "Basic) or try the bot offline with `wa-agent demo`.", file=sys.stderr)
+            print(
+                "wa-agent serve: missing environment variable(s): "
+                + ", ".join(missing)
+                + "\nSet them from Meta's dashboard (WhatsApp > API Setup, App settings > "
+                "Basic) or try the bot offline with `wa-agent demo`.",
+                file=sys.stderr,
+            )
             return 2
-        manager = build_manager(obj, args.agent, mode=args.mode, require_signature=True,
-                                storage=args.storage or DEFAULT_STORAGE, allow=args.allow,
-                                prefix=args.prefix)
+        manager = build_manager(
+            obj,
+            args.agent,
+            mode=args.mode,
+            require_signature=True,
+            storage=args.storage or DEFAULT_STORAGE,
+            allow=args.allow,
+            prefix=args.prefix,
+        )
     else:
-        manager = build_manager(obj, args.agent, mode=args.mode, storage=args.storage,
-                                allow=args.allow, prefix=args.prefix)
+        manager = build_manager(
+            obj,
+            args.agent,
+            mode=args.mode,
+            storage=args.storage,
+            allow=args.allow,
+            prefix=args.prefix,
+        )
     problems = []
     for interface in manager.interfaces:
         missing = interface.missing_configuration()
@@ -287,17 +361,22 @@ def _serve(args: argparse.Namespace) -> int:
         if missing:
             problems.append(f"interface {interface.name!r} is missing {', '.join(missing)}")
     if problems:
-        print("wa-agent serve: " + "; ".join(problems) + "\nExport them before starting, or "
-              "pass them to WhatsAppInterface(...) in your code.", file=sys.stderr)
+        print(
+            "wa-agent serve: " + "; ".join(problems) + "\nExport them before starting, or "
+            "pass them to WhatsAppInterface(...) in your code.",
+            file=sys.stderr,
+        )
         return 2
     print(f"wa-agent serve: {args.agent}")
     for line in describe(manager):
         print("  " + line)
     base = f"http://{args.host}:{args.port}"
     for interface in manager.interfaces:
-        print(f"  listening on {base}{interface.prefix}/webhook — Meta's callback URL: "
-              f"https://<your public host>{interface.prefix}/webhook"
-              + (" (the tunnel's is printed below)" if args.tunnel else ""))
+        print(
+            f"  listening on {base}{interface.prefix}/webhook — Meta's callback URL: "
+            f"https://<your public host>{interface.prefix}/webhook"
+            + (" (the tunnel's is printed below)" if args.tunnel else "")
+        )
     sys.stdout.flush()
     if not args.tunnel:
         manager.serve(host=args.host, port=args.port, limits=limits)

@@ -25,18 +25,28 @@ from .events import Location
 __all__ = ["DemoAgent", "make_png"]
 
 
-def make_png(width: int = 64, height: int = 64, rgb: tuple[int, int, int] = (37, 211, 102)
-             ) -> bytes:
+def make_png(
+    width: int = 64, height: int = 64, rgb: tuple[int, int, int] = (37, 211, 102)
+) -> bytes:
     """A small solid-colour PNG (WhatsApp green by default), built with the stdlib."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     row = b"\x00" + bytes(rgb) * width
     raw = row * height
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _size(n: int) -> str:
@@ -55,8 +65,10 @@ class DemoAgent:
 
     async def answer(self, request: AgentRequest) -> AgentReply:
         if request.purpose == "greeting":
-            return AgentReply(text="Fresh start! Send me text, a photo, a document or a "
-                                   "location and I'll tell you what I received.")
+            return AgentReply(
+                text="Fresh start! Send me text, a photo, a document or a "
+                "location and I'll tell you what I received."
+            )
         if request.purpose == "heartbeat":
             return AgentReply(text="Just checking in: I'm still here.")
         lines: list[str] = []
@@ -78,8 +90,10 @@ class DemoAgent:
             return feature
         if message is not None and message.media is not None and not request.attachments:
             why = f" ({request.notes[0]})" if request.notes else ""
-            lines.append(f"Your {message.type} did not reach me{why}, so I cannot tell you "
-                         "what it is. Please send it again.")
+            lines.append(
+                f"Your {message.type} did not reach me{why}, so I cannot tell you "
+                "what it is. Please send it again."
+            )
         elif message is not None and message.location is not None:
             loc = message.location
             place = f" ({loc.name})" if loc.name else ""
@@ -90,28 +104,42 @@ class DemoAgent:
             lines.append(f"You tapped: {message.button.text or message.button.payload}.")
         elif message is not None and message.contacts:
             names = ", ".join(card.formatted_name or "a contact" for card in message.contacts)
-            lines.append(f"You shared {len(message.contacts)} contact"
-                         f"{'s' if len(message.contacts) != 1 else ''}: {names}.")
+            lines.append(
+                f"You shared {len(message.contacts)} contact"
+                f"{'s' if len(message.contacts) != 1 else ''}: {names}."
+            )
         elif text and not request.attachments and plain:
             lowered = text.lower()
             if any(word in lowered for word in ("picture", "image", "photo")):
                 return AgentReply(
                     text="Here is a picture for you.",
-                    images=[Media(data=make_png(), mime_type="image/png",
-                                  filename="green.png", caption="A green square")],
+                    images=[
+                        Media(
+                            data=make_png(),
+                            mime_type="image/png",
+                            filename="green.png",
+                            caption="A green square",
+                        )
+                    ],
                 )
             if lowered in ("hi", "hello", "hey", "hola", "hallo"):
                 who = request.profile_name or "there"
-                lines.append(f"Hello {who}! I'm the wa_agent demo bot. Send me text, a photo, "
-                             "a document or a location, or ask me for a picture.")
+                lines.append(
+                    f"Hello {who}! I'm the wa_agent demo bot. Send me text, a photo, "
+                    "a document or a location, or ask me for a picture."
+                )
             else:
                 words = len(text.split())
-                lines.append(f'You said: "{text}" ({words} word{"s" if words != 1 else ""}, '
-                             f"{len(text)} characters).")
+                lines.append(
+                    f'You said: "{text}" ({words} word{"s" if words != 1 else ""}, '
+                    f"{len(text)} characters)."
+                )
         if request.history:
             turns = sum(1 for t in request.history if t.role == "user")
-            lines.append(f"(We have talked {turns} time{'s' if turns != 1 else ''} before; "
-                         "send /reset to start over.)")
+            lines.append(
+                f"(We have talked {turns} time{'s' if turns != 1 else ''} before; "
+                "send /reset to start over.)"
+            )
         if not lines:
             lines.append(f"I received a {message.type if message else 'message'} message.")
         return AgentReply(text="\n".join(lines))
@@ -120,22 +148,43 @@ class DemoAgent:
     def _feature(lowered: str) -> AgentReply | None:
         """The rich reply a keyword asks for, if it is one."""
         if lowered == "menu":
-            return AgentReply(text="What would you like?", buttons=[
-                ("coffee", "☕ Coffee"), ("tea", "🍵 Tea"), ("water", "💧 Water")])
+            return AgentReply(
+                text="What would you like?",
+                buttons=[("coffee", "☕ Coffee"), ("tea", "🍵 Tea"), ("water", "💧 Water")],
+            )
         if lowered in ("times", "list"):
-            return AgentReply(text="When shall we meet?", list_button="Pick a time", buttons=[
-                Choice(f"slot-{h}", f"{h}:00", "free" if h != 12 else "lunch, but possible")
-                for h in range(9, 15)])
+            return AgentReply(
+                text="When shall we meet?",
+                list_button="Pick a time",
+                buttons=[
+                    Choice(f"slot-{h}", f"{h}:00", "free" if h != 12 else "lunch, but possible")
+                    for h in range(9, 15)
+                ],
+            )
         if lowered in ("where", "where are you?", "location"):
-            return AgentReply(text="Here I am:", location=Location(
-                latitude=52.5163, longitude=13.3777, name="Brandenburger Tor",
-                address="Pariser Platz, 10117 Berlin"))
+            return AgentReply(
+                text="Here I am:",
+                location=Location(
+                    latitude=52.5163,
+                    longitude=13.3777,
+                    name="Brandenburger Tor",
+                    address="Pariser Platz, 10117 Berlin",
+                ),
+            )
         if lowered in ("contact", "card"):
-            return AgentReply(text="Here is who to call:", contacts=[Contact(
-                "Ada Lovelace", phones=("+44 20 7946 0000",), emails=("ada@example.com",))])
+            return AgentReply(
+                text="Here is who to call:",
+                contacts=[
+                    Contact(
+                        "Ada Lovelace", phones=("+44 20 7946 0000",), emails=("ada@example.com",)
+                    )
+                ],
+            )
         if lowered == "link":
-            return AgentReply(text="The documentation is one tap away.", link_button=LinkButton(
-                "Open the docs", "https://github.com/"))
+            return AgentReply(
+                text="The documentation is one tap away.",
+                link_button=LinkButton("Open the docs", "https://github.com/"),
+            )
         if lowered in ("thanks", "thank you", "thx"):
             return AgentReply(text="You're welcome!", reaction="❤️")
         return None

@@ -216,8 +216,11 @@ class Message(_Model):
         """The id of what the user tapped: a reply button or list row you sent
         (``interactive.id``), or a template's quick-reply button (its ``payload``, else its
         text); ``None`` for any other message."""
-        if self.type == "interactive" and self.interactive is not None and \
-                self.interactive.type in ("button_reply", "list_reply"):
+        if (
+            self.type == "interactive"
+            and self.interactive is not None
+            and self.interactive.type in ("button_reply", "list_reply")
+        ):
             return self.interactive.id or self.interactive.title
         if self.type == "button" and self.button is not None:
             return self.button.payload or self.button.text

@@ -251,21 +251,23 @@ _K = RetryKind
 #: TemplateError, never retried; without a code, HTTP 429 → RateLimitError (throttle),
 #: 5xx → ServerError (transient), 401 → AuthenticationError; any other code or status →
 #: WhatsAppAPIError, never retried.
-ERROR_CODES: Mapping[int, ErrorRule] = MappingProxyType({
-    **_rules(RateLimitError, _K.THROTTLE, 130429),
-    **_rules(RateLimitError, _K.PAIR_RATE, 131056),
-    **_rules(RateLimitError, _K.LATER, 4, 80007),
-    **_rules(RateLimitError, _K.NEVER, 131048, 131049, 131064),
-    **_rules(ServerError, _K.TRANSIENT, 1, 2, 131000, 131016),
-    **_rules(ServerError, _K.LATER, 131057),
-    **_rules(OutsideServiceWindow, _K.NEVER, 131047),
-    **_rules(RecipientError, _K.NEVER, 131026, 131050, 130472, 137000, 131021),
-    **_rules(AuthenticationError, _K.NEVER, 0, 190),
-    **_rules(PermissionDeniedError, _K.NEVER, 3, 10, 131005),
-    **_rules(InvalidRequestError, _K.NEVER, 33, 100, 131008, 131009, 131051),
-    **_rules(MediaUploadError, _K.NEVER, 131052, 131053),
-    **_rules(AccountError, _K.NEVER, 368, 131031, 130497, 131042, 131037),
-})
+ERROR_CODES: Mapping[int, ErrorRule] = MappingProxyType(
+    {
+        **_rules(RateLimitError, _K.THROTTLE, 130429),
+        **_rules(RateLimitError, _K.PAIR_RATE, 131056),
+        **_rules(RateLimitError, _K.LATER, 4, 80007),
+        **_rules(RateLimitError, _K.NEVER, 131048, 131049, 131064),
+        **_rules(ServerError, _K.TRANSIENT, 1, 2, 131000, 131016),
+        **_rules(ServerError, _K.LATER, 131057),
+        **_rules(OutsideServiceWindow, _K.NEVER, 131047),
+        **_rules(RecipientError, _K.NEVER, 131026, 131050, 130472, 137000, 131021),
+        **_rules(AuthenticationError, _K.NEVER, 0, 190),
+        **_rules(PermissionDeniedError, _K.NEVER, 3, 10, 131005),
+        **_rules(InvalidRequestError, _K.NEVER, 33, 100, 131008, 131009, 131051),
+        **_rules(MediaUploadError, _K.NEVER, 131052, 131053),
+        **_rules(AccountError, _K.NEVER, 368, 131031, 130497, 131042, 131037),
+    }
+)
 _PERMISSION_RANGE = ErrorRule(PermissionDeniedError, _K.NEVER)
 _TEMPLATE_RANGE = ErrorRule(TemplateError, _K.NEVER)
 _THROTTLED = ErrorRule(RateLimitError, _K.THROTTLE)

@@ -406,8 +406,7 @@ class HeartbeatScheduler(Generic[T]):
         recipient = await self._resolve_recipient()
         if not recipient:
             logger.info(
-                "%s: beat skipped: %s (it is set by configuration or by the first "
-                "allowed sender)",
+                "%s: beat skipped: %s (it is set by configuration or by the first allowed sender)",
                 self.name,
                 NO_RECIPIENT,
             )

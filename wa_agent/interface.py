@@ -205,6 +205,9 @@ class WhatsAppInterface:
         receive_only: bool = False,
     ) -> None:
         self.agent: Agent = as_agent(agent)
+        if isinstance(handoff_timeout, timedelta):
+            handoff_timeout = handoff_timeout.total_seconds()
+        # fmt: off
         self.settings = InterfaceSettings.resolve(
             self.agent, heartbeat=heartbeat, heartbeat_period=heartbeat_period,
             heartbeat_message=heartbeat_message, mode=mode, prefix=prefix,
@@ -216,18 +219,16 @@ class WhatsAppInterface:
             max_concurrency_per_sender=max_concurrency_per_sender, debounce=debounce,
             interrupt=interrupt, transcriber=transcriber, voice_apology=voice_apology,
             handoff_command=handoff_command, handoff_message=handoff_message,
-            handoff_timeout=(handoff_timeout.total_seconds()
-                             if isinstance(handoff_timeout, timedelta) else handoff_timeout),
-            resume_message=resume_message,
-            agent_timeout=agent_timeout,
-            shutdown_timeout=shutdown_timeout, history_limit=history_limit, apology=apology,
-            reset_message=reset_message, heartbeat_lease_ttl=heartbeat_lease_ttl,
-            require_signature=require_signature, max_body=max_body,
-            sweep_interval=sweep_interval, lease_ttl=lease_ttl,
+            handoff_timeout=handoff_timeout, resume_message=resume_message,
+            agent_timeout=agent_timeout, shutdown_timeout=shutdown_timeout,
+            history_limit=history_limit, apology=apology, reset_message=reset_message,
+            heartbeat_lease_ttl=heartbeat_lease_ttl, require_signature=require_signature,
+            max_body=max_body, sweep_interval=sweep_interval, lease_ttl=lease_ttl,
             max_queued_senders=max_queued_senders, media_max_bytes=media_max_bytes,
             max_pending_per_sender=max_pending_per_sender, max_pending=max_pending,
             receive_only=receive_only,
         )
+        # fmt: on
         #: Filled in by the simulator or a test before the routes are built
         #: (:meth:`use_defaults`); the Graph ``base_url`` may be changed until :meth:`start`.
         self.verify_token: Secret | None = env_secret(verify_token, "WHATSAPP_VERIFY_TOKEN")
@@ -262,37 +263,88 @@ class WhatsAppInterface:
         self._policy = AcceptancePolicy(settings)
         self._backlog = Backlog(settings)
         self._typing = TypingKeeper(self._tasks, self._refresh_typing)
-        self._runner = AgentRunner(self.agent, timeout=settings.agent_timeout,
-                                   apology=settings.apology, stats=self.stats,
-                                   listeners=self.listeners, typing=self._typing)
-        self._delivery = Delivery(self._graph, listeners=self.listeners, stats=self.stats,
-                                  apology=settings.apology, media_dir=media_dir)
-        operator = Delivery(self._graph, listeners=OperatorListeners(self.listeners),
-                            stats=self.stats, apology=settings.apology, media_dir=None)
-        self._handoffs = Handoffs(settings, store=store, listeners=self.listeners,
-                                  delivery=self._delivery, operator_delivery=operator,
-                                  tasks=self._tasks, owner=self.owner,
-                                  window_open=self._window_open)
-        self._beats = HeartbeatWiring(settings, heartbeat, store=store, runner=self._runner,
-                                      delivery=self._delivery, tasks=self._tasks,
-                                      owner=self.owner)
-        self._statuses = StatusTracker(settings.name, store, self.listeners,
-                                       on_failed=self._beats.on_failed)
-        self._scheduler = Scheduler(settings, store=store, backlog=self._backlog,
-                                    tasks=self._tasks, gate=self._gate, stats=self.stats,
-                                    owner=self.owner)
-        self._processor = Processor(settings, store=store, graph=self._graph,
-                                    runner=self._runner, delivery=self._delivery,
-                                    backlog=self._backlog, beats=self._beats,
-                                    listeners=self.listeners, stats=self.stats, gate=self._gate,
-                                    parser=self._parser, tasks=self._tasks,
-                                    handoffs=self._handoffs)
+        self._runner = AgentRunner(
+            self.agent,
+            timeout=settings.agent_timeout,
+            apology=settings.apology,
+            stats=self.stats,
+            listeners=self.listeners,
+            typing=self._typing,
+        )
+        self._delivery = Delivery(
+            self._graph,
+            listeners=self.listeners,
+            stats=self.stats,
+            apology=settings.apology,
+            media_dir=media_dir,
+        )
+        operator = Delivery(
+            self._graph,
+            listeners=OperatorListeners(self.listeners),
+            stats=self.stats,
+            apology=settings.apology,
+            media_dir=None,
+        )
+        self._handoffs = Handoffs(
+            settings,
+            store=store,
+            listeners=self.listeners,
+            delivery=self._delivery,
+            operator_delivery=operator,
+            tasks=self._tasks,
+            owner=self.owner,
+            window_open=self._window_open,
+        )
+        self._beats = HeartbeatWiring(
+            settings,
+            heartbeat,
+            store=store,
+            runner=self._runner,
+            delivery=self._delivery,
+            tasks=self._tasks,
+            owner=self.owner,
+        )
+        self._statuses = StatusTracker(
+            settings.name, store, self.listeners, on_failed=self._beats.on_failed
+        )
+        self._scheduler = Scheduler(
+            settings,
+            store=store,
+            backlog=self._backlog,
+            tasks=self._tasks,
+            gate=self._gate,
+            stats=self.stats,
+            owner=self.owner,
+        )
+        self._processor = Processor(
+            settings,
+            store=store,
+            graph=self._graph,
+            runner=self._runner,
+            delivery=self._delivery,
+            backlog=self._backlog,
+            beats=self._beats,
+            listeners=self.listeners,
+            stats=self.stats,
+            gate=self._gate,
+            parser=self._parser,
+            tasks=self._tasks,
+            handoffs=self._handoffs,
+        )
         self._scheduler.processor = self._processor
-        self._intake = Intake(settings, policy=self._policy, store=store,
-                              backlog=self._backlog, schedule=self._scheduler.schedule,
-                              on_status=self._on_status, on_refused=self._on_refused,
-                              listeners=self.listeners, stats=self.stats, gate=self._gate,
-                              max_depth=self._parser.max_depth)
+        self._intake = Intake(
+            settings,
+            policy=self._policy,
+            store=store,
+            backlog=self._backlog,
+            schedule=self._scheduler.schedule,
+            on_status=self._on_status,
+            on_refused=self._on_refused,
+            listeners=self.listeners,
+            stats=self.stats,
+            gate=self._gate,
+            max_depth=self._parser.max_depth,
+        )
 
     # -- settings, read-only ----------------------------------------------------------------
     @property
@@ -348,8 +400,10 @@ class WhatsAppInterface:
 
     # -- public API ----------------------------------------------------------------------
     def __repr__(self) -> str:
-        return (f"WhatsAppInterface(name={self.name!r}, mode={self.mode.value!r}, "
-                f"prefix={self.prefix!r}, store={type(self.store).__name__})")
+        return (
+            f"WhatsAppInterface(name={self.name!r}, mode={self.mode.value!r}, "
+            f"prefix={self.prefix!r}, store={type(self.store).__name__})"
+        )
 
     def is_user_allowed(self, sender: str) -> bool:
         """Whether ``sender`` may use the bot (always, when no whitelist is set)."""
@@ -364,8 +418,9 @@ class WhatsAppInterface:
         self._sender = sender
         self._owns_sender = owned
 
-    def use_defaults(self, *, app_secret: str | None = None,
-                     verify_token: str | None = None) -> None:
+    def use_defaults(
+        self, *, app_secret: str | None = None, verify_token: str | None = None
+    ) -> None:
         """Fill in the app secret and verify token where none was configured (the
         simulator's own, say); routes built earlier are rebuilt with them."""
         if self.app_secret is None and app_secret:
@@ -436,14 +491,22 @@ class WhatsAppInterface:
                 await self._scheduler.start()
                 self._beats.start()
                 self._handoffs.start()
-            logger.info("interface %r started (%s mode, %s%s)", self.name, self.mode.value,
-                        type(self.store).__name__, ", receive only" if self.receive_only else "")
+            logger.info(
+                "interface %r started (%s mode, %s%s)",
+                self.name,
+                self.mode.value,
+                type(self.store).__name__,
+                ", receive only" if self.receive_only else "",
+            )
 
     def _build_sender(self) -> Sender:
         settings = self.settings
         if settings.access_token is None or not settings.phone_number_id:
-            missing = [v for v in ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID")
-                       if v in self.missing_configuration()]
+            missing = [
+                v
+                for v in ("WHATSAPP_ACCESS_TOKEN", "WHATSAPP_PHONE_NUMBER_ID")
+                if v in self.missing_configuration()
+            ]
             raise ConfigurationError(
                 f"interface {self.name!r} cannot send replies: set {', '.join(missing)} "
                 "(or pass access_token=/phone_number_id=, or sender=)"
@@ -500,8 +563,9 @@ class WhatsAppInterface:
         """State and counters for ``GET /health``."""
         s = self.stats
         data: dict[str, Any] = {
-            "status": "ok" if self._started and not self._closing else
-            ("stopping" if self._closing else "starting"),
+            "status": "ok"
+            if self._started and not self._closing
+            else ("stopping" if self._closing else "starting"),
             "interface": self.name,
             "mode": self.mode.value,
             "received": s.received,
@@ -561,9 +625,14 @@ class WhatsAppInterface:
         await self.start()
         return await self._handoffs.active()
 
-    async def send(self, contact: str, text: str | None = None, *,
-                   media: OperatorMedia | Sequence[OperatorMedia] = (),
-                   template: dict[str, Any] | None = None) -> list[str]:
+    async def send(
+        self,
+        contact: str,
+        text: str | None = None,
+        *,
+        media: OperatorMedia | Sequence[OperatorMedia] = (),
+        template: dict[str, Any] | None = None,
+    ) -> list[str]:
         """Send a person's message to ``contact`` (text and/or media: :class:`~wa_agent.Media`,
         bytes or a ``Path``), recorded in the history as an ``operator`` turn; the Meta
         message ids. Inside the 24-hour window only: outside it ``template`` (``{"name":

@@ -170,13 +170,16 @@ def _check_limits(
     if max_retries < 0:
         raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
     if max_concurrent_requests is not None and max_concurrent_requests < 1:
-        raise ValueError("max_concurrent_requests must be at least 1 (or None: no bound), "
-                         f"not {max_concurrent_requests}")
+        raise ValueError(
+            "max_concurrent_requests must be at least 1 (or None: no bound), "
+            f"not {max_concurrent_requests}"
+        )
     if max_throttle_wait < 0:
         raise ValueError(f"max_throttle_wait must be 0 or more, not {max_throttle_wait}")
     if heartbeat and not heartbeat_period > 0:
-        raise ValueError(f"heartbeat_period must be a positive number of minutes, "
-                         f"not {heartbeat_period}")
+        raise ValueError(
+            f"heartbeat_period must be a positive number of minutes, not {heartbeat_period}"
+        )
 
 
 def _api_key(
@@ -197,8 +200,7 @@ def _api_key(
         key = api_key if api_key is not None else os.environ.get(env)
         if not key:
             raise ConfigurationError(
-                f"no API key for {model!r}: set the {env} environment variable "
-                "or pass api_key=..."
+                f"no API key for {model!r}: set the {env} environment variable or pass api_key=..."
             )
     return Secret(key) if key else None
 
@@ -212,8 +214,11 @@ def _from_workspace(
         raise ConfigurationError(f"workspace {str(workspace)!r} is not a folder")
     if system is None:
         parts = [
-            t for t in (_read_first(workspace, ("SYSTEM.md", "system.md")),
-                        _read_first(workspace, ("PERSONA.md", "persona.md")))
+            t
+            for t in (
+                _read_first(workspace, ("SYSTEM.md", "system.md")),
+                _read_first(workspace, ("PERSONA.md", "persona.md")),
+            )
             if t
         ]
         system = "\n\n".join(parts) or None
@@ -324,14 +329,22 @@ class LLMAgent:
         #: The WhatsApp tools offered to the model (see :mod:`wa_agent._llm_tools`).
         self.tools = tool_names(tools, default=provider != "openai-compatible")
         self.max_tool_rounds = max_tool_rounds
-        _check_limits(max_tokens=max_tokens, timeout=timeout, max_retries=max_retries,
-                      max_concurrent_requests=max_concurrent_requests,
-                      max_throttle_wait=max_throttle_wait, heartbeat=heartbeat,
-                      heartbeat_period=heartbeat_period)
+        _check_limits(
+            max_tokens=max_tokens,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_concurrent_requests=max_concurrent_requests,
+            max_throttle_wait=max_throttle_wait,
+            heartbeat=heartbeat,
+            heartbeat_period=heartbeat_period,
+        )
         self.max_concurrent_requests = max_concurrent_requests
         self.max_throttle_wait = float(max_throttle_wait)
-        self._slots = (anyio.Semaphore(max_concurrent_requests)
-                       if max_concurrent_requests is not None else None)
+        self._slots = (
+            anyio.Semaphore(max_concurrent_requests)
+            if max_concurrent_requests is not None
+            else None
+        )
         self._paused_until = 0.0  # a 429's Retry-After holds every request until then
         self.model = model
         self.provider: Provider = provider
@@ -407,8 +420,12 @@ class LLMAgent:
         """
         from ._llm_tools import ToolEffects
 
-        messages = conversation(request, provider=self.provider, greeting=self.greeting,
-                                heartbeat_message=self.heartbeat_message)
+        messages = conversation(
+            request,
+            provider=self.provider,
+            greeting=self.greeting,
+            heartbeat_message=self.heartbeat_message,
+        )
         system = system_prompt(self.system, self.name, request)
         names = self._tools_for(request)
         effects = ToolEffects(names)
@@ -437,28 +454,37 @@ class LLMAgent:
                 body["tool_choice"] = {"type": "none"}
             data = await self._post(body)
             content = data.get("content") if isinstance(data, dict) else None
-            blocks = [b for b in content if isinstance(b, dict)] \
-                if isinstance(content, list) else []
+            blocks = (
+                [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+            )
             calls = [b for b in blocks if b.get("type") == "tool_use"]
             if not calls or round_ == self.max_tool_rounds:
-                return self._anthropic_text(data, allow_empty=effects.any,
-                                            fallback=earlier_text)
+                return self._anthropic_text(data, allow_empty=effects.any, fallback=earlier_text)
             earlier_text = "\n\n".join(
-                t for t in (earlier_text, self._anthropic_text(data, allow_empty=True)) if t)
+                t for t in (earlier_text, self._anthropic_text(data, allow_empty=True)) if t
+            )
             results = []
             for call in calls:
                 name = call.get("name")
-                result, is_error = effects.call(name if isinstance(name, str) else "",
-                                                call.get("input"))
-                logger.info("%s called tool %s (%s)", self.model, name,
-                            "error" if is_error else "ok")
-                entry: dict[str, Any] = {"type": "tool_result",
-                                         "tool_use_id": call.get("id"), "content": result}
+                result, is_error = effects.call(
+                    name if isinstance(name, str) else "", call.get("input")
+                )
+                logger.info(
+                    "%s called tool %s (%s)", self.model, name, "error" if is_error else "ok"
+                )
+                entry: dict[str, Any] = {
+                    "type": "tool_result",
+                    "tool_use_id": call.get("id"),
+                    "content": result,
+                }
                 if is_error:
                     entry["is_error"] = True
                 results.append(entry)
-            body["messages"] = [*body["messages"], {"role": "assistant", "content": blocks},
-                                {"role": "user", "content": results}]
+            body["messages"] = [
+                *body["messages"],
+                {"role": "assistant", "content": blocks},
+                {"role": "user", "content": results},
+            ]
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _openai_rounds(self, body: dict[str, Any], effects: Any) -> str | None:
@@ -475,26 +501,32 @@ class LLMAgent:
             choice = choices[0] if isinstance(choices, list) and choices else None
             message = choice.get("message") if isinstance(choice, dict) else None
             raw_calls = message.get("tool_calls") if isinstance(message, dict) else None
-            calls = [c for c in raw_calls if isinstance(c, dict)] \
-                if isinstance(raw_calls, list) else []
+            calls = (
+                [c for c in raw_calls if isinstance(c, dict)] if isinstance(raw_calls, list) else []
+            )
             if not calls or round_ == self.max_tool_rounds:
                 return self._openai_text(data, allow_empty=effects.any, fallback=earlier_text)
             earlier_text = "\n\n".join(
-                t for t in (earlier_text, self._openai_text(data, allow_empty=True)) if t)
+                t for t in (earlier_text, self._openai_text(data, allow_empty=True)) if t
+            )
             assert isinstance(message, dict)
             replies: list[dict[str, Any]] = []
             for call in calls:
                 function = call.get("function")
                 function = function if isinstance(function, dict) else {}
                 name = function.get("name")
-                result, is_error = effects.call(name if isinstance(name, str) else "",
-                                                function.get("arguments"))
-                logger.info("%s called tool %s (%s)", self.model, name,
-                            "error" if is_error else "ok")
-                replies.append({"role": "tool", "tool_call_id": call.get("id"),
-                                "content": result})
-            assistant = {"role": "assistant", "content": message.get("content"),
-                         "tool_calls": calls}
+                result, is_error = effects.call(
+                    name if isinstance(name, str) else "", function.get("arguments")
+                )
+                logger.info(
+                    "%s called tool %s (%s)", self.model, name, "error" if is_error else "ok"
+                )
+                replies.append({"role": "tool", "tool_call_id": call.get("id"), "content": result})
+            assistant = {
+                "role": "assistant",
+                "content": message.get("content"),
+                "tool_calls": calls,
+            }
             body["messages"] = [*body["messages"], assistant, *replies]
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -514,14 +546,14 @@ class LLMAgent:
             body["temperature"] = self.temperature
         return body
 
-    def _anthropic_text(self, data: Any, *, allow_empty: bool = False,
-                        fallback: str = "") -> str:
+    def _anthropic_text(self, data: Any, *, allow_empty: bool = False, fallback: str = "") -> str:
         content = data.get("content") if isinstance(data, dict) else None
         stop = data.get("stop_reason") if isinstance(data, dict) else None
         texts = [
             block["text"]
             for block in (content if isinstance(content, list) else [])
-            if isinstance(block, dict) and block.get("type") == "text"
+            if isinstance(block, dict)
+            and block.get("type") == "text"
             and isinstance(block.get("text"), str)
         ]
         text = "".join(texts).strip() or fallback.strip()
@@ -530,7 +562,8 @@ class LLMAgent:
         if not text and not allow_empty:
             raise LLMError(
                 f"{self.model} returned no text (stop_reason={stop!r})",
-                provider=self.provider, http_status=200,
+                provider=self.provider,
+                http_status=200,
             )
         return text
 
@@ -561,7 +594,8 @@ class LLMAgent:
                 text = content
             elif isinstance(content, list):  # some compatible servers answer with parts
                 text = "".join(
-                    p.get("text", "") for p in content
+                    p.get("text", "")
+                    for p in content
                     if isinstance(p, dict) and isinstance(p.get("text"), str)
                 )
             if not text.strip() and isinstance(message.get("refusal"), str):
@@ -572,7 +606,8 @@ class LLMAgent:
         if not text and not allow_empty:
             raise LLMError(
                 f"{self.model} returned no text (finish_reason={finish!r})",
-                provider=self.provider, http_status=200,
+                provider=self.provider,
+                http_status=200,
             )
         return text
 
@@ -589,10 +624,6 @@ class LLMAgent:
         return headers
 
     async def _post(self, body: dict[str, Any]) -> Any:
-        import httpx
-
-        from ._transport import unlink_response
-
         client = self._get_client()
         content = json.dumps(body, ensure_ascii=False).encode()
         attempts = self.max_retries + 1
@@ -604,45 +635,12 @@ class LLMAgent:
             attempt += 1
             if self._paused_until > waited_out:
                 waited_out = await self._wait_for_pause()
-            started = time.perf_counter()
-            delay: float | None = None
-            try:
-                async with self._slot():
-                    with anyio.fail_after(self.timeout):
-                        response = await client.post(
-                            self._url, content=content, headers=self._headers(),
-                            timeout=httpx.Timeout(self.timeout,
-                                                  connect=min(self.timeout, 10.0)),
-                        )
-            except (httpx.TimeoutException, TimeoutError):
-                failure = LLMError(
-                    f"{self.model} did not answer within {self.timeout:g} s "
-                    f"(attempt {attempt} of {attempts})",
-                    provider=self.provider, retryable=True,
-                )
-            except httpx.TransportError as exc:
-                failure = LLMError(
-                    f"could not reach {self.base_url} for {self.model}: {type(exc).__name__}",
-                    provider=self.provider, retryable=True,
-                )
-            else:
-                unlink_response(response)  # no reference cycle left for the collector
-                ms = (time.perf_counter() - started) * 1000
-                logger.info("%s POST %s -> %d in %.0f ms (attempt %d)", self.provider,
-                            self.model_id, response.status_code, ms, attempt)
-                if response.is_success:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise LLMError(
-                            f"{self.model} answered HTTP {response.status_code} with a body "
-                            "that is not JSON (is base_url pointing at the API?)",
-                            provider=self.provider, http_status=response.status_code,
-                        ) from None
-                failure = self._error_from_response(response)
-                delay = _parse_retry_after(response.headers)
+            answer, failure, delay = await self._post_once(client, content, attempt, attempts)
+            if failure is None:
+                return answer
             throttle = failure.retryable and (
-                failure.http_status == 429 or failure.error_type == "overloaded_error")
+                failure.http_status == 429 or failure.error_type == "overloaded_error"
+            )
             if throttle:  # its own budget: seconds of waiting, not attempts
                 attempt -= 1
                 throttles += 1
@@ -656,24 +654,87 @@ class LLMAgent:
                 raise LLMError(
                     f"{failure} (the server asks to wait {delay:g} s, more than "
                     f"max_retry_delay={self.max_retry_delay:g} s)",
-                    provider=failure.provider, http_status=failure.http_status,
-                    error_type=failure.error_type, request_id=failure.request_id,
+                    provider=failure.provider,
+                    http_status=failure.http_status,
+                    error_type=failure.error_type,
+                    request_id=failure.request_id,
                     retryable=True,
                 )
             if throttle:
                 if throttled + delay > self.max_throttle_wait:
                     raise failure
                 throttled += delay
-                waited_out = self._paused_until = max(self._paused_until,
-                                                      time.monotonic() + delay)
-                logger.warning("%s: %s; every request waits %.1f s (throttled for %.0f s of "
-                               "max_throttle_wait=%.0f s so far)", self.model, failure, delay,
-                               throttled, self.max_throttle_wait)
+                waited_out = self._paused_until = max(self._paused_until, time.monotonic() + delay)
+                logger.warning(
+                    "%s: %s; every request waits %.1f s (throttled for %.0f s of "
+                    "max_throttle_wait=%.0f s so far)",
+                    self.model,
+                    failure,
+                    delay,
+                    throttled,
+                    self.max_throttle_wait,
+                )
                 await self._sleep(delay)
                 continue
-            logger.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", self.model,
-                           failure, delay, attempt, attempts)
+            logger.warning(
+                "%s: %s; retrying in %.1f s (attempt %d of %d)",
+                self.model,
+                failure,
+                delay,
+                attempt,
+                attempts,
+            )
             await self._sleep(delay)
+
+    async def _post_once(
+        self, client: Any, content: bytes, attempt: int, attempts: int
+    ) -> tuple[Any, LLMError | None, float | None]:
+        """One POST of the request: ``(the JSON answer, None, None)``, or ``(None, the
+        failure, the delay the server asked for)``."""
+        import httpx
+
+        from ._transport import unlink_response
+
+        started = time.perf_counter()
+        try:
+            async with self._slot():
+                with anyio.fail_after(self.timeout):
+                    response = await client.post(
+                        self._url,
+                        content=content,
+                        headers=self._headers(),
+                        timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+                    )
+        except (httpx.TimeoutException, TimeoutError):
+            message = (
+                f"{self.model} did not answer within {self.timeout:g} s "
+                f"(attempt {attempt} of {attempts})"
+            )
+            return None, LLMError(message, provider=self.provider, retryable=True), None
+        except httpx.TransportError as exc:
+            message = f"could not reach {self.base_url} for {self.model}: {type(exc).__name__}"
+            return None, LLMError(message, provider=self.provider, retryable=True), None
+        unlink_response(response)  # no reference cycle left for the collector
+        ms = (time.perf_counter() - started) * 1000
+        logger.info(
+            "%s POST %s -> %d in %.0f ms (attempt %d)",
+            self.provider,
+            self.model_id,
+            response.status_code,
+            ms,
+            attempt,
+        )
+        if response.is_success:
+            try:
+                return response.json(), None, None
+            except ValueError:
+                raise LLMError(
+                    f"{self.model} answered HTTP {response.status_code} with a body "
+                    "that is not JSON (is base_url pointing at the API?)",
+                    provider=self.provider,
+                    http_status=response.status_code,
+                ) from None
+        return None, self._error_from_response(response), _parse_retry_after(response.headers)
 
     def _slot(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """A place among ``max_concurrent_requests`` in-flight requests."""
@@ -726,20 +787,28 @@ class LLMAgent:
 
         if status in (401, 403):
             env = _ENV_KEYS.get(self.provider)
-            where = (f"the {env} environment variable or the api_key argument" if env
-                     else "the api_key argument and the server's API key setting")
-            what = ("rejected the API key" if status == 401
-                    else "refused the API key (no permission)")
+            where = (
+                f"the {env} environment variable or the api_key argument"
+                if env
+                else "the api_key argument and the server's API key setting"
+            )
+            what = (
+                "rejected the API key" if status == 401 else "refused the API key (no permission)"
+            )
             return LLMAuthError(
                 f"{self.model}: {self.base_url} {what} ({detail}); check {where}",
-                provider=self.provider, http_status=status, error_type=error_type or code,
-                request_id=request_id, retryable=False,
+                provider=self.provider,
+                http_status=status,
+                error_type=error_type or code,
+                request_id=request_id,
+                retryable=False,
             )
         quota = code in ("insufficient_quota", "enforced_spend_limit_reached") or (
             error_type == "insufficient_quota"
         )
-        retryable = (status in _RETRY_STATUSES or status >= 500 or
-                     error_type == "overloaded_error") and not quota
+        retryable = (
+            status in _RETRY_STATUSES or status >= 500 or error_type == "overloaded_error"
+        ) and not quota
         should_retry = response.headers.get("x-should-retry")
         if should_retry == "false":
             retryable = False
@@ -750,9 +819,14 @@ class LLMAgent:
             text += "; the account's quota or spend limit is used up: check billing"
         elif status == 404:
             text += f"; check the model name {self.model_id!r} and base_url"
-        return LLMError(text, provider=self.provider, http_status=status,
-                        error_type=error_type or code, request_id=request_id,
-                        retryable=retryable)
+        return LLMError(
+            text,
+            provider=self.provider,
+            http_status=status,
+            error_type=error_type or code,
+            request_id=request_id,
+            retryable=retryable,
+        )
 
     def _redact(self, text: str) -> str:
         if self._api_key is not None and self._api_key.reveal():

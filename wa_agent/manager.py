@@ -70,8 +70,9 @@ class InterfaceManager:
     ``True`` / ``False`` always / never.
     """
 
-    def __init__(self, interfaces: Iterable[WhatsAppInterface], *,
-                 tune_gc: bool | None = None) -> None:
+    def __init__(
+        self, interfaces: Iterable[WhatsAppInterface], *, tune_gc: bool | None = None
+    ) -> None:
         self.interfaces = list(interfaces)
         self.tune_gc = tune_gc
         self._gc_threshold: tuple[int, int, int] | None = None  # to restore on close()
@@ -82,8 +83,9 @@ class InterfaceManager:
         if len(set(prefixes)) != len(prefixes):
             raise ValueError(f"two interfaces share a prefix: {prefixes}; give each its own")
         # Longest prefix first so "/wa/two" wins over "/wa".
-        self._routes = sorted(((i.prefix, i) for i in self.interfaces),
-                              key=lambda r: len(r[0]), reverse=True)
+        self._routes = sorted(
+            ((i.prefix, i) for i in self.interfaces), key=lambda r: len(r[0]), reverse=True
+        )
         self._server: BackgroundServer | None = None
         self._tunnel: Tunnel | None = None
         self._log: ConversationLog | None = None
@@ -108,7 +110,7 @@ class InterfaceManager:
             return
         root = scope.get("root_path", "")
         path: str = scope.get("path", "")
-        local = path[len(root):] if root and path.startswith(root) else path
+        local = path[len(root) :] if root and path.startswith(root) else path
         for prefix, interface in self._routes:
             if local == prefix or local.startswith(prefix + "/"):
                 app = interface.attach_routes()
@@ -120,15 +122,23 @@ class InterfaceManager:
                 await app(scope, receive, send)
                 return
         if local.rstrip("/") in ("", "/health"):
-            body = json.dumps({"status": "ok", "interfaces": [
-                i.health() | {"prefix": i.prefix} for i in self.interfaces]}).encode()
+            body = json.dumps(
+                {
+                    "status": "ok",
+                    "interfaces": [i.health() | {"prefix": i.prefix} for i in self.interfaces],
+                }
+            ).encode()
             status = 200
             ctype = b"application/json"
         else:
             body, status, ctype = b"not found", 404, b"text/plain; charset=utf-8"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -169,8 +179,11 @@ class InterfaceManager:
             if old < _FULL_COLLECTION_EVERY and self._gc_threshold is None:
                 self._gc_threshold = (young, middle, old)
                 gc.set_threshold(young, middle, _FULL_COLLECTION_EVERY)
-            logger.debug("gc.freeze(): %d objects out of the collector's way; thresholds %s",
-                         gc.get_freeze_count(), gc.get_threshold())
+            logger.debug(
+                "gc.freeze(): %d objects out of the collector's way; thresholds %s",
+                gc.get_freeze_count(),
+                gc.get_threshold(),
+            )
 
     async def close(self) -> None:
         """Stop every interface (what the ASGI lifespan shutdown does)."""
@@ -189,8 +202,9 @@ class InterfaceManager:
         """Base URL of the running background server, or ``None``."""
         return self._server.url if self._server is not None and self._server.running else None
 
-    def webhook_url(self, interface: WhatsAppInterface | None = None,
-                    base: str | None = None) -> str:
+    def webhook_url(
+        self, interface: WhatsAppInterface | None = None, base: str | None = None
+    ) -> str:
         """The callback URL of an interface (the first by default)."""
         interface = interface or self.interfaces[0]
         base = base or self.url
@@ -198,9 +212,14 @@ class InterfaceManager:
             raise RuntimeError("the server is not running: await manager.start() first")
         return f"{base.rstrip('/')}{interface.prefix}/webhook"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8000, *,
-                    log_level: str = "warning",
-                    limits: ServerLimits | None = DEFAULT_LIMITS) -> str:
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        log_level: str = "warning",
+        limits: ServerLimits | None = DEFAULT_LIMITS,
+    ) -> str:
         """Serve in the background on the running loop; return the base URL once listening.
 
         ``limits`` caps each request's headers and the time to send them and the body
@@ -238,9 +257,15 @@ class InterfaceManager:
             await server.stop(timeout=max(i.settings.shutdown_timeout for i in self.interfaces) + 5)
         self._background = False
 
-    def serve(self, host: str = "0.0.0.0", port: int = 8000, reload: bool = False, *,
-              limits: ServerLimits | None = DEFAULT_LIMITS,
-              **uvicorn_options: Any) -> asyncio.Task[str] | None:
+    def serve(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 8000,
+        reload: bool = False,
+        *,
+        limits: ServerLimits | None = DEFAULT_LIMITS,
+        **uvicorn_options: Any,
+    ) -> asyncio.Task[str] | None:
         """Run the server.
 
         In a script this blocks until interrupted (Ctrl+C). Called where an event loop is
@@ -252,8 +277,10 @@ class InterfaceManager:
         import string and is not supported here: use ``uvicorn module:app --reload``.
         """
         if reload:
-            raise ValueError("reload=True needs an import string: run "
-                             "`uvicorn yourmodule:manager.app --reload` instead")
+            raise ValueError(
+                "reload=True needs an import string: run "
+                "`uvicorn yourmodule:manager.app --reload` instead"
+            )
         try:
             asyncio.get_running_loop()
         except RuntimeError:

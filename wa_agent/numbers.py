@@ -45,9 +45,12 @@ def normalize_id(value: str | int | None, field: str) -> str | None:
     if not text:
         return None
     if not text.isascii() or not text.isdigit():
-        hint = (" (that looks like a phone number: the id is a different, longer number "
-                "shown under WhatsApp > API Setup in Meta's App Dashboard)"
-                if _SEPARATORS.sub("", text).isdigit() else "")
+        hint = (
+            " (that looks like a phone number: the id is a different, longer number "
+            "shown under WhatsApp > API Setup in Meta's App Dashboard)"
+            if _SEPARATORS.sub("", text).isdigit()
+            else ""
+        )
         raise ValueError(f"{field} must be the numeric id Meta gives, got {text!r}{hint}")
     return text
 

@@ -71,10 +71,16 @@ def _constructor(cls: type[_M]) -> Callable[..., _M]:
     field or an unknown name, go through ``model_construct`` itself.
     """
     fields = cls.__pydantic_fields__
-    if (cls.__pydantic_post_init__ or cls.__private_attributes__
-            or cls.model_config.get("extra") == "allow" or cls.__pydantic_root_model__
-            or any(f.alias is not None or f.validation_alias is not None
-                   or f.default_factory is not None for f in fields.values())):
+    if (
+        cls.__pydantic_post_init__
+        or cls.__private_attributes__
+        or cls.model_config.get("extra") == "allow"
+        or cls.__pydantic_root_model__
+        or any(
+            f.alias is not None or f.validation_alias is not None or f.default_factory is not None
+            for f in fields.values()
+        )
+    ):
         return cls.model_construct
     template: dict[str, Any] = {}
     copied: list[tuple[str, Any]] = []
@@ -381,16 +387,29 @@ def _shared_contacts(value: Any) -> tuple[SharedContact, ...]:
             continue
         name = _d(card.get("name")) or {}
         phones = tuple(
-            p for p in (_s(ph.get("phone")) or _s(ph.get("wa_id")) for ph in _list(card.get("phones"))
-                        if isinstance(ph, dict)) if p
+            p
+            for p in (
+                _s(ph.get("phone")) or _s(ph.get("wa_id"))
+                for ph in _list(card.get("phones"))
+                if isinstance(ph, dict)
+            )
+            if p
         )
         emails = tuple(
-            e for e in (_s(em.get("email")) for em in _list(card.get("emails"))
-                        if isinstance(em, dict)) if e
+            e
+            for e in (
+                _s(em.get("email")) for em in _list(card.get("emails")) if isinstance(em, dict)
+            )
+            if e
         )
-        out.append(_new_shared_contact(
-            formatted_name=_s(name.get("formatted_name")), phones=phones, emails=emails, raw=card,
-        ))
+        out.append(
+            _new_shared_contact(
+                formatted_name=_s(name.get("formatted_name")),
+                phones=phones,
+                emails=emails,
+                raw=card,
+            )
+        )
     return tuple(out)
 
 
@@ -448,12 +467,14 @@ def _order(obj: dict[str, Any]) -> Order:
     for it in _list(obj.get("product_items")):
         if not isinstance(it, dict):
             continue
-        items.append(_new_order_item(
-            product_retailer_id=_s(it.get("product_retailer_id")),
-            quantity=_opt_int(it.get("quantity")),
-            item_price=_opt_float(it.get("item_price")),
-            currency=_s(it.get("currency")),
-        ))
+        items.append(
+            _new_order_item(
+                product_retailer_id=_s(it.get("product_retailer_id")),
+                quantity=_opt_int(it.get("quantity")),
+                item_price=_opt_float(it.get("item_price")),
+                currency=_s(it.get("currency")),
+            )
+        )
     return _new_order(
         catalog_id=_s(obj.get("catalog_id")), text=_s(obj.get("text")), product_items=tuple(items)
     )
@@ -537,7 +558,9 @@ def _system_content(mtype: str, obj: Any, fields: dict[str, Any]) -> str | None:
     system = _content_object(obj, mtype)
     text = _s(system.get("body"))
     fields["system"] = _new_system_info(
-        body=text, type=_s(system.get("type")), wa_id=_s(system.get("wa_id")),
+        body=text,
+        type=_s(system.get("type")),
+        wa_id=_s(system.get("wa_id")),
         user_id=_s(system.get("user_id")),
     )
     return text
@@ -665,7 +688,9 @@ def _status(item: Any, phone_number_id: str | None) -> StatusUpdate:
             pricing_model=_s(pricing.get("pricing_model")),
             type=_s(pricing.get("type")),
             category=_s(pricing.get("category")),
-        ) if pricing else None,
+        )
+        if pricing
+        else None,
         biz_opaque_callback_data=_s(item.get("biz_opaque_callback_data")),
         recipient_type=_s(item.get("recipient_type")),
         raw=item,
@@ -689,11 +714,16 @@ def _participants(value: Any) -> tuple[GroupParticipant, ...]:
             item = {"input": item}
         if not isinstance(item, dict):
             continue
-        out.append(GroupParticipant(
-            wa_id=_s(item.get("wa_id")), user_id=_s(item.get("user_id")),
-            parent_user_id=_s(item.get("parent_user_id")), username=_s(item.get("username")),
-            input=_s(item.get("input")), errors=_errors(item.get("errors")),
-        ))
+        out.append(
+            GroupParticipant(
+                wa_id=_s(item.get("wa_id")),
+                user_id=_s(item.get("user_id")),
+                parent_user_id=_s(item.get("parent_user_id")),
+                username=_s(item.get("username")),
+                input=_s(item.get("input")),
+                errors=_errors(item.get("errors")),
+            )
+        )
     return tuple(out)
 
 
@@ -707,25 +737,36 @@ def _group(field: str, item: Any, phone_number_id: str | None) -> GroupEvent:
     except ValueError:
         timestamp = None
     common: dict[str, Any] = {
-        "field": field, "type": _s(item.get("type")) or None,
-        "group_id": _s(item.get("group_id")) or None, "request_id": _s(item.get("request_id")), "timestamp": timestamp,
-        "phone_number_id": phone_number_id, "errors": _errors(item.get("errors")), "raw": item,
+        "field": field,
+        "type": _s(item.get("type")) or None,
+        "group_id": _s(item.get("group_id")) or None,
+        "request_id": _s(item.get("request_id")),
+        "timestamp": timestamp,
+        "phone_number_id": phone_number_id,
+        "errors": _errors(item.get("errors")),
+        "raw": item,
     }
     cls = _GROUP_FIELDS[field]
     if cls is GroupLifecycleEvent:
         return GroupLifecycleEvent(
-            **common, subject=_s(item.get("subject")), description=_s(item.get("description")),
+            **common,
+            subject=_s(item.get("subject")),
+            description=_s(item.get("description")),
             invite_link=_s(item.get("invite_link")),
             join_approval_mode=_s(item.get("join_approval_mode")),
         )
     if cls is GroupParticipantsEvent:
         return GroupParticipantsEvent(
-            **common, reason=_s(item.get("reason")), initiated_by=_s(item.get("initiated_by")),
+            **common,
+            reason=_s(item.get("reason")),
+            initiated_by=_s(item.get("initiated_by")),
             added=_participants(item.get("added_participants")),
             removed=_participants(item.get("removed_participants")),
             failed=_participants(item.get("failed_participants")),
-            join_request_id=_s(item.get("join_request_id")), wa_id=_s(item.get("wa_id")),
-            user_id=_s(item.get("user_id")), username=_s(item.get("username")),
+            join_request_id=_s(item.get("join_request_id")),
+            wa_id=_s(item.get("wa_id")),
+            user_id=_s(item.get("user_id")),
+            username=_s(item.get("username")),
         )
     if cls is GroupSettingsEvent:
         settings = []
@@ -734,12 +775,16 @@ def _group(field: str, item: Any, phone_number_id: str | None) -> GroupEvent:
             if setting is None:
                 continue
             success = setting.get("update_successful")
-            settings.append(GroupSetting(
-                name=name, text=_s(setting.get("text")), mime_type=_s(setting.get("mime_type")),
-                sha256=_s(setting.get("sha256")),
-                update_successful=success if isinstance(success, bool) else None,
-                errors=_errors(setting.get("errors")),
-            ))
+            settings.append(
+                GroupSetting(
+                    name=name,
+                    text=_s(setting.get("text")),
+                    mime_type=_s(setting.get("mime_type")),
+                    sha256=_s(setting.get("sha256")),
+                    update_successful=success if isinstance(success, bool) else None,
+                    errors=_errors(setting.get("errors")),
+                )
+            )
         return GroupSettingsEvent(**common, settings=tuple(settings))
     return GroupStatusEvent(**common, reason=_s(item.get("reason")))
 
@@ -818,7 +863,8 @@ class MessageParser:
         if obj != "whatsapp_business_account":
             raise InvalidPayload(
                 f"'object' is {_brief(obj)}, not 'whatsapp_business_account'"
-                if obj is not None else "no 'object' key: not a WhatsApp webhook"
+                if obj is not None
+                else "no 'object' key: not a WhatsApp webhook"
             )
         entries = data.get("entry")
         if not isinstance(entries, list):
@@ -840,21 +886,27 @@ class MessageParser:
         return list(events)
 
     @staticmethod
-    def _groups(field: str, value: dict[str, Any], change: dict[str, Any],
-                events: _Events) -> None:
+    def _groups(field: str, value: dict[str, Any], change: dict[str, Any], events: _Events) -> None:
         metadata = _d(value.get("metadata")) or {}
         pnid = _s(metadata.get("phone_number_id"))
         groups = value.get("groups")
         if not isinstance(groups, list):
-            events.add(_new_unknown_event(field=field, reason="group change without a 'groups' "
-                                          "list", phone_number_id=pnid, raw=change))
+            events.add(
+                _new_unknown_event(
+                    field=field,
+                    reason="group change without a 'groups' list",
+                    phone_number_id=pnid,
+                    raw=change,
+                )
+            )
             return
         for item in groups:
             try:
                 events.add(_group(field, item, pnid))
             except (_Malformed, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-                events.add(_new_unknown_event(field=field, reason=str(exc),
-                                              phone_number_id=pnid, raw=item))
+                events.add(
+                    _new_unknown_event(field=field, reason=str(exc), phone_number_id=pnid, raw=item)
+                )
 
     def _change(self, change: Any, entry: dict[str, Any], events: _Events) -> None:
         if not isinstance(change, dict):
@@ -866,11 +918,14 @@ class MessageParser:
             self._groups(field, value, change, events)
             return
         if field != "messages":
-            events.add(_new_unknown_event(
-                field=field, reason=f"webhook field {field!r}",
-                phone_number_id=None, raw={"entry_id": entry.get("id"),
-                                           "time": entry.get("time"), **change},
-            ))
+            events.add(
+                _new_unknown_event(
+                    field=field,
+                    reason=f"webhook field {field!r}",
+                    phone_number_id=None,
+                    raw={"entry_id": entry.get("id"), "time": entry.get("time"), **change},
+                )
+            )
             return
         if not isinstance(value, dict):
             events.add(UnknownEvent(field=field, reason="'value' is not an object", raw=change))
@@ -882,39 +937,66 @@ class MessageParser:
         messages = value.get("messages")
         if messages is not None:
             if not isinstance(messages, list):
-                events.add(_new_unknown_event(
-                    field=field, reason="'messages' is not a list", phone_number_id=pnid,
-                    raw=messages))
+                events.add(
+                    _new_unknown_event(
+                        field=field,
+                        reason="'messages' is not a list",
+                        phone_number_id=pnid,
+                        raw=messages,
+                    )
+                )
             else:
                 profiles = _profiles(value.get("contacts"))
                 for item in messages:
                     try:
                         events.add(_message(item, pnid, display, profiles, value_errors))
                     except _Malformed as exc:
-                        events.add(_new_unknown_event(
-                            field=field, reason=str(exc), phone_number_id=pnid, raw=item))
+                        events.add(
+                            _new_unknown_event(
+                                field=field, reason=str(exc), phone_number_id=pnid, raw=item
+                            )
+                        )
         statuses = value.get("statuses")
         if statuses is not None:
             for item in statuses if isinstance(statuses, list) else [statuses]:
                 try:
                     events.add(_status(item, pnid))
                 except _Malformed as exc:
-                    events.add(_new_unknown_event(
-                        field=field, reason=str(exc), phone_number_id=pnid, raw=item))
+                    events.add(
+                        _new_unknown_event(
+                            field=field, reason=str(exc), phone_number_id=pnid, raw=item
+                        )
+                    )
         errors = value.get("errors")
         if isinstance(errors, list):
             for item in errors:
                 detail = _error_detail(item)
                 if detail is None:
-                    events.add(_new_unknown_event(
-                        field=field, reason="error is not an object", phone_number_id=pnid,
-                        raw=item))
+                    events.add(
+                        _new_unknown_event(
+                            field=field,
+                            reason="error is not an object",
+                            phone_number_id=pnid,
+                            raw=item,
+                        )
+                    )
                     continue
-                events.add(_new_error_event(
-                    code=detail.code, title=detail.title, message=detail.message,
-                    details=detail.details, phone_number_id=pnid, raw=item,
-                ))
+                events.add(
+                    _new_error_event(
+                        code=detail.code,
+                        title=detail.title,
+                        message=detail.message,
+                        details=detail.details,
+                        phone_number_id=pnid,
+                        raw=item,
+                    )
+                )
         if messages is None and statuses is None and not isinstance(errors, list):
-            events.add(_new_unknown_event(
-                field=field, reason="messages change without messages, statuses or errors",
-                phone_number_id=pnid, raw=value))
+            events.add(
+                _new_unknown_event(
+                    field=field,
+                    reason="messages change without messages, statuses or errors",
+                    phone_number_id=pnid,
+                    raw=value,
+                )
+            )

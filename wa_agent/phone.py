@@ -97,10 +97,17 @@ class PhoneUser(Protocol):
     @property
     def replies(self) -> Sequence[Any]: ...
     async def send_text(self, text: str, *, reply_to: str | None = None) -> str: ...
-    async def send_image(self, data: bytes | Path, mime_type: str = ..., *,
-                         caption: str | None = None) -> str: ...
-    async def send_document(self, data: bytes | Path, filename: str | None = None,
-                            mime_type: str = ..., *, caption: str | None = None) -> str: ...
+    async def send_image(
+        self, data: bytes | Path, mime_type: str = ..., *, caption: str | None = None
+    ) -> str: ...
+    async def send_document(
+        self,
+        data: bytes | Path,
+        filename: str | None = None,
+        mime_type: str = ...,
+        *,
+        caption: str | None = None,
+    ) -> str: ...
     async def send_voice(self, data: bytes | None = None, mime_type: str = ...) -> str: ...
     async def tap(self, choice: str, *, on: Any = None) -> str: ...
 
@@ -116,6 +123,7 @@ class PhoneSimulator(Protocol):
     def emulator(self) -> _Emulator: ...
     def user(self, number: str = ..., name: str | None = None) -> PhoneUser: ...
     async def settle(self, timeout: float = ...) -> None: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +157,24 @@ class PhoneMessage:
     def as_dict(self, status: str | None = None) -> dict[str, Any]:
         """A JSON-friendly summary (no media bytes)."""
         out: dict[str, Any] = {
-            "from": self.sender, "kind": self.kind, "text": self.text,
-            "time": self.time.isoformat(), "wamid": self.wamid,
+            "from": self.sender,
+            "kind": self.kind,
+            "text": self.text,
+            "time": self.time.isoformat(),
+            "wamid": self.wamid,
         }
-        for key in ("caption", "mime_type", "size", "filename", "extra", "reply_to", "failed",
-                    "list_button", "reaction", "transcript"):
+        for key in (
+            "caption",
+            "mime_type",
+            "size",
+            "filename",
+            "extra",
+            "reply_to",
+            "failed",
+            "list_button",
+            "reaction",
+            "transcript",
+        ):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -207,8 +228,10 @@ def _import_ipywidgets() -> Any:
     try:
         import ipywidgets
     except ImportError as exc:
-        raise ImportError("PhoneWidget needs ipywidgets: pip install 'wa-agent-host[notebook]' "
-                          "(or pip install ipywidgets)") from exc
+        raise ImportError(
+            "PhoneWidget needs ipywidgets: pip install 'wa-agent-host[notebook]' "
+            "(or pip install ipywidgets)"
+        ) from exc
     return ipywidgets
 
 
@@ -253,8 +276,13 @@ def _choices(message: _Outbound) -> tuple[tuple[tuple[str, str, str | None], ...
         for row in (section.get("rows") or []) if isinstance(section, dict) else []:
             if isinstance(row, dict) and isinstance(row.get("title"), str):
                 description = row.get("description")
-                out.append((str(row.get("id")), row["title"],
-                            description if isinstance(description, str) else None))
+                out.append(
+                    (
+                        str(row.get("id")),
+                        row["title"],
+                        description if isinstance(description, str) else None,
+                    )
+                )
     label = action.get("button") if message.content.get("type") == "list" else None
     return tuple(out), label if isinstance(label, str) else None
 
@@ -273,9 +301,51 @@ def _link(message: _Outbound) -> tuple[str, str] | None:
 def _card_line(card: dict[str, Any]) -> str:
     name = card.get("name")
     formatted = name.get("formatted_name") if isinstance(name, dict) else None
-    phones = [str(p.get("phone")) for p in card.get("phones") or []
-              if isinstance(p, dict) and p.get("phone")]
+    phones = [
+        str(p.get("phone"))
+        for p in card.get("phones") or []
+        if isinstance(p, dict) and p.get("phone")
+    ]
     return f"👤 {formatted or 'contact'}" + (f" · {', '.join(phones)}" if phones else "")
+
+
+def _bubble(entry: PhoneMessage, status: str | None) -> str:
+    """One bubble of the phone's screen (every text escaped); ``status`` is the user's
+    message's state (``None`` for the bot's)."""
+    parts: list[str] = []
+    if entry.data is not None and entry.mime_type:
+        mime = entry.mime_type.split(";")[0].strip().lower()
+        src = f"data:{mime};base64,{base64.b64encode(entry.data).decode()}"
+        parts.append(
+            f'<img class="wa-phone-img" src="{_e(src)}" alt="{_e(entry.filename or entry.kind)}">'
+        )
+    elif entry.kind not in ("text", "interactive", "reaction", "location", "contacts"):
+        bits = [entry.kind] + [b for b in (_size(entry.size), entry.filename, entry.mime_type) if b]
+        parts.append(f'<span class="wa-phone-media">[{_e(" · ".join(bits))}]</span>')
+    if entry.caption:
+        parts.append(f'<span class="wa-phone-caption">{_e(entry.caption)}</span>')
+    if entry.text:
+        if parts:
+            parts.append("<br>")
+        parts.append(f'<span class="wa-phone-text">{_e(entry.text)}</span>')
+    if entry.extra:
+        parts.append(f'<span class="wa-phone-extra">{_e(entry.extra)}</span>')
+    if entry.transcript:
+        parts.append(f'<span class="wa-phone-transcript">“{_e(entry.transcript)}”</span>')
+    if entry.reaction:
+        parts.append(f'<span class="wa-phone-reaction">{_e(entry.reaction)}</span>')
+    meta = _e(entry.time.astimezone().strftime("%H:%M"))
+    if status == "failed":
+        meta += f' <span class="wa-phone-failed" title="{_e(entry.failed)}">✗ not sent</span>'
+    elif status is not None:
+        ticks = {"sending": "🕓", "sent": "✓", "read": "✓✓"}[status]
+        meta += f' <span class="wa-phone-ticks wa-phone-{status}">{ticks}</span>'
+    title = f' title="{_e(entry.wamid)}"' if entry.wamid else ""
+    return (
+        f'<div class="wa-phone-bubble wa-phone-{entry.sender}" '
+        f'data-kind="{_e(entry.kind)}"{title}>{"".join(parts)}'
+        f'<span class="wa-phone-meta">{meta}</span></div>'
+    )
 
 
 @final
@@ -316,35 +386,46 @@ class PhoneWidget:
         self.user: PhoneUser = simulator.user(number, name)
 
         self.contact = widgets.Dropdown(description="User", options=[])
-        self.new_number = widgets.Text(placeholder="new number, e.g. 447700900123",
-                                       layout=widgets.Layout(width="190px"))
+        self.new_number = widgets.Text(
+            placeholder="new number, e.g. 447700900123", layout=widgets.Layout(width="190px")
+        )
         self.new_name = widgets.Text(placeholder="name", layout=widgets.Layout(width="100px"))
-        self.add_button = widgets.Button(description="Add user", icon="user-plus",
-                                         layout=widgets.Layout(width="110px"))
+        self.add_button = widgets.Button(
+            description="Add user", icon="user-plus", layout=widgets.Layout(width="110px")
+        )
         self.screen = widgets.HTML()
         self.text = widgets.Text(placeholder="Type a message", layout=widgets.Layout(width="220px"))
-        self.send_button = widgets.Button(description="Send", button_style="success",
-                                          icon="paper-plane", layout=widgets.Layout(width="90px"))
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False,
-                                         description="Attach image")
+        self.send_button = widgets.Button(
+            description="Send",
+            button_style="success",
+            icon="paper-plane",
+            layout=widgets.Layout(width="90px"),
+        )
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="Attach image"
+        )
         self.status = widgets.HTML()
         #: The choices of the bot's last message, as buttons to tap (empty when it has none).
-        self.choices = widgets.Box(layout=widgets.Layout(flex_flow="row wrap",
-                                                         max_width="376px"))
+        self.choices = widgets.Box(layout=widgets.Layout(flex_flow="row wrap", max_width="376px"))
         self.choices.add_class("wa-phone-choices")
         self._choices_key: str | None = None
-        self.voice_button = widgets.Button(description="Voice note", icon="microphone",
-                                           layout=widgets.Layout(width="120px"),
-                                           tooltip="Send a recorded voice note (silence)")
-        self.box = widgets.VBox(children=(
-            widgets.HBox(children=(self.contact,)),
-            widgets.HBox(children=(self.new_number, self.new_name, self.add_button)),
-            self.screen,
-            self.choices,
-            widgets.HBox(children=(self.text, self.send_button)),
-            widgets.HBox(children=(self.upload, self.voice_button)),
-            self.status,
-        ))
+        self.voice_button = widgets.Button(
+            description="Voice note",
+            icon="microphone",
+            layout=widgets.Layout(width="120px"),
+            tooltip="Send a recorded voice note (silence)",
+        )
+        self.box = widgets.VBox(
+            children=(
+                widgets.HBox(children=(self.contact,)),
+                widgets.HBox(children=(self.new_number, self.new_name, self.add_button)),
+                self.screen,
+                self.choices,
+                widgets.HBox(children=(self.text, self.send_button)),
+                widgets.HBox(children=(self.upload, self.voice_button)),
+                self.status,
+            )
+        )
         self.box.add_class("wa-phone-widget")
 
         self.send_button.on_click(self._on_send_click)
@@ -400,9 +481,15 @@ class PhoneWidget:
         await self.sim.settle(timeout)
         return list(user.replies[start:])
 
-    async def send_image(self, data: bytes | Path, mime_type: str | None = None, *,
-                         caption: str | None = None, filename: str | None = None,
-                         timeout: float = 30.0) -> list[Any]:
+    async def send_image(
+        self,
+        data: bytes | Path,
+        mime_type: str | None = None,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        timeout: float = 30.0,
+    ) -> list[Any]:
         """Send an image (bytes or a file) as the shown user; like :meth:`send`."""
         if isinstance(data, Path):
             filename = filename or data.name
@@ -410,8 +497,9 @@ class PhoneWidget:
             data = await asyncio.to_thread(data.read_bytes)
         user = self.user
         start = len(user.replies)
-        await self._send_media(user, "image", data, mime_type or "image/jpeg",
-                               caption=caption, filename=filename)
+        await self._send_media(
+            user, "image", data, mime_type or "image/jpeg", caption=caption, filename=filename
+        )
         await self.sim.settle(timeout)
         return list(user.replies[start:])
 
@@ -425,8 +513,7 @@ class PhoneWidget:
         await self.sim.settle(timeout)
         return list(user.replies[start:])
 
-    async def send_voice(self, data: bytes | None = None, *,
-                         timeout: float = 30.0) -> list[Any]:
+    async def send_voice(self, data: bytes | None = None, *, timeout: float = 30.0) -> list[Any]:
         """Send a voice note (OGG/Opus bytes; default a second of silence) as the shown
         user; like :meth:`send`."""
         user = self.user
@@ -439,7 +526,8 @@ class PhoneWidget:
         """Wait for sends started from the widget, then for the bot to settle."""
         if self._tasks:
             await asyncio.wait_for(
-                asyncio.gather(*list(self._tasks), return_exceptions=True), timeout)
+                asyncio.gather(*list(self._tasks), return_exceptions=True), timeout
+            )
         await self.sim.settle(timeout)
 
     # -- the actual sending ------------------------------------------------------------
@@ -455,18 +543,33 @@ class PhoneWidget:
             self._changed(user.number)
         return entry
 
-    async def _send_media(self, user: PhoneUser, kind: str, data: bytes, mime_type: str, *,
-                          caption: str | None, filename: str | None) -> PhoneMessage:
-        entry = PhoneMessage("me", kind, None, datetime.now(UTC), caption=caption,
-                             mime_type=mime_type, size=len(data), filename=filename,
-                             data=self._inline(mime_type, data))
+    async def _send_media(
+        self,
+        user: PhoneUser,
+        kind: str,
+        data: bytes,
+        mime_type: str,
+        *,
+        caption: str | None,
+        filename: str | None,
+    ) -> PhoneMessage:
+        entry = PhoneMessage(
+            "me",
+            kind,
+            None,
+            datetime.now(UTC),
+            caption=caption,
+            mime_type=mime_type,
+            size=len(data),
+            filename=filename,
+            data=self._inline(mime_type, data),
+        )
         self._add(user.number, entry)
         try:
             if kind == "image":
                 entry.wamid = await user.send_image(data, mime_type, caption=caption)
             else:
-                entry.wamid = await user.send_document(data, filename, mime_type,
-                                                       caption=caption)
+                entry.wamid = await user.send_document(data, filename, mime_type, caption=caption)
         except BaseException as exc:
             entry.failed = str(exc) or type(exc).__name__
             raise
@@ -475,13 +578,20 @@ class PhoneWidget:
         return entry
 
     async def _tap(self, user: PhoneUser, choice: str, on: str | None) -> PhoneMessage:
-        offered = next((m for m in reversed(self._messages.get(user.number, ()))
-                        if m.choices and (on is None or m.wamid == on)), None)
+        offered = next(
+            (
+                m
+                for m in reversed(self._messages.get(user.number, ()))
+                if m.choices and (on is None or m.wamid == on)
+            ),
+            None,
+        )
         title = choice
         if offered is not None:
             title = next((t for i, t, _d in offered.choices if choice in (i, t)), choice)
-        entry = PhoneMessage("me", "interactive", title, datetime.now(UTC),
-                             reply_to=offered.wamid if offered else on)
+        entry = PhoneMessage(
+            "me", "interactive", title, datetime.now(UTC), reply_to=offered.wamid if offered else on
+        )
         self._add(user.number, entry)
         try:
             entry.wamid = await user.tap(choice, on=on)
@@ -493,9 +603,15 @@ class PhoneWidget:
         return entry
 
     async def _send_voice(self, user: PhoneUser, data: bytes | None) -> PhoneMessage:
-        entry = PhoneMessage("me", "audio", None, datetime.now(UTC), extra="voice note",
-                             mime_type="audio/ogg; codecs=opus",
-                             size=len(data) if data is not None else None)
+        entry = PhoneMessage(
+            "me",
+            "audio",
+            None,
+            datetime.now(UTC),
+            extra="voice note",
+            mime_type="audio/ogg; codecs=opus",
+            size=len(data) if data is not None else None,
+        )
         self._add(user.number, entry)
         try:
             entry.wamid = await user.send_voice(data)
@@ -548,8 +664,11 @@ class PhoneWidget:
             mime = item.get("type") or mimetypes.guess_type(item.get("name") or "")[0]
             mime = mime or "application/octet-stream"
             kind = "image" if mime.startswith("image/") else "document"
-            self._spawn(self._send_media(self.user, kind, data, mime, caption=caption,
-                                         filename=item.get("name")))
+            self._spawn(
+                self._send_media(
+                    self.user, kind, data, mime, caption=caption, filename=item.get("name")
+                )
+            )
             caption = None
         self.upload.value = ()
 
@@ -562,8 +681,7 @@ class PhoneWidget:
             target = self._loop
             if target is None or target.is_closed() or not target.is_running():
                 coro.close()
-                self._set_status("No running event loop: use `await phone.send(...)`.",
-                                 error=True)
+                self._set_status("No running event loop: use `await phone.send(...)`.", error=True)
                 return
             target.call_soon_threadsafe(self._spawn, coro)
             return
@@ -605,25 +723,33 @@ class PhoneWidget:
             text = f"reacted {content.get('emoji') or '(removed)'}"
         elif message.type == "location":
             place = " — ".join(str(content[k]) for k in ("name", "address") if content.get(k))
-            text = f"📍 {place + chr(10) if place else ''}" \
-                   f"{content.get('latitude')}, {content.get('longitude')}"
+            text = (
+                f"📍 {place + chr(10) if place else ''}"
+                f"{content.get('latitude')}, {content.get('longitude')}"
+            )
         elif message.type == "contacts":
-            text = "\n".join(_card_line(c) for c in message.body.get("contacts") or []
-                             if isinstance(c, dict))
+            text = "\n".join(
+                _card_line(c) for c in message.body.get("contacts") or [] if isinstance(c, dict)
+            )
         elif isinstance(content.get("caption"), str):
             caption = content["caption"]
         if message.type == "audio" and content.get("voice") is True:
             extra = "voice note"
         entry = PhoneMessage(
-            "bot", message.type, text, datetime.fromtimestamp(message.time, UTC),
-            wamid=message.wamid, caption=caption,
+            "bot",
+            message.type,
+            text,
+            datetime.fromtimestamp(message.time, UTC),
+            wamid=message.wamid,
+            caption=caption,
             mime_type=stored.mime_type if stored else None,
             size=len(stored.data) if stored else None,
-            filename=content.get("filename") if isinstance(content.get("filename"), str)
-            else None,
-            extra=extra, reply_to=message.reply_to,
+            filename=content.get("filename") if isinstance(content.get("filename"), str) else None,
+            extra=extra,
+            reply_to=message.reply_to,
             data=self._inline(stored.mime_type, stored.data) if stored else None,
-            choices=choices, list_button=list_button,
+            choices=choices,
+            list_button=list_button,
         )
         self._add(message.wa_id, entry)
         self._changed(message.wa_id)
@@ -659,7 +785,7 @@ class PhoneWidget:
 
     def _sync_reads(self) -> None:
         reads = self.sim.emulator.reads
-        for receipt in reads[self._reads_seen:]:
+        for receipt in reads[self._reads_seen :]:
             self._read.add(receipt.message_id)
         self._reads_seen = len(reads)
 
@@ -700,57 +826,25 @@ class PhoneWidget:
         finally:
             self._updating = False
 
-    def _render_entry(self, entry: PhoneMessage) -> str:
-        parts: list[str] = []
-        if entry.data is not None and entry.mime_type:
-            mime = entry.mime_type.split(";")[0].strip().lower()
-            src = f"data:{mime};base64,{base64.b64encode(entry.data).decode()}"
-            parts.append(f'<img class="wa-phone-img" src="{_e(src)}" '
-                         f'alt="{_e(entry.filename or entry.kind)}">')
-        elif entry.kind not in ("text", "interactive", "reaction", "location", "contacts"):
-            bits = [entry.kind] + [b for b in (_size(entry.size), entry.filename,
-                                               entry.mime_type) if b]
-            parts.append(f'<span class="wa-phone-media">[{_e(" · ".join(bits))}]</span>')
-        if entry.caption:
-            parts.append(f'<span class="wa-phone-caption">{_e(entry.caption)}</span>')
-        if entry.text:
-            if parts:
-                parts.append("<br>")
-            parts.append(f'<span class="wa-phone-text">{_e(entry.text)}</span>')
-        if entry.extra:
-            parts.append(f'<span class="wa-phone-extra">{_e(entry.extra)}</span>')
-        if entry.transcript:
-            parts.append(f'<span class="wa-phone-transcript">“{_e(entry.transcript)}”</span>')
-        if entry.reaction:
-            parts.append(f'<span class="wa-phone-reaction">{_e(entry.reaction)}</span>')
-        meta = _e(entry.time.astimezone().strftime("%H:%M"))
-        status = self._status(entry)
-        if status == "failed":
-            meta += (f' <span class="wa-phone-failed" title="{_e(entry.failed)}">'
-                     "✗ not sent</span>")
-        elif status is not None:
-            ticks = {"sending": "🕓", "sent": "✓", "read": "✓✓"}[status]
-            meta += f' <span class="wa-phone-ticks wa-phone-{status}">{ticks}</span>'
-        title = f' title="{_e(entry.wamid)}"' if entry.wamid else ""
-        return (f'<div class="wa-phone-bubble wa-phone-{entry.sender}" '
-                f'data-kind="{_e(entry.kind)}"{title}>{"".join(parts)}'
-                f'<span class="wa-phone-meta">{meta}</span></div>')
-
     def render(self) -> str:
         """HTML of the phone screen for the shown user (every string escaped)."""
         self._sync_reads()
         self._sync_transcripts()
         user = self.user
-        head = (f'<span class="wa-phone-name">{_e(user.name)}</span>'
-                f'<span class="wa-phone-number">+{_e(user.number)} → bot '
-                f'+{_e(self.sim.display_phone_number)}</span>')
-        bubbles = [self._render_entry(m) for m in self._messages.get(user.number, ())]
+        head = (
+            f'<span class="wa-phone-name">{_e(user.name)}</span>'
+            f'<span class="wa-phone-number">+{_e(user.number)} → bot '
+            f"+{_e(self.sim.display_phone_number)}</span>"
+        )
+        bubbles = [_bubble(m, self._status(m)) for m in self._messages.get(user.number, ())]
         if not bubbles:
             bubbles = ['<div class="wa-phone-empty">No messages yet: say hi!</div>']
-        return (f'{_CSS}<div class="wa-phone" data-number="{_e(user.number)}">'
-                f'<div class="wa-phone-head">{head}</div>'
-                f'<div class="wa-phone-scroll"><div class="wa-phone-msgs">{"".join(bubbles)}'
-                "</div></div></div>")  # column-reverse: scrolled to the newest message
+        return (
+            f'{_CSS}<div class="wa-phone" data-number="{_e(user.number)}">'
+            f'<div class="wa-phone-head">{head}</div>'
+            f'<div class="wa-phone-scroll"><div class="wa-phone-msgs">{"".join(bubbles)}'
+            "</div></div></div>"
+        )  # column-reverse: scrolled to the newest message
 
     def _render(self) -> None:
         if self._closed:
@@ -763,14 +857,16 @@ class PhoneWidget:
     def offered(self) -> list[str]:
         """Titles of the choices the tap buttons show now: those of the bot's last message
         to the shown user, if it offered any."""
-        last = next((m for m in reversed(self._messages.get(self.number, ()))
-                     if m.sender == "bot"), None)
+        last = next(
+            (m for m in reversed(self._messages.get(self.number, ())) if m.sender == "bot"), None
+        )
         return [t for _i, t, _d in last.choices] if last is not None else []
 
     def _render_choices(self) -> None:
         widgets = _import_ipywidgets()
-        last = next((m for m in reversed(self._messages.get(self.number, ()))
-                     if m.sender == "bot"), None)
+        last = next(
+            (m for m in reversed(self._messages.get(self.number, ())) if m.sender == "bot"), None
+        )
         key = f"{self.number}:{last.wamid}" if last is not None and last.choices else None
         if key == self._choices_key:
             return
@@ -779,12 +875,16 @@ class PhoneWidget:
         children: list[Any] = []
         if last is not None and last.choices:
             if last.list_button:
-                label = widgets.HTML(f'<span class="wa-phone-list">☰ {_e(last.list_button)}'
-                                     "</span>")
+                label = widgets.HTML(
+                    f'<span class="wa-phone-list">☰ {_e(last.list_button)}</span>'
+                )
                 children.append(label)
             for choice_id, title, description in last.choices:
-                button = widgets.Button(description=title, tooltip=description or title,
-                                        layout=widgets.Layout(width="auto"))
+                button = widgets.Button(
+                    description=title,
+                    tooltip=description or title,
+                    layout=widgets.Layout(width="auto"),
+                )
                 button._wa_choice = (choice_id, last.wamid)
                 button.add_class("wa-phone-choice")
                 button.on_click(self._on_choice_click)
@@ -808,9 +908,20 @@ class PhoneWidget:
         self._unsubscribe()
         for task in self._tasks:
             task.cancel()
-        for child in (*self.choices.children, self.contact, self.new_number, self.new_name,
-                      self.add_button, self.screen, self.choices, self.text, self.send_button,
-                      self.upload, self.voice_button, self.status):
+        for child in (
+            *self.choices.children,
+            self.contact,
+            self.new_number,
+            self.new_name,
+            self.add_button,
+            self.screen,
+            self.choices,
+            self.text,
+            self.send_button,
+            self.upload,
+            self.voice_button,
+            self.status,
+        ):
             child.close()
         for row in self.box.children:
             if row is not self.screen and hasattr(row, "children"):

@@ -79,7 +79,6 @@ class GroupId(str):
         return f"GroupId({str.__repr__(self)})"
 
 
-
 @final
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
@@ -329,8 +328,9 @@ class Sender:
         ``None`` (the default) decides from the media: OGG/Opus bytes or a ``.ogg`` file go
         out as a voice note; a media id or link only when ``voice=True``.
         """
-        return await self._send_media(to, "audio", media, caption, filename, mime_type, reply_to,
-                                      voice=voice)
+        return await self._send_media(
+            to, "audio", media, caption, filename, mime_type, reply_to, voice=voice
+        )
 
     async def send_document(
         self,
@@ -343,9 +343,7 @@ class Sender:
         reply_to: str | None = None,
     ) -> str:
         """Send a document; ``filename`` (default: the path's name) is shown to the user."""
-        return await self._send_media(
-            to, "document", media, caption, filename, mime_type, reply_to
-        )
+        return await self._send_media(to, "document", media, caption, filename, mime_type, reply_to)
 
     async def send_sticker(
         self,
@@ -460,8 +458,11 @@ class Sender:
         """Mark an inbound message read; with ``typing`` also show the typing indicator
         (it disappears when you reply, or after 25 s)."""
         await self._graph.request(
-            "POST", self._url("messages"), json=bodies.read_receipt(message_id, typing),
-            rate_limited=True, counted=self.read_receipts_count,
+            "POST",
+            self._url("messages"),
+            json=bodies.read_receipt(message_id, typing),
+            rate_limited=True,
+            counted=self.read_receipts_count,
         )
 
     # ----------------------------------------------------------------- media
@@ -580,9 +581,7 @@ class Sender:
         parse is never allowed."""
         return self._graph.token_allowed(url)
 
-    async def _send(
-        self, to: str, kind: str, content: Any, *, reply_to: str | None = None
-    ) -> str:
+    async def _send(self, to: str, kind: str, content: Any, *, reply_to: str | None = None) -> str:
         recipient = _recipient(to)
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
@@ -594,7 +593,11 @@ class Sender:
         if reply_to:
             payload["context"] = {"message_id": reply_to}
         body = await self._graph.request(
-            "POST", self._url("messages"), json=payload, message=True, recipient=recipient,
+            "POST",
+            self._url("messages"),
+            json=payload,
+            message=True,
+            recipient=recipient,
             rate_limited=True,
         )
         try:

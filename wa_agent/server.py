@@ -60,8 +60,9 @@ class ServerLimits:
 
     def __post_init__(self) -> None:
         if self.max_header_bytes < 1024:
-            raise ValueError(f"max_header_bytes must be at least 1024, got "
-                             f"{self.max_header_bytes!r}")
+            raise ValueError(
+                f"max_header_bytes must be at least 1024, got {self.max_header_bytes!r}"
+            )
         for name in ("head_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
@@ -74,8 +75,10 @@ DEFAULT_LIMITS = ServerLimits()
 def _reject(status: int) -> bytes:
     phrase = http.HTTPStatus(status).phrase
     body = f"{phrase}\n".encode()
-    return (f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 def _limited(base: type[Any], limits: ServerLimits) -> type[asyncio.Protocol]:
@@ -124,9 +127,12 @@ def _limited(base: type[Any], limits: ServerLimits) -> type[asyncio.Protocol]:
         def _wa_timed_out(self, status: int) -> None:
             self._wa_timer = None
             what = "headers" if self._wa_in_head() else "body"
-            logger.info("closing a connection from %s: its request %s took longer than %g s",
-                        _peer(self.client), what,
-                        limits.head_timeout if what == "headers" else limits.body_timeout)
+            logger.info(
+                "closing a connection from %s: its request %s took longer than %g s",
+                _peer(self.client),
+                what,
+                limits.head_timeout if what == "headers" else limits.body_timeout,
+            )
             self._wa_close(status)
 
         def _wa_in_head(self) -> bool:
@@ -156,8 +162,11 @@ def _limited(base: type[Any], limits: ServerLimits) -> type[asyncio.Protocol]:
                     elif self._wa_timer is not None:
                         self._wa_cancel()
                 elif in_head and rest:  # the allowance is used up and the head goes on
-                    logger.info("refusing a request from %s: request line and headers over "
-                                "%d bytes", _peer(self.client), limits.max_header_bytes)
+                    logger.info(
+                        "refusing a request from %s: request line and headers over %d bytes",
+                        _peer(self.client),
+                        limits.max_header_bytes,
+                    )
                     self._wa_close(431)
                     return
                 elif in_head:  # a head still incomplete: it has head_timeout from now on
@@ -204,8 +213,11 @@ def uvicorn_options(limits: ServerLimits | None, http: Any = "auto") -> dict[str
     if isinstance(base, type) and _supported(base):
         options["http"] = _limited(base, limits)
     else:
-        logger.warning("server limits are not applied with http=%r (only uvicorn's "
-                       "httptools and h11 protocols are supported)", http)
+        logger.warning(
+            "server limits are not applied with http=%r (only uvicorn's "
+            "httptools and h11 protocols are supported)",
+            http,
+        )
         options["http"] = http
     return options
 
@@ -265,8 +277,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(
-            exc.errno, f"cannot listen on {host}:{port}: {exc.strerror} "
-            "(is another server using this port? pass port=0 for a free one)"
+            exc.errno,
+            f"cannot listen on {host}:{port}: {exc.strerror} "
+            "(is another server using this port? pass port=0 for a free one)",
         ) from exc
     return sock
 

@@ -60,9 +60,12 @@ class SignatureVerifier:
             if len(header) != 71:
                 return False
         prefix = header[:7]
-        if (prefix != _PREFIX and prefix != _PREFIX_BYTES
-                and (prefix.lower() if isinstance(prefix, str)
-                     else prefix.decode("latin-1").lower()) != _PREFIX):
+        if (
+            prefix != _PREFIX
+            and prefix != _PREFIX_BYTES
+            and (prefix.lower() if isinstance(prefix, str) else prefix.decode("latin-1").lower())
+            != _PREFIX
+        ):
             return False
         try:
             given = binascii.a2b_hex(header[7:])  # either case; refuses non-hex
@@ -80,8 +83,11 @@ class SignatureVerifier:
                 "missing X-Hub-Signature-256 header: the request was not signed by Meta"
             )
         stripped = header.strip()
-        if (stripped[:7].lower() != _PREFIX or len(stripped) != 71
-                or not _HEX.issuperset(stripped[7:])):
+        if (
+            stripped[:7].lower() != _PREFIX
+            or len(stripped) != 71
+            or not _HEX.issuperset(stripped[7:])
+        ):
             raise InvalidSignature(
                 "malformed X-Hub-Signature-256 header: expected 'sha256=' and 64 hex digits"
             )

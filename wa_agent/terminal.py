@@ -48,8 +48,18 @@ STOP_TIMEOUT = 30.0
 class Action:
     """What one typed line asks for (see :func:`parse_line`)."""
 
-    kind: Literal["text", "image", "document", "location", "help", "quit", "tap", "takeover",
-                  "operator", "back"]
+    kind: Literal[
+        "text",
+        "image",
+        "document",
+        "location",
+        "help",
+        "quit",
+        "tap",
+        "takeover",
+        "operator",
+        "back",
+    ]
     text: str = ""
     path: Path | None = None
     latitude: float = 0.0
@@ -79,7 +89,8 @@ def help_text(reset_command: str | None, handoff_command: str | None = None) -> 
     ]
     width = max(len(command) for command, _ in rows)
     return "Type a message and press Enter. Commands:\n" + "\n".join(
-        f"  {command:<{width}}  {what}" for command, what in rows)
+        f"  {command:<{width}}  {what}" for command, what in rows
+    )
 
 
 def _unquote(raw: str) -> str:
@@ -89,8 +100,9 @@ def _unquote(raw: str) -> str:
     return raw
 
 
-def parse_line(line: str, *, reset_command: str | None = None,
-               handoff_command: str | None = None) -> Action | str | None:
+def parse_line(
+    line: str, *, reset_command: str | None = None, handoff_command: str | None = None
+) -> Action | str | None:
     """Turn a typed line into an :class:`Action`, a message for the user (``str``: a usage
     line or an unknown command; nothing is sent), or ``None`` for a blank line."""
     line = line.strip()
@@ -124,13 +136,17 @@ def parse_line(line: str, *, reset_command: str | None = None,
     for sent in (reset_command, handoff_command):
         if sent and lowered == sent.lower() and not rest.strip():
             return Action("text", text=line)
-    return (f"unknown command {strip_control(command)}: /help lists the commands "
-            "(start the line with // to send it as text)")
+    return (
+        f"unknown command {strip_control(command)}: /help lists the commands "
+        "(start the line with // to send it as text)"
+    )
 
 
 def _location(rest: str) -> Action | str:
-    usage = ("usage: /location LAT LON [NAME]: latitude -90 to 90 and longitude -180 to 180, "
-             "in degrees (e.g. /location 52.52 13.40 Berlin)")
+    usage = (
+        "usage: /location LAT LON [NAME]: latitude -90 to 90 and longitude -180 to 180, "
+        "in degrees (e.g. /location 52.52 13.40 Berlin)"
+    )
     words = rest.split()
     if len(words) < 2:
         return usage
@@ -138,11 +154,14 @@ def _location(rest: str) -> Action | str:
         latitude, longitude = float(words[0]), float(words[1])
     except ValueError:
         return usage
-    if not (math.isfinite(latitude) and math.isfinite(longitude)
-            and -90 <= latitude <= 90 and -180 <= longitude <= 180):
+    if not (
+        math.isfinite(latitude)
+        and math.isfinite(longitude)
+        and -90 <= latitude <= 90
+        and -180 <= longitude <= 180
+    ):
         return usage
-    return Action("location", text=" ".join(words[2:]), latitude=latitude,
-                  longitude=longitude)
+    return Action("location", text=" ".join(words[2:]), latitude=latitude, longitude=longitude)
 
 
 def _describe(reply: Reply) -> str:
@@ -170,8 +189,9 @@ def _describe(reply: Reply) -> str:
 def tap_or_text(action: Action, offered: Reply | None) -> Action:
     """A typed number taps that choice of the last reply that offered some; with no such
     choice it is sent as text."""
-    if action.kind == "tap" and not (offered is not None
-                                     and 1 <= int(action.text) <= len(offered.buttons)):
+    if action.kind == "tap" and not (
+        offered is not None and 1 <= int(action.text) <= len(offered.buttons)
+    ):
         return Action("text", text=action.text)
     return action
 
@@ -183,8 +203,10 @@ def _describe_rich(reply: Reply) -> str | None:
         lines = [reply.text or ""]
         if reply.list_button:
             lines.append(f"  [{reply.list_button}]")
-        lines += [f"  {n}. {c.title}" + (f" ({c.description})" if c.description else "")
-                  for n, c in enumerate(reply.buttons, 1)]
+        lines += [
+            f"  {n}. {c.title}" + (f" ({c.description})" if c.description else "")
+            for n, c in enumerate(reply.buttons, 1)
+        ]
         return "\n".join(lines)
     link = reply.link_button
     if link is not None:
@@ -194,11 +216,14 @@ def _describe_rich(reply: Reply) -> str | None:
     location = reply.location
     if location is not None:
         place = ", ".join(p for p in (location.name, location.address) if p)
-        return f"[location {location.latitude}, {location.longitude}" + \
-            (f": {place}]" if place else "]")
+        return f"[location {location.latitude}, {location.longitude}" + (
+            f": {place}]" if place else "]"
+        )
     if reply.contacts:
-        return "\n".join(f"[contact {c.name}" + (f": {', '.join(c.phones)}]" if c.phones
-                                                 else "]") for c in reply.contacts)
+        return "\n".join(
+            f"[contact {c.name}" + (f": {', '.join(c.phones)}]" if c.phones else "]")
+            for c in reply.contacts
+        )
     if reply.voice:
         return f"[voice note, {reply.size} bytes]"
     return None
@@ -210,8 +235,7 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._main, daemon=True,
-                                        name="wa-agent-demo-loop")
+        self._thread = threading.Thread(target=self._main, daemon=True, name="wa-agent-demo-loop")
         self._thread.start()
 
     def _main(self) -> None:
@@ -248,9 +272,15 @@ class _LoopThread:
                 self.loop.close()
 
 
-def run_demo(bot: Any = None, *, name: str = "You", number: str = "15551230001",
-             timeout: float = 120.0, stdin: TextIO | None = None,
-             out: TextIO | None = None) -> int:
+def run_demo(
+    bot: Any = None,
+    *,
+    name: str = "You",
+    number: str = "15551230001",
+    timeout: float = 120.0,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+) -> int:
     """Start the simulator with ``bot`` (an agent, a :class:`~wa_agent.WhatsAppInterface`
     or an :class:`~wa_agent.InterfaceManager`; default: the built-in demo bot in chat mode)
     and chat with its first interface as the user ``number`` until end of input, ``/quit``
@@ -286,11 +316,22 @@ def run_demo(bot: Any = None, *, name: str = "You", number: str = "15551230001",
             _stop(runner, sim, out)
             return 1
         if interactive:
-            print(f"You are {strip_control(name)} (+{number}), chatting with the bot on a "
-                  "local WhatsApp simulator.\n" + help_text(*commands), file=out)
+            print(
+                f"You are {strip_control(name)} (+{number}), chatting with the bot on a "
+                "local WhatsApp simulator.\n" + help_text(*commands),
+                file=out,
+            )
         try:
-            _chat(runner, sim, user, commands=commands, timeout=timeout,
-                  interactive=interactive, stdin=stdin, out=out)
+            _chat(
+                runner,
+                sim,
+                user,
+                commands=commands,
+                timeout=timeout,
+                interactive=interactive,
+                stdin=stdin,
+                out=out,
+            )
         except KeyboardInterrupt:
             print("\n(Ctrl-C: leaving; press it again to quit without waiting)", file=out)
             out.flush()
@@ -328,9 +369,17 @@ def _read_line(stdin: TextIO, interactive: bool) -> str | None:
     return line if line else None
 
 
-def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *,
-          commands: tuple[str | None, str | None], timeout: float, interactive: bool,
-          stdin: TextIO, out: TextIO) -> None:
+def _chat(
+    runner: _LoopThread,
+    sim: Simulator,
+    user: SimulatedUser,
+    *,
+    commands: tuple[str | None, str | None],
+    timeout: float,
+    interactive: bool,
+    stdin: TextIO,
+    out: TextIO,
+) -> None:
     offered: Reply | None = None  # the last reply with choices: its numbers are taps
     handed_off = False
     while True:
@@ -356,8 +405,9 @@ def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *,
             result = runner.run(_operate(sim, user, action, timeout))
             who = "operator"
         else:
-            result = runner.run(_exchange(sim, user, tap_or_text(action, offered), timeout,
-                                          offered))
+            result = runner.run(
+                _exchange(sim, user, tap_or_text(action, offered), timeout, offered)
+            )
             who = "bot"
         if isinstance(result, str):
             print(f"! {result}", file=out)
@@ -371,12 +421,15 @@ def _chat(runner: _LoopThread, sim: Simulator, user: SimulatedUser, *,
             print(HANDED_OFF if now else "(the bot answers again)", file=out)
 
 
-HANDED_OFF = ("(a person has the conversation now: the bot stays silent; /operator TEXT "
-              "writes as them, /back hands it back to the bot)")
+HANDED_OFF = (
+    "(a person has the conversation now: the bot stays silent; /operator TEXT "
+    "writes as them, /back hands it back to the bot)"
+)
 
 
-async def _operate(sim: Simulator, user: SimulatedUser, action: Action,
-                   timeout: float) -> list[Reply] | str:
+async def _operate(
+    sim: Simulator, user: SimulatedUser, action: Action, timeout: float
+) -> list[Reply] | str:
     """The operator's side: take over, write to the user, hand back; the operator's
     messages as the user received them, or a problem to show."""
     interface = sim.interface
@@ -403,8 +456,13 @@ async def _take(user: SimulatedUser) -> list[Reply]:
     return user.take_replies()
 
 
-async def _exchange(sim: Simulator, user: SimulatedUser, action: Action,
-                    timeout: float, offered: Reply | None = None) -> list[Reply] | str:
+async def _exchange(
+    sim: Simulator,
+    user: SimulatedUser,
+    action: Action,
+    timeout: float,
+    offered: Reply | None = None,
+) -> list[Reply] | str:
     """Send what ``action`` says and wait for the bot's answer; a ``str`` is a problem to
     show the user."""
     if action.kind == "tap":
@@ -423,8 +481,7 @@ async def _exchange(sim: Simulator, user: SimulatedUser, action: Action,
         else:
             await user.send_document(data, path.name, mime)
     elif action.kind == "location":
-        await user.send_location(action.latitude, action.longitude,
-                                 name=action.text or None)
+        await user.send_location(action.latitude, action.longitude, name=action.text or None)
     else:
         await user.send_text(action.text)
     try:

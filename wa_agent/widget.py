@@ -478,8 +478,12 @@ class ConversationLog:
 
     def resume(self, contact: str, by: str) -> LogEntry:
         """Record that the bot answers ``contact`` again (``by`` who handed it back)."""
-        entry = LogEntry(direction="note", text=f"handed back to the agent ({by})",
-                         time=self._clock(), kind="resume")
+        entry = LogEntry(
+            direction="note",
+            text=f"handed back to the agent ({by})",
+            time=self._clock(),
+            kind="resume",
+        )
         changed: list[str] = []
         with self._lock:
             conv = self._conversation(contact, changed)

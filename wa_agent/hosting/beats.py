@@ -50,8 +50,17 @@ _TEMPLATE_BEAT = AgentReply(text="<heartbeat template>")
 class HeartbeatWiring:
     """Connects a heartbeat to one interface (see the module docstring)."""
 
-    def __init__(self, settings: InterfaceSettings, option: object, *, store: SessionStore,
-                 runner: AgentRunner, delivery: Delivery, tasks: TaskSet, owner: str) -> None:
+    def __init__(
+        self,
+        settings: InterfaceSettings,
+        option: object,
+        *,
+        store: SessionStore,
+        runner: AgentRunner,
+        delivery: Delivery,
+        tasks: TaskSet,
+        owner: str,
+    ) -> None:
         from ..heartbeat import HeartbeatScheduler, StoreLease
 
         self.settings = settings
@@ -73,8 +82,13 @@ class HeartbeatWiring:
             ttl = settings.heartbeat_lease_ttl or max(2 * config.period_s, 30.0)
             self.lease = StoreLease(store, f"heartbeat:{self.name}", ttl=ttl, owner=owner)
             self.scheduler = HeartbeatScheduler(
-                config.period, config.message, run=self._run, deliver=self._deliver,
-                recipient=self._recipient, name=f"{self.name} heartbeat", lease=self.lease,
+                config.period,
+                config.message,
+                run=self._run,
+                deliver=self._deliver,
+                recipient=self._recipient,
+                name=f"{self.name} heartbeat",
+                lease=self.lease,
             )
 
     def start(self) -> None:
@@ -83,8 +97,12 @@ class HeartbeatWiring:
         if scheduler is None:
             return
         if scheduler.running:
-            logger.info("%s is already running elsewhere; interface %r shows its state but "
-                        "does not run it again", scheduler.name, self.name)
+            logger.info(
+                "%s is already running elsewhere; interface %r shows its state but "
+                "does not run it again",
+                scheduler.name,
+                self.name,
+            )
             return
         self._task = self.tasks.spawn(scheduler.run(), "heartbeat")
 
@@ -103,13 +121,16 @@ class HeartbeatWiring:
         """The first allowed contact becomes the recipient, kept in the store so a restart
         and every worker agree. Refused contacts never get here (nor into the store)."""
         settings = self.settings
-        if (self.scheduler is None or settings.heartbeat_recipient or self._known
-                or not settings.is_allowed(contact)):
+        if (
+            self.scheduler is None
+            or settings.heartbeat_recipient
+            or self._known
+            or not settings.is_allowed(contact)
+        ):
             return
         current = await self.store.set_heartbeat_recipient(self.name, contact)
         if not settings.is_allowed(current):  # stored before the whitelist changed
-            current = await self.store.set_heartbeat_recipient(self.name, contact,
-                                                               overwrite=True)
+            current = await self.store.set_heartbeat_recipient(self.name, contact, overwrite=True)
         if self._known is None:
             logger.info("heartbeat recipient: %s", mask_number(current))
         self._known = current
@@ -119,8 +140,9 @@ class HeartbeatWiring:
             return self.settings.heartbeat_recipient
         recipient = await self.store.get_heartbeat_recipient(self.name)
         if recipient is not None and not self.settings.is_allowed(recipient):
-            logger.debug("stored heartbeat recipient %s is not allowed; ignored",
-                         mask_number(recipient))
+            logger.debug(
+                "stored heartbeat recipient %s is not allowed; ignored", mask_number(recipient)
+            )
             return None
         return recipient
 
@@ -139,9 +161,13 @@ class HeartbeatWiring:
             return
         level = logging.INFO if recipient in self._window_warned else logging.WARNING
         self._window_warned.add(recipient)
-        logger.log(level, "heartbeat to %s skipped: %s; WhatsApp then accepts only a template "
-                   "(131047) and no heartbeat_template is configured", mask_number(recipient),
-                   why)
+        logger.log(
+            level,
+            "heartbeat to %s skipped: %s; WhatsApp then accepts only a template "
+            "(131047) and no heartbeat_template is configured",
+            mask_number(recipient),
+            why,
+        )
         raise SkipBeat(OUTSIDE_WINDOW, level=logging.DEBUG)
 
     # -- a beat ---------------------------------------------------------------------------
@@ -160,10 +186,16 @@ class HeartbeatWiring:
             return _TEMPLATE_BEAT
         history: tuple[Turn, ...] = ()
         if self.settings.mode is InterfaceMode.CHAT:
-            history = tuple(await self.store.get_history(self.name, recipient,
-                                                         self.settings.history_limit))
-        request = AgentRequest(text=message, sender=recipient, history=history,
-                               interface=self.name, purpose="heartbeat")
+            history = tuple(
+                await self.store.get_history(self.name, recipient, self.settings.history_limit)
+            )
+        request = AgentRequest(
+            text=message,
+            sender=recipient,
+            history=history,
+            interface=self.name,
+            purpose="heartbeat",
+        )
         reply = await self.runner.run(request)
         if not (reply.text or "").strip() and not reply.images and not reply.files:
             return None  # the scheduler records "skipped: the agent's answer was empty"
@@ -186,8 +218,9 @@ class HeartbeatWiring:
         try:
             wamids = await self.delivery.send_all(recipient, parts)
         except OutsideServiceWindow:
-            self._outside_window(recipient, "the Cloud API answered 131047 (more than 24 hours "
-                                 "since the user wrote)")
+            self._outside_window(
+                recipient, "the Cloud API answered 131047 (more than 24 hours since the user wrote)"
+            )
             await self._send_template(recipient)
             return
         self._window_warned.discard(recipient)
@@ -196,15 +229,19 @@ class HeartbeatWiring:
         while len(self._wamids) > 1000:
             self._wamids.popitem(last=False)
         if self.settings.mode is InterfaceMode.CHAT and (reply.text or "").strip():
-            await self.store.append_history(self.name, recipient,
-                                            [Turn(role="assistant", text=reply.text or "")])
+            await self.store.append_history(
+                self.name, recipient, [Turn(role="assistant", text=reply.text or "")]
+            )
 
     async def _send_template(self, recipient: str) -> None:
         template = self.settings.heartbeat_template
         assert template is not None
         await self.delivery.send_part(recipient, {"type": "template", **template})
-        logger.info("heartbeat to %s: outside the 24-hour window, sent template %r instead",
-                    mask_number(recipient), template["name"])
+        logger.info(
+            "heartbeat to %s: outside the 24-hour window, sent template %r instead",
+            mask_number(recipient),
+            template["name"],
+        )
 
     def on_failed(self, update: StatusUpdate) -> None:
         """A heartbeat text that failed later with 131047 (Meta usually reports it as a
@@ -224,5 +261,9 @@ class HeartbeatWiring:
         try:
             await self._send_template(recipient)
         except WhatsAppAPIError as exc:
-            logger.warning("could not send the heartbeat template to %s (%s, code %s)",
-                           mask_number(recipient), type(exc).__name__, exc.code)
+            logger.warning(
+                "could not send the heartbeat template to %s (%s, code %s)",
+                mask_number(recipient),
+                type(exc).__name__,
+                exc.code,
+            )

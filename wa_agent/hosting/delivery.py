@@ -39,18 +39,27 @@ __all__ = ["Delivery", "UnsafeMediaPath"]
 logger = logging.getLogger("wa_agent.interface")
 
 _MIME_BY_EXT = {
-    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-    ".mp4": "video/mp4", ".3gp": "video/3gpp", ".ogg": "audio/ogg", ".mp3": "audio/mpeg",
-    ".m4a": "audio/mp4", ".aac": "audio/aac", ".amr": "audio/amr", ".pdf": "application/pdf",
-    ".txt": "text/plain", ".doc": "application/msword",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".mp4": "video/mp4",
+    ".3gp": "video/3gpp",
+    ".ogg": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".amr": "audio/amr",
+    ".pdf": "application/pdf",
+    ".txt": "text/plain",
+    ".doc": "application/msword",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     ".xls": "application/vnd.ms-excel",
     ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 _NO_CAPTION = frozenset({"sticker", "audio"})  # WhatsApp shows no caption on these
 #: What a reply into a group may hold (Meta's group messaging: text, media, templates).
-GROUP_TYPES = frozenset({"text", "image", "video", "audio", "document", "sticker",
-                         "template"})
+GROUP_TYPES = frozenset({"text", "image", "video", "audio", "document", "sticker", "template"})
 
 
 class UnsafeMediaPath(ValueError):
@@ -64,8 +73,15 @@ def guess_mime(name: str) -> str | None:
 class Delivery:
     """Builds reply parts and sends them for one interface (see the module docstring)."""
 
-    def __init__(self, graph: Callable[[], Sender], *, listeners: OutboundSink, stats: Stats,
-                 apology: str, media_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        graph: Callable[[], Sender],
+        *,
+        listeners: OutboundSink,
+        stats: Stats,
+        apology: str,
+        media_dir: Path | None = None,
+    ) -> None:
         self._graph = graph
         self.listeners = listeners
         self.stats = stats
@@ -86,8 +102,7 @@ class Delivery:
                 parts.append({"type": "text", "text": chunk})
         skipped = 0
         audio = (reply.audio,) if reply.audio is not None else ()
-        for kind, items in (("image", reply.images), ("document", reply.files),
-                            ("audio", audio)):
+        for kind, items in (("image", reply.images), ("document", reply.files), ("audio", audio)):
             for item in items:
                 try:
                     parts.append(await self.media_part(kind, item))
@@ -116,14 +131,16 @@ class Delivery:
             raise UnsafeMediaPath(
                 "a reply named a local file by a string; strings are only sent as links or "
                 "media ids. Return a pathlib.Path (or Media(data=Path(...))) built by your "
-                "code, or set media_dir= to allow files from one directory")
+                "code, or set media_dir= to allow files from one directory"
+            )
         path = (root / text).resolve()
         if not path.is_relative_to(root):
             raise UnsafeMediaPath(f"a reply named a file outside media_dir ({root})")
         return path
 
-    async def media_part(self, default_kind: str, item: Media | bytes | Path | str
-                         ) -> dict[str, Any]:
+    async def media_part(
+        self, default_kind: str, item: Media | bytes | Path | str
+    ) -> dict[str, Any]:
         """Upload local media now so the part can be resent from its id after a restart.
 
         Raises ``OSError``/``ValueError``/``MediaError`` for media that cannot be sent
@@ -135,8 +152,11 @@ class Delivery:
         mime = media.mime_type
         filename = media.filename
         data: Any = media.data
-        if isinstance(data, str) and not data.startswith(("http://", "https://")) \
-                and not data.isdigit():
+        if (
+            isinstance(data, str)
+            and not data.startswith(("http://", "https://"))
+            and not data.isdigit()
+        ):
             data = self.local_path(data)
         if isinstance(data, Path):
             filename = filename or data.name
@@ -147,11 +167,15 @@ class Delivery:
         if isinstance(data, bytes):
             mime = mime or sniff_mime(data) or (guess_mime(filename) if filename else None)
             if mime is None:
-                raise ValueError(f"cannot tell the type of a {default_kind} of {len(data)} "
-                                 "bytes: return Media(data, mime_type=...)")
+                raise ValueError(
+                    f"cannot tell the type of a {default_kind} of {len(data)} "
+                    "bytes: return Media(data, mime_type=...)"
+                )
         elif not isinstance(data, str):
-            raise TypeError(f"reply media must be bytes, a path, a link or a media id, not "
-                            f"{type(data).__name__}")
+            raise TypeError(
+                f"reply media must be bytes, a path, a link or a media id, not "
+                f"{type(data).__name__}"
+            )
         kind = media.kind or (kind_for_mime(mime) if mime else None) or default_kind
         part: dict[str, Any] = {"type": kind, "caption": media.caption, "filename": filename}
         if isinstance(data, bytes):
@@ -166,21 +190,36 @@ class Delivery:
         return part
 
     # -- sending ------------------------------------------------------------------------
-    async def send_part(self, to: str, part: dict[str, Any], *, reply_to: str | None = None,
-                        answering: str | None = None) -> list[str]:
+    async def send_part(
+        self,
+        to: str,
+        part: dict[str, Any],
+        *,
+        reply_to: str | None = None,
+        answering: str | None = None,
+    ) -> list[str]:
         """Send one part to ``to`` (quoting ``reply_to``); the wamids Meta gave it.
         ``answering`` is the user's message the reply answers (a reaction's target)."""
         graph = self._graph()
         kind = part["type"]
         if kind in RICH_TYPES:
-            wamid = await send_rich_part(graph, to, part, reply_to=reply_to,
-                                         answering=answering)
+            wamid = await send_rich_part(graph, to, part, reply_to=reply_to, answering=answering)
             if wamid is None:
                 return []
             if kind == "audio":
-                self.listeners.outbound(to, "", wamid=wamid, kind="audio", media_info={
-                    "type": "audio", "size": part.get("size"), "caption": None,
-                    "filename": part.get("filename"), "voice": bool(part.get("voice"))})
+                self.listeners.outbound(
+                    to,
+                    "",
+                    wamid=wamid,
+                    kind="audio",
+                    media_info={
+                        "type": "audio",
+                        "size": part.get("size"),
+                        "caption": None,
+                        "filename": part.get("filename"),
+                        "voice": bool(part.get("voice")),
+                    },
+                )
             else:
                 self.listeners.outbound(to, describe_part(part), wamid=wamid)
             return [wamid]
@@ -189,8 +228,9 @@ class Delivery:
             self.listeners.outbound(to, part["text"], wamid=wamids[-1] if wamids else None)
             return wamids
         if kind == "template":
-            wamid = await graph.send_template(to, part["name"], part.get("language", "en_US"),
-                                              part.get("components"))
+            wamid = await graph.send_template(
+                to, part["name"], part.get("language", "en_US"), part.get("components")
+            )
             self.listeners.outbound(to, f"[template {part['name']}]", wamid=wamid)
             return [wamid]
         send = getattr(graph, f"send_{kind}", None) or graph.send_document
@@ -201,10 +241,18 @@ class Delivery:
             kwargs["filename"] = part.get("filename")
         media: Any = part.get("id") or part.get("link")
         wamid = await send(to, media, **kwargs)
-        self.listeners.outbound(to, part.get("caption") or "", wamid=wamid, kind=kind,
-                                media_info={"type": kind, "size": part.get("size"),
-                                            "caption": part.get("caption"),
-                                            "filename": part.get("filename")})
+        self.listeners.outbound(
+            to,
+            part.get("caption") or "",
+            wamid=wamid,
+            kind=kind,
+            media_info={
+                "type": kind,
+                "size": part.get("size"),
+                "caption": part.get("caption"),
+                "filename": part.get("filename"),
+            },
+        )
         return [wamid]
 
     async def send_all(self, to: str, parts: list[dict[str, Any]]) -> list[str]:

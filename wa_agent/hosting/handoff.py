@@ -83,21 +83,29 @@ class Handoff:
 
     def to_json(self) -> str:
         """The record as the store keeps it (``contact`` is the store's key)."""
-        return json.dumps({
-            "since": self.since.timestamp(), "by": self.by, "note": self.note,
-            "until": None if self.until is None else self.until.timestamp(),
-            "resumed": self.resumed,
-        })
+        return json.dumps(
+            {
+                "since": self.since.timestamp(),
+                "by": self.by,
+                "note": self.note,
+                "until": None if self.until is None else self.until.timestamp(),
+                "resumed": self.resumed,
+            }
+        )
 
     @classmethod
     def from_json(cls, contact: str, text: str) -> Handoff:
         """The record :meth:`to_json` wrote for ``contact``."""
         data = json.loads(text)
         until = data.get("until")
-        return cls(contact=contact, since=datetime.fromtimestamp(data["since"], UTC),
-                   by=str(data.get("by", "operator")), note=data.get("note"),
-                   until=None if until is None else datetime.fromtimestamp(until, UTC),
-                   resumed=bool(data.get("resumed", False)))
+        return cls(
+            contact=contact,
+            since=datetime.fromtimestamp(data["since"], UTC),
+            by=str(data.get("by", "operator")),
+            note=data.get("note"),
+            until=None if until is None else datetime.fromtimestamp(until, UTC),
+            resumed=bool(data.get("resumed", False)),
+        )
 
 
 class OperatorListeners:
@@ -107,8 +115,15 @@ class OperatorListeners:
     def __init__(self, listeners: Listeners) -> None:
         self._listeners = listeners
 
-    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
-                 media_info: dict[str, Any] | None = None) -> None:
+    def outbound(
+        self,
+        to: str,
+        text: str,
+        *,
+        wamid: str | None = None,
+        kind: str = "text",
+        media_info: dict[str, Any] | None = None,
+    ) -> None:
         for listener in self._listeners:
             method = getattr(listener, "operator", None)
             try:
@@ -125,9 +140,18 @@ class OperatorListeners:
 class Handoffs:
     """One interface's handoffs (see the module docstring)."""
 
-    def __init__(self, settings: InterfaceSettings, *, store: SessionStore,
-                 listeners: Listeners, delivery: Delivery, operator_delivery: Delivery,
-                 tasks: TaskSet, owner: str, window_open: Callable[[str], Any]) -> None:
+    def __init__(
+        self,
+        settings: InterfaceSettings,
+        *,
+        store: SessionStore,
+        listeners: Listeners,
+        delivery: Delivery,
+        operator_delivery: Delivery,
+        tasks: TaskSet,
+        owner: str,
+        window_open: Callable[[str], Any],
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.store = store
@@ -154,12 +178,20 @@ class Handoffs:
         """Hand ``contact`` to a person (again: the note and timeout are renewed)."""
         timeout = self.settings.handoff_timeout
         now = time.time()
-        handoff = Handoff(contact=contact, since=datetime.fromtimestamp(now, UTC), by=by,
-                          note=note, until=None if timeout is None
-                          else datetime.fromtimestamp(now + timeout, UTC))
+        handoff = Handoff(
+            contact=contact,
+            since=datetime.fromtimestamp(now, UTC),
+            by=by,
+            note=note,
+            until=None if timeout is None else datetime.fromtimestamp(now + timeout, UTC),
+        )
         await self.store.set_handoff(self.name, contact, handoff.to_json())
-        logger.info("conversation with %s handed off (by %s%s)", mask_number(contact), by,
-                    f": {note}" if note else "")
+        logger.info(
+            "conversation with %s handed off (by %s%s)",
+            mask_number(contact),
+            by,
+            f": {note}" if note else "",
+        )
         self.listeners.handoff(contact, handoff)
         return handoff
 
@@ -188,9 +220,14 @@ class Handoffs:
         await self.store.clear_history(self.name, contact)
 
     # -- the operator's messages ----------------------------------------------------------
-    async def send(self, contact: str, text: str | None = None, *,
-                   media: OperatorMedia | Sequence[OperatorMedia] = (),
-                   template: dict[str, Any] | None = None) -> list[str]:
+    async def send(
+        self,
+        contact: str,
+        text: str | None = None,
+        *,
+        media: OperatorMedia | Sequence[OperatorMedia] = (),
+        template: dict[str, Any] | None = None,
+    ) -> list[str]:
         """Send an operator message (see :meth:`~wa_agent.WhatsAppInterface.send`)."""
         contact = normalize_number(contact)
         items = [media] if isinstance(media, Media | bytes | Path) else list(media)
@@ -206,11 +243,21 @@ class Handoffs:
             raise OutsideServiceWindow(
                 f"{mask_number(contact)} has not written in the last 24 hours: only a "
                 "template can be sent (pass template={'name': ..., 'language': ...})",
-                code=131047)
+                code=131047,
+            )
         wamids = await self.operator_delivery.send_all(contact, parts)
-        await self.store.append_history(self.name, contact, [
-            HistoryTurn(role="operator", text=said, at=datetime.now(UTC),
-                        message_id=wamids[-1] if wamids else None)])
+        await self.store.append_history(
+            self.name,
+            contact,
+            [
+                HistoryTurn(
+                    role="operator",
+                    text=said,
+                    at=datetime.now(UTC),
+                    message_id=wamids[-1] if wamids else None,
+                )
+            ],
+        )
         return wamids
 
     # -- the timeout ----------------------------------------------------------------------
@@ -247,8 +294,11 @@ class Handoffs:
             finally:
                 await self.store.release_lease(lease, self.owner)
         except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
-            logger.warning("could not resume the expired handoff of %s (%s)",
-                           mask_number(contact), type(exc).__name__)
+            logger.warning(
+                "could not resume the expired handoff of %s (%s)",
+                mask_number(contact),
+                type(exc).__name__,
+            )
             return False
         logger.info("handoff of %s timed out: the agent answers again", mask_number(contact))
         self.listeners.resume(contact, "timeout")
@@ -261,23 +311,29 @@ class Handoffs:
             return
         try:
             if not await self._window_open(contact):
-                logger.info("not telling %s the agent is back: outside the 24-hour window",
-                            mask_number(contact))
+                logger.info(
+                    "not telling %s the agent is back: outside the 24-hour window",
+                    mask_number(contact),
+                )
                 return
-            await self.delivery.send_all(contact, await self.delivery.parts(
-                AgentReply(text=text)))
-            await self.store.append_history(self.name, contact, [
-                HistoryTurn(role="assistant", text=text, at=datetime.now(UTC))])
+            await self.delivery.send_all(contact, await self.delivery.parts(AgentReply(text=text)))
+            await self.store.append_history(
+                self.name, contact, [HistoryTurn(role="assistant", text=text, at=datetime.now(UTC))]
+            )
         except (WhatsAppAPIError, OSError) as exc:
-            logger.warning("could not tell %s the agent is back (%s)", mask_number(contact),
-                           type(exc).__name__)
+            logger.warning(
+                "could not tell %s the agent is back (%s)", mask_number(contact), type(exc).__name__
+            )
 
 
 def _operator_text(text: str | None, items: list[OperatorMedia]) -> str:
     """What the history records of an operator message."""
     said = [text.strip()] if text and text.strip() else []
     for item in items:
-        name = item.filename if isinstance(item, Media) else (
-            item.name if isinstance(item, Path) else None)
+        name = (
+            item.filename
+            if isinstance(item, Media)
+            else (item.name if isinstance(item, Path) else None)
+        )
         said.append(f"[file{': ' + name if name else ''}]")
     return "\n".join(said)

@@ -68,9 +68,13 @@ class Backlog:
             kept.append(item)
         held = len(items) - len(kept)
         if held:
-            logger.warning("backlog bound reached (%d per sender, %d in all): %d message(s) "
-                           "refused with 503 for Meta to redeliver later",
-                           self.per_contact, self.limit, held)
+            logger.warning(
+                "backlog bound reached (%d per sender, %d in all): %d message(s) "
+                "refused with 503 for Meta to redeliver later",
+                self.per_contact,
+                self.limit,
+                held,
+            )
         return kept, held
 
     def sync(self, contact: str, count: int) -> None:
@@ -101,12 +105,21 @@ class Backlog:
 class Intake:
     """Receives one interface's webhook events (see the module docstring)."""
 
-    def __init__(self, settings: InterfaceSettings, *, policy: AcceptancePolicy,
-                 store: SessionStore, backlog: Backlog,
-                 schedule: Callable[[str, InboxItem], None],
-                 on_status: Callable[[StatusUpdate], None],
-                 on_refused: Callable[[Message], None], listeners: Listeners, stats: Stats,
-                 gate: AckGate, max_depth: int) -> None:
+    def __init__(
+        self,
+        settings: InterfaceSettings,
+        *,
+        policy: AcceptancePolicy,
+        store: SessionStore,
+        backlog: Backlog,
+        schedule: Callable[[str, InboxItem], None],
+        on_status: Callable[[StatusUpdate], None],
+        on_refused: Callable[[Message], None],
+        listeners: Listeners,
+        stats: Stats,
+        gate: AckGate,
+        max_depth: int,
+    ) -> None:
         self.name = settings.name
         self.policy = policy
         self.store = store
@@ -135,15 +148,22 @@ class Intake:
                     stats.ignored += 1
                     continue
                 self.listeners.inbound(event)
-                if verdict is Verdict.IGNORED or (verdict is Verdict.REFUSED
-                                                  and event.group_id is not None):
+                if verdict is Verdict.IGNORED or (
+                    verdict is Verdict.REFUSED and event.group_id is not None
+                ):
                     stats.ignored += 1  # no private refusal for a group member
                 elif verdict is Verdict.REFUSED:
                     refused.append(event)
                 else:
                     # A group's messages are one conversation (history, order, replies).
-                    items.append(InboxItem(id=event.id, sender=event.group_id or event.sender,
-                                           payload=dump_message(event), received_at=now))
+                    items.append(
+                        InboxItem(
+                            id=event.id,
+                            sender=event.group_id or event.sender,
+                            payload=dump_message(event),
+                            received_at=now,
+                        )
+                    )
                     messages.append(event)
             elif isinstance(event, StatusUpdate):
                 stats.statuses += 1
@@ -170,8 +190,11 @@ class Intake:
     async def record(self, items: list[InboxItem], messages: list[Message] | None) -> str:
         """Record ``items`` in the inbox (within the backlog bounds) and schedule the new
         ones; ``messages`` are their parsed events, kept for processing when given."""
-        parsed = ({id(item): message for item, message in zip(items, messages, strict=True)}
-                  if messages is not None else None)
+        parsed = (
+            {id(item): message for item, message in zip(items, messages, strict=True)}
+            if messages is not None
+            else None
+        )
         backlog = self.backlog
         items, held = backlog.admit(items)
         if not items and not held:

@@ -21,8 +21,14 @@ from ..numbers import mask_number
 if TYPE_CHECKING:
     from ..stores.base import SessionStore
 
-__all__ = ["ConversationListener", "Listeners", "OutboundSink", "QuietListener", "Stats",
-           "StatusTracker"]
+__all__ = [
+    "ConversationListener",
+    "Listeners",
+    "OutboundSink",
+    "QuietListener",
+    "Stats",
+    "StatusTracker",
+]
 
 logger = logging.getLogger("wa_agent.interface")
 
@@ -39,8 +45,15 @@ class ConversationListener(Protocol):
     ``outbound``)."""
 
     def inbound(self, message: Message) -> object: ...
-    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
-                 media_info: dict[str, Any] | None = None) -> object: ...
+    def outbound(
+        self,
+        to: str,
+        text: str,
+        *,
+        wamid: str | None = None,
+        kind: str = "text",
+        media_info: dict[str, Any] | None = None,
+    ) -> object: ...
     def status(self, update: StatusUpdate) -> object: ...
     def thinking(self, contact: str, on: bool) -> object: ...
     def error(self, contact: str, text: str) -> object: ...
@@ -53,8 +66,15 @@ class QuietListener:
     def inbound(self, message: Message) -> None:
         """A message arrived (ignored)."""
 
-    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
-                 media_info: dict[str, Any] | None = None) -> None:
+    def outbound(
+        self,
+        to: str,
+        text: str,
+        *,
+        wamid: str | None = None,
+        kind: str = "text",
+        media_info: dict[str, Any] | None = None,
+    ) -> None:
         """A reply went out (ignored)."""
 
     def status(self, update: StatusUpdate) -> None:
@@ -70,15 +90,32 @@ class QuietListener:
 class OutboundSink(Protocol):
     """Where :class:`~wa_agent.hosting.delivery.Delivery` reports what it sent."""
 
-    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
-                 media_info: dict[str, Any] | None = None) -> None: ...
+    def outbound(
+        self,
+        to: str,
+        text: str,
+        *,
+        wamid: str | None = None,
+        kind: str = "text",
+        media_info: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 class Stats:
     """Counters of one interface (shown by ``GET /health``)."""
 
-    __slots__ = ("agent_errors", "deferred", "duplicates", "ignored", "overloaded", "processed",
-                 "received", "refused", "send_failures", "statuses")
+    __slots__ = (
+        "agent_errors",
+        "deferred",
+        "duplicates",
+        "ignored",
+        "overloaded",
+        "processed",
+        "received",
+        "refused",
+        "send_failures",
+        "statuses",
+    )
 
     def __init__(self) -> None:
         self.received = self.processed = self.duplicates = self.send_failures = 0
@@ -101,14 +138,20 @@ class Listeners(list[ConversationListener]):
         for listener in self:
             _call(listener.inbound, message)
 
-    def outbound(self, to: str, text: str, *, wamid: str | None = None, kind: str = "text",
-                 media_info: dict[str, Any] | None = None) -> None:
+    def outbound(
+        self,
+        to: str,
+        text: str,
+        *,
+        wamid: str | None = None,
+        kind: str = "text",
+        media_info: dict[str, Any] | None = None,
+    ) -> None:
         for listener in self:
             if media_info is None:
                 _call(listener.outbound, to, text, wamid=wamid)
             else:
-                _call(listener.outbound, to, text, wamid=wamid, kind=kind,
-                      media_info=media_info)
+                _call(listener.outbound, to, text, wamid=wamid, kind=kind, media_info=media_info)
 
     def status(self, update: StatusUpdate) -> None:
         for listener in self:
@@ -149,8 +192,13 @@ class StatusTracker:
     (a redelivered or overtaken status does not advance and is dropped), listeners see the
     ones that advanced, failures are logged and passed to ``on_failed``."""
 
-    def __init__(self, interface: str, store: SessionStore, listeners: Listeners,
-                 on_failed: Callable[[StatusUpdate], None]) -> None:
+    def __init__(
+        self,
+        interface: str,
+        store: SessionStore,
+        listeners: Listeners,
+        on_failed: Callable[[StatusUpdate], None],
+    ) -> None:
         self.interface = interface
         self.store = store
         self.listeners = listeners
@@ -169,6 +217,10 @@ class StatusTracker:
         self.listeners.status(update)
         if update.status == "failed":
             codes = ",".join(str(e.code) for e in update.errors) or "?"
-            logger.warning("message %s to %s failed (codes %s)", update.id,
-                           mask_number(update.recipient), codes)
+            logger.warning(
+                "message %s to %s failed (codes %s)",
+                update.id,
+                mask_number(update.recipient),
+                codes,
+            )
             self.on_failed(update)

@@ -24,10 +24,14 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds one per 
 
 
 def dump_message(message: Message) -> str:
-    return _COMPACT.encode({
-        "m": message.raw, "p": message.phone_number_id, "d": message.display_phone_number,
-        "n": message.profile_name,
-    })
+    return _COMPACT.encode(
+        {
+            "m": message.raw,
+            "p": message.phone_number_id,
+            "d": message.display_phone_number,
+            "n": message.profile_name,
+        }
+    )
 
 
 def _read_json(body: bytes) -> Any:
@@ -64,18 +68,30 @@ def lone_text_message(body: bytes, max_depth: int) -> tuple[str, str, str | None
         text = item["text"]["body"]
         wamid, sender, stamp = item["id"], item["from"], item["timestamp"]
         metadata = value.get("metadata")
-        if (data["object"] != "whatsapp_business_account" or change["field"] != "messages"
-                or "statuses" in value or "errors" in value or "errors" in item
-                or "group_id" in item
-                or item["type"] != "text" or type(data["entry"]) is not list):
+        if (
+            data["object"] != "whatsapp_business_account"
+            or change["field"] != "messages"
+            or "statuses" in value
+            or "errors" in value
+            or "errors" in item
+            or "group_id" in item
+            or item["type"] != "text"
+            or type(data["entry"]) is not list
+        ):
             return None
     except (ValueError, LookupError, TypeError, AttributeError):
         return None
     pnid = metadata.get("phone_number_id") if type(metadata) is dict else None
-    if ((pnid is not None and type(pnid) is not str) or type(wamid) is not str or not wamid
-            or type(sender) is not str or not sender or type(text) is not str
-            or type(stamp) is not str
-            or not (stamp.isascii() and stamp.isdigit() and 9 <= len(stamp) <= 11)):
+    if (
+        (pnid is not None and type(pnid) is not str)
+        or type(wamid) is not str
+        or not wamid
+        or type(sender) is not str
+        or not sender
+        or type(text) is not str
+        or type(stamp) is not str
+        or not (stamp.isascii() and stamp.isdigit() and 9 <= len(stamp) <= 11)
+    ):
         return None
     return wamid, sender, pnid
 
@@ -96,12 +112,34 @@ def load_message(payload: str, wamid: str, parser: MessageParser) -> Message:
     contacts = []
     if data.get("n") is not None:
         raw = data["m"]
-        contacts.append({"profile": {"name": data["n"]}, "wa_id": raw.get("from") or "",
-                         "user_id": raw.get("from_user_id")})
-    body = {"object": "whatsapp_business_account", "entry": [{"id": "", "changes": [{
-        "field": "messages", "value": {
-            "metadata": {"phone_number_id": data.get("p"), "display_phone_number": data.get("d")},
-            "contacts": contacts, "messages": [data["m"]]}}]}]}
+        contacts.append(
+            {
+                "profile": {"name": data["n"]},
+                "wa_id": raw.get("from") or "",
+                "user_id": raw.get("from_user_id"),
+            }
+        )
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "metadata": {
+                                "phone_number_id": data.get("p"),
+                                "display_phone_number": data.get("d"),
+                            },
+                            "contacts": contacts,
+                            "messages": [data["m"]],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
     events = parser.parse(body)
     message = events[0] if events else None
     if not isinstance(message, Message):

@@ -66,8 +66,12 @@ class AcceptancePolicy:
         return Verdict.ALLOWED
 
     def log_foreign(self, phone_number_id: str | None) -> None:
-        logger.warning("message for phone_number_id %r ignored by interface %r (configured "
-                       "for %r)", phone_number_id, self.name, self.phone_number_id)
+        logger.warning(
+            "message for phone_number_id %r ignored by interface %r (configured for %r)",
+            phone_number_id,
+            self.name,
+            self.phone_number_id,
+        )
 
     def first_refusal(self, message_id: str, contact: str) -> bool:
         """Whether ``message_id`` is refused for the first time (Meta redelivers: the
@@ -77,8 +81,9 @@ class AcceptancePolicy:
         self._refused_seen[message_id] = None
         while len(self._refused_seen) > _REFUSALS_REMEMBERED:
             self._refused_seen.popitem(last=False)
-        logger.info("refused a message from a number not in allowed_numbers (%s)",
-                    mask_number(contact))
+        logger.info(
+            "refused a message from a number not in allowed_numbers (%s)", mask_number(contact)
+        )
         return True
 
 

@@ -88,11 +88,23 @@ class Interrupted(Exception):
 class Processor:
     """Answers the turns of one interface (see the module docstring)."""
 
-    def __init__(self, settings: InterfaceSettings, *, store: SessionStore,
-                 graph: Callable[[], Sender], runner: AgentRunner, delivery: Delivery,
-                 backlog: Backlog, beats: HeartbeatWiring, listeners: Listeners, stats: Stats,
-                 gate: AckGate, parser: MessageParser, tasks: TaskSet,
-                 handoffs: Handoffs) -> None:
+    def __init__(
+        self,
+        settings: InterfaceSettings,
+        *,
+        store: SessionStore,
+        graph: Callable[[], Sender],
+        runner: AgentRunner,
+        delivery: Delivery,
+        backlog: Backlog,
+        beats: HeartbeatWiring,
+        listeners: Listeners,
+        stats: Stats,
+        gate: AckGate,
+        parser: MessageParser,
+        tasks: TaskSet,
+        handoffs: Handoffs,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.store = store
@@ -122,21 +134,24 @@ class Processor:
     def is_reset(self, message: Message) -> bool:
         """Whether ``message`` is the CHAT-mode reset command."""
         command = self.settings.reset_command
-        return (self.settings.mode is InterfaceMode.CHAT and command is not None
-                and message.type == "text"
-                and (message.text or "").strip().lower() == command.lower())
+        return (
+            self.settings.mode is InterfaceMode.CHAT
+            and command is not None
+            and message.type == "text"
+            and (message.text or "").strip().lower() == command.lower()
+        )
 
     def interrupt(self, contact: str) -> None:
         """A new message from ``contact``: cancel their turn's agent run if one is running
         (``interrupt=True``); the turn is then done again with everything pending."""
         task = self._agents.get(contact)
         if task is not None and not task.done():
-            logger.info("a new message from %s interrupts the running turn",
-                        mask_number(contact))
+            logger.info("a new message from %s interrupts the running turn", mask_number(contact))
             task.cancel()
 
-    async def process(self, turn: Turn, *, latest: Callable[[], bool],
-                      order: ReplyOrder | None = None) -> None:
+    async def process(
+        self, turn: Turn, *, latest: Callable[[], bool], order: ReplyOrder | None = None
+    ) -> None:
         """Answer ``turn``. ``latest()`` tells, just before the reply is sent, whether the
         turn is still the contact's newest; if not, the reply quotes the turn's last
         message. With ``order`` (TASK mode), the reply is sent only after the contact's
@@ -145,8 +160,12 @@ class Processor:
         progress = turn.progress
         failures = int(progress.get("failures", 0))
         if failures >= MAX_ATTEMPTS:
-            logger.error("giving up on message %s from %s: its reply failed %d times",
-                         turn.anchor.id, mask_number(contact), failures)
+            logger.error(
+                "giving up on message %s from %s: its reply failed %d times",
+                turn.anchor.id,
+                mask_number(contact),
+                failures,
+            )
             await self.complete(turn)
             return
         self.in_flight += 1
@@ -161,12 +180,16 @@ class Processor:
                 if turn.last.group_id is None:  # a group never receives the heartbeat
                     await self.beats.note_contact(contact)
                 parts, turns, extra = await self._answer(turn, handoff)
-                progress = turn.progress = {"parts": parts, "sent": 0, "turns": turns,
-                                            "covers": turn.ids, **extra}
+                progress = turn.progress = {
+                    "parts": parts,
+                    "sent": 0,
+                    "turns": turns,
+                    "covers": turn.ids,
+                    **extra,
+                }
                 if len(parts) > 1 or len(turn.items) > 1 or extra:
                     # Before the first part: a restart resumes instead of asking again.
-                    await self.store.save_progress(self.name, turn.anchor.id,
-                                                   json.dumps(progress))
+                    await self.store.save_progress(self.name, turn.anchor.id, json.dumps(progress))
             if order is not None:
                 blocked = await order.wait()
                 if blocked is not None:  # an earlier reply waits for a retry: so does this
@@ -176,8 +199,10 @@ class Processor:
                 await self._hold(turn, dropped=True)  # taken over while the agent ran
                 return
             await self._send_parts(turn, progress, quote=not latest())
-            history = [HistoryTurn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
-                       for t in progress.get("turns", [])]
+            history = [
+                HistoryTurn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
+                for t in progress.get("turns", [])
+            ]
             await self._after_reply(contact, progress)
             await self.complete(turn, history)
             self.stats.processed += len(turn.items)
@@ -193,14 +218,19 @@ class Processor:
         ids = turn.ids
         while True:
             try:
-                await self.store.complete(self.name, ids[0] if len(ids) == 1 else ids,
-                                          turn.contact, history)
+                await self.store.complete(
+                    self.name, ids[0] if len(ids) == 1 else ids, turn.contact, history
+                )
                 self.backlog.release(turn.items)
                 return
             except Exception as exc:  # noqa: BLE001 - logged, retried
-                logger.warning("the reply to message %s was sent but the store could not "
-                               "record it (%s); retrying in %.2f s", turn.anchor.id,
-                               type(exc).__name__, delay)
+                logger.warning(
+                    "the reply to message %s was sent but the store could not "
+                    "record it (%s); retrying in %.2f s",
+                    turn.anchor.id,
+                    type(exc).__name__,
+                    delay,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -223,10 +253,11 @@ class Processor:
         the agent once resumed) and leave the inbox; the agent's reply, if one was
         computed, is not sent."""
         if dropped:
-            logger.info("the reply to %s was not sent: a person took the conversation over",
-                        mask_number(turn.contact))
-        users = [HistoryTurn(role="user", text=_said(m), message_id=m.id)
-                 for m in turn.messages]
+            logger.info(
+                "the reply to %s was not sent: a person took the conversation over",
+                mask_number(turn.contact),
+            )
+        users = [HistoryTurn(role="user", text=_said(m), message_id=m.id) for m in turn.messages]
         await self.complete(turn, users)
         self.stats.processed += len(turn.items)
 
@@ -242,12 +273,16 @@ class Processor:
     def is_handoff_command(self, message: Message) -> bool:
         """Whether ``message`` is the user's command asking for a person."""
         command = self.settings.handoff_command
-        return (command is not None and message.type == "text"
-                and (message.text or "").strip().lower() == command.lower())
+        return (
+            command is not None
+            and message.type == "text"
+            and (message.text or "").strip().lower() == command.lower()
+        )
 
     # -- asking ---------------------------------------------------------------------------
-    async def _answer(self, turn: Turn, handoff: Handoff | None
-                      ) -> tuple[list[dict[str, Any]], list[list[Any]], dict[str, Any]]:
+    async def _answer(
+        self, turn: Turn, handoff: Handoff | None
+    ) -> tuple[list[dict[str, Any]], list[list[Any]], dict[str, Any]]:
         """Run the agent (or a command) and turn its reply into sendable parts; the third
         item is what to do once the reply is out (see :meth:`_after_reply`)."""
         last = turn.last
@@ -266,16 +301,19 @@ class Processor:
             return await self.delivery.parts(AgentReply(text=greeting)), [], {}
         if len(turn.messages) == 1 and self.is_handoff_command(last):
             logger.info("%s asks for a person", mask_number(contact))
-            asked = [["user", _said(last), last.id],
-                     ["assistant", self.settings.handoff_message]]
-            return (await self.delivery.parts(AgentReply(text=self.settings.handoff_message)),
-                    asked, {"handoff": "user", "handoff_note": "the user asked for a person"})
+            asked = [["user", _said(last), last.id], ["assistant", self.settings.handoff_message]]
+            return (
+                await self.delivery.parts(AgentReply(text=self.settings.handoff_message)),
+                asked,
+                {"handoff": "user", "handoff_note": "the user asked for a person"},
+            )
         chat = self.settings.mode is InterfaceMode.CHAT
         carried = not chat and handoff is not None and handoff.resumed
         history: tuple[HistoryTurn, ...] = ()
         if chat or carried:
-            history = tuple(await self.store.get_history(self.name, contact,
-                                                         self.settings.history_limit))
+            history = tuple(
+                await self.store.get_history(self.name, contact, self.settings.history_limit)
+            )
         texts: list[str] = []
         attachments: list[Attachment] = []
         notes: list[str] = []
@@ -296,10 +334,16 @@ class Processor:
             notes.extend(noted)
             users.append(["user", said, message.id])
         request = AgentRequest(
-            text="\n".join(t for t in texts if t), sender=last.sender,
-            attachments=tuple(attachments), history=history, message=last,
-            messages=tuple(turn.messages), profile_name=last.profile_name,
-            interface=self.name, choice=choice, notes=tuple(notes),
+            text="\n".join(t for t in texts if t),
+            sender=last.sender,
+            attachments=tuple(attachments),
+            history=history,
+            message=last,
+            messages=tuple(turn.messages),
+            profile_name=last.profile_name,
+            interface=self.name,
+            choice=choice,
+            notes=tuple(notes),
         )
         reply, ok = await self._run(request, last.id)
         parts = await self.delivery.parts(reply)
@@ -313,8 +357,9 @@ class Processor:
                 turns = [*users, ["assistant", reply_history_text(reply)]]
         return parts, turns, extra
 
-    async def _read(self, message: Message
-                    ) -> tuple[str, tuple[Attachment, ...], list[str], str | None]:
+    async def _read(
+        self, message: Message
+    ) -> tuple[str, tuple[Attachment, ...], list[str], str | None]:
         """One message as the agent gets it: its text (a tapped choice's title, a voice
         note's transcript), its downloaded media, notes about what could not be read, and
         the tapped choice's id."""
@@ -328,8 +373,9 @@ class Processor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("could not transcribe the voice note %s (%s)", message.id,
-                               type(exc).__name__)
+                logger.warning(
+                    "could not transcribe the voice note %s (%s)", message.id, type(exc).__name__
+                )
                 self.listeners.error(message.sender, "transcription failed")
                 raise TranscriptionFailed from exc
             self.listeners.transcript(message.id, text)
@@ -341,7 +387,8 @@ class Processor:
             return await self.runner.answer(request, message_id)
         contact = request.sender
         task = self._agents[contact] = self.tasks.spawn(
-            self.runner.answer(request, message_id), "agent")
+            self.runner.answer(request, message_id), "agent"
+        )
         try:
             return await task
         except asyncio.CancelledError:
@@ -363,8 +410,11 @@ class Processor:
             return fallback
         request = AgentRequest(
             text=greeting if isinstance(greeting, str) else "Greet the user.",
-            sender=message.sender, message=message, profile_name=message.profile_name,
-            interface=self.name, purpose="greeting",
+            sender=message.sender,
+            message=message,
+            profile_name=message.profile_name,
+            interface=self.name,
+            purpose="greeting",
         )
         try:
             reply = await self.runner.run(request, typing_for=message.id)
@@ -381,17 +431,30 @@ class Processor:
         media = message.media
         try:
             data, mime = await self._graph().download_media(
-                media.id, max_bytes=self.settings.media_max_bytes, kind=message.type)
+                media.id, max_bytes=self.settings.media_max_bytes, kind=message.type
+            )
         except (MediaError, WhatsAppAPIError) as exc:
-            logger.warning("could not download %s of message %s: %s", message.type,
-                           message.id, type(exc).__name__)
-            note = (f"the {message.type} the user sent could not be downloaded "
-                    f"({type(exc).__name__})")
+            logger.warning(
+                "could not download %s of message %s: %s",
+                message.type,
+                message.id,
+                type(exc).__name__,
+            )
+            note = (
+                f"the {message.type} the user sent could not be downloaded ({type(exc).__name__})"
+            )
             return (), [note]
         self.listeners.media_size(message.id, len(data))  # the widget shows the size
-        return (Attachment(kind=message.type, data=data, mime_type=mime or media.mime_type or
-                           "application/octet-stream", filename=media.filename,
-                           caption=message.caption, voice=media.voice),), []
+        return (
+            Attachment(
+                kind=message.type,
+                data=data,
+                mime_type=mime or media.mime_type or "application/octet-stream",
+                filename=media.filename,
+                caption=message.caption,
+                voice=media.voice,
+            ),
+        ), []
 
     # -- sending --------------------------------------------------------------------------
     async def _send_parts(self, turn: Turn, progress: dict[str, Any], *, quote: bool) -> None:
@@ -405,22 +468,31 @@ class Processor:
             reply_to = last.id if quote and index == quoting else None
             await self.gate.turn()
             try:
-                await self.delivery.send_part(to, parts[index], reply_to=reply_to,
-                                              answering=last.id)
+                await self.delivery.send_part(
+                    to, parts[index], reply_to=reply_to, answering=last.id
+                )
             except TransportError as exc:
                 if not exc.maybe_delivered:
                     await self._send_failed(turn, exc, progress, index)
-                logger.warning("reply part %d to %s may or may not have been delivered "
-                               "(timeout after sending); not resending", index, mask_number(to))
+                logger.warning(
+                    "reply part %d to %s may or may not have been delivered "
+                    "(timeout after sending); not resending",
+                    index,
+                    mask_number(to),
+                )
             except AuthenticationError as exc:
                 await self._send_failed(turn, exc, progress, index)
             except WhatsAppAPIError as exc:
                 if exc.retryable:
                     await self._send_failed(turn, exc, progress, index)
                 self.stats.send_failures += 1
-                logger.error("reply to %s failed permanently (code %s: %s); message %s "
-                             "dropped", mask_number(to), exc.code, type(exc).__name__,
-                             turn.anchor.id)
+                logger.error(
+                    "reply to %s failed permanently (code %s: %s); message %s dropped",
+                    mask_number(to),
+                    exc.code,
+                    type(exc).__name__,
+                    turn.anchor.id,
+                )
                 self.listeners.error(to, f"send failed: {exc.code}")
                 return
             if len(parts) > 1 and index + 1 < len(parts):
@@ -433,11 +505,13 @@ class Processor:
         try:
             await self.store.save_progress(self.name, turn.anchor.id, json.dumps(progress))
         except Exception as exc:  # noqa: BLE001 - logged; sending goes on
-            logger.warning("could not save the progress of message %s: %s", turn.anchor.id,
-                           type(exc).__name__)
+            logger.warning(
+                "could not save the progress of message %s: %s", turn.anchor.id, type(exc).__name__
+            )
 
-    async def _send_failed(self, turn: Turn, exc: WhatsAppAPIError, progress: dict[str, Any],
-                           index: int) -> None:
+    async def _send_failed(
+        self, turn: Turn, exc: WhatsAppAPIError, progress: dict[str, Any], index: int
+    ) -> None:
         """A retryable send failure: the part was not accepted, so it is resent later from
         the inbox (the parts before it are not), after a delay that doubles each time."""
         self.stats.send_failures += 1
@@ -447,8 +521,14 @@ class Processor:
         await self.store.save_progress(self.name, turn.anchor.id, json.dumps(progress))
         delay = min(self.settings.sweep_interval * 2 ** (failures - 1), MAX_BACKOFF)
         to = turn.contact
-        logger.warning("reply to %s failed (%s, code %s); kept in the inbox, retry %d in "
-                       "%.1f s", mask_number(to), type(exc).__name__, exc.code, failures, delay)
+        logger.warning(
+            "reply to %s failed (%s, code %s); kept in the inbox, retry %d in %.1f s",
+            mask_number(to),
+            type(exc).__name__,
+            exc.code,
+            failures,
+            delay,
+        )
         self.listeners.error(to, f"send failed: {exc.code}; will retry")
         raise RetryLater(delay) from exc
 

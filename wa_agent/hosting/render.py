@@ -34,13 +34,19 @@ def render_text(message: Message) -> str:
     if mtype == "location" and message.location is not None:
         loc = message.location
         place = ", ".join(p for p in (loc.name, loc.address) if p)
-        parts.append(f"[location: {loc.latitude:.6f}, {loc.longitude:.6f}"
-                     + (f" — {place}" if place else "") + "]")
+        parts.append(
+            f"[location: {loc.latitude:.6f}, {loc.longitude:.6f}"
+            + (f" — {place}" if place else "")
+            + "]"
+        )
     elif mtype == "contacts":
         for card in message.contacts:
             phones = ", ".join(card.phones)
-            parts.append(f"[contact: {card.formatted_name or 'unnamed'}"
-                         + (f", {phones}" if phones else "") + "]")
+            parts.append(
+                f"[contact: {card.formatted_name or 'unnamed'}"
+                + (f", {phones}" if phones else "")
+                + "]"
+            )
     elif mtype == "interactive" and message.interactive is not None:
         inter = message.interactive
         if inter.type == "nfm_reply":
@@ -53,20 +59,22 @@ def render_text(message: Message) -> str:
     elif mtype == "button" and message.button is not None:
         parts.append(message.button.text or message.button.payload or "[button]")
     elif mtype == "order" and message.order is not None:
-        lines = [f"{i.quantity or 1} x {i.product_retailer_id} at {i.item_price} {i.currency}"
-                 for i in message.order.product_items]
+        lines = [
+            f"{i.quantity or 1} x {i.product_retailer_id} at {i.item_price} {i.currency}"
+            for i in message.order.product_items
+        ]
         parts.append("[order: " + "; ".join(lines) + "]")
         if message.order.text:
             parts.append(message.order.text)
     elif mtype == "reaction" and message.reaction is not None:
-        parts.append(f"[reaction {message.reaction.emoji or 'removed'} to "
-                     f"{message.reaction.message_id}]")
+        parts.append(
+            f"[reaction {message.reaction.emoji or 'removed'} to {message.reaction.message_id}]"
+        )
     elif mtype in MEDIA_TYPES:
         if message.caption:
             parts.append(message.caption)
     elif mtype == "edit":
-        parts.append("[edited an earlier message]"
-                     + (f" {message.text}" if message.text else ""))
+        parts.append("[edited an earlier message]" + (f" {message.text}" if message.text else ""))
     elif mtype == "revoke":
         parts.append("[deleted an earlier message]")
     elif message.text:

@@ -105,8 +105,16 @@ class TypingKeeper:
 class AgentRunner:
     """Runs the interface's agent under ``agent_timeout`` (see the module docstring)."""
 
-    def __init__(self, agent: Agent, *, timeout: float | None, apology: str, stats: Stats,
-                 listeners: Listeners, typing: TypingKeeper) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        timeout: float | None,
+        apology: str,
+        stats: Stats,
+        listeners: Listeners,
+        typing: TypingKeeper,
+    ) -> None:
         self.agent = agent
         self.timeout = timeout
         self.apology = apology
@@ -136,8 +144,12 @@ class AgentRunner:
             raise
         except Exception as exc:
             self.stats.agent_errors += 1
-            logger.error("agent failed on message %s from %s: %s", message_id,
-                         mask_number(request.sender), describe_failure(exc))
+            logger.error(
+                "agent failed on message %s from %s: %s",
+                message_id,
+                mask_number(request.sender),
+                describe_failure(exc),
+            )
             logger.debug("agent failure on message %s", message_id, exc_info=True)
             self.listeners.error(request.sender, f"agent error: {type(exc).__name__}")
             return AgentReply(text=self.apology), False

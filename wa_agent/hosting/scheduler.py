@@ -45,6 +45,7 @@ __all__ = ["Scheduler"]
 
 logger = logging.getLogger("wa_agent.interface")
 
+
 class Held:
     """A contact lease this process holds (renewed by the lease keeper)."""
 
@@ -58,8 +59,17 @@ class Held:
 class Scheduler:
     """Schedules the answering of one interface's contacts (see the module docstring)."""
 
-    def __init__(self, settings: InterfaceSettings, *, store: SessionStore, backlog: Backlog,
-                 tasks: TaskSet, gate: AckGate, stats: Stats, owner: str) -> None:
+    def __init__(
+        self,
+        settings: InterfaceSettings,
+        *,
+        store: SessionStore,
+        backlog: Backlog,
+        tasks: TaskSet,
+        gate: AckGate,
+        stats: Stats,
+        owner: str,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.store = store
@@ -131,8 +141,12 @@ class Scheduler:
             for task in pending:
                 task.cancel()
             if pending:
-                logger.warning("shutdown: %d sender(s) still busy after %.1f s; their "
-                               "messages stay in the inbox", len(pending), timeout)
+                logger.warning(
+                    "shutdown: %d sender(s) still busy after %.1f s; their "
+                    "messages stay in the inbox",
+                    len(pending),
+                    timeout,
+                )
                 await asyncio.gather(*pending, return_exceptions=True)
 
     def clear(self) -> None:
@@ -169,8 +183,11 @@ class Scheduler:
             return
         if self.queued >= self.settings.max_queued_senders:
             if not self.overflow:
-                logger.warning("more than %d senders waiting: new ones stay in the inbox until "
-                               "the queue empties", self.settings.max_queued_senders)
+                logger.warning(
+                    "more than %d senders waiting: new ones stay in the inbox until "
+                    "the queue empties",
+                    self.settings.max_queued_senders,
+                )
             self.overflow = True
             self.stats.deferred += 1
             return
@@ -200,8 +217,7 @@ class Scheduler:
         try:
             contacts = await self.store.pending_senders(self.name)
         except Exception:
-            logger.warning("could not list inbox leftovers; the sweeper will retry",
-                           exc_info=True)
+            logger.warning("could not list inbox leftovers; the sweeper will retry", exc_info=True)
             return
         if contacts:
             logger.info("resuming %d sender(s) with unanswered messages", len(contacts))
@@ -241,8 +257,7 @@ class Scheduler:
         try:
             while self.active:
                 self.woken.discard(contact)
-                if not await self.store.acquire_lease(lease, self.owner,
-                                                      self.settings.lease_ttl):
+                if not await self.store.acquire_lease(lease, self.owner, self.settings.lease_ttl):
                     if not await self._wait_for_other_drainer(contact):
                         return
                     continue
@@ -261,15 +276,17 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("processing messages of %s failed; will retry",
-                             mask_number(contact))
+            logger.exception("processing messages of %s failed; will retry", mask_number(contact))
             self.backoff[contact] = time.monotonic() + self.settings.sweep_interval
         finally:
             if self.drains.get(contact) is asyncio.current_task():
                 del self.drains[contact]
                 self._newest.pop(contact, None)
-                if self.overflow and self._sweep_now is not None \
-                        and self.queued <= self.settings.max_queued_senders // 2:
+                if (
+                    self.overflow
+                    and self._sweep_now is not None
+                    and self.queued <= self.settings.max_queued_senders // 2
+                ):
                     self._sweep_now.set()
 
     async def _wait_for_other_drainer(self, contact: str) -> bool:
@@ -307,8 +324,7 @@ class Scheduler:
                     await asyncio.sleep(wait)
                     continue
             self._newest[contact] = items[-1].id
-            turn = next_chat_turn(items, processor.load, processor.is_reset,
-                                  _MAX_TURN_ITEMS)
+            turn = next_chat_turn(items, processor.load, processor.is_reset, _MAX_TURN_ITEMS)
             latest = functools.partial(self.is_latest, contact, turn.anchor.id)
             async with self._sem:
                 if not self.active:  # waited for a slot while shutting down
@@ -351,8 +367,7 @@ class Scheduler:
                     started.add(item.id)
                     running.add(self.tasks.spawn(self._task_turn(item, order), "turn"))
                 while running:  # the inbox is read again once woken, or all turns are done
-                    blocked = _first_block(blocked, await self._finished_or_woken(
-                        contact, running))
+                    blocked = _first_block(blocked, await self._finished_or_woken(contact, running))
                     if contact in self.woken:
                         break
                 if running or contact in self.woken:
@@ -385,20 +400,24 @@ class Scheduler:
             async with self._sem:
                 if self.active:
                     await self.processor.process(
-                        self.processor.turn_of(item), order=order,
-                        latest=functools.partial(self.is_latest, item.sender, item.id))
+                        self.processor.turn_of(item),
+                        order=order,
+                        latest=functools.partial(self.is_latest, item.sender, item.id),
+                    )
         except RetryLater as retry:
             blocked = retry.delay
         except Exception:
-            logger.exception("processing a message of %s failed; will retry",
-                             mask_number(item.sender))
+            logger.exception(
+                "processing a message of %s failed; will retry", mask_number(item.sender)
+            )
             blocked = self.settings.sweep_interval
         finally:
             order.done(blocked)
         return blocked
 
-    async def _finished_or_woken(self, contact: str, running: set[asyncio.Task[float | None]]
-                                 ) -> list[float | None]:
+    async def _finished_or_woken(
+        self, contact: str, running: set[asyncio.Task[float | None]]
+    ) -> list[float | None]:
         """Wait until one of ``running`` ends or a new message of ``contact`` arrives."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if contact in self.woken:
@@ -425,13 +444,11 @@ class Scheduler:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            due = [(name, held) for name, held in self.held.items()
-                   if now - held.since >= period]
+            due = [(name, held) for name, held in self.held.items() if now - held.since >= period]
             if not due:
                 continue
             try:
-                renewed = await self.store.renew_leases([name for name, _ in due], self.owner,
-                                                        ttl)
+                renewed = await self.store.renew_leases([name for name, _ in due], self.owner, ttl)
             except Exception:
                 logger.warning("could not renew %d lease(s)", len(due), exc_info=True)
                 continue
@@ -450,9 +467,12 @@ class Scheduler:
             held.since = time.monotonic()
             return
         held.lost = True
-        logger.warning("lost the lease %s (this process stalled longer than lease_ttl=%.1f s): "
-                       "another process may be answering the same sender", name,
-                       self.settings.lease_ttl)
+        logger.warning(
+            "lost the lease %s (this process stalled longer than lease_ttl=%.1f s): "
+            "another process may be answering the same sender",
+            name,
+            self.settings.lease_ttl,
+        )
 
 
 _MAX_TURN_ITEMS = 50  # messages one CHAT turn answers at most (the rest: the next turn)

@@ -50,8 +50,7 @@ class TaskSet:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("background task %s failed", task.get_name(),
-                         exc_info=task.exception())
+            logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def close(self) -> None:
         """Cancel every task and wait until all have finished."""

@@ -62,8 +62,12 @@ class Turn:
         return self.messages[-1]
 
 
-def next_chat_turn(items: list[InboxItem], load: Callable[[InboxItem], Message],
-                   is_reset: Callable[[Message], bool], limit: int) -> Turn:
+def next_chat_turn(
+    items: list[InboxItem],
+    load: Callable[[InboxItem], Message],
+    is_reset: Callable[[Message], bool],
+    limit: int,
+) -> Turn:
     """The next CHAT turn from the contact's pending ``items`` (oldest first, not empty).
 
     A turn whose reply was already prepared (progress with parts, saved on its anchor)

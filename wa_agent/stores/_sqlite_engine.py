@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS handoffs (
     PRIMARY KEY (interface, contact)) WITHOUT ROWID;
 """
 
+
 class _Request:
     __slots__ = ("future", "loop", "op", "write")
 
@@ -111,8 +112,9 @@ class GroupedOp:
         raise NotImplementedError
 
     @classmethod
-    def run_group(cls, conn: sqlite3.Connection, ops: list[Self], savepoint: bool
-                  ) -> list[Any] | None:
+    def run_group(
+        cls, conn: sqlite3.Connection, ops: list[Self], savepoint: bool
+    ) -> list[Any] | None:
         """Run ``ops`` together; answer what each would have answered alone, in order.
 
         ``None`` gives up on an SQLite error: inside its own ``savepoint`` after undoing
@@ -122,8 +124,9 @@ class GroupedOp:
         raise NotImplementedError
 
 
-def _run_groups(conn: sqlite3.Connection, batch: list[_Request], isolate: bool
-                ) -> dict[int, _Outcome] | None:
+def _run_groups(
+    conn: sqlite3.Connection, batch: list[_Request], isolate: bool
+) -> dict[int, _Outcome] | None:
     """Run each class of :class:`GroupedOp` with two or more calls in ``batch`` as one
     group; answer their outcomes by ``id()`` of the request, or ``None`` if a group failed
     without ``isolate`` (the transaction must be rolled back)."""
@@ -415,9 +418,7 @@ class SQLiteEngine:
             self._commits += 1
         return outcomes
 
-    def _apply(
-        self, r: _Request, conn: sqlite3.Connection
-    ) -> _Outcome:
+    def _apply(self, r: _Request, conn: sqlite3.Connection) -> _Outcome:
         try:
             return (r.future, r.op(conn), None)
         except sqlite3.Error as exc:
@@ -437,8 +438,9 @@ class SQLiteEngine:
         try:
             removed = self._purge(conn, now, PURGE_CHUNK)
         except sqlite3.Error:  # housekeeping must never fail the writes it rides along with
-            logger.warning("SQLite store at %s: purging expired marks failed", self._path,
-                           exc_info=True)
+            logger.warning(
+                "SQLite store at %s: purging expired marks failed", self._path, exc_info=True
+            )
             conn.execute("ROLLBACK TO purge")
             removed = 0
         conn.execute("RELEASE purge")

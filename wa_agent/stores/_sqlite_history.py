@@ -11,15 +11,16 @@ from ..agents import Turn
 from ._common import check_ttl, from_micros, to_micros
 from ._sqlite_engine import SQLiteEngine
 
-_LEASE = ("INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
-          "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
-          "expires = excluded.expires "
-          "WHERE leases.owner = excluded.owner OR leases.expires <= ?")
+_LEASE = (
+    "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+    "expires = excluded.expires "
+    "WHERE leases.owner = excluded.owner OR leases.expires <= ?"
+)
 
 #: One history row (see :func:`turn_rows`).
 INSERT_TURN = (
-    "INSERT INTO history (interface, sender, role, text, at, message_id) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO history (interface, sender, role, text, at, message_id) VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -29,8 +30,12 @@ def turn_rows(
     """The parameters of :data:`INSERT_TURN` for each of ``turns``."""
     return [
         (
-            interface, sender, t.role, t.text,
-            t.at.isoformat() if t.at is not None else None, t.message_id,
+            interface,
+            sender,
+            t.role,
+            t.text,
+            t.at.isoformat() if t.at is not None else None,
+            t.message_id,
         )
         for t in turns
     ]
@@ -56,7 +61,9 @@ class HistoryOps(SQLiteEngine):
             rows.reverse()
             return [
                 Turn(
-                    role=r[0], text=r[1], at=datetime.fromisoformat(r[2]) if r[2] else None,
+                    role=r[0],
+                    text=r[1],
+                    at=datetime.fromisoformat(r[2]) if r[2] else None,
                     message_id=r[3],
                 )
                 for r in rows
@@ -149,8 +156,9 @@ class HistoryOps(SQLiteEngine):
         expires = now + check_ttl("ttl", ttl)
 
         def op(conn: sqlite3.Connection) -> list[bool]:
-            return [conn.execute(_LEASE, (name, owner, expires, now)).rowcount == 1
-                    for name in names]
+            return [
+                conn.execute(_LEASE, (name, owner, expires, now)).rowcount == 1 for name in names
+            ]
 
         result: list[bool] = await self._submit(op, write=True)
         return result
@@ -158,9 +166,7 @@ class HistoryOps(SQLiteEngine):
     async def release_lease(self, name: str, owner: str) -> None:
         """Release the lease if ``owner`` holds it."""
         await self._submit(
-            lambda c: c.execute(
-                "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)
-            ),
+            lambda c: c.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)),
             write=True,
         )
 

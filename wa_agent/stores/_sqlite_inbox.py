@@ -27,10 +27,13 @@ _ITEM_COLUMNS = "id, sender, payload, received_at, seq, attempts, progress"
 
 # The same statements for many rows at once: (head, one row's placeholders, tail).
 _REPEATS = (
-    "WITH v (interface, key, now) AS (VALUES", "(?, ?, ?)",
-    (") SELECT 'mark', v.interface, v.key FROM v JOIN dedupe d ON d.interface = v.interface "
-     "AND d.key = v.key WHERE d.expires > v.now UNION ALL SELECT 'inbox', v.interface, v.key "
-     "FROM v JOIN inbox i ON i.interface = v.interface AND i.id = v.key"),
+    "WITH v (interface, key, now) AS (VALUES",
+    "(?, ?, ?)",
+    (
+        ") SELECT 'mark', v.interface, v.key FROM v JOIN dedupe d ON d.interface = v.interface "
+        "AND d.key = v.key WHERE d.expires > v.now UNION ALL SELECT 'inbox', v.interface, v.key "
+        "FROM v JOIN inbox i ON i.interface = v.interface AND i.id = v.key"
+    ),
 )
 _LIVE_MARK = "SELECT 1 FROM dedupe WHERE interface = ? AND key = ? AND expires > ?"
 _MARK_SET = (
@@ -38,8 +41,9 @@ _MARK_SET = (
     "ON CONFLICT (interface, key) DO UPDATE SET expires = excluded.expires"
 )
 _ENQUEUE_MANY = (
-    ("INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) "
-     "VALUES"), "(?, ?, ?, ?, ?, ?, ?)", "ON CONFLICT (interface, id) DO NOTHING",
+    ("INSERT INTO inbox (interface, id, sender, payload, received_at, attempts, progress) VALUES"),
+    "(?, ?, ?, ?, ?, ?, ?)",
+    "ON CONFLICT (interface, id) DO NOTHING",
 )
 
 
@@ -57,7 +61,7 @@ def _chunks(rows: list[Any]) -> Iterator[list[Any]]:
         size = _CHUNK_ROWS
         while size > len(rows) - start:
             size //= 2
-        yield rows[start:start + size]
+        yield rows[start : start + size]
         start += size
 
 
@@ -66,22 +70,25 @@ def _sql(statement: tuple[str, str, str], rows: int) -> str:
     return f"{head} {', '.join([one] * rows)} {tail}"
 
 
-def _run_chunks(conn: sqlite3.Connection, statement: tuple[str, str, str],
-                rows: list[tuple[Any, ...]]) -> Iterator[sqlite3.Cursor]:
+def _run_chunks(
+    conn: sqlite3.Connection, statement: tuple[str, str, str], rows: list[tuple[Any, ...]]
+) -> Iterator[sqlite3.Cursor]:
     """A multi-row statement (``statement`` = head, one row's placeholders, tail) over
     ``rows``, in chunks: one step each; yields each chunk's cursor."""
     for chunk in _chunks(rows):
         yield conn.execute(_sql(statement, len(chunk)), [v for row in chunk for v in row])
 
 
-def _insert_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
-                 rows: list[tuple[Any, ...]]) -> None:
+def _insert_rows(
+    conn: sqlite3.Connection, statement: tuple[str, str, str], rows: list[tuple[Any, ...]]
+) -> None:
     for _cursor in _run_chunks(conn, statement, rows):
         pass
 
 
-def _select_rows(conn: sqlite3.Connection, statement: tuple[str, str, str],
-                 rows: list[tuple[Any, ...]]) -> list[tuple[str, str, str]]:
+def _select_rows(
+    conn: sqlite3.Connection, statement: tuple[str, str, str], rows: list[tuple[Any, ...]]
+) -> list[tuple[str, str, str]]:
     """:func:`_run_chunks` for a query; answers its ``(kind, interface, key)`` rows."""
     return [row for cursor in _run_chunks(conn, statement, rows) for row in cursor.fetchall()]
 
@@ -112,8 +119,9 @@ class _AddInbound(GroupedOp):
         return out
 
     @classmethod
-    def run_group(cls, conn: sqlite3.Connection, ops: list[_AddInbound], savepoint: bool
-                  ) -> list[Any] | None:
+    def run_group(
+        cls, conn: sqlite3.Connection, ops: list[_AddInbound], savepoint: bool
+    ) -> list[Any] | None:
         """Every ``add_inbound`` of a batch in a few multi-row statements instead of two per
         item plus a savepoint per call. Each statement step hands the GIL over (and waits up
         to the interpreter's switch interval to get it back while the event loop is busy),
@@ -137,8 +145,9 @@ class _AddInbound(GroupedOp):
                     key = (op.interface, row[0])
                     if key not in live and key not in new:
                         new[key] = (op.interface, *row)
-            _insert_rows(conn, _ENQUEUE_MANY,
-                         [row for key, row in new.items() if key not in queued_before])
+            _insert_rows(
+                conn, _ENQUEUE_MANY, [row for key, row in new.items() if key not in queued_before]
+            )
         except sqlite3.Error:
             if not conn.in_transaction:
                 raise
@@ -161,7 +170,6 @@ class _AddInbound(GroupedOp):
         return out
 
 
-
 class InboxOps(SQLiteEngine):
     """The inbox, dedupe marks and delivery states."""
 
@@ -175,11 +183,9 @@ class InboxOps(SQLiteEngine):
             return []
         now = self._clock()
         rows = [
-            (it.id, it.sender, it.payload, it.received_at, it.attempts, it.progress)
-            for it in items
+            (it.id, it.sender, it.payload, it.received_at, it.attempts, it.progress) for it in items
         ]
-        result: list[bool] = await self._submit(
-            _AddInbound(interface, rows, now), write=True)
+        result: list[bool] = await self._submit(_AddInbound(interface, rows, now), write=True)
         return result
 
     async def pending(self, interface: str, sender: str | None = None) -> list[InboxItem]:
@@ -189,16 +195,20 @@ class InboxOps(SQLiteEngine):
             args: tuple[str, ...] = (interface,)
         else:
             sql = (
-                f"SELECT {_ITEM_COLUMNS} FROM inbox WHERE interface = ? AND sender = ? "
-                "ORDER BY seq"
+                f"SELECT {_ITEM_COLUMNS} FROM inbox WHERE interface = ? AND sender = ? ORDER BY seq"
             )
             args = (interface, sender)
 
         def op(conn: sqlite3.Connection) -> list[InboxItem]:
             return [
                 InboxItem(
-                    id=r[0], sender=r[1], payload=r[2], received_at=r[3], seq=r[4],
-                    attempts=r[5], progress=r[6],
+                    id=r[0],
+                    sender=r[1],
+                    payload=r[2],
+                    received_at=r[3],
+                    seq=r[4],
+                    attempts=r[5],
+                    progress=r[6],
                 )
                 for r in conn.execute(sql, args)
             ]
@@ -232,7 +242,10 @@ class InboxOps(SQLiteEngine):
         )
 
     async def complete(
-        self, interface: str, item_id: str | Sequence[str], sender: str,
+        self,
+        interface: str,
+        item_id: str | Sequence[str],
+        sender: str,
         turns: Sequence[Turn] = (),
     ) -> None:
         """Remove the item(s) (if present) and append ``turns`` to the history, atomically."""
@@ -242,8 +255,9 @@ class InboxOps(SQLiteEngine):
 
         def op(conn: sqlite3.Connection) -> None:
             for one in ids:
-                if conn.execute("DELETE FROM inbox WHERE interface = ? AND id = ?",
-                                (interface, one)).rowcount:
+                if conn.execute(
+                    "DELETE FROM inbox WHERE interface = ? AND id = ?", (interface, one)
+                ).rowcount:
                     # Its dedupe mark, from now on (the inbox row was the mark until now).
                     conn.execute(_MARK_SET, (interface, one, expires))
             if rows:
@@ -267,8 +281,7 @@ class InboxOps(SQLiteEngine):
 
         def op(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "SELECT status FROM status WHERE interface = ? AND message_id = ? "
-                "AND expires > ?",
+                "SELECT status FROM status WHERE interface = ? AND message_id = ? AND expires > ?",
                 (interface, message_id, now),
             ).fetchone()
             if not status_advances(row[0] if row else None, status):
@@ -289,8 +302,7 @@ class InboxOps(SQLiteEngine):
 
         def op(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(
-                "SELECT status FROM status WHERE interface = ? AND message_id = ? "
-                "AND expires > ?",
+                "SELECT status FROM status WHERE interface = ? AND message_id = ? AND expires > ?",
                 (interface, message_id, now),
             ).fetchone()
             return None if row is None else str(row[0])

@@ -48,16 +48,24 @@ class InboxItem:
 # The dataclass __init__ of a frozen class sets each field through object.__setattr__; the
 # slots' own descriptors do the same job in half the time. For the ack path's hot spots.
 _new = object.__new__
-_SET_FIELDS = tuple(InboxItem.__dict__[name].__set__ for name in (
-    "id", "sender", "payload", "received_at", "seq", "attempts", "progress"))
+_SET_FIELDS = tuple(
+    InboxItem.__dict__[name].__set__
+    for name in ("id", "sender", "payload", "received_at", "seq", "attempts", "progress")
+)
 
 
-def make_item(id: str, sender: str, payload: str, received_at: float, seq: int = 0,
-              attempts: int = 0, progress: str | None = None) -> InboxItem:
+def make_item(
+    id: str,
+    sender: str,
+    payload: str,
+    received_at: float,
+    seq: int = 0,
+    attempts: int = 0,
+    progress: str | None = None,
+) -> InboxItem:
     """``InboxItem(id, sender, payload, received_at, seq, attempts, progress)``, faster."""
     item: InboxItem = _new(InboxItem)
-    set_id, set_sender, set_payload, set_received, set_seq, set_attempts, set_progress = \
-        _SET_FIELDS
+    set_id, set_sender, set_payload, set_received, set_seq, set_attempts, set_progress = _SET_FIELDS
     set_id(item, id)
     set_sender(item, sender)
     set_payload(item, payload)
@@ -108,7 +116,10 @@ class SessionStore(Protocol):
         ...
 
     async def complete(
-        self, interface: str, item_id: str | Sequence[str], sender: str,
+        self,
+        interface: str,
+        item_id: str | Sequence[str],
+        sender: str,
         turns: Sequence[Turn] = (),
     ) -> None:
         """Remove the item (or every item of a sequence of ids: the messages answered by

@@ -133,8 +133,15 @@ class MemorySessionStore:
                 out.append(False)
                 continue
             # (dataclasses.replace() costs ~3 µs: it inspects every field each call)
-            stored = make_item(item.id, item.sender, item.payload, item.received_at,
-                               next(self._seq), item.attempts, item.progress)
+            stored = make_item(
+                item.id,
+                item.sender,
+                item.payload,
+                item.received_at,
+                next(self._seq),
+                item.attempts,
+                item.progress,
+            )
             queue = senders.get(item.sender)
             if queue is None:
                 senders[item.sender] = {item.id: stored}
@@ -168,7 +175,10 @@ class MemorySessionStore:
         queue[item_id] = dataclasses.replace(item, progress=progress, attempts=item.attempts + 1)
 
     async def complete(
-        self, interface: str, item_id: str | Sequence[str], sender: str,
+        self,
+        interface: str,
+        item_id: str | Sequence[str],
+        sender: str,
         turns: Sequence[Turn] = (),
     ) -> None:
         """Remove the item(s) (if present) and append ``turns`` to the history, atomically."""

@@ -176,7 +176,9 @@ return 1
 _RANKS = ", ".join(f"{name}={rank}" for name, rank in STATUS_RANK.items())
 # KEYS[1]: the status key. ARGV: new status, ttl_ms. Mirrors _common.status_advances.
 _ADVANCE_STATUS = (
-    "local rank = {" + _RANKS + "}\n"
+    "local rank = {"
+    + _RANKS
+    + "}\n"
     + """
 local new = rank[ARGV[1]]
 if not new then return 0 end
@@ -339,17 +341,21 @@ class RedisSessionStore:
         if not prefix:
             raise ValueError("prefix must not be empty")
         if persistence not in ("warn", "require", "ignore"):
-            raise ValueError(f"persistence must be 'warn', 'require' or 'ignore', got "
-                             f"{persistence!r}")
+            raise ValueError(
+                f"persistence must be 'warn', 'require' or 'ignore', got {persistence!r}"
+            )
         self._persistence = persistence
         #: What the server keeps across a restart (see :data:`Durability`), found by
         #: :meth:`open`; ``None`` before that or with ``persistence="ignore"``.
         self.durability: Durability | None = None
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or (
-            max_connections < 1
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or (max_connections < 1)
         ):
-            raise ValueError(f"max_connections must be an int of at least 1, got "
-                             f"{max_connections!r}")
+            raise ValueError(
+                f"max_connections must be an int of at least 1, got {max_connections!r}"
+            )
         if not pool_timeout >= 0:
             raise ValueError(f"pool_timeout must be >= 0 seconds, got {pool_timeout!r}")
         self._max_connections = max_connections
@@ -459,14 +465,16 @@ class RedisSessionStore:
                     "could not check whether Redis at %s persists acknowledged messages "
                     "(%s). Without appendonly yes a Redis restart loses messages already "
                     "acknowledged to Meta; make sure your Redis (or its provider) keeps an "
-                    "append-only file.", url, detail)
+                    "append-only file.",
+                    url,
+                    detail,
+                )
             return
         what = {
             "snapshots": f"only RDB snapshots (save {detail!r}): whatever arrived since the "
-                         "last snapshot",
+            "last snapshot",
             "none": "no append-only file and no snapshots: everything",
-            "no-aof": f"no append-only file ({detail}): everything since the last snapshot, "
-                      "if any",
+            "no-aof": f"no append-only file ({detail}): everything since the last snapshot, if any",
         }[durability]
         problem = (
             f"Redis at {url} keeps {what} is lost when Redis restarts or crashes: messages "
@@ -482,7 +490,9 @@ class RedisSessionStore:
             _persistence_logged.add(url)
             logger.warning(
                 "%s. Set appendonly yes (CONFIG SET appendonly yes, and in redis.conf), or "
-                "pass persistence='ignore' for a deliberately volatile store.", problem)
+                "pass persistence='ignore' for a deliberately volatile store.",
+                problem,
+            )
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was borrowed). Idempotent."""
@@ -502,8 +512,9 @@ class RedisSessionStore:
             raise RuntimeError("RedisSessionStore has no client")
         return client
 
-    async def _call(self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]], *,
-                    ack: bool = False) -> T:
+    async def _call(
+        self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]], *, ack: bool = False
+    ) -> T:
         """Run ``fn`` on a connection of the pool; ``ack``: a call of the webhook's ack path
         (it may use the connections the other calls leave free)."""
         if ack:
@@ -511,8 +522,7 @@ class RedisSessionStore:
         async with self._others:
             return await self._on_connection(what, fn)
 
-    async def _on_connection(self, what: str,
-                             fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def _on_connection(self, what: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         client = await self._ready()
         slots = self._slots
         if slots is None:  # pragma: no cover - open() sets it
@@ -537,11 +547,13 @@ class RedisSessionStore:
         finally:
             slots.release()
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any], *,
-                      ack: bool = False) -> Any:
+    async def _script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], *, ack: bool = False
+    ) -> Any:
         return await self._call(
             name.replace("_", " "),
-            lambda _c: self._scripts[name](keys=keys, args=args), ack=ack,
+            lambda _c: self._scripts[name](keys=keys, args=args),
+            ack=ack,
         )
 
     def _base(self, interface: str) -> str:
@@ -555,8 +567,13 @@ class RedisSessionStore:
         args: list[Any] = [self._base(interface), self._ttl_ms, secrets.token_hex(8)]
         for it in items:
             args += [
-                it.id, it.sender, it.payload, repr(float(it.received_at)), it.attempts,
-                "0" if it.progress is None else "1", it.progress or "",
+                it.id,
+                it.sender,
+                it.payload,
+                repr(float(it.received_at)),
+                it.attempts,
+                "0" if it.progress is None else "1",
+                it.progress or "",
             ]
         result = await self._script("add_inbound", (), args, ack=True)
         return [bool(int(r)) for r in result]
@@ -591,15 +608,24 @@ class RedisSessionStore:
         await self._script("save_progress", (key,), (progress,))
 
     async def complete(
-        self, interface: str, item_id: str | Sequence[str], sender: str,
+        self,
+        interface: str,
+        item_id: str | Sequence[str],
+        sender: str,
         turns: Sequence[Turn] = (),
     ) -> None:
         """Remove the item(s) (if present) and append ``turns`` to the history, atomically."""
         ids = [item_id] if isinstance(item_id, str) else list(item_id)
         if not ids:
             raise ValueError("complete() needs at least one item id")
-        args: list[Any] = [self._base(interface), sender, secrets.token_hex(8),
-                           _COMPLETE_TOKEN_TTL_MS, len(ids), *ids]
+        args: list[Any] = [
+            self._base(interface),
+            sender,
+            secrets.token_hex(8),
+            _COMPLETE_TOKEN_TTL_MS,
+            len(ids),
+            *ids,
+        ]
         args += [turn_to_json(t) for t in turns]
         await self._script("complete", (), args)
 

@@ -172,7 +172,9 @@ class CloudAPIEmulator:
         self._store = MediaStore()  # media by id and its download URLs
         self._faults = FaultPlan()  # failures, hangs and the throughput window still to come
         self._notifier: Notifier[SentMessage] = Notifier()  # subscribers and waiters
-        self.phone_number_ids = None if phone_number_ids is None else set(map(str, phone_number_ids))
+        self.phone_number_ids = (
+            None if phone_number_ids is None else set(map(str, phone_number_ids))
+        )
         self.api_version = api_version
         self.media_url_ttl = media_url_ttl
         #: Every call answered, in order.
@@ -458,9 +460,7 @@ class CloudAPIEmulator:
             )
         )
 
-    def _route(
-        self, request: Request
-    ) -> tuple[str, Callable[[Request, Any], Response] | None]:
+    def _route(self, request: Request) -> tuple[str, Callable[[Request, Any], Response] | None]:
         method = request.method
         if request.path.rstrip("/") + "/" == DOWNLOAD_PATH and method == "GET":
             return "download", self._download
@@ -584,7 +584,6 @@ class CloudAPIEmulator:
 
     def _download(self, request: Request, body: Any) -> Response:
         return self._store.download(request, redirect=self.download_redirect)
-
 
 
 def _object_id(request: Request) -> str:

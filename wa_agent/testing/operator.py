@@ -78,8 +78,13 @@ class SimulatedOperator:
         """Hand the user's conversation to this operator (the agent stops answering)."""
         return await self.interface.handoff(_number(user), note)
 
-    async def send(self, user: _HasNumber | str, text: str | None = None, *,
-                   media: OperatorMedia | Sequence[OperatorMedia] = ()) -> list[str]:
+    async def send(
+        self,
+        user: _HasNumber | str,
+        text: str | None = None,
+        *,
+        media: OperatorMedia | Sequence[OperatorMedia] = (),
+    ) -> list[str]:
         """Write to the user as the operator; the message ids."""
         return await self.interface.send(_number(user), text, media=media)
 

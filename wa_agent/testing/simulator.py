@@ -122,25 +122,33 @@ def _rich_fields(message: SentMessage) -> dict[str, Any]:
             for row in (section.get("rows") or []) if isinstance(section, dict) else []:
                 if isinstance(row, dict):
                     description = row.get("description")
-                    choices.append(Choice(str(row.get("id")), str(row.get("title")),
-                                          description if isinstance(description, str) else None))
+                    choices.append(
+                        Choice(
+                            str(row.get("id")),
+                            str(row.get("title")),
+                            description if isinstance(description, str) else None,
+                        )
+                    )
         fields["buttons"] = tuple(choices)
         if content.get("type") == "list" and isinstance(action.get("button"), str):
             fields["list_button"] = action["button"]
         parameters = action.get("parameters")
         if content.get("type") == "cta_url" and isinstance(parameters, dict):
-            fields["link_button"] = LinkButton(str(parameters.get("display_text")),
-                                               str(parameters.get("url")))
+            fields["link_button"] = LinkButton(
+                str(parameters.get("display_text")), str(parameters.get("url"))
+            )
     elif message.type == "reaction":
         fields["reaction"] = content.get("emoji") or None
         fields["reacted_to"] = content.get("message_id")
     elif message.type == "location":
-        fields["location"] = Location(**{k: content[k] for k in (
-            "latitude", "longitude", "name", "address") if k in content})
+        fields["location"] = Location(
+            **{k: content[k] for k in ("latitude", "longitude", "name", "address") if k in content}
+        )
     elif message.type == "contacts":
         cards = message.body.get("contacts")
-        fields["contacts"] = tuple(_contact_from_card(c) for c in cards or []
-                                   if isinstance(c, dict))
+        fields["contacts"] = tuple(
+            _contact_from_card(c) for c in cards or [] if isinstance(c, dict)
+        )
     elif message.type == "audio":
         fields["voice"] = content.get("voice") is True
     return fields
@@ -153,11 +161,19 @@ def _contact_from_card(card: dict[str, Any]) -> Contact:
 
     def values(key: str, inner: str) -> tuple[str, ...]:
         items = card.get(key)
-        return tuple(str(i[inner]) for i in items if isinstance(i, dict) and i.get(inner)) \
-            if isinstance(items, list) else ()
+        return (
+            tuple(str(i[inner]) for i in items if isinstance(i, dict) and i.get(inner))
+            if isinstance(items, list)
+            else ()
+        )
 
-    return Contact(str(name.get("formatted_name") or "contact"), values("phones", "phone"),
-                   values("emails", "email"), org.get("company"), values("urls", "url"))
+    return Contact(
+        str(name.get("formatted_name") or "contact"),
+        values("phones", "phone"),
+        values("emails", "email"),
+        org.get("company"),
+        values("urls", "url"),
+    )
 
 
 class SimulatedUser:
@@ -177,71 +193,123 @@ class SimulatedUser:
     # -- sending -----------------------------------------------------------------------
     async def _send(self, item: dict[str, Any]) -> str:
         self.sent.append(item["id"])
-        await self.sim.deliver(webhooks.envelope(
-            messages=[item], profiles={self.number: self.name},
-            phone_number_id=self.sim.number_id_of(self.sim.interface),
-            display_phone_number=self.sim.display_phone_number))
+        await self.sim.deliver(
+            webhooks.envelope(
+                messages=[item],
+                profiles={self.number: self.name},
+                phone_number_id=self.sim.number_id_of(self.sim.interface),
+                display_phone_number=self.sim.display_phone_number,
+            )
+        )
         return str(item["id"])
 
-    async def send_text(self, text: str, *, reply_to: str | None = None,
-                        group_id: str | None = None) -> str:
+    async def send_text(
+        self, text: str, *, reply_to: str | None = None, group_id: str | None = None
+    ) -> str:
         """Send a text message; returns its wamid. With ``group_id`` the message is written
         in that WhatsApp group (the bot's answers go to :meth:`Simulator.group`)."""
         context = {"from": self.sim.display_phone_number, "id": reply_to} if reply_to else None
-        return await self._send(webhooks.text_message(self.number, text, context=context,
-                                                      group_id=group_id))
+        return await self._send(
+            webhooks.text_message(self.number, text, context=context, group_id=group_id)
+        )
 
-    async def send_media(self, kind: str, data: bytes | Path, mime_type: str, *,
-                         caption: str | None = None, filename: str | None = None,
-                         voice: bool = False) -> str:
+    async def send_media(
+        self,
+        kind: str,
+        data: bytes | Path,
+        mime_type: str,
+        *,
+        caption: str | None = None,
+        filename: str | None = None,
+        voice: bool = False,
+    ) -> str:
         """Send image/video/audio/document/sticker bytes (stored in the emulator first)."""
         if isinstance(data, Path):
             filename = filename or data.name
             data = await asyncio.to_thread(data.read_bytes)
         media_id = self.sim.emulator.add_media(data, mime_type, filename)
         stored = self.sim.emulator.media[media_id]
-        return await self._send(webhooks.media_message(
-            self.number, kind, media_id, mime_type, sha256=stored.sha256, caption=caption,
-            filename=filename, voice=voice))
+        return await self._send(
+            webhooks.media_message(
+                self.number,
+                kind,
+                media_id,
+                mime_type,
+                sha256=stored.sha256,
+                caption=caption,
+                filename=filename,
+                voice=voice,
+            )
+        )
 
-    async def send_image(self, data: bytes | Path, mime_type: str = "image/jpeg", *,
-                         caption: str | None = None) -> str:
+    async def send_image(
+        self, data: bytes | Path, mime_type: str = "image/jpeg", *, caption: str | None = None
+    ) -> str:
         """Send a photo."""
         return await self.send_media("image", data, mime_type, caption=caption)
 
-    async def send_document(self, data: bytes | Path, filename: str | None = None,
-                            mime_type: str = "application/pdf", *,
-                            caption: str | None = None) -> str:
+    async def send_document(
+        self,
+        data: bytes | Path,
+        filename: str | None = None,
+        mime_type: str = "application/pdf",
+        *,
+        caption: str | None = None,
+    ) -> str:
         """Send a document with a file name."""
-        return await self.send_media("document", data, mime_type, caption=caption,
-                                     filename=filename)
+        return await self.send_media(
+            "document", data, mime_type, caption=caption, filename=filename
+        )
 
-    async def send_voice(self, data: bytes | None = None,
-                         mime_type: str = "audio/ogg; codecs=opus") -> str:
+    async def send_voice(
+        self, data: bytes | None = None, mime_type: str = "audio/ogg; codecs=opus"
+    ) -> str:
         """Send a recorded voice note (OGG/Opus as WhatsApp records them; by default a
         second of silence, :func:`~wa_agent.testing.silent_voice_note`)."""
         if data is None:
             data = silent_voice_note()
         return await self.send_media("audio", data, mime_type, voice=True)
 
-    async def send_location(self, latitude: float, longitude: float, *,
-                            name: str | None = None, address: str | None = None) -> str:
+    async def send_location(
+        self,
+        latitude: float,
+        longitude: float,
+        *,
+        name: str | None = None,
+        address: str | None = None,
+    ) -> str:
         """Share a location (or a named place)."""
-        return await self._send(webhooks.location_message(
-            self.number, latitude, longitude, name=name, address=address))
+        return await self._send(
+            webhooks.location_message(self.number, latitude, longitude, name=name, address=address)
+        )
 
     async def tap_button(self, button_id: str, title: str, *, on: str | None = None) -> str:
         """Tap a reply button of an interactive message (``on``: its wamid)."""
-        return await self._send(webhooks.interactive_reply_message(
-            self.number, button_id, title, context_id=on,
-            business_number=self.sim.display_phone_number))
+        return await self._send(
+            webhooks.interactive_reply_message(
+                self.number,
+                button_id,
+                title,
+                context_id=on,
+                business_number=self.sim.display_phone_number,
+            )
+        )
 
-    async def choose_row(self, row_id: str, title: str, *, description: str | None = None,
-                         on: str | None = None) -> str:
+    async def choose_row(
+        self, row_id: str, title: str, *, description: str | None = None, on: str | None = None
+    ) -> str:
         """Choose a row of a list message."""
-        return await self._send(webhooks.interactive_reply_message(
-            self.number, row_id, title, kind="list_reply", description=description,
-            context_id=on, business_number=self.sim.display_phone_number))
+        return await self._send(
+            webhooks.interactive_reply_message(
+                self.number,
+                row_id,
+                title,
+                kind="list_reply",
+                description=description,
+                context_id=on,
+                business_number=self.sim.display_phone_number,
+            )
+        )
 
     async def tap(self, choice: str, *, on: Reply | str | None = None) -> str:
         """Tap a choice the bot offered, by its title (or id), as WhatsApp posts it: a
@@ -258,13 +326,15 @@ class SimulatedUser:
             if found is None:
                 continue
             if reply.interactive == "list":
-                return await self.choose_row(found.id, found.title,
-                                             description=found.description, on=reply.wamid)
+                return await self.choose_row(
+                    found.id, found.title, description=found.description, on=reply.wamid
+                )
             return await self.tap_button(found.id, found.title, on=reply.wamid)
         offered = [c.title for c in candidates[0].buttons] if candidates else []
-        raise LookupError(f"no choice {choice!r} in the bot's replies to {self.number}"
-                          + (f"; the latest offered {offered}" if offered else
-                             " (the bot offered no choices)"))
+        raise LookupError(
+            f"no choice {choice!r} in the bot's replies to {self.number}"
+            + (f"; the latest offered {offered}" if offered else " (the bot offered no choices)")
+        )
 
     async def react(self, message_id: str, emoji: str | None) -> str:
         """React to a message (``None`` removes the reaction)."""
@@ -351,8 +421,13 @@ class Simulator:
         else:
             interface_options.setdefault("verify_token", verify_token)
             interface_options.setdefault("app_secret", app_secret)
-            self.manager = InterfaceManager([WhatsAppInterface(
-                bot, mode=mode, phone_number_id=phone_number_id, **interface_options)])
+            self.manager = InterfaceManager(
+                [
+                    WhatsAppInterface(
+                        bot, mode=mode, phone_number_id=phone_number_id, **interface_options
+                    )
+                ]
+            )
         self.interface = self.manager.interfaces[0]
         for interface in self.manager.interfaces:
             interface.use_defaults(app_secret=app_secret, verify_token=verify_token)
@@ -384,8 +459,12 @@ class Simulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     async def start(self) -> None:
@@ -395,15 +474,22 @@ class Simulator:
         await self._emulator_server.start()
         for interface in self.manager.interfaces:
             if interface.sender is None:
-                interface.use_sender(Sender(
-                    self.access_token, self.number_id_of(interface),
-                    base_url=self._emulator_server.url, retry=self.retry))
+                interface.use_sender(
+                    Sender(
+                        self.access_token,
+                        self.number_id_of(interface),
+                        base_url=self._emulator_server.url,
+                        retry=self.retry,
+                    )
+                )
         self._unsubscribe = self.emulator.subscribe(self._on_outbound)
         for interface in self.manager.interfaces:
             # Only where there is something to hear: any listener turns off the interface's
             # webhook fast path (it hands listeners the parsed message).
-            if (interface.settings.transcriber is not None
-                    and self._listener not in interface.listeners):
+            if (
+                interface.settings.transcriber is not None
+                and self._listener not in interface.listeners
+            ):
                 interface.listeners.append(self._listener)
         self._client = httpx.AsyncClient(timeout=30.0)
         try:
@@ -459,8 +545,9 @@ class Simulator:
         Members write in it with ``user.send_text(text, group_id=group_id)``."""
         return self.user(group_id, name=f"Group {group_id[:8]}")
 
-    def phone(self, number: str = "15551230001", name: str | None = "Alice", *,
-              max_messages: int = 200) -> PhoneWidget:
+    def phone(
+        self, number: str = "15551230001", name: str | None = "Alice", *, max_messages: int = 200
+    ) -> PhoneWidget:
         """A chat-box widget acting as ``number``'s phone, for notebooks (needs the
         ``notebook`` extra): see :class:`wa_agent.phone.PhoneWidget`."""
         from ..phone import PhoneWidget
@@ -490,9 +577,15 @@ class Simulator:
             raise RuntimeError("the interface has no app secret")
         return SignatureVerifier(secret).sign(body)
 
-    async def deliver(self, payload: dict[str, Any] | bytes, *, times: int = 1,
-                      concurrently: bool = True, signed: bool = True,
-                      interface: WhatsAppInterface | None = None) -> list[httpx.Response]:
+    async def deliver(
+        self,
+        payload: dict[str, Any] | bytes,
+        *,
+        times: int = 1,
+        concurrently: bool = True,
+        signed: bool = True,
+        interface: WhatsAppInterface | None = None,
+    ) -> list[httpx.Response]:
         """POST a webhook body to the bot like Meta: signed, and ``times`` times (Meta's
         at-least-once redeliveries), concurrently by default."""
         if self._client is None:
@@ -514,8 +607,9 @@ class Simulator:
             responses = [await post() for _ in range(times)]
         for response in responses:
             if response.status_code != 200:
-                logger.warning("bot answered webhook with %s: %s", response.status_code,
-                               response.text[:200])
+                logger.warning(
+                    "bot answered webhook with %s: %s", response.status_code, response.text[:200]
+                )
         return responses
 
     async def settle(self, timeout: float = 30.0) -> None:
@@ -543,10 +637,18 @@ class Simulator:
         if media_id and media_id in self.emulator.media:
             stored = self.emulator.media[media_id]
             data, mime = stored.data, stored.mime_type
-        reply = Reply(type=message.type, text=message.text, wamid=message.wamid,
-                      reply_to=message.reply_to, media_id=media_id, mime_type=mime,
-                      filename=content.get("filename"), data=data, raw=message.body,
-                      **_rich_fields(message))
+        reply = Reply(
+            type=message.type,
+            text=message.text,
+            wamid=message.wamid,
+            reply_to=message.reply_to,
+            media_id=media_id,
+            mime_type=mime,
+            filename=content.get("filename"),
+            data=data,
+            raw=message.body,
+            **_rich_fields(message),
+        )
         user = self.users.get(message.wa_id) or self.user(message.wa_id)
         user._received(reply)
         if self.statuses and not self._stopping:
@@ -558,13 +660,21 @@ class Simulator:
         order = ["sent", "delivered", "read"]
         if self.statuses == "shuffle":
             self._rng.shuffle(order)
-        interface = next((i for i in self.manager.interfaces
-                          if (i.sender is not None
-                              and i.sender.phone_number_id == message.phone_number_id)),
-                         self.interface)
+        interface = next(
+            (
+                i
+                for i in self.manager.interfaces
+                if (i.sender is not None and i.sender.phone_number_id == message.phone_number_id)
+            ),
+            self.interface,
+        )
         for status in order:
             with contextlib.suppress(httpx.HTTPError, RuntimeError):
-                await self.deliver(webhooks.envelope(
-                    statuses=[webhooks.status_item(message.wamid, status, message.wa_id)],
-                    phone_number_id=message.phone_number_id,
-                    display_phone_number=self.display_phone_number), interface=interface)
+                await self.deliver(
+                    webhooks.envelope(
+                        statuses=[webhooks.status_item(message.wamid, status, message.wa_id)],
+                        phone_number_id=message.phone_number_id,
+                        display_phone_number=self.display_phone_number,
+                    ),
+                    interface=interface,
+                )
