@@ -36,6 +36,7 @@ IFACE = "WhatsApp"
 T0 = 1_750_000_000.0
 
 BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+SHARED_BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 class Harness:
@@ -405,11 +406,11 @@ async def test_handoffs_lists_every_contact_of_one_interface(store: SessionStore
     assert await store.handoffs("Nobody") == {}
 
 
+@pytest.mark.parametrize("harness", SHARED_BACKENDS, indirect=True)
 async def test_handoff_changes_are_seen_by_another_store_object(harness: Harness) -> None:
     """Two store objects on one SQLite file or one Redis server (like two workers) see each
-    other's handoff changes at their next read: set, replace and delete."""
-    if harness.kind == "memory":
-        pytest.skip("memory stores share nothing between objects")
+    other's handoff changes at their next read: set, replace and delete (memory stores
+    share nothing between objects, so they are not in this test)."""
     a, b = harness.make(), harness.make()
     await a.set_handoff(IFACE, "A", '{"by":"a"}')
     assert await b.get_handoff(IFACE, "A") == '{"by":"a"}'
