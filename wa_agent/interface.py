@@ -10,6 +10,7 @@ job (``docs/architecture.md`` walks a webhook body through them):
 * :mod:`~wa_agent.hosting.processor` — one inbox item answered (reset, retry, complete);
 * :mod:`~wa_agent.hosting.runner` — the agent call (timeout, typing indicator, apology);
 * :mod:`~wa_agent.hosting.delivery` — replies into WhatsApp messages, and sending them;
+* :mod:`~wa_agent.hosting.handoff` — a person taking a conversation over, and back;
 * :mod:`~wa_agent.hosting.beats` — the heartbeat's recipient, window and template;
 * :mod:`~wa_agent.hosting.observers` — counters, listeners, delivery statuses;
 * :mod:`~wa_agent.hosting.tasks` — the background tasks, owned in one place.
