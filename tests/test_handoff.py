@@ -328,3 +328,21 @@ def test_operator_turns_reach_the_model_as_the_business_side_marked() -> None:
     assert [m.role for m in msgs] == ["user", "assistant", "user"]
     said = msgs[1].parts[0]
     assert "human operator" in said.text and said.text.endswith("Done, Sam.")  # type: ignore[union-attr]
+
+
+async def test_a_damaged_handoff_record_does_not_stop_the_agent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record in the store that cannot be read (not JSON, or missing fields) is ignored
+    with a warning: the contact is answered by the agent and is not listed as handed
+    off."""
+    agent = Recorder()
+    async with Simulator(agent, mode="chat") as sim:
+        store, name = sim.interface.store, sim.interface.name
+        await store.set_handoff(name, ALICE, "{not json")
+        await store.set_handoff(name, BOB, '{"by": "operator"}')
+        with caplog.at_level(logging.WARNING, logger="wa_agent.handoff"):
+            assert (await sim.user(ALICE).ask("hello")).text == "re: hello"
+            assert await sim.interface.handoffs() == {}
+            assert not await sim.interface.is_handed_off(BOB)
+    assert "handoff record of 155…01 cannot be read" in caplog.text

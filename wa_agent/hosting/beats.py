@@ -176,10 +176,11 @@ class HeartbeatWiring:
         window the agent is not asked: the beat sends the template, or is skipped; while a
         person has the conversation (handoff) the beat is skipped."""
         from ..heartbeat import SkipBeat
-        from .handoff import Handoff
+        from .handoff import read_record
 
         record = await self.store.get_handoff(self.name, recipient)
-        if record is not None and Handoff.from_json(recipient, record).active:
+        handoff = None if record is None else read_record(recipient, record)
+        if handoff is not None and handoff.active:
             raise SkipBeat("the conversation is handed off to a person", level=logging.INFO)
         if not await self._window_open(recipient):
             self._outside_window(recipient, "the recipient has not written in the last 24 hours")

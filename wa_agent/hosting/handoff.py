@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..agents import AgentReply, Media
 from ..agents import Turn as HistoryTurn
@@ -41,13 +41,11 @@ if TYPE_CHECKING:
     from .settings import InterfaceSettings
     from .tasks import TaskSet
 
-__all__ = ["Handoff", "HandoffBy", "Handoffs", "OperatorMedia"]
+__all__ = ["Handoff", "Handoffs", "OperatorMedia", "read_record"]
 
 #: Handoff events (taken over, resumed, timed out): ``wa-agent serve`` shows them at INFO.
 logger = logging.getLogger("wa_agent.handoff")
 
-#: Who started a handoff (``timeout`` and ``operator`` also end one).
-HandoffBy = Literal["operator", "agent", "user"]
 #: Media an operator sends: a :class:`~wa_agent.Media`, bytes, or a path built by code.
 OperatorMedia = Media | bytes | Path
 
@@ -166,13 +164,13 @@ class Handoffs:
     async def get(self, contact: str) -> Handoff | None:
         """The contact's record (active, expired or just resumed), or ``None``."""
         text = await self.store.get_handoff(self.name, contact)
-        return None if text is None else Handoff.from_json(contact, text)
+        return None if text is None else read_record(contact, text)
 
     async def active(self) -> dict[str, Handoff]:
         """Every contact currently handed off."""
         records = await self.store.handoffs(self.name)
-        found = (Handoff.from_json(contact, text) for contact, text in records.items())
-        return {h.contact: h for h in found if h.active}
+        found = (read_record(contact, text) for contact, text in records.items())
+        return {h.contact: h for h in found if h is not None and h.active}
 
     async def begin(self, contact: str, *, by: str, note: str | None = None) -> Handoff:
         """Hand ``contact`` to a person (again: the note and timeout are renewed)."""
@@ -276,7 +274,8 @@ class Handoffs:
                 logger.warning("could not list the handoffs (%s)", type(exc).__name__)
                 continue
             for contact, text in records.items():
-                if Handoff.from_json(contact, text).expired():
+                found = read_record(contact, text)
+                if found is not None and found.expired():
                     await self.expire(contact)
 
     async def expire(self, contact: str) -> bool:
@@ -324,6 +323,16 @@ class Handoffs:
             logger.warning(
                 "could not tell %s the agent is back (%s)", mask_number(contact), type(exc).__name__
             )
+
+
+def read_record(contact: str, text: str) -> Handoff | None:
+    """The stored record, or ``None`` (with a warning) when it cannot be read: a damaged
+    record never stops the contact's messages from being answered."""
+    try:
+        return Handoff.from_json(contact, text)
+    except (ValueError, KeyError, TypeError, OverflowError):
+        logger.warning("the handoff record of %s cannot be read; ignored", mask_number(contact))
+        return None
 
 
 def _operator_text(text: str | None, items: list[OperatorMedia]) -> str:
