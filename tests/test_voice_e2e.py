@@ -213,3 +213,33 @@ async def test_the_conversations_widget_shows_what_the_bot_heard(whisper: FakeWh
         view.close()
     assert entry.transcript == heard
     assert '<span class="wa-transcript">“&lt;b&gt;coffee&lt;/b&gt; please”</span>' in row
+
+
+async def test_a_voice_note_to_a_handed_off_conversation_is_transcribed_for_the_operator(
+    whisper: FakeWhisper,
+) -> None:
+    """While a person has the conversation, a voice note is not answered by the agent, but
+    it is transcribed (the operator cannot listen to it in the widget): the history records
+    the transcript and the simulator sees it. When the transcription fails the history
+    names the voice note and no apology is sent (the operator answers)."""
+    whisper.script.append((200, {"text": SAID}))
+    whisper.script.append((500, openai_error("The server had an error", "server_error")))
+    bot = Echo()
+    async with (
+        transcriber(whisper, max_retries=0) as transcribe,
+        Simulator(bot, mode="chat", transcriber=transcribe) as sim,
+    ):
+        user = sim.user(USER)
+        await sim.interface.handoff(USER)
+        heard = await user.send_voice(VOICE)
+        await sim.settle()
+        await user.send_voice(VOICE)
+        await sim.settle()
+        history = await sim.interface.store.get_history(sim.interface.name, USER)
+        assert user.take_replies() == []
+    assert bot.requests == []
+    assert [(t.role, t.text) for t in history] == [
+        ("user", f"[voice note] {SAID}"),
+        ("user", "[voice note]"),
+    ]
+    assert sim.transcripts == {heard: SAID}

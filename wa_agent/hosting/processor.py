@@ -257,9 +257,26 @@ class Processor:
                 "the reply to %s was not sent: a person took the conversation over",
                 mask_number(turn.contact),
             )
-        users = [HistoryTurn(role="user", text=_said(m), message_id=m.id) for m in turn.messages]
+        users = [
+            HistoryTurn(role="user", text=await self._heard(m), message_id=m.id)
+            for m in turn.messages
+        ]
         await self.complete(turn, users)
         self.stats.processed += len(turn.items)
+
+    async def _heard(self, message: Message) -> str:
+        """A held message for the history; a voice note is transcribed when the interface
+        has a transcriber (the operator cannot listen to it in the widget), else named."""
+        if self.settings.transcriber is None or message.type != "audio":
+            return _said(message)
+        try:
+            text, found, _, _ = await self._read(message)
+        except TranscriptionFailed:
+            return _said(message)
+        said = history_text(text, found)
+        if message.group_id is not None:
+            said = f"{message.profile_name or message.sender}: {said}"
+        return said
 
     async def _after_reply(self, contact: str, progress: dict[str, Any]) -> None:
         """What a sent reply asked for: a handoff (the agent's or the user's command), or
