@@ -346,3 +346,32 @@ async def test_a_damaged_handoff_record_does_not_stop_the_agent(
             assert await sim.interface.handoffs() == {}
             assert not await sim.interface.is_handed_off(BOB)
     assert "handoff record of 155…01 cannot be read" in caplog.text
+
+
+async def test_a_store_failure_when_handing_over_never_resends_the_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``AgentReply(handoff=True)``: the reply is out, then the store fails twice to record
+    the handoff. The step is retried in place: the user gets the reply exactly once, the
+    agent is asked once, and the conversation ends up handed off."""
+    from wa_agent import MemorySessionStore, StoreError
+
+    class Flaky(MemorySessionStore):
+        failures = 2
+
+        async def set_handoff(self, interface: str, contact: str, record: str | None) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise StoreError("injected: the store cannot write")
+            await super().set_handoff(interface, contact, record)
+
+    agent = Recorder()
+    async with Simulator(agent, mode="chat", storage=Flaky()) as sim:
+        alice = sim.user(ALICE)
+        with caplog.at_level(logging.WARNING, logger="wa_agent.interface"):
+            await alice.send_text("HUMAN now")
+            await sim.settle()
+        assert [r.text for r in alice.take_replies()] == ["Let me get a colleague."]
+        assert await sim.interface.is_handed_off(ALICE)
+    assert agent.texts() == ["HUMAN now"]
+    assert caplog.text.count("the store could not hand it off (StoreError)") == 2

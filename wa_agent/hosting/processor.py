@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._rich import can_quote, text_and_choice
@@ -203,7 +203,7 @@ class Processor:
                 HistoryTurn(role=t[0], text=t[1], message_id=t[2] if len(t) > 2 else None)
                 for t in progress.get("turns", [])
             ]
-            await self._after_reply(contact, progress)
+            await self._after_reply(turn, progress)
             await self.complete(turn, history)
             self.stats.processed += len(turn.items)
         finally:
@@ -214,20 +214,32 @@ class Processor:
         """Remove the answered items from the inbox (one store step). The reply is out: a
         store failure here is retried in place (never by resending), until it works or
         shutdown cancels it."""
-        delay = 0.05
         ids = turn.ids
+        await self._after_send(
+            turn,
+            "record it",
+            lambda: self.store.complete(
+                self.name, ids[0] if len(ids) == 1 else ids, turn.contact, history
+            ),
+        )
+        self.backlog.release(turn.items)
+
+    async def _after_send(
+        self, turn: Turn, what: str, step: Callable[[], Awaitable[object]]
+    ) -> None:
+        """A store step after the reply went out: retried in place until it works (or
+        shutdown cancels it), never by answering again."""
+        delay = 0.05
         while True:
             try:
-                await self.store.complete(
-                    self.name, ids[0] if len(ids) == 1 else ids, turn.contact, history
-                )
-                self.backlog.release(turn.items)
+                await step()
                 return
             except Exception as exc:  # noqa: BLE001 - logged, retried
                 logger.warning(
-                    "the reply to message %s was sent but the store could not "
-                    "record it (%s); retrying in %.2f s",
+                    "the reply to message %s was sent but the store could not %s (%s); "
+                    "retrying in %.2f s",
                     turn.anchor.id,
+                    what,
                     type(exc).__name__,
                     delay,
                 )
@@ -278,14 +290,20 @@ class Processor:
             said = f"{message.profile_name or message.sender}: {said}"
         return said
 
-    async def _after_reply(self, contact: str, progress: dict[str, Any]) -> None:
+    async def _after_reply(self, turn: Turn, progress: dict[str, Any]) -> None:
         """What a sent reply asked for: a handoff (the agent's or the user's command), or
-        forgetting the handed-off exchange the turn carried (TASK mode)."""
-        by = progress.get("handoff")
+        forgetting the handed-off exchange the turn carried (TASK mode). Retried in place
+        if the store fails: the reply is out and must not be sent again."""
+        contact, by = turn.contact, progress.get("handoff")
         if by:
-            await self.handoffs.begin(contact, by=by, note=progress.get("handoff_note"))
+            note = progress.get("handoff_note")
+            await self._after_send(
+                turn, "hand it off", lambda: self.handoffs.begin(contact, by=by, note=note)
+            )
         elif progress.get("carried"):
-            await self.handoffs.carried(contact)
+            await self._after_send(
+                turn, "forget the handed-off exchange", lambda: self.handoffs.carried(contact)
+            )
 
     def is_handoff_command(self, message: Message) -> bool:
         """Whether ``message`` is the user's command asking for a person."""
