@@ -294,7 +294,6 @@ class WhatsAppInterface:
             operator_delivery=operator,
             tasks=self._tasks,
             owner=self.owner,
-            window_open=self._window_open,
         )
         self._beats = HeartbeatWiring(
             settings,
@@ -665,11 +664,6 @@ class WhatsAppInterface:
         if sender is None:
             raise RuntimeError(f"interface {self.name!r} is not started: it has no Sender")
         return sender
-
-    async def _window_open(self, contact: str) -> bool:
-        from .heartbeat import within_service_window
-
-        return within_service_window(await self.store.last_inbound(self.name, contact))
 
     async def _refresh_typing(self, message_id: str) -> None:
         await self._graph().mark_read(message_id, typing=True)

@@ -28,6 +28,7 @@ from ..agents import AgentReply, AgentRequest, Turn
 from ..events import StatusUpdate
 from ..exceptions import WhatsAppAPIError
 from ..numbers import mask_number
+from .delivery import service_window_open
 from .settings import InterfaceMode
 
 if TYPE_CHECKING:
@@ -147,11 +148,6 @@ class HeartbeatWiring:
         return recipient
 
     # -- the 24-hour window ---------------------------------------------------------------
-    async def _window_open(self, recipient: str) -> bool:
-        from ..heartbeat import within_service_window
-
-        return within_service_window(await self.store.last_inbound(self.name, recipient))
-
     def _outside_window(self, recipient: str, why: str) -> None:
         """Free text cannot reach ``recipient``: return if a template can be sent instead,
         else skip the beat (WARNING the first time, INFO while the window stays closed)."""
@@ -182,7 +178,7 @@ class HeartbeatWiring:
         handoff = None if record is None else read_record(recipient, record)
         if handoff is not None and handoff.active:
             raise SkipBeat("the conversation is handed off to a person", level=logging.INFO)
-        if not await self._window_open(recipient):
+        if not await service_window_open(self.store, self.name, recipient):
             self._outside_window(recipient, "the recipient has not written in the last 24 hours")
             return _TEMPLATE_BEAT
         history: tuple[Turn, ...] = ()
@@ -209,7 +205,7 @@ class HeartbeatWiring:
         if reply is _TEMPLATE_BEAT:
             await self._send_template(recipient)
             return
-        if not await self._window_open(recipient):
+        if not await service_window_open(self.store, self.name, recipient):
             self._outside_window(recipient, "the 24-hour window closed while the agent answered")
             await self._send_template(recipient)
             return

@@ -32,9 +32,10 @@ from ..exceptions import MediaError, WhatsAppAPIError
 
 if TYPE_CHECKING:
     from ..sender import Sender
+    from ..stores.base import SessionStore
     from .observers import OutboundSink, Stats
 
-__all__ = ["Delivery", "UnsafeMediaPath"]
+__all__ = ["Delivery", "UnsafeMediaPath", "service_window_open"]
 
 logger = logging.getLogger("wa_agent.interface")
 
@@ -262,6 +263,14 @@ class Delivery:
         for part in parts:
             wamids.extend(await self.send_part(to, part))
         return wamids
+
+
+async def service_window_open(store: SessionStore, interface: str, contact: str) -> bool:
+    """Whether free-form messages may be sent to ``contact`` now: their last message, as
+    the store recorded it, is less than 24 hours old (else only a template goes out)."""
+    from ..heartbeat import within_service_window
+
+    return within_service_window(await store.last_inbound(interface, contact))
 
 
 def for_group(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from ..agents import AgentReply, Media
 from ..agents import Turn as HistoryTurn
 from ..exceptions import OutsideServiceWindow, WhatsAppAPIError
 from ..numbers import mask_number, normalize_number
+from .delivery import service_window_open
 from .observers import Listeners
 
 if TYPE_CHECKING:
@@ -148,7 +149,6 @@ class Handoffs:
         operator_delivery: Delivery,
         tasks: TaskSet,
         owner: str,
-        window_open: Callable[[str], Any],
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -158,7 +158,6 @@ class Handoffs:
         self.operator_delivery = operator_delivery
         self.tasks = tasks
         self.owner = owner
-        self._window_open = window_open
 
     # -- state ----------------------------------------------------------------------------
     async def get(self, contact: str) -> Handoff | None:
@@ -231,7 +230,7 @@ class Handoffs:
         items = [media] if isinstance(media, Media | bytes | Path) else list(media)
         if not (text and text.strip()) and not items and template is None:
             raise ValueError("send() needs text, media or a template")
-        if await self._window_open(contact):
+        if await service_window_open(self.store, self.name, contact):
             parts = await self.operator_delivery.parts(AgentReply(text=text, files=items))
             said = _operator_text(text, items)
         elif template is not None:
@@ -309,7 +308,7 @@ class Handoffs:
         if not text:
             return
         try:
-            if not await self._window_open(contact):
+            if not await service_window_open(self.store, self.name, contact):
                 logger.info(
                     "not telling %s the agent is back: outside the 24-hour window",
                     mask_number(contact),
