@@ -375,3 +375,32 @@ async def test_a_store_failure_when_handing_over_never_resends_the_reply(
         assert await sim.interface.is_handed_off(ALICE)
     assert agent.texts() == ["HUMAN now"]
     assert caplog.text.count("the store could not hand it off (StoreError)") == 2
+
+
+async def test_listeners_without_operator_get_operator_messages_as_outbound() -> None:
+    """A conversation listener that has no ``operator()`` still sees the operator's
+    messages, as ``outbound``; one that has it gets ``operator()`` and no ``outbound``."""
+    from wa_agent.hosting.observers import QuietListener
+
+    class Plain(QuietListener):
+        def __init__(self) -> None:
+            self.out: list[str] = []
+
+        def outbound(self, to: str, text: str, **_: Any) -> None:
+            self.out.append(text)
+
+    class Console(Plain):
+        def __init__(self) -> None:
+            super().__init__()
+            self.said: list[str] = []
+
+        def operator(self, contact: str, text: str, wamid: str | None) -> None:
+            self.said.append(text)
+
+    plain, console = Plain(), Console()
+    async with Simulator(Recorder(), mode="chat") as sim:
+        sim.interface.listeners.extend([plain, console])
+        await sim.user(ALICE).ask("hi")
+        await sim.interface.send(ALICE, "Sam here.")
+    assert plain.out == ["re: hi", "Sam here."]
+    assert (console.out, console.said) == (["re: hi"], ["Sam here."])

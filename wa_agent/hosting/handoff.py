@@ -123,17 +123,7 @@ class OperatorListeners:
         kind: str = "text",
         media_info: dict[str, Any] | None = None,
     ) -> None:
-        for listener in self._listeners:
-            method = getattr(listener, "operator", None)
-            try:
-                if method is not None:
-                    method(to, text, wamid)
-                elif media_info is None:
-                    listener.outbound(to, text, wamid=wamid)
-                else:
-                    listener.outbound(to, text, wamid=wamid, kind=kind, media_info=media_info)
-            except Exception:
-                logger.debug("listener %r failed", listener, exc_info=True)
+        self._listeners.operator(to, text, wamid=wamid, kind=kind, media_info=media_info)
 
 
 class Handoffs:

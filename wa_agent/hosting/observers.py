@@ -131,6 +131,22 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         logger.debug("listener %r failed", fn, exc_info=True)
 
 
+def _outbound(
+    listener: ConversationListener,
+    to: str,
+    text: str,
+    wamid: str | None,
+    kind: str,
+    media_info: dict[str, Any] | None,
+) -> None:
+    """``listener.outbound``, with the media keywords only for media (older listeners take
+    just ``wamid``)."""
+    if media_info is None:
+        _call(listener.outbound, to, text, wamid=wamid)
+    else:
+        _call(listener.outbound, to, text, wamid=wamid, kind=kind, media_info=media_info)
+
+
 class Listeners(list[ConversationListener]):
     """The interface's listeners, with one fan-out method per event."""
 
@@ -148,10 +164,25 @@ class Listeners(list[ConversationListener]):
         media_info: dict[str, Any] | None = None,
     ) -> None:
         for listener in self:
-            if media_info is None:
-                _call(listener.outbound, to, text, wamid=wamid)
+            _outbound(listener, to, text, wamid, kind, media_info)
+
+    def operator(
+        self,
+        to: str,
+        text: str,
+        *,
+        wamid: str | None = None,
+        kind: str = "text",
+        media_info: dict[str, Any] | None = None,
+    ) -> None:
+        """An operator's message went out: ``operator(contact, text, wamid)`` for listeners
+        that have it, ``outbound`` for the others."""
+        for listener in self:
+            method = getattr(listener, "operator", None)
+            if method is not None:
+                _call(method, to, text, wamid)
             else:
-                _call(listener.outbound, to, text, wamid=wamid, kind=kind, media_info=media_info)
+                _outbound(listener, to, text, wamid, kind, media_info)
 
     def status(self, update: StatusUpdate) -> None:
         for listener in self:
