@@ -43,7 +43,7 @@ from ..sender import GroupId
 from .delivery import for_group
 from .handoff import Handoff
 from .payload import load_message
-from .render import history_text, render_text
+from .render import by_member, history_text, media_mark, render_text
 from .settings import InterfaceMode
 from .turns import ReplyOrder, Turn, progress_of
 
@@ -285,10 +285,7 @@ class Processor:
             text, found, _, _ = await self._read(message)
         except TranscriptionFailed:
             return _said(message)
-        said = history_text(text, found)
-        if message.group_id is not None:
-            said = f"{message.profile_name or message.sender}: {said}"
-        return said
+        return by_member(message, history_text(text, found))
 
     async def _after_reply(self, turn: Turn, progress: dict[str, Any]) -> None:
         """What a sent reply asked for: a handoff (the agent's or the user's command), or
@@ -359,11 +356,9 @@ class Processor:
                 text, found, noted, choice = await self._read(message)
             except TranscriptionFailed:
                 return [{"type": "text", "text": self.settings.voice_apology}], [], {}
-            said = history_text(text, found)
-            if message.group_id is not None:  # in a group: who said it
-                who = message.profile_name or message.sender
-                said = f"{who}: {said}"
-                text = f"{who}: {text}" if text and len(turn.messages) > 1 else text
+            said = by_member(message, history_text(text, found))  # in a group: who said it
+            if text and len(turn.messages) > 1:
+                text = by_member(message, text)
             texts.append(text)
             attachments.extend(found)
             notes.extend(noted)
@@ -575,9 +570,6 @@ def _said(message: Message) -> str:
     said = text_and_choice(message, render_text(message))[0]
     media = message.media
     if media is not None and message.type in MEDIA_TYPES:
-        label = "voice note" if media.voice else message.type
-        mark = f'[{label} "{media.filename}"]' if media.filename else f"[{label}]"
+        mark = media_mark(message.type, media.voice, media.filename)
         said = f"{mark} {said}" if said else mark
-    if message.group_id is not None:
-        said = f"{message.profile_name or message.sender}: {said}"
-    return said
+    return by_member(message, said)

@@ -14,17 +14,28 @@ from collections.abc import Sequence
 from ..agents import Attachment
 from ..events import MEDIA_TYPES, Message
 
-__all__ = ["history_text", "render_text"]
+__all__ = ["by_member", "history_text", "media_mark", "render_text"]
 
 
 def history_text(text: str, attachments: Sequence[Attachment]) -> str:
     """A user turn for the history: media-only messages would otherwise leave an empty turn
     (which models drop), so each attachment is named: ``[image] my cat``."""
-    marks = []
-    for att in attachments:
-        label = "voice note" if att.voice else att.kind
-        marks.append(f'[{label} "{att.filename}"]' if att.filename else f"[{label}]")
+    marks = [media_mark(att.kind, att.voice, att.filename) for att in attachments]
     return " ".join([*marks, text] if text else marks)
+
+
+def media_mark(kind: str, voice: bool, filename: str | None) -> str:
+    """How the history names a medium: ``[image]``, ``[voice note]``, ``[document "a.pdf"]``."""
+    label = "voice note" if voice else kind
+    return f'[{label} "{filename}"]' if filename else f"[{label}]"
+
+
+def by_member(message: Message, said: str) -> str:
+    """``said`` with the name of the member who said it when ``message`` is in a group
+    (unchanged otherwise)."""
+    if message.group_id is None:
+        return said
+    return f"{message.profile_name or message.sender}: {said}"
 
 
 def render_text(message: Message) -> str:
