@@ -404,3 +404,28 @@ async def test_listeners_without_operator_get_operator_messages_as_outbound() ->
         await sim.interface.send(ALICE, "Sam here.")
     assert plain.out == ["re: hi", "Sam here."]
     assert (console.out, console.said) == (["re: hi"], ["Sam here."])
+
+
+async def test_the_handoff_command_is_a_turn_of_its_own_in_a_burst() -> None:
+    """CHAT: ``/human`` sent right after other messages, while the agent answers the first,
+    is not coalesced into the agent's next turn (like the reset command): the messages
+    before it are answered by the agent, then ``/human`` gets the handoff message and the
+    conversation is handed off; the agent never sees ``/human``."""
+    agent = Recorder()
+    agent.gate = asyncio.Event()
+    async with Simulator(agent, mode="chat") as sim:
+        alice = sim.user(ALICE)
+        await alice.send_text("hi")
+        await asyncio.wait_for(agent.started.wait(), 5)
+        await alice.send_text("my order is late")
+        await alice.send_text("/human")
+        agent.gate.set()
+        await sim.settle()
+        texts = [r.text for r in alice.take_replies()]
+        assert await sim.interface.is_handed_off(ALICE)
+    assert agent.texts() == ["hi", "my order is late"]
+    assert texts == [
+        "re: hi",
+        "re: my order is late",
+        "I have asked a person to take over. They will answer you here.",
+    ]

@@ -133,13 +133,18 @@ class Processor:
 
     def is_reset(self, message: Message) -> bool:
         """Whether ``message`` is the CHAT-mode reset command."""
-        command = self.settings.reset_command
-        return (
-            self.settings.mode is InterfaceMode.CHAT
-            and command is not None
-            and message.type == "text"
-            and (message.text or "").strip().lower() == command.lower()
+        return self.settings.mode is InterfaceMode.CHAT and _is(
+            message, self.settings.reset_command
         )
+
+    def is_handoff_command(self, message: Message) -> bool:
+        """Whether ``message`` is the user's command asking for a person."""
+        return _is(message, self.settings.handoff_command)
+
+    def is_command(self, message: Message) -> bool:
+        """Whether the interface answers ``message`` itself (reset or handoff command), in
+        a turn of its own."""
+        return self.is_reset(message) or self.is_handoff_command(message)
 
     def interrupt(self, contact: str) -> None:
         """A new message from ``contact``: cancel their turn's agent run if one is running
@@ -301,15 +306,6 @@ class Processor:
             await self._after_send(
                 turn, "forget the handed-off exchange", lambda: self.handoffs.carried(contact)
             )
-
-    def is_handoff_command(self, message: Message) -> bool:
-        """Whether ``message`` is the user's command asking for a person."""
-        command = self.settings.handoff_command
-        return (
-            command is not None
-            and message.type == "text"
-            and (message.text or "").strip().lower() == command.lower()
-        )
 
     # -- asking ---------------------------------------------------------------------------
     async def _answer(
@@ -561,6 +557,15 @@ class Processor:
         )
         self.listeners.error(to, f"send failed: {exc.code}; will retry")
         raise RetryLater(delay) from exc
+
+
+def _is(message: Message, command: str | None) -> bool:
+    """Whether ``message`` is exactly ``command`` (any case, surrounding spaces ignored)."""
+    return (
+        command is not None
+        and message.type == "text"
+        and (message.text or "").strip().lower() == command.lower()
+    )
 
 
 def _said(message: Message) -> str:

@@ -324,7 +324,7 @@ class Scheduler:
                     await asyncio.sleep(wait)
                     continue
             self._newest[contact] = items[-1].id
-            turn = next_chat_turn(items, processor.load, processor.is_reset, _MAX_TURN_ITEMS)
+            turn = next_chat_turn(items, processor.load, processor.is_command, _MAX_TURN_ITEMS)
             latest = functools.partial(self.is_latest, contact, turn.anchor.id)
             async with self._sem:
                 if not self.active:  # waited for a slot while shutting down

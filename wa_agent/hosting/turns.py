@@ -65,15 +65,16 @@ class Turn:
 def next_chat_turn(
     items: list[InboxItem],
     load: Callable[[InboxItem], Message],
-    is_reset: Callable[[Message], bool],
+    is_command: Callable[[Message], bool],
     limit: int,
 ) -> Turn:
     """The next CHAT turn from the contact's pending ``items`` (oldest first, not empty).
 
     A turn whose reply was already prepared (progress with parts, saved on its anchor)
     comes back as it was. Otherwise the turn is the longest run of items from the oldest
-    that holds no reset command and no part of a prepared turn, at most ``limit`` items; a
-    reset command at the head is a turn of its own.
+    that holds no command (the reset or the handoff command, answered by the interface
+    itself) and no part of a prepared turn, at most ``limit`` items; a command at the head is
+    a turn of its own.
     """
     prepared: dict[str, dict[str, Any]] = {}  # member id -> the prepared turn's progress
     for item in items:
@@ -88,14 +89,14 @@ def next_chat_turn(
         members = [item for item in items if item.id in covered]
         return Turn(members, [load(item) for item in members], progress)
     first = load(head)
-    if is_reset(first):
+    if is_command(first):
         return Turn([head], [first])
     members, messages = [head], [first]
     for item in items[1:limit]:
         if item.id in prepared:
             break
         message = load(item)
-        if is_reset(message):
+        if is_command(message):
             break
         members.append(item)
         messages.append(message)
