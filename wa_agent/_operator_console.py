@@ -21,6 +21,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._loops import on_loop
 from .hosting.observers import QuietListener
 
 if TYPE_CHECKING:
@@ -153,24 +154,18 @@ class OperatorConsole:
 
     def spawn(self, contact: str, what: str, coro: Coroutine[Any, Any, Any], button: Any) -> None:
         """Run ``coro`` as a task on the widget's loop; never blocks the caller."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None:  # a click handled off the loop's thread
-            target = self._loop
-            if target is None or target.is_closed() or not target.is_running():
-                coro.close()
-                self.log.error(contact, f"could not {what}: no running event loop")
-                return
-            target.call_soon_threadsafe(self.spawn, contact, what, coro, button)
-            return
-        button.disabled = True
-        task = loop.create_task(coro, name=f"wa_agent-operator-{what}")
-        self._tasks.add(task)
-        task.add_done_callback(
-            functools.partial(self._finished, contact=contact, what=what, button=button)
-        )
+
+        def start(loop: asyncio.AbstractEventLoop) -> None:
+            button.disabled = True
+            task = loop.create_task(coro, name=f"wa_agent-operator-{what}")
+            self._tasks.add(task)
+            task.add_done_callback(
+                functools.partial(self._finished, contact=contact, what=what, button=button)
+            )
+
+        if not on_loop(self._loop, start):  # a click off the loop's thread, loop gone
+            coro.close()
+            self.log.error(contact, f"could not {what}: no running event loop")
 
     def _finished(self, task: asyncio.Task[Any], contact: str, what: str, button: Any) -> None:
         self._tasks.discard(task)

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, final
 
+from ._loops import on_loop
 from .numbers import normalize_number
 
 __all__ = ["PhoneMessage", "PhoneSimulator", "PhoneUser", "PhoneWidget"]
@@ -673,21 +674,14 @@ class PhoneWidget:
         self.upload.value = ()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None:
-            target = self._loop
-            if target is None or target.is_closed() or not target.is_running():
-                coro.close()
-                self._set_status("No running event loop: use `await phone.send(...)`.", error=True)
-                return
-            target.call_soon_threadsafe(self._spawn, coro)
-            return
-        task = loop.create_task(coro, name="wa_agent-phone-send")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        def start(loop: asyncio.AbstractEventLoop) -> None:
+            task = loop.create_task(coro, name="wa_agent-phone-send")
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+        if not on_loop(self._loop, start):
+            coro.close()
+            self._set_status("No running event loop: use `await phone.send(...)`.", error=True)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
