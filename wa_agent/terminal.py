@@ -445,6 +445,12 @@ async def _operate(
             await interface.send(user.number, action.text)
         except WhatsAppAPIError as exc:
             return f"the operator's message was not sent: {strip_control(str(exc))}"
+    return await _settled(sim, user, timeout)
+
+
+async def _settled(sim: Simulator, user: SimulatedUser, timeout: float) -> list[Reply]:
+    """What ``user`` received once the bot is done (or ``timeout`` passed: what has
+    arrived; the rest is printed before the next prompt)."""
     try:
         await sim.settle(timeout)
     except TimeoutError:
@@ -484,11 +490,7 @@ async def _exchange(
         await user.send_location(action.latitude, action.longitude, name=action.text or None)
     else:
         await user.send_text(action.text)
-    try:
-        await sim.settle(timeout)
-    except TimeoutError:
-        pass  # print what has arrived; the rest comes before the next prompt
-    replies = user.take_replies()
+    replies = await _settled(sim, user, timeout)
     if not replies and not await sim.interface.is_handed_off(user.number):
         return f"no answer within {timeout:g} s"
     return replies  # none while a person has the conversation
