@@ -250,6 +250,15 @@ class SQLiteEngine:
             if thread is not None:
                 thread.join()
 
+    async def _value(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """The first column of the first row ``sql`` selects, or ``None`` (a read)."""
+
+        def op(conn: sqlite3.Connection) -> Any:
+            row = conn.execute(sql, args).fetchone()
+            return None if row is None else row[0]
+
+        return await self._submit(op, write=False)
+
     async def _submit(self, op: _Op, *, write: bool) -> Any:
         if self._state != "open":
             if self._state == "closed":

@@ -102,29 +102,18 @@ class HistoryOps(SQLiteEngine):
 
     async def last_inbound(self, interface: str, sender: str) -> datetime | None:
         """The latest inbound time (aware UTC), or ``None``."""
-
-        def op(conn: sqlite3.Connection) -> int | None:
-            row = conn.execute(
-                "SELECT at FROM last_inbound WHERE interface = ? AND sender = ?",
-                (interface, sender),
-            ).fetchone()
-            return None if row is None else int(row[0])
-
-        micros: int | None = await self._submit(op, write=False)
-        return None if micros is None else from_micros(micros)
+        micros = await self._value(
+            "SELECT at FROM last_inbound WHERE interface = ? AND sender = ?", (interface, sender)
+        )
+        return None if micros is None else from_micros(int(micros))
 
     # -- heartbeat and leases -----------------------------------------------------------------
     async def get_heartbeat_recipient(self, interface: str) -> str | None:
         """The persisted heartbeat recipient, or ``None``."""
-
-        def op(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT recipient FROM heartbeat WHERE interface = ?", (interface,)
-            ).fetchone()
-            return None if row is None else str(row[0])
-
-        result: str | None = await self._submit(op, write=False)
-        return result
+        recipient = await self._value(
+            "SELECT recipient FROM heartbeat WHERE interface = ?", (interface,)
+        )
+        return None if recipient is None else str(recipient)
 
     async def set_heartbeat_recipient(
         self, interface: str, sender: str, *, overwrite: bool = False
@@ -187,16 +176,10 @@ class HistoryOps(SQLiteEngine):
 
     async def get_handoff(self, interface: str, contact: str) -> str | None:
         """The contact's handoff record, or ``None``."""
-
-        def op(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT record FROM handoffs WHERE interface = ? AND contact = ?",
-                (interface, contact),
-            ).fetchone()
-            return None if row is None else str(row[0])
-
-        result: str | None = await self._submit(op, write=False)
-        return result
+        record = await self._value(
+            "SELECT record FROM handoffs WHERE interface = ? AND contact = ?", (interface, contact)
+        )
+        return None if record is None else str(record)
 
     async def handoffs(self, interface: str) -> dict[str, str]:
         """Every contact with a handoff record -> its record."""

@@ -298,14 +298,8 @@ class InboxOps(SQLiteEngine):
 
     async def get_status(self, interface: str, message_id: str) -> str | None:
         """The delivery state last recorded (within the TTL), or ``None``."""
-        now = self._clock()
-
-        def op(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT status FROM status WHERE interface = ? AND message_id = ? AND expires > ?",
-                (interface, message_id, now),
-            ).fetchone()
-            return None if row is None else str(row[0])
-
-        result: str | None = await self._submit(op, write=False)
-        return result
+        status = await self._value(
+            "SELECT status FROM status WHERE interface = ? AND message_id = ? AND expires > ?",
+            (interface, message_id, self._clock()),
+        )
+        return None if status is None else str(status)
