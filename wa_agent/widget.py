@@ -136,6 +136,10 @@ class Conversation:
     handoff_by: str | None = None
     handoff_note: str | None = None
 
+    def set_handoff(self, by: str | None, note: str | None = None) -> None:
+        """In a person's hands (``by``: who asked), or with ``by=None`` back with the bot."""
+        self.handed_off, self.handoff_by, self.handoff_note = by is not None, by, note
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -341,11 +345,21 @@ class ConversationLog:
             media=MediaInfo.coerce(media_info, kind),
             wamid=wamid,
         )
+        return self._add(to, entry)
+
+    def _add(
+        self, contact: str, entry: LogEntry, mark: Callable[[Conversation], None] | None = None
+    ) -> LogEntry:
+        """Append ``entry`` to ``contact``'s conversation (with the delivery status that
+        arrived before it, if any; ``mark`` changes the conversation's state too)."""
         changed: list[str] = []
         with self._lock:
-            conv = self._conversation(to, changed)
+            conv = self._conversation(contact, changed)
+            wamid = entry.wamid
             if wamid is not None and wamid in self._pending:
                 entry.status, entry.error = self._pending.pop(wamid)
+            if mark is not None:
+                mark(conv)
             self._append(conv, entry)
         self._notify(changed)
         return entry
@@ -452,14 +466,7 @@ class ConversationLog:
         """Record a message a person sent to ``contact`` while the conversation is handed off
         (shown as the operator's, with delivery ticks once ``wamid`` gets statuses)."""
         entry = LogEntry(direction="operator", text=text, time=self._clock(), wamid=wamid)
-        changed: list[str] = []
-        with self._lock:
-            conv = self._conversation(contact, changed)
-            if wamid is not None and wamid in self._pending:
-                entry.status, entry.error = self._pending.pop(wamid)
-            self._append(conv, entry)
-        self._notify(changed)
-        return entry
+        return self._add(contact, entry)
 
     def handoff(self, contact: str, handoff: Handoff) -> LogEntry:
         """Record that a person took ``contact``'s conversation over (a
@@ -468,13 +475,7 @@ class ConversationLog:
         by, note = str(handoff.by), handoff.note
         text = f"handed off ({by})" + (f": {note}" if note else "")
         entry = LogEntry(direction="note", text=text, time=self._clock(), kind="handoff")
-        changed: list[str] = []
-        with self._lock:
-            conv = self._conversation(contact, changed)
-            conv.handed_off, conv.handoff_by, conv.handoff_note = True, by, note
-            self._append(conv, entry)
-        self._notify(changed)
-        return entry
+        return self._add(contact, entry, lambda conv: conv.set_handoff(by, note))
 
     def resume(self, contact: str, by: str) -> LogEntry:
         """Record that the bot answers ``contact`` again (``by`` who handed it back)."""
@@ -484,13 +485,7 @@ class ConversationLog:
             time=self._clock(),
             kind="resume",
         )
-        changed: list[str] = []
-        with self._lock:
-            conv = self._conversation(contact, changed)
-            conv.handed_off, conv.handoff_by, conv.handoff_note = False, None, None
-            self._append(conv, entry)
-        self._notify(changed)
-        return entry
+        return self._add(contact, entry, lambda conv: conv.set_handoff(None))
 
     def clear(self) -> None:
         """Forget every conversation (listeners hear about each contact)."""
