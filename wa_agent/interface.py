@@ -303,6 +303,7 @@ class WhatsAppInterface:
             delivery=self._delivery,
             tasks=self._tasks,
             owner=self.owner,
+            handoffs=self._handoffs,
         )
         self._statuses = StatusTracker(
             settings.name, store, self.listeners, on_failed=self._beats.on_failed
@@ -616,8 +617,7 @@ class WhatsAppInterface:
     async def is_handed_off(self, contact: str) -> bool:
         """Whether a person currently answers ``contact`` instead of the agent."""
         await self.start()
-        handoff = await self._handoffs.get(normalize_number(contact))
-        return handoff is not None and handoff.active
+        return await self._handoffs.is_active(normalize_number(contact))
 
     async def handoffs(self) -> dict[str, Handoff]:
         """Every handed-off contact and its :class:`~wa_agent.Handoff` (since when, by whom,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..heartbeat import HeartbeatScheduler, StoreLease
     from ..stores.base import SessionStore
     from .delivery import Delivery
+    from .handoff import Handoffs
     from .runner import AgentRunner
     from .settings import InterfaceSettings
     from .tasks import TaskSet
@@ -61,6 +62,7 @@ class HeartbeatWiring:
         delivery: Delivery,
         tasks: TaskSet,
         owner: str,
+        handoffs: Handoffs,
     ) -> None:
         from ..heartbeat import HeartbeatScheduler, StoreLease
 
@@ -70,6 +72,7 @@ class HeartbeatWiring:
         self.runner = runner
         self.delivery = delivery
         self.tasks = tasks
+        self.handoffs = handoffs
         self.scheduler: HeartbeatScheduler[Any] | None = None
         self.lease: StoreLease | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -172,11 +175,8 @@ class HeartbeatWiring:
         window the agent is not asked: the beat sends the template, or is skipped; while a
         person has the conversation (handoff) the beat is skipped."""
         from ..heartbeat import SkipBeat
-        from .handoff import read_record
 
-        record = await self.store.get_handoff(self.name, recipient)
-        handoff = None if record is None else read_record(recipient, record)
-        if handoff is not None and handoff.active:
+        if await self.handoffs.is_active(recipient):
             raise SkipBeat("the conversation is handed off to a person", level=logging.INFO)
         if not await service_window_open(self.store, self.name, recipient):
             self._outside_window(recipient, "the recipient has not written in the last 24 hours")

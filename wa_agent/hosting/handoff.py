@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .settings import InterfaceSettings
     from .tasks import TaskSet
 
-__all__ = ["Handoff", "Handoffs", "OperatorMedia", "read_record"]
+__all__ = ["Handoff", "Handoffs", "OperatorMedia"]
 
 #: Handoff events (taken over, resumed, timed out): ``wa-agent serve`` shows them at INFO.
 logger = logging.getLogger("wa_agent.handoff")
@@ -153,12 +153,17 @@ class Handoffs:
     async def get(self, contact: str) -> Handoff | None:
         """The contact's record (active, expired or just resumed), or ``None``."""
         text = await self.store.get_handoff(self.name, contact)
-        return None if text is None else read_record(contact, text)
+        return None if text is None else _read(contact, text)
+
+    async def is_active(self, contact: str) -> bool:
+        """Whether a person answers ``contact`` now (handed off, not resumed, not expired)."""
+        handoff = await self.get(contact)
+        return handoff is not None and handoff.active
 
     async def active(self) -> dict[str, Handoff]:
         """Every contact currently handed off."""
         records = await self.store.handoffs(self.name)
-        found = (read_record(contact, text) for contact, text in records.items())
+        found = (_read(contact, text) for contact, text in records.items())
         return {h.contact: h for h in found if h is not None and h.active}
 
     async def begin(self, contact: str, *, by: str, note: str | None = None) -> Handoff:
@@ -263,7 +268,7 @@ class Handoffs:
                 logger.warning("could not list the handoffs (%s)", type(exc).__name__)
                 continue
             for contact, text in records.items():
-                found = read_record(contact, text)
+                found = _read(contact, text)
                 if found is not None and found.expired():
                     await self.expire(contact)
 
@@ -314,7 +319,7 @@ class Handoffs:
             )
 
 
-def read_record(contact: str, text: str) -> Handoff | None:
+def _read(contact: str, text: str) -> Handoff | None:
     """The stored record, or ``None`` (with a warning) when it cannot be read: a damaged
     record never stops the contact's messages from being answered."""
     try:

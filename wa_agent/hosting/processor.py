@@ -262,8 +262,7 @@ class Processor:
 
     async def _taken_over(self, contact: str) -> bool:
         """Whether a person took the conversation over since the turn began."""
-        handoff = await self.handoffs.get(contact)
-        return handoff is not None and handoff.active
+        return await self.handoffs.is_active(contact)
 
     async def _hold(self, turn: Turn, *, dropped: bool = False) -> None:
         """A handed-off turn: its messages go to the history (for the operator, and for
