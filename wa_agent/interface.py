@@ -639,7 +639,9 @@ class WhatsAppInterface:
         ..., "language": ...}``) is sent instead, or :class:`~wa_agent.OutsideServiceWindow`
         is raised. Works whether or not the contact is handed off."""
         await self.start()
-        return await self._handoffs.send(contact, text, media=media, template=template)
+        return await self._handoffs.send(
+            normalize_number(contact), text, media=media, template=template
+        )
 
     # -- webhook consumer ------------------------------------------------------------------
     async def accept(self, events: list[Event]) -> str:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..agents import AgentReply, Media
 from ..agents import Turn as HistoryTurn
 from ..exceptions import OutsideServiceWindow, WhatsAppAPIError
-from ..numbers import mask_number, normalize_number
+from ..numbers import mask_number
 from .delivery import service_window_open
 from .observers import Listeners
 
@@ -221,7 +221,6 @@ class Handoffs:
         template: dict[str, Any] | None = None,
     ) -> list[str]:
         """Send an operator message (see :meth:`~wa_agent.WhatsAppInterface.send`)."""
-        contact = normalize_number(contact)
         items = [media] if isinstance(media, Media | bytes | Path) else list(media)
         if not (text and text.strip()) and not items and template is None:
             raise ValueError("send() needs text, media or a template")
