@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_turns import Recorder as TurnsRecorder
 from wa_agent import (
     AgentReply,
     AgentRequest,
@@ -33,26 +34,15 @@ ALICE = "15551230001"
 BOB = "15551230002"
 
 
-class Recorder:
-    """An agent recording every request; a text starting ``HUMAN`` asks for a person,
-    ``gate`` (if set) blocks every call until it is set."""
-
-    def __init__(self) -> None:
-        self.requests: list[AgentRequest] = []
-        self.gate: asyncio.Event | None = None
-        self.started = asyncio.Event()
+class Recorder(TurnsRecorder):
+    """The turn tests' recording agent (``gate``, if set, blocks the first call); a text
+    starting ``HUMAN`` asks for a person."""
 
     async def answer(self, request: AgentRequest) -> AgentReply:
-        self.requests.append(request)
-        self.started.set()
-        if self.gate is not None:
-            await self.gate.wait()
+        reply = await super().answer(request)
         if request.text.startswith("HUMAN"):
             return AgentReply(text="Let me get a colleague.", handoff=True)
-        return AgentReply(text=f"re: {request.text}")
-
-    def texts(self) -> list[str]:
-        return [r.text for r in self.requests]
+        return reply
 
 
 def roles(history: Any) -> list[tuple[str, str]]:
