@@ -419,3 +419,29 @@ async def test_the_handoff_command_is_a_turn_of_its_own_in_a_burst() -> None:
         "re: my order is late",
         "I have asked a person to take over. They will answer you here.",
     ]
+
+
+async def test_task_mode_keeps_the_carried_exchange_until_the_next_handoff() -> None:
+    """TASK: after the first request has carried the handed-off exchange, the history still
+    holds it (a message recorded for the operator while the resume happened is never
+    erased unseen); the next handoff starts it afresh, so its resume carries only the new
+    exchange."""
+    agent = Recorder()
+    async with Simulator(agent, mode="task") as sim:
+        alice, name = sim.user(ALICE), sim.interface.name
+        await sim.interface.handoff(ALICE)
+        await alice.send_text("first problem")
+        await sim.settle()
+        await sim.interface.resume(ALICE)
+        await alice.ask("ok")
+        kept = await sim.interface.store.get_history(name, ALICE)
+        await sim.interface.handoff(ALICE)
+        await alice.send_text("second problem")
+        await sim.settle()
+        await sim.interface.resume(ALICE)
+        await alice.ask("ok again")
+    assert roles(kept) == [("user", "first problem")]
+    assert [roles(r.history) for r in agent.requests] == [
+        [("user", "first problem")],
+        [("user", "second problem")],
+    ]

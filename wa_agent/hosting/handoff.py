@@ -35,6 +35,7 @@ from ..exceptions import OutsideServiceWindow, WhatsAppAPIError
 from ..numbers import mask_number
 from .delivery import service_window_open
 from .observers import Listeners
+from .settings import InterfaceMode
 
 if TYPE_CHECKING:
     from ..stores.base import SessionStore
@@ -168,6 +169,11 @@ class Handoffs:
 
     async def begin(self, contact: str, *, by: str, note: str | None = None) -> Handoff:
         """Hand ``contact`` to a person (again: the note and timeout are renewed)."""
+        task = self.settings.mode is InterfaceMode.TASK
+        if task and await self.store.get_handoff(self.name, contact) is None:
+            # TASK history holds only exchanges the agent has not been given on a resume:
+            # a new handoff starts it afresh (the last one was carried, or nothing was).
+            await self.store.clear_history(self.name, contact)
         timeout = self.settings.handoff_timeout
         now = time.time()
         handoff = Handoff(
@@ -200,16 +206,18 @@ class Handoffs:
     async def _clear(self, current: Handoff) -> None:
         """Drop the record; in TASK mode keep a ``resumed`` one so that the next turn
         carries the handed-off exchange."""
-        if self.settings.mode.value == "task":
+        if self.settings.mode is InterfaceMode.TASK:
             resumed = dataclasses.replace(current, resumed=True, until=None)
             await self.store.set_handoff(self.name, current.contact, resumed.to_json())
         else:
             await self.store.set_handoff(self.name, current.contact, None)
 
     async def carried(self, contact: str) -> None:
-        """The first TASK turn after a resume has taken the handed-off exchange: forget it."""
+        """The first TASK turn after a resume has taken the handed-off exchange: later turns
+        get no history again. The history itself is kept until the next handoff begins, so
+        that a message recorded for the operator while the resume happened is not erased
+        before anyone saw it."""
         await self.store.set_handoff(self.name, contact, None)
-        await self.store.clear_history(self.name, contact)
 
     # -- the operator's messages ----------------------------------------------------------
     async def send(
